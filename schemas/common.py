@@ -1,0 +1,201 @@
+"""Value types shared by the Group and Node resources: durations, quantities, taints, conditions.
+
+Durations are Go duration strings (`90s`, `10m`, `1h30m`) because that is what every Kubernetes user
+already writes in CA flags; quantities are Kubernetes quantity strings (`8`, `31Gi`, `500m`). Both stay
+strings on the wire and are parsed by the pure helpers here, so the CRD schema, the webhook and the
+state machines agree on one grammar.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+QUANTITY_PATTERN: Final = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# RFC 1123 subdomain (object names) and RFC 1123 label (container and volume names).
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+_DURATION_UNITS: Final = {
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "µs": Decimal("1e-6"),
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+}
+_DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_QUANTITY_SUFFIXES: Final = {
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration string; raises ValueError naming the bad text. Pure."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+    return float(sum(Decimal(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)))
+
+
+def format_duration(seconds: float) -> str:
+    """A compact Go duration string for a number of seconds (`1h30m`, `45s`, `1.5s`). Pure."""
+    if seconds < 0:
+        raise ValueError("durations are never negative")
+    whole = int(seconds)
+    fraction = seconds - whole
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes:
+        parts.append(f"{minutes}m")
+    if secs or fraction or not parts:
+        text = f"{secs + fraction:.3f}".rstrip("0").rstrip(".")
+        parts.append(f"{text}s")
+    return "".join(parts)
+
+
+def parse_quantity(text: str) -> Decimal:
+    """The numeric value of a Kubernetes quantity string (`31Gi` → bytes, `500m` → 0.5). Pure."""
+    if not re.fullmatch(QUANTITY_PATTERN, text):
+        raise ValueError(f"{text!r} is not a Kubernetes quantity such as 8, 500m or 31Gi")
+    match = re.fullmatch(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(.*)", text)
+    assert match is not None  # guaranteed by QUANTITY_PATTERN
+    number, suffix = match.groups()
+    try:
+        if suffix in _QUANTITY_SUFFIXES:
+            return Decimal(number) * _QUANTITY_SUFFIXES[suffix]
+        return Decimal(number + suffix)  # decimal exponent form such as 1e3
+    except InvalidOperation as error:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity") from error
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _check_quantity(text: str) -> str:
+    parse_quantity(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration), Field(pattern=DURATION_PATTERN)]
+Quantity = Annotated[str, AfterValidator(_check_quantity), Field(pattern=QUANTITY_PATTERN)]
+
+
+class Model(BaseModel):
+    """Base for every resource part: immutable, camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_enum_values=False,
+    )
+
+
+class StatusModel(Model):
+    """Base for status parts: unknown fields are ignored so an older operator can read a newer status."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Taint(Model):
+    """A Kubernetes Node taint, as in core/v1."""
+
+    key: str = Field(min_length=1, max_length=316, description="Taint key, e.g. `dedicated`.")
+    value: str = Field(default="", max_length=63, description="Taint value; may be empty.")
+    effect: TaintEffect = Field(description="NoSchedule, PreferNoSchedule or NoExecute.")
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class Toleration(Model):
+    """A pod toleration, as in core/v1 (used to place power Jobs)."""
+
+    key: str | None = Field(default=None, description="Taint key the toleration matches; empty matches all.")
+    operator: TolerationOperator = Field(default=TolerationOperator.EQUAL, description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Value to match when operator is Equal.")
+    effect: TaintEffect | None = Field(default=None, description="Effect to match; empty matches all.")
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated; unset means forever."
+    )
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(StatusModel):
+    """A status condition following Kubernetes conventions (one entry per type, never appended twice)."""
+
+    type: str = Field(description="Condition type, e.g. Ready or Quarantined.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="One CamelCase word saying why.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: datetime | None = Field(
+        default=None, description="When status last changed (not when the condition was last written)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this condition was computed from."
+    )
+
+
+def set_condition(conditions: tuple[Condition, ...], new: Condition, now: datetime) -> tuple[Condition, ...]:
+    """Conditions with `new` replacing any of its type; the transition time moves only when status flips."""
+    previous = next((c for c in conditions if c.type == new.type), None)
+    stamped_time = previous.last_transition_time if previous and previous.status == new.status else now
+    stamped = new.model_copy(update={"last_transition_time": stamped_time})
+    return tuple(c for c in conditions if c.type != new.type) + (stamped,)
+
+
+class Metadata(StatusModel):
+    """The slice of Kubernetes object metadata the operator reasons about."""
+
+    name: str = Field(description="Object name.")
+    namespace: str = Field(default="", description="Namespace; empty for cluster-scoped objects.")
+    uid: str = Field(default="", description="Unique id assigned by the API server.")
+    resource_version: str = Field(default="", description="Opaque version used for optimistic concurrency.")
+    generation: int = Field(default=0, description="Incremented by the API server on every spec change.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Object labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Object annotations.")
+    deletion_timestamp: datetime | None = Field(default=None, description="Set once deletion has begun.")

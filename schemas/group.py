@@ -1,0 +1,132 @@
+"""The Group custom resource: one Cluster Autoscaler node group of interchangeable machines.
+
+A Group says how many machines may run (min/max), how fast and how safely they are powered on
+(concurrent boots, timeouts, failure policy), what a powered-off Kubernetes Node becomes, what CA is told
+(autoscaling-option overrides, scale-from-zero template, GPU label) and which labels and taints the
+operator keeps on member Kubernetes Nodes. Members are Node CRs labelled `infra.homecluster.dev/group`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from schemas.common import Condition, Duration, Metadata, Model, Quantity, StatusModel, Taint
+
+
+class PowerOffNodePolicy(StrEnum):
+    DELETE = "Delete"
+    """Delete the Kubernetes Node after a confirmed power-off, so CA never counts it as unready."""
+    KEEP = "Keep"
+    """Keep the NotReady Node object (it then counts towards CA's unready thresholds)."""
+
+
+class FailurePolicy(Model):
+    """How failed boots are handled: exponential cooldown, then quarantine until a person resets."""
+
+    quarantine_after: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failed boots after which a machine is quarantined."
+    )
+    cooldown_base: Duration = Field(
+        default="30s", description="Cooldown after the first failed boot; doubles with each further failure."
+    )
+    cooldown_cap: Duration = Field(default="30m", description="The longest cooldown between boot attempts.")
+    shutdown_retries: int = Field(
+        default=2, ge=0, le=20, description="Extra shutdown attempts before the machine is returned to Ready."
+    )
+
+
+class AutoscalingOptions(Model):
+    """Per-group overrides of CA's options; unset fields keep CA's own flag defaults."""
+
+    scale_down_utilization_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Utilization below which a node may be removed (CA default 0.5)."
+    )
+    scale_down_gpu_utilization_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="GPU utilization threshold for scale-down (CA default 0.5)."
+    )
+    scale_down_unneeded_time: Duration | None = Field(
+        default=None, description="How long a node must be unneeded before removal (CA default 10m)."
+    )
+    scale_down_unready_time: Duration | None = Field(
+        default=None, description="How long an unready node must be unneeded before removal (CA default 20m)."
+    )
+    max_node_provision_time: Duration | None = Field(
+        default=None, description="How long CA waits for a booting machine to register (CA default 15m)."
+    )
+    zero_or_max_node_scaling: bool | None = Field(
+        default=None, description="Scale the whole group to zero or to max at once (CA default false)."
+    )
+    ignore_daemon_sets_utilization: bool | None = Field(
+        default=None, description="Ignore DaemonSet pods when computing utilization (CA default false)."
+    )
+
+
+class NodeTemplate(Model):
+    """What a member machine looks like to the scheduler, for scale-from-zero when none has been seen."""
+
+    capacity: dict[str, Quantity] = Field(
+        description="Resources of one machine, e.g. cpu: '8', memory: 31Gi, pods: '110' (pods is required)."
+    )
+    allocatable: dict[str, Quantity] = Field(
+        default_factory=dict, description="Allocatable resources; defaults to capacity."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels a member Kubernetes Node carries.")
+    taints: tuple[Taint, ...] = Field(default=(), description="Taints a member Kubernetes Node carries.")
+
+
+class GroupSpec(Model):
+    """Desired behaviour of a group of machines."""
+
+    min_size: int = Field(default=0, ge=0, description="CA never scales the group below this many machines.")
+    max_size: int = Field(ge=0, description="CA never scales the group above this many machines.")
+    max_concurrent_boots: int | None = Field(
+        default=None, ge=1, description="At most this many machines boot at once (e.g. a UPS or circuit limit)."
+    )
+    boot_timeout: Duration = Field(
+        default="10m", description="A machine not Ready this long after its startup Job began has failed to boot."
+    )
+    shutdown_timeout: Duration = Field(
+        default="5m", description="A shutdown not confirmed within this time is retried, then abandoned."
+    )
+    failure_policy: FailurePolicy = Field(
+        default_factory=FailurePolicy, description="Cooldown and quarantine after failed boots."
+    )
+    power_off_node_policy: PowerOffNodePolicy = Field(
+        default=PowerOffNodePolicy.DELETE, description="What happens to the Kubernetes Node after power-off."
+    )
+    autoscaling_options: AutoscalingOptions | None = Field(
+        default=None, description="Overrides of CA's per-group options; unset keeps CA's defaults."
+    )
+    template: NodeTemplate | None = Field(
+        default=None, description="Scale-from-zero template used until a member has been seen Ready."
+    )
+    gpu_label: str | None = Field(
+        default=None, description="Label key that marks GPU nodes, reported to CA's GPULabel call."
+    )
+    gpu_types: tuple[str, ...] = Field(default=(), description="GPU types the group offers (GetAvailableGPUTypes).")
+    node_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels the operator keeps on every member Kubernetes Node."
+    )
+    node_taints: tuple[Taint, ...] = Field(
+        default=(), description="Taints the operator keeps on every member Kubernetes Node."
+    )
+
+
+class GroupStatus(StatusModel):
+    """What the operator last recorded about a group."""
+
+    target_size: int = Field(default=0, ge=0, description="Machines CA currently wants powered on.")
+    ready_count: int = Field(default=0, ge=0, description="Machines that are on and Ready.")
+    machines: dict[str, int] = Field(default_factory=dict, description="Number of machines in each state.")
+    conditions: tuple[Condition, ...] = Field(default=(), description="Healthy and other conditions.")
+    observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+
+
+class Group(StatusModel):
+    """A Group custom resource as read from the API (apiVersion and kind are implied)."""
+
+    metadata: Metadata = Field(description="Kubernetes object metadata.")
+    spec: GroupSpec = Field(description="Desired behaviour.")
+    status: GroupStatus = Field(default_factory=GroupStatus, description="Observed state.")

@@ -1,0 +1,237 @@
+"""The Node custom resource: one physical machine the operator powers on and off.
+
+The spec says how to power the machine (a startup and a shutdown Job template, a safe subset of a pod
+spec), which Kubernetes Node it becomes, and how the autoscaler may use it (power policy, priority,
+price). The status is the durable record of the machine: after a restart the operator rebuilds each
+machine's state machine from it, the machine's Jobs and its Kubernetes Node, so every field the state
+machine needs lives here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from schemas.common import (
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    Condition,
+    Metadata,
+    Model,
+    Quantity,
+    StatusModel,
+    Taint,
+    Toleration,
+)
+
+
+class NodeState(StrEnum):
+    """Power states of a machine. The first four are the original design's names, verbatim."""
+
+    SHUTDOWN = "Shutdown"
+    """Powered off and available (possibly cooling down after a failed boot)."""
+    STARTING_UP = "StartingUp"
+    """Startup Job running or machine booting; not yet a Ready Kubernetes Node."""
+    READY = "Ready"
+    """Powered on and a Ready Kubernetes Node."""
+    SHUTTING_DOWN = "ShuttingDown"
+    """Being drained or powered off; waiting for the shutdown Job and the Node to go away."""
+    BOOT_FAILED = "BootFailed"
+    """The last boot failed or timed out; reported to CA as a failed creation until CA lets it go."""
+    QUARANTINED = "Quarantined"
+    """Too many consecutive failed boots; never chosen again until a person resets it."""
+    MAINTENANCE = "Maintenance"
+    """Taken out of the autoscaler's hands by a person (powerPolicy Maintenance)."""
+
+
+class PowerPolicy(StrEnum):
+    AUTO = "Auto"
+    """The autoscaler powers the machine on and off as CA asks."""
+    ON = "On"
+    """Keep powered on; never powered off by the autoscaler."""
+    OFF = "Off"
+    """Keep powered off; never chosen for a scale-up."""
+    MAINTENANCE = "Maintenance"
+    """Leave the machine alone: no power operations, whatever its state."""
+
+
+class OperationKind(StrEnum):
+    STARTUP = "startup"
+    SHUTDOWN = "shutdown"
+
+
+class EnvVarSource(Model):
+    """Where an environment variable's value comes from (exactly one of the two)."""
+
+    secret_key_ref: SecretKeyRef | None = Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: ConfigMapKeyRef | None = Field(default=None, description="A key of a ConfigMap.")
+
+
+class SecretKeyRef(Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, description="Secret name, in the Node's namespace.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+    optional: bool = Field(default=False, description="Start the Job even if the Secret or key is missing.")
+
+
+class ConfigMapKeyRef(Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, description="ConfigMap name, in the Node's namespace.")
+    key: str = Field(min_length=1, description="Key within the ConfigMap.")
+    optional: bool = Field(default=False, description="Start the Job even if the ConfigMap or key is missing.")
+
+
+class EnvVar(Model):
+    """An environment variable of the power container: a literal value or a Secret/ConfigMap key."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: EnvVarSource | None = Field(default=None, description="Value read from a Secret or ConfigMap.")
+
+
+class NamedRef(Model):
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, description="Object name, in the Node's namespace.")
+
+
+class EnvFromSource(Model):
+    """Every key of a Secret or ConfigMap as environment variables (exactly one of the two)."""
+
+    prefix: str = Field(default="", description="Prefix added to every variable name.")
+    secret_ref: NamedRef | None = Field(default=None, description="A Secret whose keys become variables.")
+    config_map_ref: NamedRef | None = Field(default=None, description="A ConfigMap whose keys become variables.")
+
+
+class VolumeMount(Model):
+    """A Secret or ConfigMap mounted read-only into the power container (exactly one of the two)."""
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Volume name.")
+    mount_path: str = Field(pattern=r"^/", description="Absolute path in the container.")
+    secret_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN, description="Secret to mount.")
+    config_map_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN_PATTERN, description="ConfigMap to mount."
+    )
+
+
+class ResourceRequirements(Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Requested resources.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Resource limits.")
+
+
+class JobTemplate(Model):
+    """A power operation: a safe subset of a pod spec run once as a Kubernetes Job."""
+
+    image: str = Field(min_length=1, description="Container image that performs the operation.")
+    command: tuple[str, ...] = Field(default=(), description="Entrypoint override.")
+    args: tuple[str, ...] = Field(default=(), description="Arguments.")
+    env: tuple[EnvVar, ...] = Field(default=(), description="Environment variables.")
+    env_from: tuple[EnvFromSource, ...] = Field(default=(), description="Secrets/ConfigMaps as variables.")
+    volumes: tuple[VolumeMount, ...] = Field(default=(), description="Secrets/ConfigMaps mounted read-only.")
+    resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
+    service_account_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN_PATTERN, description="Service account of the Job's pod."
+    )
+    host_network: bool = Field(
+        default=False, description="Run in the host network (Wake-on-LAN broadcasts usually need it)."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Where the Job's pod may run.")
+    tolerations: tuple[Toleration, ...] = Field(default=(), description="Tolerations of the Job's pod.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Kill the Job after this many seconds (default: the group's timeout)."
+    )
+    backoff_limit: int = Field(default=1, ge=0, le=10, description="Pod retries before the Job fails.")
+    ttl_seconds_after_finished: int = Field(
+        default=600, ge=0, description="Seconds a finished Job is kept for inspection."
+    )
+
+
+class Pricing(Model):
+    """What running the machine costs, for CA's price expander."""
+
+    hourly_price: str | None = Field(
+        default=None, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Price per hour as a decimal string."
+    )
+    power_watts: int | None = Field(default=None, ge=0, description="Typical power draw when on, in watts.")
+
+
+class NodeSpec(Model):
+    """How to power one machine and how the autoscaler may use it."""
+
+    kubernetes_node_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="Name of the Kubernetes Node the machine registers as; defaults to this resource's name.",
+    )
+    provider_id: str | None = Field(
+        default=None,
+        alias="providerID",
+        min_length=1,
+        description="The Node's spec.providerID; when unset the operator sets homelab://<namespace>/<name>.",
+    )
+    power_policy: PowerPolicy = Field(default=PowerPolicy.AUTO, description="Auto, On, Off or Maintenance.")
+    priority: int = Field(default=0, description="Higher priority machines are powered on first.")
+    pricing: Pricing = Field(default_factory=Pricing, description="Cost of running the machine.")
+    startup_job: JobTemplate = Field(description="Job that powers the machine on.")
+    shutdown_job: JobTemplate = Field(description="Job that powers the machine off.")
+
+
+class Operation(StatusModel):
+    """The power operation in flight."""
+
+    kind: OperationKind = Field(description="startup or shutdown.")
+    attempt: int = Field(ge=1, description="Attempt number, part of the Job name.")
+    job_name: str = Field(description="Name of the Job performing it.")
+    started: datetime = Field(description="When the operation began.")
+
+
+class NodeSnapshot(StatusModel):
+    """The Kubernetes Node as last seen Ready: the scale-from-zero template of its group."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Node labels.")
+    taints: tuple[Taint, ...] = Field(default=(), description="Node taints.")
+    capacity: dict[str, str] = Field(default_factory=dict, description="status.capacity.")
+    allocatable: dict[str, str] = Field(default_factory=dict, description="status.allocatable.")
+    seen_at: datetime | None = Field(default=None, description="When it was recorded.")
+
+
+class NodeStatus(StatusModel):
+    """The durable record of one machine."""
+
+    state: NodeState = Field(default=NodeState.SHUTDOWN, description="Power state.")
+    since: datetime | None = Field(default=None, description="When the machine entered its state.")
+    operation: Operation | None = Field(default=None, description="The power operation in flight.")
+    consecutive_failures: int = Field(default=0, ge=0, description="Failed boots since the last success.")
+    cooldown_until: datetime | None = Field(default=None, description="Not chosen for a boot before this time.")
+    provider_id: str | None = Field(
+        default=None, alias="providerID", description="The providerID the Kubernetes Node registered with."
+    )
+    last_ready: NodeSnapshot | None = Field(default=None, description="The Kubernetes Node last seen Ready.")
+    powered_on_seconds: float = Field(default=0, ge=0, description="Total time spent powered on.")
+    reason: str = Field(default="", description="Why the machine entered its state (one CamelCase word).")
+    message: str = Field(default="", description="Details of the last transition or failure.")
+    handled_reset: str | None = Field(
+        default=None, description="The reset annotation value last acted on (a new value clears quarantine)."
+    )
+    conditions: tuple[Condition, ...] = Field(default=(), description="Ready, Quarantined, OperationFailed.")
+    observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+
+
+class Node(StatusModel):
+    """A Node custom resource as read from the API."""
+
+    metadata: Metadata = Field(description="Kubernetes object metadata.")
+    spec: NodeSpec = Field(description="How to power the machine.")
+    status: NodeStatus = Field(default_factory=NodeStatus, description="Durable record of the machine.")
+
+
+def kubernetes_node_name(node: Node) -> str:
+    """The Kubernetes Node name a machine registers as. Pure."""
+    return node.spec.kubernetes_node_name or node.metadata.name
+
+
+def default_provider_id(namespace: str, name: str) -> str:
+    """The providerID the operator stamps on a Kubernetes Node that registered without one. Pure."""
+    return f"homelab://{namespace}/{name}"
+
+
+EnvVarSource.model_rebuild()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole check, exactly as CI runs it: a fresh virtualenv with the project and its test tools,
+# then lint, types, layering and the test suite. Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${HOMELAB_AUTOSCALER_VENV:-.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24" "setuptools>=69"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/$venv/bin:$PATH"
+echo "== ruff";          ruff check .
+echo "== mypy --strict"; mypy schemas actors grpc_gateway webhooks sim homelab_autoscaler
+echo "== import-linter"; lint-imports
+echo "== pytest";        python -m pytest "$@"

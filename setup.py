@@ -1,0 +1,5 @@
+"""Packaging shim: every setting lives in setup.cfg."""
+
+from setuptools import setup
+
+setup()
