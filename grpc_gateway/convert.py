@@ -1,0 +1,254 @@
+"""Pure converters between the gateway's plain views and the externalgrpc wire messages.
+
+Every rule about *how* CA must be answered, as opposed to *what* the answer is, lives here: which field
+layout each CA version reads (both are always filled), what a scale-from-zero template Node must contain,
+how per-group option overrides are merged into CA's own defaults, and how CA's stand-in nodes are told
+apart from real ones. Keeping these rules in pure functions lets them be tested as tables without a
+server, and keeps the servicer down to "look up, convert, reply". Nothing here does I/O or imports grpc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Final
+
+from grpc_gateway.views import InstanceState, InstanceView, NodeGroupView, NodeRef, TemplateNode
+from protos import externalgrpc_pb2 as externalgrpc
+from protos import k8s_node_pb2 as kubernetes
+from schemas.common import parse_duration
+from schemas.group import AutoscalingOptions
+from schemas.labels import CA_FAKE_NODE_REASON_ANNOTATION
+
+OS_LABEL: Final = "kubernetes.io/os"
+ARCH_LABEL: Final = "kubernetes.io/arch"
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+
+DEFAULT_MAX_PODS: Final = "110"
+"""The kubelet's default maxPods, used when a template names no `pods` capacity (0 pods fits nothing)."""
+
+CA_DEFAULT_UTILIZATION_THRESHOLD: Final = 0.5
+CA_DEFAULT_GPU_UTILIZATION_THRESHOLD: Final = 0.5
+CA_DEFAULT_MAX_NODE_STARTUP_SECONDS: Final = 15 * 60
+
+_NANOSECONDS_PER_SECOND: Final = 1_000_000_000
+
+_DURATION_OPTIONS: Final = (
+    # (current Duration field, legacy K8sDuration field, CA flag default in seconds, override attribute)
+    ("scaleDownUnneededDuration", "scaleDownUnneededTime", 10 * 60, "scale_down_unneeded_time"),
+    ("scaleDownUnreadyDuration", "scaleDownUnreadyTime", 20 * 60, "scale_down_unready_time"),
+    ("MaxNodeProvisionDuration", "MaxNodeProvisionTime", 15 * 60, "max_node_provision_time"),
+)
+
+_WIRE_INSTANCE_STATES: Final = {
+    InstanceState.CREATING: externalgrpc.InstanceStatus.instanceCreating,
+    InstanceState.RUNNING: externalgrpc.InstanceStatus.instanceRunning,
+    InstanceState.DELETING: externalgrpc.InstanceStatus.instanceDeleting,
+}
+
+# What in-tree providers put in a template node: Ready, and no pressure. Reasons are ours.
+_TEMPLATE_CONDITIONS: Final = (
+    ("Ready", "True", "TemplateNodeReady"),
+    ("MemoryPressure", "False", "TemplateNodeNoPressure"),
+    ("DiskPressure", "False", "TemplateNodeNoPressure"),
+    ("PIDPressure", "False", "TemplateNodeNoPressure"),
+    ("NetworkUnavailable", "False", "TemplateNodeNetworkReady"),
+)
+
+
+def to_pb_node_group(view: NodeGroupView) -> externalgrpc.NodeGroup:
+    """The wire form of a group. Pure."""
+    return externalgrpc.NodeGroup(id=view.id, minSize=view.min_size, maxSize=view.max_size, debug=view.debug)
+
+
+def to_pb_instance(view: InstanceView) -> externalgrpc.Instance:
+    """The wire form of an instance; error info is attached only when there is an error code. Pure.
+
+    CA treats any non-empty errorCode on a creating instance as a failed creation, and an errorInfo with
+    an empty code as no error, so leaving the message unset when there is no error is equivalent and smaller.
+    """
+    status = externalgrpc.InstanceStatus(instanceState=_WIRE_INSTANCE_STATES[view.state])
+    if view.error_code:
+        status.errorInfo.errorCode = view.error_code
+        status.errorInfo.errorMessage = view.error_message
+        status.errorInfo.instanceErrorClass = int(view.error_class)
+    return externalgrpc.Instance(id=view.id, status=status)
+
+
+def to_pb_node(template: TemplateNode) -> kubernetes.Node:
+    """A v1.Node that a scheduler simulation can place pods on, as a new member would register. Pure.
+
+    It carries no timestamps, so the same template always serializes to the same bytes.
+    """
+    node = kubernetes.Node()
+    node.metadata.name = template.name
+    node.metadata.labels.update(_template_labels(template))
+    if template.provider_id:
+        node.spec.providerID = template.provider_id
+    for taint in template.taints:
+        node.spec.taints.add(key=taint.key, value=taint.value, effect=taint.effect.value)
+    capacity = _with_pods(template.capacity, DEFAULT_MAX_PODS)
+    allocatable = _with_pods(template.allocatable or capacity, capacity["pods"])
+    for resource, quantity in capacity.items():
+        node.status.capacity[resource].string = quantity
+    for resource, quantity in allocatable.items():
+        node.status.allocatable[resource].string = quantity
+    for condition_type, status, reason in _TEMPLATE_CONDITIONS:
+        node.status.conditions.add(type=condition_type, status=status, reason=reason)
+    return node
+
+
+def node_bytes(template: TemplateNode) -> bytes:
+    """The template as CA unmarshals it: plain protobuf v1.Node bytes, map keys sorted. Pure."""
+    serialized: bytes = to_pb_node(template).SerializeToString(deterministic=True)
+    return serialized
+
+
+def template_response(template: TemplateNode) -> externalgrpc.NodeGroupTemplateNodeInfoResponse:
+    """The TemplateNodeInfo answer with the same Node in the legacy field 1 and the current field 2. Pure."""
+    serialized = node_bytes(template)
+    return externalgrpc.NodeGroupTemplateNodeInfoResponse(nodeInfo=serialized, nodeBytes=serialized)
+
+
+def autoscaling_options(
+    defaults: externalgrpc.NodeGroupAutoscalingOptions | None,
+    overrides: AutoscalingOptions | None,
+) -> externalgrpc.NodeGroupAutoscalingOptions | None:
+    """The options to return for a group, or None to leave the response unset. Pure.
+
+    CA replaces every option with the response's value, and reads an unset field as zero (a zero
+    max-node-provision-time makes every booting machine time out at once). So with no override we answer
+    nothing and CA keeps its flags. With overrides we start from CA's own `defaults` (from whichever
+    duration layout its version sent; CA's documented flag defaults if it sent neither or no defaults at
+    all), apply the overrides, and write every duration in both layouts.
+
+    Caveat worth surfacing to users: CA 1.35 and 1.36 have no field for max-node-startup-time and set it
+    to zero whenever options are returned (upstream issue #10245); we fill the pending field 11 anyway.
+    """
+    if overrides is None or not _overridden_names(overrides):
+        return None
+    options = externalgrpc.NodeGroupAutoscalingOptions()
+    if defaults is None:
+        options.scaleDownUtilizationThreshold = CA_DEFAULT_UTILIZATION_THRESHOLD
+        options.scaleDownGpuUtilizationThreshold = CA_DEFAULT_GPU_UTILIZATION_THRESHOLD
+    else:
+        options.CopyFrom(defaults)
+    if overrides.scale_down_utilization_threshold is not None:
+        options.scaleDownUtilizationThreshold = overrides.scale_down_utilization_threshold
+    if overrides.scale_down_gpu_utilization_threshold is not None:
+        options.scaleDownGpuUtilizationThreshold = overrides.scale_down_gpu_utilization_threshold
+    if overrides.zero_or_max_node_scaling is not None:
+        options.zeroOrMaxNodeScaling = overrides.zero_or_max_node_scaling
+    if overrides.ignore_daemon_sets_utilization is not None:
+        options.ignoreDaemonSetsUtilization = overrides.ignore_daemon_sets_utilization
+    for current_field, legacy_field, ca_default_seconds, override_name in _DURATION_OPTIONS:
+        override: str | None = getattr(overrides, override_name)
+        nanoseconds = (
+            _seconds_to_nanoseconds(parse_duration(override))
+            if override is not None
+            else _duration_nanoseconds(options, current_field, legacy_field)
+        )
+        if nanoseconds is None:
+            nanoseconds = ca_default_seconds * _NANOSECONDS_PER_SECOND
+        getattr(options, current_field).FromNanoseconds(nanoseconds)
+        getattr(options, legacy_field).duration = nanoseconds
+    # Field 11 has no legacy layout; readers that know it would have sent it, others ignore it.
+    if not options.HasField("maxNodeStartupDuration"):
+        options.maxNodeStartupDuration.FromSeconds(CA_DEFAULT_MAX_NODE_STARTUP_SECONDS)
+    return options
+
+
+def options_response(
+    request: externalgrpc.NodeGroupAutoscalingOptionsRequest,
+    overrides: AutoscalingOptions | None,
+) -> externalgrpc.NodeGroupAutoscalingOptionsResponse:
+    """The NodeGroupGetOptions answer: options unset unless the group overrides something. Pure."""
+    defaults = request.defaults if request.HasField("defaults") else None
+    options = autoscaling_options(defaults, overrides)
+    if options is None:
+        return externalgrpc.NodeGroupAutoscalingOptionsResponse()
+    return externalgrpc.NodeGroupAutoscalingOptionsResponse(nodeGroupAutoscalingOptions=options)
+
+
+def node_from_pb(node: externalgrpc.ExternalGrpcNode) -> NodeRef:
+    """The node CA asks about; flags CA's stand-ins for unregistered or failed instances. Pure.
+
+    CA builds a stand-in with name == providerID == the instance id and the fake-node-reason
+    annotation; such a node has no real name, so callers must resolve it by providerID.
+    """
+    annotations = dict(node.annotations)
+    named_after_provider_id = node.providerID != "" and node.name == node.providerID
+    is_stand_in = CA_FAKE_NODE_REASON_ANNOTATION in annotations and named_after_provider_id
+    return NodeRef(
+        name=node.name,
+        provider_id=node.providerID,
+        labels=dict(node.labels),
+        annotations=annotations,
+        is_stand_in=is_stand_in,
+    )
+
+
+def pricing_window(
+    request: externalgrpc.PricingNodePriceRequest | externalgrpc.PricingPodPriceRequest,
+) -> tuple[datetime | None, datetime | None]:
+    """The (start, end) of a pricing request in UTC, None where CA sent nothing. Pure.
+
+    The current timestamp fields are read first; CA before 1.34.2 only sends the legacy ones.
+    """
+    return (
+        _timestamp_field(request, "startTimestamp", "startTime"),
+        _timestamp_field(request, "endTimestamp", "endTime"),
+    )
+
+
+def pod_bytes(request: externalgrpc.PricingPodPriceRequest) -> bytes:
+    """The serialized v1.Pod of a pod-pricing request, from the current field or the legacy one. Pure."""
+    return request.pod_bytes or request.pod
+
+
+def _template_labels(template: TemplateNode) -> dict[str, str]:
+    # Well-known labels first so a snapshot of a real node (which carries its own) wins.
+    labels = {OS_LABEL: "linux", HOSTNAME_LABEL: template.name}
+    if template.architecture:
+        labels[ARCH_LABEL] = template.architecture
+    labels.update(template.labels)
+    return labels
+
+
+def _with_pods(resources: Mapping[str, str], pods_if_missing: str) -> dict[str, str]:
+    return {"pods": pods_if_missing, **resources}
+
+
+def _overridden_names(overrides: AutoscalingOptions) -> set[str]:
+    return {name for name in type(overrides).model_fields if getattr(overrides, name) is not None}
+
+
+def _seconds_to_nanoseconds(seconds: float) -> int:
+    # Through Decimal so 0.1 s is exactly 100 ms and not a float rounding artefact.
+    return int(Decimal(repr(seconds)) * _NANOSECONDS_PER_SECOND)
+
+
+def _duration_nanoseconds(
+    options: externalgrpc.NodeGroupAutoscalingOptions, current_field: str, legacy_field: str
+) -> int | None:
+    if options.HasField(current_field):
+        nanoseconds: int = getattr(options, current_field).ToNanoseconds()
+        return nanoseconds
+    if options.HasField(legacy_field):
+        legacy_nanoseconds: int = getattr(options, legacy_field).duration
+        return legacy_nanoseconds
+    return None
+
+
+def _timestamp_field(
+    request: externalgrpc.PricingNodePriceRequest | externalgrpc.PricingPodPriceRequest,
+    current_field: str,
+    legacy_field: str,
+) -> datetime | None:
+    for field_name in (current_field, legacy_field):
+        if request.HasField(field_name):
+            timestamp = getattr(request, field_name)
+            moment = datetime.fromtimestamp(timestamp.seconds, tz=UTC)
+            return moment + timedelta(microseconds=timestamp.nanos // 1000)
+    return None
