@@ -1,0 +1,213 @@
+"""Every Prometheus metric the operator exports, declared in one place.
+
+One module owns the names so that the exported surface is reviewable at a glance, stays consistently named
+(prefix `homelab_autoscaler_`, base units such as seconds, counters declared without `_total` because
+prometheus_client appends it) and so that no two modules register the same name twice.
+
+The metrics live in a module-level `REGISTRY` rather than prometheus_client's global default registry: tests
+and benchmarks may run several actor runtimes in one process, and a private registry keeps them from colliding
+with anything else a library registers globally. The metrics HTTP endpoint serves `render()`.
+
+Cardinality: at 5000 machines every per-node label multiplies series by 5000. Counters labelled per actor and
+the per-node state gauge are affordable (a handful of series per node); histograms are not (each one is ~20
+series), so handler latency is labelled by actor kind only. Series of a node or group that goes away are
+removed with `forget_node` / `forget_group` so that stale machines do not linger in dashboards.
+
+prometheus_client metric objects are thread-safe; the small bookkeeping in the helpers below is guarded by a
+lock because the pump thread and adapter threads may both call them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+PREFIX = "homelab_autoscaler_"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Actor message handling is normally tens of microseconds; the upper buckets catch a handler that blocks.
+_HANDLER_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+)
+# gRPC calls from the Cluster Autoscaler: sub-millisecond for snapshot reads, up to seconds for writes.
+_GRPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+# --- actor runtime -----------------------------------------------------------------------------------------
+
+ACTOR_MESSAGES_HANDLED = Counter(
+    PREFIX + "actor_messages_handled",
+    "Messages delivered to an actor handler (including deliveries whose handler raised).",
+    ["actor_kind", "actor"],
+    registry=REGISTRY,
+)
+ACTOR_HANDLER_SECONDS = Histogram(
+    PREFIX + "actor_handler_seconds",
+    "Time an actor handler took per message. Labelled by kind only: a per-actor histogram would be "
+    "about twenty series per node.",
+    ["actor_kind"],
+    buckets=_HANDLER_BUCKETS,
+    registry=REGISTRY,
+)
+PUMP_QUEUE_DEPTH = Gauge(
+    PREFIX + "pump_queue_depth",
+    "Work items waiting for the actor pump thread.",
+    registry=REGISTRY,
+)
+PUMP_WAIT_SECONDS = Histogram(
+    PREFIX + "pump_wait_seconds",
+    "Time a work item (ask, tell, actor creation) waited in the pump queue before the pump took it.",
+    buckets=_HANDLER_BUCKETS,
+    registry=REGISTRY,
+)
+ASKS = Counter(
+    PREFIX + "asks",
+    "Asks made into the actor system from other threads, by outcome "
+    "(ok, timeout, failed, stopped, cancelled, rejected).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+PENDING_TIMERS = Gauge(
+    PREFIX + "pending_timers",
+    "Timers armed in the ticker and not yet fired or cancelled.",
+    registry=REGISTRY,
+)
+
+# --- machines and groups -----------------------------------------------------------------------------------
+
+NODE_STATE = Gauge(
+    PREFIX + "node_state",
+    "Power state of each machine: 1 for the current state, 0 for the others.",
+    ["group", "node", "state"],
+    registry=REGISTRY,
+)
+NODE_TRANSITIONS = Counter(
+    PREFIX + "node_transitions",
+    "Power state transitions of machines.",
+    ["group", "from_state", "to_state"],
+    registry=REGISTRY,
+)
+GROUP_TARGET_SIZE = Gauge(
+    PREFIX + "group_target_size",
+    "Number of machines the group should have running, as last set by the Cluster Autoscaler.",
+    ["group"],
+    registry=REGISTRY,
+)
+GROUP_MACHINES = Gauge(
+    PREFIX + "group_machines",
+    "Machines of a group in each power state.",
+    ["group", "state"],
+    registry=REGISTRY,
+)
+BOOT_FAILURES = Counter(
+    PREFIX + "boot_failures",
+    "Boots that failed or timed out.",
+    ["group"],
+    registry=REGISTRY,
+)
+QUARANTINED_MACHINES = Gauge(
+    PREFIX + "quarantined_machines",
+    "Machines taken out of service after repeated failures, until a person resets them.",
+    ["group"],
+    registry=REGISTRY,
+)
+
+# --- edges: gRPC and Kubernetes ----------------------------------------------------------------------------
+
+GRPC_REQUESTS = Counter(
+    PREFIX + "grpc_requests",
+    "gRPC calls served to the Cluster Autoscaler, by method and status code.",
+    ["method", "code"],
+    registry=REGISTRY,
+)
+GRPC_REQUEST_SECONDS = Histogram(
+    PREFIX + "grpc_request_seconds",
+    "Time to serve a gRPC call, by method.",
+    ["method"],
+    buckets=_GRPC_BUCKETS,
+    registry=REGISTRY,
+)
+KUBE_WRITES = Counter(
+    PREFIX + "kube_writes",
+    "Writes to the Kubernetes API, by verb, resource and outcome.",
+    ["verb", "resource", "outcome"],
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    PREFIX + "watch_restarts",
+    "Kubernetes watch streams re-established, by resource.",
+    ["resource"],
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """The exposition text of every operator metric (serve it with `CONTENT_TYPE`)."""
+    return generate_latest(REGISTRY)
+
+
+# --- helpers for "one of N states" gauges ------------------------------------------------------------------
+
+_bookkeeping_lock = threading.Lock()
+_known_node_states: set[str] = set()
+_states_by_node: dict[tuple[str, str], set[str]] = {}
+_states_by_group: dict[str, set[str]] = {}
+
+
+def declare_node_states(states: Iterable[str]) -> None:
+    """Make every listed state appear (as 0) for each node, so queries can rely on the series existing."""
+    with _bookkeeping_lock:
+        _known_node_states.update(states)
+
+
+def set_node_state(group: str, node: str, state: str) -> None:
+    """Mark `state` as the node's current state (1) and zero every other state it has a series for."""
+    with _bookkeeping_lock:
+        _known_node_states.add(state)
+        exported = _states_by_node.setdefault((group, node), set())
+        exported.update(_known_node_states)
+        for other in exported:
+            NODE_STATE.labels(group, node, other).set(1 if other == state else 0)
+
+
+def record_transition(group: str, node: str, from_state: str, to_state: str) -> None:
+    """Count a transition and move the node's state gauge along with it."""
+    NODE_TRANSITIONS.labels(group, from_state, to_state).inc()
+    set_node_state(group, node, to_state)
+
+
+def forget_node(group: str, node: str) -> None:
+    """Drop every series of a node that no longer exists."""
+    with _bookkeeping_lock:
+        for state in _states_by_node.pop((group, node), set()):
+            _remove_quietly(NODE_STATE, group, node, state)
+
+
+def set_group_machines(group: str, counts: Mapping[str, int]) -> None:
+    """Publish how many machines of a group are in each state; states missing from `counts` become 0."""
+    with _bookkeeping_lock:
+        exported = _states_by_group.setdefault(group, set())
+        exported.update(counts)
+        exported.update(_known_node_states)
+        for state in exported:
+            GROUP_MACHINES.labels(group, state).set(counts.get(state, 0))
+
+
+def forget_group(group: str) -> None:
+    """Drop every per-group series of a group that no longer exists (its nodes are forgotten separately)."""
+    with _bookkeeping_lock:
+        for state in _states_by_group.pop(group, set()):
+            _remove_quietly(GROUP_MACHINES, group, state)
+    for metric in (GROUP_TARGET_SIZE, QUARANTINED_MACHINES):
+        _remove_quietly(metric, group)
+
+
+def _remove_quietly(metric: Gauge | Counter, *label_values: str) -> None:
+    # prometheus_client raises KeyError for a series that was never created; forgetting is idempotent.
+    with contextlib.suppress(KeyError):
+        metric.remove(*label_values)
