@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
@@ -106,8 +106,32 @@ def _check_quantity(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_check_duration), Field(pattern=DURATION_PATTERN)]
-Quantity = Annotated[str, AfterValidator(_check_quantity), Field(pattern=QUANTITY_PATTERN)]
+def _quantity_from_integer(value: object) -> object:
+    # YAML users write `cpu: 8` and `pods: 110` unquoted, as they do in every core Kubernetes object;
+    # refusing the integer would make the most common spelling an error. bool is an int subclass: refused.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# The pattern comes before the validator: pydantic keeps a constraint in the JSON schema (and so in the CRD)
+# only when it applies to the plain string, not to a validator's result.
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN), AfterValidator(_check_duration)]
+Quantity = Annotated[
+    str,
+    Field(pattern=QUANTITY_PATTERN),
+    AfterValidator(_check_quantity),
+    BeforeValidator(_quantity_from_integer),  # outermost, so it runs first
+    # The CRD spelling of a core/v1 Quantity: an integer or a quantity string (validation mode only).
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        },
+        mode="validation",
+    ),
+]
 
 
 class Model(BaseModel):
@@ -185,7 +209,7 @@ def set_condition(conditions: tuple[Condition, ...], new: Condition, now: dateti
     previous = next((c for c in conditions if c.type == new.type), None)
     stamped_time = previous.last_transition_time if previous and previous.status == new.status else now
     stamped = new.model_copy(update={"last_transition_time": stamped_time})
-    return tuple(c for c in conditions if c.type != new.type) + (stamped,)
+    return (*(c for c in conditions if c.type != new.type), stamped)
 
 
 class Metadata(StatusModel):

@@ -123,9 +123,15 @@ class JobTemplate(Model):
     image: str = Field(min_length=1, description="Container image that performs the operation.")
     command: tuple[str, ...] = Field(default=(), description="Entrypoint override.")
     args: tuple[str, ...] = Field(default=(), description="Arguments.")
-    env: tuple[EnvVar, ...] = Field(default=(), description="Environment variables.")
-    env_from: tuple[EnvFromSource, ...] = Field(default=(), description="Secrets/ConfigMaps as variables.")
-    volumes: tuple[VolumeMount, ...] = Field(default=(), description="Secrets/ConfigMaps mounted read-only.")
+    # The bounds on the lists below keep the CRD's per-item CEL rules inside the API server's cost budget,
+    # which multiplies a rule's cost by the largest number of items a list may hold.
+    env: tuple[EnvVar, ...] = Field(default=(), max_length=64, description="Environment variables.")
+    env_from: tuple[EnvFromSource, ...] = Field(
+        default=(), max_length=16, description="Secrets/ConfigMaps as variables."
+    )
+    volumes: tuple[VolumeMount, ...] = Field(
+        default=(), max_length=32, description="Secrets/ConfigMaps mounted read-only."
+    )
     resources: ResourceRequirements | None = Field(default=None, description="Container resources.")
     service_account_name: str | None = Field(
         default=None, pattern=DNS_SUBDOMAIN_PATTERN, description="Service account of the Job's pod."
@@ -200,6 +206,12 @@ class NodeStatus(StatusModel):
     state: NodeState = Field(default=NodeState.SHUTDOWN, description="Power state.")
     since: datetime | None = Field(default=None, description="When the machine entered its state.")
     operation: Operation | None = Field(default=None, description="The power operation in flight.")
+    attempts: int = Field(
+        default=0, ge=0, description="Power operations started so far; numbers the Job names so they never repeat."
+    )
+    operation_tries: int = Field(
+        default=0, ge=0, description="Jobs run so far by the operation in flight (its first try plus retries)."
+    )
     consecutive_failures: int = Field(default=0, ge=0, description="Failed boots since the last success.")
     cooldown_until: datetime | None = Field(default=None, description="Not chosen for a boot before this time.")
     provider_id: str | None = Field(
