@@ -1,0 +1,14 @@
+"""Pure state machines: the power machine of one physical machine and the policy of a group.
+
+Nothing in this package does I/O, reads the clock or imports thespian, kubernetes, grpc or
+prometheus_client; `now` is always an argument. Modules:
+
+- `events`  : what a machine reacts to (facts past tense, requests imperative);
+- `effects` : what a machine asks the shell to do (pure data);
+- `node`    : the transition table `TRANSITIONS` and `step`;
+- `group`   : which machines to power on, cancel or report, as pure functions over `MachineView`s;
+- `derive`  : rebuilding a machine after a restart from its status, its Jobs and its Kubernetes Node;
+- `errors`  : the refusals the above raise.
+
+This file imports nothing on purpose: `python -m actors.fsm.node` must not find the module already loaded.
+"""

@@ -1,0 +1,166 @@
+"""Everything the power machine of one physical machine reacts to.
+
+Separate from the machine so the shells that translate watch events, gRPC requests and timer ticks into
+events need not import the transition table. Facts are named in the past tense (`JobSucceeded`,
+`NodeGone`); requests are imperative-ish (`PowerOnRequested`, `CancelBoot`). Every event is a frozen,
+picklable dataclass and is never subclassed: the transition table is keyed by the exact type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from schemas.node import NodeSnapshot, OperationKind, PowerPolicy
+
+if TYPE_CHECKING:
+    # Only for annotations: node.py imports this module at run time.
+    from actors.fsm.node import MachineConfig
+
+
+class TimerKind(StrEnum):
+    BOOT_TIMEOUT = "boot-timeout"
+    """The machine was not Ready within the group's bootTimeout after its startup Job began."""
+    SHUTDOWN_TIMEOUT = "shutdown-timeout"
+    """The power-off was not confirmed within the group's shutdownTimeout."""
+    UNREADY_GRACE = "unready-grace"
+    """A Ready machine's Kubernetes Node stayed NotReady this long: it is treated as powered off."""
+    COOLDOWN_EXPIRED = "cooldown-expired"
+    """The cooldown after a failed boot is over (armed only for machines with powerPolicy On)."""
+
+
+@dataclass(frozen=True)
+class PowerOnRequested:
+    """The group chose this machine for a scale-up (or its policy became On).
+
+    `start_now` False means maxConcurrentBoots is reached: the machine waits in StartingUp until
+    `BootSlotGranted`.
+    """
+
+    start_now: bool = True
+
+
+@dataclass(frozen=True)
+class BootSlotGranted:
+    """The group freed a boot slot for this queued machine."""
+
+
+@dataclass(frozen=True)
+class PowerOffRequested:
+    """Power the machine off. `drain` False: CA already drained it (DeleteNodes); True: we drain first."""
+
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class CancelBoot:
+    """CA lowered the target (DecreaseTargetSize) and this not-yet-registered boot is no longer wanted."""
+
+
+@dataclass(frozen=True)
+class JobSucceeded:
+    """A power Job of this machine finished successfully."""
+
+    kind: OperationKind
+    job_name: str
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """A power Job of this machine failed (backoff limit or deadline reached)."""
+
+    kind: OperationKind
+    job_name: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class DrainFinished:
+    """The drain requested by a `Drain` effect ended."""
+
+    succeeded: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class NodeReady:
+    """The machine's Kubernetes Node is Ready. `provider_id` is its spec.providerID (None when unset)."""
+
+    provider_id: str | None
+    snapshot: NodeSnapshot
+
+
+@dataclass(frozen=True)
+class NodeNotReady:
+    """The machine's Kubernetes Node exists but is not Ready."""
+
+
+@dataclass(frozen=True)
+class NodeGone:
+    """The machine's Kubernetes Node object does not exist."""
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer started by a `StartTimer` effect expired. A token the machine no longer expects is stale."""
+
+    kind: TimerKind
+    token: str
+
+
+@dataclass(frozen=True)
+class PolicyChanged:
+    """The machine's spec.powerPolicy changed (also sent after a restart to converge)."""
+
+    policy: PowerPolicy
+
+
+@dataclass(frozen=True)
+class ResetRequested:
+    """A person set the reset annotation; a value not handled before clears failures and quarantine."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class ConfigChanged:
+    """The Node or Group spec changed; the new settings apply from now on."""
+
+    config: MachineConfig
+
+
+Event = (
+    PowerOnRequested
+    | BootSlotGranted
+    | PowerOffRequested
+    | CancelBoot
+    | JobSucceeded
+    | JobFailed
+    | DrainFinished
+    | NodeReady
+    | NodeNotReady
+    | NodeGone
+    | TimerFired
+    | PolicyChanged
+    | ResetRequested
+    | ConfigChanged
+)
+
+EVENT_TYPES: Final[tuple[type[Event], ...]] = (
+    PowerOnRequested,
+    BootSlotGranted,
+    PowerOffRequested,
+    CancelBoot,
+    JobSucceeded,
+    JobFailed,
+    DrainFinished,
+    NodeReady,
+    NodeNotReady,
+    NodeGone,
+    TimerFired,
+    PolicyChanged,
+    ResetRequested,
+    ConfigChanged,
+)
+"""Every event type, in the order the documentation lists them."""

@@ -1,0 +1,1223 @@
+"""The power state machine of one physical machine: its state, the transition table and `step`.
+
+Separate from the shells so every behaviour is a pure function that tests drive directly. The rules,
+which everything that affects transitions in this file follows:
+
+- A machine is data: `Machine` = the durable `NodeStatus` (persisted as the Node CR status) + its
+  `MachineConfig` + non-durable observations (the Kubernetes Node's presence), rebuilt by `derive`.
+- `step(machine, event, now)` looks `(state, type(event))` up in `TRANSITIONS`. A missing cell is an illegal
+  move: it raises `InvalidTransition` naming the state, the event and why. An `IGNORE` cell returns the
+  machine untouched. A `Rule` cell runs its handler, a small pure function. Nothing is mutated, so a
+  refusal leaves the machine exactly as it was.
+- After a handler, `step` applies the power-policy rules of `POLICY_RULES` until none applies (a machine
+  with policy On that lands in Shutdown is powered on again, policy Off powers a Ready machine off, ...).
+- Timers are derived, not remembered: `pending_timers(machine)` says which timers a machine in its state
+  needs, and `step` starts and cancels timers by comparing that set before and after. Tokens name the
+  operation (`<job>:boot-timeout`), so a timer of an older operation is recognised as stale and ignored.
+- `step` does the bookkeeping no handler may forget: `since`, powered-on seconds, the Ready and Quarantined
+  conditions, and one `PatchStatus` whenever the status changed (always the last effect).
+- No clock, no I/O: `now` (timezone-aware) is an argument.
+
+The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`:
+`python -m actors.fsm.node --write docs/architecture/state.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from actors.fsm import effects as fx
+from actors.fsm.errors import InvalidTransition
+from actors.fsm.events import (
+    EVENT_TYPES,
+    BootSlotGranted,
+    CancelBoot,
+    ConfigChanged,
+    DrainFinished,
+    Event,
+    JobFailed,
+    JobSucceeded,
+    NodeGone,
+    NodeNotReady,
+    NodeReady,
+    PolicyChanged,
+    PowerOffRequested,
+    PowerOnRequested,
+    ResetRequested,
+    TimerFired,
+    TimerKind,
+)
+from schemas import labels
+from schemas.common import Condition, ConditionStatus, format_duration, parse_duration, set_condition
+from schemas.group import GroupSpec, PowerOffNodePolicy
+from schemas.node import (
+    Node,
+    NodeSnapshot,
+    NodeState,
+    NodeStatus,
+    Operation,
+    OperationKind,
+    PowerPolicy,
+    default_provider_id,
+    kubernetes_node_name,
+)
+
+MAX_JOB_NAME_LENGTH: Final = 63
+"""Job names become the `job-name` label of their pods, and label values are at most 63 characters."""
+
+
+class KubeNodePresence(StrEnum):
+    """What the machine's Kubernetes Node looks like right now (observed, never persisted)."""
+
+    ABSENT = "Absent"
+    NOT_READY = "NotReady"
+    READY = "Ready"
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """The settings of one machine, from its Node spec and its Group spec."""
+
+    namespace: str
+    name: str
+    group: str
+    kubernetes_node_name: str
+    power_policy: PowerPolicy = PowerPolicy.AUTO
+    provider_id: str | None = None
+    """spec.providerID: the providerID to stamp on a Kubernetes Node that registers without one."""
+    boot_timeout_seconds: float = 600.0
+    shutdown_timeout_seconds: float = 300.0
+    quarantine_after: int = 3
+    cooldown_base_seconds: float = 30.0
+    cooldown_cap_seconds: float = 1800.0
+    shutdown_retries: int = 2
+    power_off_node_policy: PowerOffNodePolicy = PowerOffNodePolicy.DELETE
+    unready_grace_seconds: float = 120.0
+
+    @classmethod
+    def from_resources(
+        cls, node: Node, group_name: str, group: GroupSpec, unready_grace_seconds: float = 120.0
+    ) -> MachineConfig:
+        """The configuration of the machine `node`, member of the group `group_name`. Pure."""
+        failure = group.failure_policy
+        return cls(
+            namespace=node.metadata.namespace,
+            name=node.metadata.name,
+            group=group_name,
+            kubernetes_node_name=kubernetes_node_name(node),
+            power_policy=node.spec.power_policy,
+            provider_id=node.spec.provider_id,
+            boot_timeout_seconds=parse_duration(group.boot_timeout),
+            shutdown_timeout_seconds=parse_duration(group.shutdown_timeout),
+            quarantine_after=failure.quarantine_after,
+            cooldown_base_seconds=parse_duration(failure.cooldown_base),
+            cooldown_cap_seconds=parse_duration(failure.cooldown_cap),
+            shutdown_retries=failure.shutdown_retries,
+            power_off_node_policy=group.power_off_node_policy,
+            unready_grace_seconds=unready_grace_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One machine: durable status, configuration and what was last observed of its Kubernetes Node."""
+
+    config: MachineConfig
+    status: NodeStatus = field(default_factory=NodeStatus)
+    kube_node: KubeNodePresence = KubeNodePresence.ABSENT
+    not_ready_since: datetime | None = None
+    """When the Kubernetes Node was first seen NotReady in its current NotReady spell."""
+    job_finished: bool = False
+    """The Job of the operation in flight has succeeded or failed (so it is kept, not deleted)."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of `step`: the new machine and the effects to execute, in order."""
+
+    machine: Machine
+    effects: tuple[fx.Effect, ...] = ()
+
+
+@dataclass(frozen=True)
+class PendingTimer:
+    """A timer a machine in its current state needs."""
+
+    kind: TimerKind
+    token: str
+    deadline: datetime
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers other parts call
+
+
+def job_name(machine_name: str, kind: OperationKind, attempt: int) -> str:
+    """`<machine>-<kind>-<attempt>`, at most 63 characters; long machine names keep a stable hash. Pure."""
+    suffix = f"-{kind.value}-{attempt}"
+    name = machine_name + suffix
+    if len(name) <= MAX_JOB_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(machine_name.encode()).hexdigest()[:8]
+    room = MAX_JOB_NAME_LENGTH - len(suffix) - len(digest) - 1
+    # A cut may end on '-' or '.', which would make an invalid DNS name next to the separator.
+    return f"{machine_name[:room].rstrip('-.')}-{digest}{suffix}"
+
+
+def cooldown_seconds(config: MachineConfig, consecutive_failures: int) -> float:
+    """min(cap, base * 2**(failures-1)): how long a machine rests after its n-th failed boot in a row. Pure."""
+    if consecutive_failures < 1:
+        return 0.0
+    # Bounded exponent: a float times a huge power of two overflows, and the cap is reached long before.
+    doubling = 2 ** min(consecutive_failures - 1, 64)
+    return float(min(config.cooldown_cap_seconds, config.cooldown_base_seconds * doubling))
+
+
+def effective_provider_id(config: MachineConfig, status: NodeStatus) -> str:
+    """The providerID CA must see: the one learned from the Node, else spec.providerID, else ours. Pure."""
+    return status.provider_id or config.provider_id or default_provider_id(config.namespace, config.name)
+
+
+def stamped_provider_id(config: MachineConfig) -> str:
+    """The providerID written on a Kubernetes Node that registered without one: spec.providerID or ours. Pure."""
+    return config.provider_id or default_provider_id(config.namespace, config.name)
+
+
+def timer_token(owner: str, kind: TimerKind) -> str:
+    """A timer token unique to the operation or spell `owner` it guards. Pure."""
+    return f"{owner}:{kind.value}"
+
+
+def pending_timers(machine: Machine) -> tuple[PendingTimer, ...]:
+    """The timers a machine in its current state needs, with their deadlines. Pure."""
+    status, config = machine.status, machine.config
+    operation = status.operation
+    if status.state is NodeState.STARTING_UP and operation and operation.kind is OperationKind.STARTUP:
+        deadline = operation.started + timedelta(seconds=config.boot_timeout_seconds)
+        return (
+            PendingTimer(TimerKind.BOOT_TIMEOUT, timer_token(operation.job_name, TimerKind.BOOT_TIMEOUT), deadline),
+        )
+    if status.state is NodeState.SHUTTING_DOWN and operation and operation.kind is OperationKind.SHUTDOWN:
+        deadline = operation.started + timedelta(seconds=config.shutdown_timeout_seconds)
+        kind = TimerKind.SHUTDOWN_TIMEOUT
+        return (PendingTimer(kind, timer_token(operation.job_name, kind), deadline),)
+    if (
+        status.state is NodeState.READY
+        and machine.kube_node is KubeNodePresence.NOT_READY
+        and machine.not_ready_since is not None
+    ):
+        kind = TimerKind.UNREADY_GRACE
+        owner = f"{config.name}:{machine.not_ready_since.isoformat()}"
+        deadline = machine.not_ready_since + timedelta(seconds=config.unready_grace_seconds)
+        return (PendingTimer(kind, timer_token(owner, kind), deadline),)
+    if (
+        status.state is NodeState.SHUTDOWN
+        and config.power_policy is PowerPolicy.ON
+        and status.cooldown_until is not None
+    ):
+        kind = TimerKind.COOLDOWN_EXPIRED
+        owner = f"{config.name}:{status.cooldown_until.isoformat()}"
+        return (PendingTimer(kind, timer_token(owner, kind), status.cooldown_until),)
+    return ()
+
+
+def is_cooling_down(status: NodeStatus, now: datetime) -> bool:
+    """Whether a failed boot still keeps the machine from being powered on. Pure."""
+    return status.cooldown_until is not None and status.cooldown_until > now
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks of the handlers
+
+_AFTER_FAILED_POWER_OFF: Final = frozenset({"ShutdownFailed", "DrainFailed"})
+"""Ready reasons after which policy Off does not retry by itself (it would loop on a stuck drain)."""
+
+
+def _update(machine: Machine, **changes: Any) -> Machine:
+    return replace(machine, status=machine.status.model_copy(update=changes))
+
+
+def _enter(machine: Machine, state: NodeState, reason: str, message: str, **changes: Any) -> Machine:
+    return _update(machine, state=state, reason=reason, message=message, **changes)
+
+
+def _without_operation(machine: Machine) -> Machine:
+    return replace(_update(machine, operation=None, operation_tries=0), job_finished=False)
+
+
+def _abandon_job(machine: Machine) -> tuple[fx.Effect, ...]:
+    """Delete the operation's Job only while it may still run; a finished Job is kept for inspection."""
+    operation = machine.status.operation
+    if operation is None or machine.job_finished:
+        return ()
+    return (fx.DeleteJob(operation.job_name),)
+
+
+def _with_condition(machine: Machine, now: datetime, type_: str, true: bool, reason: str, message: str) -> Machine:
+    status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+    condition = Condition(type=type_, status=status, reason=reason, message=message)
+    return _update(machine, conditions=set_condition(machine.status.conditions, condition, now))
+
+
+def _clear_condition(machine: Machine, now: datetime, type_: str, reason: str, message: str) -> Machine:
+    """Set a condition False, but only if it was ever written (no noise on machines that never failed)."""
+    if not any(c.type == type_ for c in machine.status.conditions):
+        return machine
+    return _with_condition(machine, now, type_, False, reason, message)
+
+
+def _is_current_job(machine: Machine, kind: OperationKind, name: str) -> bool:
+    operation = machine.status.operation
+    return operation is not None and operation.job_name == name and operation.kind is kind
+
+
+def _stamped(snapshot: NodeSnapshot, now: datetime) -> NodeSnapshot:
+    return snapshot if snapshot.seen_at is not None else snapshot.model_copy(update={"seen_at": now})
+
+
+def _same_snapshot(left: NodeSnapshot | None, right: NodeSnapshot) -> bool:
+    if left is None:
+        return False
+    return left.model_copy(update={"seen_at": None}) == right.model_copy(update={"seen_at": None})
+
+
+def _attempts_text(config: MachineConfig, tries: int) -> str:
+    return f"try {tries} of {1 + config.shutdown_retries}"
+
+
+def _start_job(machine: Machine, kind: OperationKind, now: datetime, tries: int) -> tuple[Machine, fx.CreateJob]:
+    attempt = machine.status.attempts + 1
+    name = job_name(machine.config.name, kind, attempt)
+    operation = Operation(kind=kind, attempt=attempt, job_name=name, started=now)
+    started = replace(
+        _update(machine, operation=operation, attempts=attempt, operation_tries=tries), job_finished=False
+    )
+    return started, fx.CreateJob(kind=kind, attempt=attempt, job_name=name)
+
+
+def _start_boot(machine: Machine, now: datetime) -> Transition:
+    started, create = _start_job(machine, OperationKind.STARTUP, now, tries=1)
+    message = f"startup Job {create.job_name} created"
+    booting = _enter(started, NodeState.STARTING_UP, "PoweringOn", message)
+    return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"Powering on: {message}")))
+
+
+def _start_shutdown_job(machine: Machine, now: datetime, tries: int, cause: str = "") -> Transition:
+    started, create = _start_job(machine, OperationKind.SHUTDOWN, now, tries=tries)
+    message = f"shutdown Job {create.job_name} created ({_attempts_text(machine.config, tries)})"
+    if cause:
+        message += f" because {cause}"
+    stopping = _enter(started, NodeState.SHUTTING_DOWN, "PoweringOff", message)
+    return Transition(
+        stopping, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOff", f"Powering off: {message}"))
+    )
+
+
+def _begin_power_off(machine: Machine, now: datetime, drain: bool) -> Transition:
+    if drain:
+        draining = _enter(
+            _without_operation(machine), NodeState.SHUTTING_DOWN, "Draining", "draining the Kubernetes Node"
+        )
+        event = fx.RecordEvent(fx.EventType.NORMAL, "Draining", "Draining the Kubernetes Node before power-off")
+        return Transition(draining, (fx.Cordon(), fx.Drain(), event))
+    started = _start_shutdown_job(_without_operation(machine), now, tries=1)
+    return Transition(started.machine, (fx.Cordon(), *started.effects))
+
+
+def _stamp_missing_provider_id(machine: Machine) -> tuple[Machine, tuple[fx.Effect, ...]]:
+    """Back in Ready without a NodeReady event: stamp a providerID if the Node was last seen without one."""
+    if machine.status.provider_id or machine.kube_node is KubeNodePresence.ABSENT:
+        return machine, ()
+    stamped = stamped_provider_id(machine.config)
+    return _update(machine, provider_id=stamped), (fx.SetProviderID(stamped),)
+
+
+def _become_ready(
+    machine: Machine, event: NodeReady, now: datetime, reason: str, message: str, event_type: fx.EventType
+) -> Transition:
+    """The machine is on and its Kubernetes Node Ready: make the Node usable and forget past failures."""
+    effects: list[fx.Effect] = list(_abandon_job(machine))
+    provider_id = event.provider_id or stamped_provider_id(machine.config)
+    if not event.provider_id:
+        effects.append(fx.SetProviderID(provider_id))
+    effects += [fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints()]
+    ready = _enter(
+        _without_operation(machine),
+        NodeState.READY,
+        reason,
+        message,
+        consecutive_failures=0,
+        cooldown_until=None,
+        last_ready=_stamped(event.snapshot, now),
+        provider_id=provider_id,
+    )
+    ready = _clear_condition(ready, now, labels.CONDITION_OPERATION_FAILED, reason, message)
+    effects.append(fx.RecordEvent(event_type, reason, message))
+    return Transition(ready, tuple(effects))
+
+
+def _powered_off(machine: Machine, now: datetime, reason: str, message: str, event_type: fx.EventType) -> Transition:
+    """The machine is off: leave the Kubernetes Node as the group asks and wait in Shutdown."""
+    effects: list[fx.Effect] = list(_abandon_job(machine))
+    if (
+        machine.config.power_off_node_policy is PowerOffNodePolicy.DELETE
+        and machine.kube_node is not KubeNodePresence.ABSENT
+    ):
+        effects.append(fx.DeleteKubeNode())
+    off = _enter(_without_operation(machine), NodeState.SHUTDOWN, reason, message)
+    if reason == "PoweredOff":
+        off = _clear_condition(off, now, labels.CONDITION_OPERATION_FAILED, reason, message)
+    effects.append(fx.RecordEvent(event_type, reason, message))
+    return Transition(off, tuple(effects))
+
+
+def _boot_failed(machine: Machine, now: datetime, reason: str, message: str) -> Transition:
+    """Count the failure, start the exponential cooldown and report a failed creation to CA."""
+    effects = _abandon_job(machine)
+    failures = machine.status.consecutive_failures + 1
+    rest = cooldown_seconds(machine.config, failures)
+    failed = _enter(
+        _without_operation(machine),
+        NodeState.BOOT_FAILED,
+        reason,
+        message,
+        consecutive_failures=failures,
+        cooldown_until=now + timedelta(seconds=rest),
+    )
+    failed = _with_condition(failed, now, labels.CONDITION_OPERATION_FAILED, True, reason, message)
+    warning = f"{message}; failed boot {failures} in a row, cooling down for {format_duration(rest)}"
+    return Transition(failed, (*effects, fx.RecordEvent(fx.EventType.WARNING, reason, warning)))
+
+
+def _release_failed_boot(machine: Machine, now: datetime) -> Transition:
+    """CA (or the policy) let the failed boot go: rest in Shutdown, or in Quarantined after too many."""
+    failures = machine.status.consecutive_failures
+    if failures >= machine.config.quarantine_after:
+        message = (
+            f"quarantined after {failures} consecutive failed boots; set the annotation "
+            f"{labels.RESET_ANNOTATION} to a new value to release it"
+        )
+        quarantined = _enter(machine, NodeState.QUARANTINED, "Quarantined", message)
+        return Transition(quarantined, (fx.RecordEvent(fx.EventType.WARNING, "Quarantined", message),))
+    until = machine.status.cooldown_until
+    when = until.isoformat() if until else "now"
+    message = f"released after a failed boot; not powered on again before {when}"
+    return Transition(_enter(machine, NodeState.SHUTDOWN, "CoolingDown", message))
+
+
+def _cancel_boot(machine: Machine, now: datetime) -> Transition:
+    effects = _abandon_job(machine)
+    message = "boot cancelled before the machine registered; no failure counted"
+    cancelled = _enter(_without_operation(machine), NodeState.SHUTDOWN, "BootCancelled", message)
+    return Transition(cancelled, (*effects, fx.RecordEvent(fx.EventType.NORMAL, "BootCancelled", message)))
+
+
+def _shutdown_failed(machine: Machine, now: datetime, reason: str, message: str) -> Transition:
+    """Retry the power-off with a new Job, then give up: back to Ready and schedulable (never left cordoned)."""
+    effects = _abandon_job(machine)
+    tries = machine.status.operation_tries
+    config = machine.config
+    if tries < 1 + config.shutdown_retries:
+        retried = _start_shutdown_job(_without_operation(machine), now, tries=tries + 1, cause=message)
+        warning = fx.RecordEvent(fx.EventType.WARNING, "ShutdownRetry", f"{message}; retrying")
+        return Transition(retried.machine, (*effects, warning, *retried.effects))
+    gave_up = f"{message}; gave up after {tries} tries"
+    if machine.kube_node is KubeNodePresence.ABSENT:
+        # The Node is gone, so the machine is most likely off: Ready without a Node would be a lie to CA.
+        text = f"{gave_up}; the Kubernetes Node is gone"
+        return _powered_off(machine, now, "ShutdownUnconfirmed", text, fx.EventType.WARNING)
+    text = f"{gave_up}; the machine stays on and schedulable"
+    back, stamp = _stamp_missing_provider_id(
+        _enter(_without_operation(machine), NodeState.READY, "ShutdownFailed", text)
+    )
+    back = _with_condition(back, now, labels.CONDITION_OPERATION_FAILED, True, "ShutdownFailed", text)
+    warning = fx.RecordEvent(fx.EventType.WARNING, "ShutdownFailed", text)
+    # CA tainted the Node ToBeDeletedByClusterAutoscaler before asking for the power-off; uncordoning alone
+    # would leave a Ready machine that nothing can be scheduled on.
+    return Transition(back, (*effects, *stamp, fx.Uncordon(), fx.RemoveAutoscalerTaints(), warning))
+
+
+def _enter_maintenance(machine: Machine, now: datetime) -> Transition:
+    message = "powerPolicy Maintenance: the autoscaler leaves this machine alone"
+    # A Job still running is left to finish and its operation kept, so its result is still recorded.
+    kept = _without_operation(machine) if machine.job_finished else machine
+    held = _enter(kept, NodeState.MAINTENANCE, "Maintenance", message)
+    return Transition(held, (fx.RecordEvent(fx.EventType.NORMAL, "MaintenanceStarted", message),))
+
+
+def _leave_maintenance(machine: Machine, now: datetime) -> Transition:
+    effects: list[fx.Effect] = list(_abandon_job(machine))
+    released = _without_operation(machine)
+    policy = machine.config.power_policy.value
+    if machine.kube_node is KubeNodePresence.READY:
+        message = f"maintenance over (powerPolicy {policy}); the Kubernetes Node is Ready"
+        back, stamp = _stamp_missing_provider_id(_enter(released, NodeState.READY, "MaintenanceEnded", message))
+        effects += [*stamp, fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints()]
+    else:
+        message = f"maintenance over (powerPolicy {policy}); the Kubernetes Node is not Ready"
+        back = _enter(released, NodeState.SHUTDOWN, "MaintenanceEnded", message)
+    effects.append(fx.RecordEvent(fx.EventType.NORMAL, "MaintenanceEnded", message))
+    return Transition(back, tuple(effects))
+
+
+# --------------------------------------------------------------------------------------------------
+# Handlers: one per table cell kind. Each gets the machine with the event's observation already
+# recorded (see `_observe`), and returns the handler's own outcome; `step` adds the rest.
+
+
+def _observe_only(machine: Machine, event: Event, now: datetime) -> Transition:
+    return Transition(machine)
+
+
+def _power_on(machine: Machine, event: PowerOnRequested, now: datetime) -> Transition:
+    policy = machine.config.power_policy
+    if policy in (PowerPolicy.OFF, PowerPolicy.MAINTENANCE):
+        raise InvalidTransition(machine.status.state, event, f"powerPolicy is {policy.value}")
+    if is_cooling_down(machine.status, now):
+        until = machine.status.cooldown_until
+        assert until is not None  # is_cooling_down checked it
+        failures = machine.status.consecutive_failures
+        raise InvalidTransition(
+            machine.status.state, event, f"in cooldown until {until.isoformat()} after {failures} failed boot(s)"
+        )
+    if event.start_now:
+        return _start_boot(machine, now)
+    message = "waiting for a boot slot (the group's maxConcurrentBoots is reached)"
+    queued = _enter(_without_operation(machine), NodeState.STARTING_UP, "WaitingForBootSlot", message)
+    return Transition(queued, (fx.RecordEvent(fx.EventType.NORMAL, "WaitingForBootSlot", message),))
+
+
+def _grant_boot_slot(machine: Machine, event: BootSlotGranted, now: datetime) -> Transition:
+    if machine.status.operation is not None:
+        return Transition(machine)  # already booting: a duplicate grant
+    return _start_boot(machine, now)
+
+
+def _cancel_boot_request(machine: Machine, event: PowerOffRequested | CancelBoot, now: datetime) -> Transition:
+    return _cancel_boot(machine, now)
+
+
+def _release_request(machine: Machine, event: PowerOffRequested | CancelBoot, now: datetime) -> Transition:
+    return _release_failed_boot(machine, now)
+
+
+def _startup_job_succeeded(machine: Machine, event: JobSucceeded, now: datetime) -> Transition:
+    if not _is_current_job(machine, event.kind, event.job_name):
+        return Transition(machine)
+    message = f"startup Job {event.job_name} succeeded; waiting for the Kubernetes Node to become Ready"
+    return Transition(replace(_update(machine, reason="Booting", message=message), job_finished=True))
+
+
+def _startup_job_failed(machine: Machine, event: JobFailed, now: datetime) -> Transition:
+    if not _is_current_job(machine, event.kind, event.job_name):
+        return Transition(machine)
+    detail = f": {event.message}" if event.message else ""
+    finished = replace(machine, job_finished=True)
+    return _boot_failed(finished, now, "BootJobFailed", f"startup Job {event.job_name} failed{detail}")
+
+
+def _booted(machine: Machine, event: NodeReady, now: datetime) -> Transition:
+    message = f"Kubernetes Node {machine.config.kubernetes_node_name} is Ready"
+    return _become_ready(machine, event, now, "Booted", message, fx.EventType.NORMAL)
+
+
+def _started_outside(machine: Machine, event: NodeReady, now: datetime) -> Transition:
+    was = machine.status.state.value
+    message = (
+        f"Kubernetes Node {machine.config.kubernetes_node_name} became Ready while the machine was {was}: "
+        "started outside the autoscaler"
+    )
+    return _become_ready(machine, event, now, "StartedOutsideAutoscaler", message, fx.EventType.NORMAL)
+
+
+def _observed_changes(machine: Machine, event: NodeReady, now: datetime, provider_id: str | None) -> dict[str, Any]:
+    """Status fields to update from a Ready Node: its snapshot and providerID, when they changed."""
+    changes: dict[str, Any] = {}
+    if not _same_snapshot(machine.status.last_ready, event.snapshot):
+        changes["last_ready"] = _stamped(event.snapshot, now)
+    if provider_id != machine.status.provider_id:
+        changes["provider_id"] = provider_id
+    return changes
+
+
+def _refresh_ready(machine: Machine, event: NodeReady, now: datetime) -> Transition:
+    provider_id = event.provider_id or stamped_provider_id(machine.config)
+    changes = _observed_changes(machine, event, now, provider_id)
+    effects = () if event.provider_id else (fx.SetProviderID(provider_id),)
+    return Transition(_update(machine, **changes) if changes else machine, effects)
+
+
+def _record_snapshot(machine: Machine, event: NodeReady, now: datetime) -> Transition:
+    # No effects: the Node is being powered off or is in a person's hands. A Node that re-registered
+    # without a providerID is recorded as such, so the way back to Ready stamps one.
+    changes = _observed_changes(machine, event, now, event.provider_id)
+    return Transition(_update(machine, **changes) if changes else machine)
+
+
+def _stopped_outside(machine: Machine, event: NodeGone, now: datetime) -> Transition:
+    was = machine.status.state.value
+    message = (
+        f"Kubernetes Node {machine.config.kubernetes_node_name} disappeared while {was}: stopped outside the autoscaler"
+    )
+    return _powered_off(machine, now, "StoppedOutsideAutoscaler", message, fx.EventType.WARNING)
+
+
+def _power_off(machine: Machine, event: PowerOffRequested, now: datetime) -> Transition:
+    policy = machine.config.power_policy
+    if policy is PowerPolicy.ON:
+        raise InvalidTransition(machine.status.state, event, "kept on by powerPolicy On")
+    if policy is PowerPolicy.MAINTENANCE:
+        raise InvalidTransition(machine.status.state, event, "powerPolicy is Maintenance")
+    return _begin_power_off(machine, now, event.drain)
+
+
+def _drain_finished(machine: Machine, event: DrainFinished, now: datetime) -> Transition:
+    if machine.status.operation is not None:
+        return Transition(machine)  # a late report: the power-off already moved on
+    if event.succeeded:
+        return _start_shutdown_job(machine, now, tries=1)
+    detail = f": {event.message}" if event.message else ""
+    text = f"drain failed{detail}; the machine stays on and schedulable"
+    back, stamp = _stamp_missing_provider_id(_enter(machine, NodeState.READY, "DrainFailed", text))
+    back = _with_condition(back, now, labels.CONDITION_OPERATION_FAILED, True, "DrainFailed", text)
+    return Transition(back, (*stamp, fx.Uncordon(), fx.RecordEvent(fx.EventType.WARNING, "DrainFailed", text)))
+
+
+def _shutdown_job_succeeded(machine: Machine, event: JobSucceeded, now: datetime) -> Transition:
+    if not _is_current_job(machine, event.kind, event.job_name):
+        return Transition(machine)
+    finished = replace(machine, job_finished=True)
+    if machine.kube_node is KubeNodePresence.READY:
+        message = f"shutdown Job {event.job_name} succeeded; waiting for the Kubernetes Node to go NotReady"
+        return Transition(_update(finished, reason="PoweringOff", message=message))
+    return _powered_off(finished, now, "PoweredOff", f"powered off by Job {event.job_name}", fx.EventType.NORMAL)
+
+
+def _shutdown_job_failed(machine: Machine, event: JobFailed, now: datetime) -> Transition:
+    if not _is_current_job(machine, event.kind, event.job_name):
+        return Transition(machine)
+    detail = f": {event.message}" if event.message else ""
+    finished = replace(machine, job_finished=True)
+    return _shutdown_failed(finished, now, "ShutdownJobFailed", f"shutdown Job {event.job_name} failed{detail}")
+
+
+def _node_down_while_shutting_down(machine: Machine, event: NodeNotReady | NodeGone, now: datetime) -> Transition:
+    operation = machine.status.operation
+    if operation is not None and machine.job_finished:
+        return _powered_off(machine, now, "PoweredOff", f"powered off by Job {operation.job_name}", fx.EventType.NORMAL)
+    if operation is None and machine.kube_node is KubeNodePresence.ABSENT:
+        message = f"Kubernetes Node {machine.config.kubernetes_node_name} disappeared during the drain"
+        return _powered_off(machine, now, "StoppedOutsideAutoscaler", message, fx.EventType.WARNING)
+    return Transition(machine)  # the Job's result decides
+
+
+def _maintenance_job_finished(machine: Machine, event: JobSucceeded | JobFailed, now: datetime) -> Transition:
+    if not _is_current_job(machine, event.kind, event.job_name):
+        return Transition(machine)
+    outcome = "succeeded" if isinstance(event, JobSucceeded) else "failed"
+    message = f"{event.kind.value} Job {event.job_name} {outcome} during maintenance"
+    return Transition(_update(_without_operation(machine), message=message))
+
+
+def _timer_fired(machine: Machine, event: TimerFired, now: datetime) -> Transition:
+    due = next((t for t in pending_timers(machine) if t.token == event.token and t.kind is event.kind), None)
+    if due is None or now < due.deadline:
+        # Stale (an older operation's) or early: an early timer is re-armed by `step`.
+        return Transition(machine)
+    config = machine.config
+    if due.kind is TimerKind.BOOT_TIMEOUT:
+        operation = machine.status.operation
+        assert operation is not None  # pending_timers only arms it with an operation
+        took = format_duration(config.boot_timeout_seconds)
+        message = f"not Ready within {took} of startup Job {operation.job_name}"
+        return _boot_failed(machine, now, "BootTimedOut", message)
+    if due.kind is TimerKind.SHUTDOWN_TIMEOUT:
+        operation = machine.status.operation
+        assert operation is not None
+        took = format_duration(config.shutdown_timeout_seconds)
+        if machine.job_finished:
+            message = (
+                f"shutdown Job {operation.job_name} succeeded but the Kubernetes Node was still Ready after {took}"
+            )
+        else:
+            message = f"shutdown Job {operation.job_name} did not finish within {took}"
+        return _shutdown_failed(machine, now, "ShutdownTimedOut", message)
+    if due.kind is TimerKind.UNREADY_GRACE:
+        grace = format_duration(config.unready_grace_seconds)
+        message = f"Kubernetes Node {config.kubernetes_node_name} NotReady for {grace}: treated as powered off"
+        return _powered_off(machine, now, "NodeUnready", message, fx.EventType.WARNING)
+    return Transition(machine)  # COOLDOWN_EXPIRED: the policy rules power the machine on
+
+
+def _policy_changed(machine: Machine, event: PolicyChanged, now: datetime) -> Transition:
+    previous = machine.config.power_policy
+    changed = replace(machine, config=replace(machine.config, power_policy=event.policy))
+    if event.policy is PowerPolicy.OFF and previous is not PowerPolicy.OFF and machine.status.state is NodeState.READY:
+        # A person just asked for Off: power off even after an earlier failed attempt (the rule would not).
+        return _begin_power_off(changed, now, drain=True)
+    return Transition(changed)
+
+
+def _reset(machine: Machine, event: ResetRequested, now: datetime) -> Transition:
+    if event.token == machine.status.handled_reset:
+        return Transition(machine)
+    message = f"reset requested ({labels.RESET_ANNOTATION}={event.token}): failure count and cooldown cleared"
+    reset = _update(machine, consecutive_failures=0, cooldown_until=None, handled_reset=event.token)
+    reset = _clear_condition(reset, now, labels.CONDITION_QUARANTINED, "Reset", message)
+    if machine.status.state is NodeState.QUARANTINED:
+        reset = _enter(reset, NodeState.SHUTDOWN, "Reset", message)
+    return Transition(reset, (fx.RecordEvent(fx.EventType.NORMAL, "Reset", message),))
+
+
+def _config_changed(machine: Machine, event: ConfigChanged, now: datetime) -> Transition:
+    new, old = event.config, machine.config
+    if (new.namespace, new.name) != (old.namespace, old.name):
+        raise InvalidTransition(
+            machine.status.state, event, f"the configuration is for {new.namespace}/{new.name}, not this machine"
+        )
+    updated = replace(machine, config=replace(new, power_policy=old.power_policy))
+    if new.power_policy is old.power_policy:
+        return Transition(updated)
+    return _policy_changed(updated, PolicyChanged(new.power_policy), now)
+
+
+# --------------------------------------------------------------------------------------------------
+# The transition table
+
+
+HandlerFunction = Callable[[Machine, Any, datetime], Transition]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A legal (state, event) cell: its handler, every state it may lead to, and what it does."""
+
+    handler: HandlerFunction
+    targets: tuple[NodeState, ...]
+    summary: str
+
+    def __call__(self, machine: Machine, event: Event, now: datetime) -> Transition:
+        return self.handler(machine, event, now)
+
+
+class _Ignore:
+    """The marker of a legal event that changes nothing in that state (idempotent or late)."""
+
+    _instance: _Ignore | None = None
+
+    def __new__(cls) -> _Ignore:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "IGNORE"
+
+    def __reduce__(self) -> str:
+        return "IGNORE"
+
+
+IGNORE: Final = _Ignore()
+
+_OBSERVE_SUMMARY: Final = "record the Kubernetes Node's presence"
+
+
+def _stay(state: NodeState, summary: str = _OBSERVE_SUMMARY) -> Rule:
+    return Rule(_observe_only, (state,), summary)
+
+
+def _common_cells(state: NodeState) -> dict[tuple[NodeState, type[Event]], Rule | _Ignore]:
+    """Cells every state shares: policy, reset and configuration are never refused."""
+    policy_targets = (state, NodeState.SHUTTING_DOWN) if state is NodeState.READY else (state,)
+    reset_targets = (NodeState.QUARANTINED, NodeState.SHUTDOWN) if state is NodeState.QUARANTINED else (state,)
+    policy_summary = "store the policy; the policy rules act on it"
+    if state is NodeState.READY:
+        policy_summary = "store the policy; a change to Off powers off with drain, even after a failed attempt"
+    return {
+        (state, PolicyChanged): Rule(_policy_changed, policy_targets, policy_summary),
+        (state, ResetRequested): Rule(
+            _reset,
+            reset_targets,
+            "a new token clears failures and cooldown"
+            + ("; leave quarantine for Shutdown" if state is NodeState.QUARANTINED else "")
+            + "; a handled token is ignored",
+        ),
+        (state, ConfigChanged): Rule(
+            _config_changed, policy_targets, "apply the new settings; a different powerPolicy is a PolicyChanged"
+        ),
+    }
+
+
+TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
+    # Shutdown: powered off and available.
+    (NodeState.SHUTDOWN, PowerOnRequested): Rule(
+        _power_on,
+        (NodeState.STARTING_UP,),
+        "start the startup Job (or queue for a boot slot); refused while cooling down or with powerPolicy"
+        " Off/Maintenance",
+    ),
+    (NodeState.SHUTDOWN, BootSlotGranted): IGNORE,
+    (NodeState.SHUTDOWN, PowerOffRequested): IGNORE,
+    (NodeState.SHUTDOWN, JobSucceeded): IGNORE,
+    (NodeState.SHUTDOWN, JobFailed): IGNORE,
+    (NodeState.SHUTDOWN, DrainFinished): IGNORE,
+    (NodeState.SHUTDOWN, NodeReady): Rule(
+        _started_outside, (NodeState.READY,), "adopt a machine started outside the autoscaler"
+    ),
+    (NodeState.SHUTDOWN, NodeNotReady): _stay(NodeState.SHUTDOWN),
+    (NodeState.SHUTDOWN, NodeGone): _stay(NodeState.SHUTDOWN),
+    (NodeState.SHUTDOWN, TimerFired): Rule(
+        _timer_fired, (NodeState.SHUTDOWN,), "cooldown over: the policy rules boot a powerPolicy On machine again"
+    ),
+    **_common_cells(NodeState.SHUTDOWN),
+    # StartingUp: queued for a boot slot, or the startup Job runs / the machine boots.
+    (NodeState.STARTING_UP, PowerOnRequested): IGNORE,
+    (NodeState.STARTING_UP, BootSlotGranted): Rule(
+        _grant_boot_slot, (NodeState.STARTING_UP,), "a queued machine starts its startup Job (duplicate grants ignored)"
+    ),
+    (NodeState.STARTING_UP, PowerOffRequested): Rule(
+        _cancel_boot_request, (NodeState.SHUTDOWN,), "cancel the boot: delete the running Job; no failure counted"
+    ),
+    (NodeState.STARTING_UP, CancelBoot): Rule(
+        _cancel_boot_request, (NodeState.SHUTDOWN,), "cancel the boot: delete the running Job; no failure counted"
+    ),
+    (NodeState.STARTING_UP, JobSucceeded): Rule(
+        _startup_job_succeeded,
+        (NodeState.STARTING_UP,),
+        "note the Job finished; wait for the Kubernetes Node (stale Jobs ignored)",
+    ),
+    (NodeState.STARTING_UP, JobFailed): Rule(
+        _startup_job_failed,
+        (NodeState.BOOT_FAILED,),
+        "failed boot: count it, cool down, report to CA (stale Jobs ignored)",
+    ),
+    (NodeState.STARTING_UP, DrainFinished): IGNORE,
+    (NodeState.STARTING_UP, NodeReady): Rule(
+        _booted, (NodeState.READY,), "booted: providerID, uncordon, managed labels and taints, failures cleared"
+    ),
+    (NodeState.STARTING_UP, NodeNotReady): _stay(NodeState.STARTING_UP, "registered, not Ready yet: keep waiting"),
+    (NodeState.STARTING_UP, NodeGone): _stay(NodeState.STARTING_UP),
+    (NodeState.STARTING_UP, TimerFired): Rule(
+        _timer_fired, (NodeState.STARTING_UP, NodeState.BOOT_FAILED), "boot timeout: failed boot (stale timers ignored)"
+    ),
+    **_common_cells(NodeState.STARTING_UP),
+    # Ready: on, and a Ready Kubernetes Node.
+    (NodeState.READY, PowerOnRequested): IGNORE,
+    (NodeState.READY, BootSlotGranted): IGNORE,
+    (NodeState.READY, PowerOffRequested): Rule(
+        _power_off,
+        (NodeState.SHUTTING_DOWN,),
+        "cordon, then drain or start the shutdown Job; refused with powerPolicy On/Maintenance",
+    ),
+    (NodeState.READY, JobSucceeded): IGNORE,
+    (NodeState.READY, JobFailed): IGNORE,
+    (NodeState.READY, DrainFinished): IGNORE,
+    (NodeState.READY, NodeReady): Rule(
+        _refresh_ready, (NodeState.READY,), "refresh the recorded Node snapshot and providerID when they changed"
+    ),
+    (NodeState.READY, NodeNotReady): _stay(NodeState.READY, "start the unready grace timer"),
+    (NodeState.READY, NodeGone): Rule(_stopped_outside, (NodeState.SHUTDOWN,), "stopped outside the autoscaler"),
+    (NodeState.READY, TimerFired): Rule(
+        _timer_fired,
+        (NodeState.READY, NodeState.SHUTDOWN),
+        "unready grace over: treated as powered off (Node deleted with policy Delete)",
+    ),
+    **_common_cells(NodeState.READY),
+    # ShuttingDown: draining, or the shutdown Job runs, or waiting for the Node to go away.
+    (NodeState.SHUTTING_DOWN, BootSlotGranted): IGNORE,
+    (NodeState.SHUTTING_DOWN, PowerOffRequested): IGNORE,
+    (NodeState.SHUTTING_DOWN, JobSucceeded): Rule(
+        _shutdown_job_succeeded,
+        (NodeState.SHUTTING_DOWN, NodeState.SHUTDOWN),
+        "off once the Node is NotReady or gone (deleted with policy Delete), else wait",
+    ),
+    (NodeState.SHUTTING_DOWN, JobFailed): Rule(
+        _shutdown_job_failed,
+        (NodeState.SHUTTING_DOWN, NodeState.READY, NodeState.SHUTDOWN),
+        "retry with a new Job, then give up: Ready and uncordoned (Shutdown if the Node is gone)",
+    ),
+    (NodeState.SHUTTING_DOWN, DrainFinished): Rule(
+        _drain_finished,
+        (NodeState.SHUTTING_DOWN, NodeState.READY),
+        "drained: start the shutdown Job; drain failed: Ready, uncordoned",
+    ),
+    (NodeState.SHUTTING_DOWN, NodeReady): Rule(
+        _record_snapshot,
+        (NodeState.SHUTTING_DOWN,),
+        "record the Node snapshot (kept current in case the power-off fails)",
+    ),
+    (NodeState.SHUTTING_DOWN, NodeNotReady): Rule(
+        _node_down_while_shutting_down,
+        (NodeState.SHUTTING_DOWN, NodeState.SHUTDOWN),
+        "off if the Job already succeeded",
+    ),
+    (NodeState.SHUTTING_DOWN, NodeGone): Rule(
+        _node_down_while_shutting_down,
+        (NodeState.SHUTTING_DOWN, NodeState.SHUTDOWN),
+        "off if the Job already succeeded, or if the Node vanished during the drain",
+    ),
+    (NodeState.SHUTTING_DOWN, TimerFired): Rule(
+        _timer_fired,
+        (NodeState.SHUTTING_DOWN, NodeState.READY, NodeState.SHUTDOWN),
+        "shutdown timeout: retry, then give up like a failed Job",
+    ),
+    **_common_cells(NodeState.SHUTTING_DOWN),
+    # BootFailed: the last boot failed; CA sees a failed creation until it lets the machine go.
+    (NodeState.BOOT_FAILED, BootSlotGranted): IGNORE,
+    (NodeState.BOOT_FAILED, PowerOffRequested): Rule(
+        _release_request,
+        (NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        "released by CA: Shutdown (cooling down), or Quarantined after too many",
+    ),
+    (NodeState.BOOT_FAILED, CancelBoot): Rule(
+        _release_request,
+        (NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        "released by CA: Shutdown (cooling down), or Quarantined after too many",
+    ),
+    (NodeState.BOOT_FAILED, JobSucceeded): IGNORE,
+    (NodeState.BOOT_FAILED, JobFailed): IGNORE,
+    (NodeState.BOOT_FAILED, DrainFinished): IGNORE,
+    (NodeState.BOOT_FAILED, NodeReady): Rule(_started_outside, (NodeState.READY,), "it came up after all: adopt it"),
+    (NodeState.BOOT_FAILED, NodeNotReady): _stay(NodeState.BOOT_FAILED),
+    (NodeState.BOOT_FAILED, NodeGone): _stay(NodeState.BOOT_FAILED),
+    (NodeState.BOOT_FAILED, TimerFired): IGNORE,
+    **_common_cells(NodeState.BOOT_FAILED),
+    # Quarantined: never chosen until a person resets it.
+    (NodeState.QUARANTINED, BootSlotGranted): IGNORE,
+    (NodeState.QUARANTINED, PowerOffRequested): IGNORE,
+    (NodeState.QUARANTINED, JobSucceeded): IGNORE,
+    (NodeState.QUARANTINED, JobFailed): IGNORE,
+    (NodeState.QUARANTINED, DrainFinished): IGNORE,
+    (NodeState.QUARANTINED, NodeReady): Rule(
+        _started_outside, (NodeState.READY,), "started by a person: adopt it, quarantine cleared"
+    ),
+    (NodeState.QUARANTINED, NodeNotReady): _stay(NodeState.QUARANTINED),
+    (NodeState.QUARANTINED, NodeGone): _stay(NodeState.QUARANTINED),
+    (NodeState.QUARANTINED, TimerFired): IGNORE,
+    **_common_cells(NodeState.QUARANTINED),
+    # Maintenance: out of the autoscaler's hands.
+    (NodeState.MAINTENANCE, BootSlotGranted): IGNORE,
+    (NodeState.MAINTENANCE, JobSucceeded): Rule(
+        _maintenance_job_finished, (NodeState.MAINTENANCE,), "record that the Job left running finished"
+    ),
+    (NodeState.MAINTENANCE, JobFailed): Rule(
+        _maintenance_job_finished, (NodeState.MAINTENANCE,), "record that the Job left running finished"
+    ),
+    (NodeState.MAINTENANCE, DrainFinished): IGNORE,
+    (NodeState.MAINTENANCE, NodeReady): Rule(
+        _record_snapshot, (NodeState.MAINTENANCE,), "record the Node snapshot only"
+    ),
+    (NodeState.MAINTENANCE, NodeNotReady): _stay(NodeState.MAINTENANCE),
+    (NodeState.MAINTENANCE, NodeGone): _stay(NodeState.MAINTENANCE),
+    (NodeState.MAINTENANCE, TimerFired): IGNORE,
+    **_common_cells(NodeState.MAINTENANCE),
+}
+"""(state, event type) → what happens. Cells not listed are illegal and raise InvalidTransition."""
+
+_ILLEGAL_REASONS: Final[dict[tuple[NodeState, type[Event]], str]] = {
+    (NodeState.SHUTTING_DOWN, PowerOnRequested): "the machine is shutting down",
+    (NodeState.BOOT_FAILED, PowerOnRequested): "its last boot failed and CA has not released it yet",
+    (NodeState.QUARANTINED, PowerOnRequested): "quarantined after repeated failed boots",
+    (NodeState.MAINTENANCE, PowerOnRequested): "in maintenance (powerPolicy Maintenance)",
+    (NodeState.MAINTENANCE, PowerOffRequested): "in maintenance (powerPolicy Maintenance)",
+}
+
+
+def _why_illegal(machine: Machine, event: Event) -> str:
+    state = machine.status.state
+    reason = _ILLEGAL_REASONS.get((state, type(event)))
+    if reason is not None and state is NodeState.QUARANTINED:
+        failures = machine.status.consecutive_failures
+        return f"{reason} ({failures}); set the annotation {labels.RESET_ANNOTATION} to a new value to release it"
+    if reason is not None:
+        return reason
+    if isinstance(event, CancelBoot):
+        return "only a boot that is starting or has failed can be cancelled"
+    return f"{type(event).__name__} has no meaning in state {state.value}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Power-policy rules, applied after every accepted event until none applies
+
+
+PolicyMove = Callable[[Machine, datetime], Transition]
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """When the machine's policy and state match (and `applies` agrees), make `move`."""
+
+    policies: tuple[PowerPolicy, ...]
+    states: tuple[NodeState, ...]
+    move: PolicyMove
+    targets: tuple[NodeState, ...]
+    summary: str
+    applies: Callable[[Machine, datetime], bool] = lambda machine, now: True
+
+    def matches(self, machine: Machine, now: datetime) -> bool:
+        return (
+            machine.config.power_policy in self.policies
+            and machine.status.state in self.states
+            and self.applies(machine, now)
+        )
+
+
+def _not_after_failed_power_off(machine: Machine, now: datetime) -> bool:
+    return machine.status.reason not in _AFTER_FAILED_POWER_OFF
+
+
+def _cooldown_over(machine: Machine, now: datetime) -> bool:
+    return not is_cooling_down(machine.status, now)
+
+
+def _power_off_with_drain(machine: Machine, now: datetime) -> Transition:
+    return _begin_power_off(machine, now, drain=True)
+
+
+_ALL_BUT_MAINTENANCE: Final = tuple(state for state in NodeState if state is not NodeState.MAINTENANCE)
+_NOT_MAINTENANCE_POLICIES: Final = (PowerPolicy.AUTO, PowerPolicy.ON, PowerPolicy.OFF)
+
+POLICY_RULES: Final[tuple[PolicyRule, ...]] = (
+    PolicyRule(
+        (PowerPolicy.MAINTENANCE,),
+        _ALL_BUT_MAINTENANCE,
+        _enter_maintenance,
+        (NodeState.MAINTENANCE,),
+        "enter maintenance: timers stop, a running Job is left alone",
+    ),
+    PolicyRule(
+        _NOT_MAINTENANCE_POLICIES,
+        (NodeState.MAINTENANCE,),
+        _leave_maintenance,
+        (NodeState.READY, NodeState.SHUTDOWN),
+        "leave maintenance: Ready (uncordoned) if the Node is Ready, else Shutdown; a Job still running is deleted",
+    ),
+    PolicyRule(
+        (PowerPolicy.ON, PowerPolicy.OFF),
+        (NodeState.BOOT_FAILED,),
+        _release_failed_boot,
+        (NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        "not driven by CA: release the failed boot at once",
+    ),
+    PolicyRule((PowerPolicy.OFF,), (NodeState.STARTING_UP,), _cancel_boot, (NodeState.SHUTDOWN,), "cancel the boot"),
+    PolicyRule(
+        (PowerPolicy.OFF,),
+        (NodeState.READY,),
+        _power_off_with_drain,
+        (NodeState.SHUTTING_DOWN,),
+        "power off with drain (not again by itself after a failed power-off)",
+        _not_after_failed_power_off,
+    ),
+    PolicyRule(
+        (PowerPolicy.ON,),
+        (NodeState.SHUTDOWN,),
+        _start_boot,
+        (NodeState.STARTING_UP,),
+        "power on as soon as any cooldown is over (a cooldown-expired timer waits for it)",
+        _cooldown_over,
+    ),
+)
+"""What the power policy does by itself, checked in this order after every accepted event."""
+
+_SETTLE_LIMIT: Final = len(POLICY_RULES) + 1
+
+
+def settle(machine: Machine, now: datetime) -> Transition:
+    """Apply `POLICY_RULES` until none matches. Pure."""
+    effects: list[fx.Effect] = []
+    for _ in range(_SETTLE_LIMIT):
+        rule = next((r for r in POLICY_RULES if r.matches(machine, now)), None)
+        if rule is None:
+            return Transition(machine, tuple(effects))
+        moved = rule.move(machine, now)
+        machine = moved.machine
+        effects += moved.effects
+    raise AssertionError(f"power policy rules do not settle for {machine.status.state}")  # a bug in the rules
+
+
+# --------------------------------------------------------------------------------------------------
+# step
+
+
+def _require_aware(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+
+
+def _observe(machine: Machine, event: Event, now: datetime) -> Machine:
+    """Record what a Kubernetes Node event says about the Node, whatever the state."""
+    if isinstance(event, NodeReady):
+        return replace(machine, kube_node=KubeNodePresence.READY, not_ready_since=None)
+    if isinstance(event, NodeGone):
+        return replace(machine, kube_node=KubeNodePresence.ABSENT, not_ready_since=None)
+    if isinstance(event, NodeNotReady):
+        since = machine.not_ready_since if machine.kube_node is KubeNodePresence.NOT_READY else None
+        return replace(machine, kube_node=KubeNodePresence.NOT_READY, not_ready_since=since or now)
+    return machine
+
+
+def _bookkeep(before: Machine, after: Machine, now: datetime) -> Machine:
+    """Stamp what every change of state implies: since, powered-on time, Ready and Quarantined conditions."""
+    old, new = before.status, after.status
+    if new.since is None:
+        after = _update(after, since=now)
+    if new.state is old.state:
+        return after
+    changes: dict[str, Any] = {"since": now}
+    if old.state is NodeState.READY and old.since is not None:
+        on_for = max(0.0, (now - old.since).total_seconds())
+        changes["powered_on_seconds"] = new.powered_on_seconds + on_for
+    after = _update(after, **changes)
+    reason = new.reason or new.state.value
+    after = _with_condition(after, now, labels.CONDITION_READY, new.state is NodeState.READY, reason, new.message)
+    if new.state is NodeState.QUARANTINED:
+        after = _with_condition(after, now, labels.CONDITION_QUARANTINED, True, "Quarantined", new.message)
+    elif old.state is NodeState.QUARANTINED:
+        after = _with_condition(after, now, labels.CONDITION_QUARANTINED, False, reason, new.message)
+    return after
+
+
+def _timer_effects(before: Machine, after: Machine, now: datetime, fired: str | None) -> tuple[fx.Effect, ...]:
+    """Cancel the timers the old state needed and the new does not; start the new ones."""
+    old = {t.token: t for t in pending_timers(before) if t.token != fired}  # a fired timer is already gone
+    new = {t.token: t for t in pending_timers(after)}
+    cancels = [fx.CancelTimer(token) for token, t in old.items() if new.get(token) != t]
+    starts = [
+        fx.StartTimer(t.kind, token, max(0.0, (t.deadline - now).total_seconds()))
+        for token, t in new.items()
+        if old.get(token) != t
+    ]
+    return (*cancels, *starts)
+
+
+def step(machine: Machine, event: Event, now: datetime) -> Transition:
+    """The machine after `event` at `now`, and the effects to execute in order. Pure.
+
+    Raises InvalidTransition (machine unchanged) when the event is not allowed in the machine's state.
+    """
+    _require_aware(now)
+    cell = TRANSITIONS.get((machine.status.state, type(event)))
+    if cell is None:
+        raise InvalidTransition(machine.status.state, event, _why_illegal(machine, event))
+    if isinstance(cell, _Ignore):
+        return Transition(machine)
+    handled = cell(_observe(machine, event, now), event, now)
+    settled = settle(handled.machine, now)
+    final = _bookkeep(machine, settled.machine, now)
+    fired = event.token if isinstance(event, TimerFired) else None
+    effects = (*handled.effects, *settled.effects, *_timer_effects(machine, final, now, fired))
+    if final.status != machine.status:
+        effects = (*effects, fx.PatchStatus(final.status))
+    return Transition(final, effects)
+
+
+# --------------------------------------------------------------------------------------------------
+# Documentation generated from the tables
+
+BEGIN_MARKER: Final = "<!-- BEGIN GENERATED TRANSITIONS -->"
+END_MARKER: Final = "<!-- END GENERATED TRANSITIONS -->"
+DOCUMENT: Final = Path("docs/architecture/state.md")
+
+
+def _cell_text(state: NodeState, cell: Rule | _Ignore | None) -> str:
+    if cell is None:
+        return "✗"
+    if isinstance(cell, _Ignore):
+        return "·"
+    moves = [target.value for target in cell.targets if target is not state]
+    return "→ " + " / ".join(moves) if moves else "↺"
+
+
+def render_transition_table() -> str:
+    """The generated part of docs/architecture/state.md: matrix, rules, policy rules, diagram. Pure."""
+    lines = [
+        "Legend: `→ X` moves to X (several: depends on the situation), `↺` stays but acts,",
+        "`·` ignored (legal, changes nothing), `✗` illegal (raises `InvalidTransition`, machine unchanged).",
+        "",
+        "| state \\ event | " + " | ".join(f"`{e.__name__}`" for e in EVENT_TYPES) + " |",
+        "|---|" + "---|" * len(EVENT_TYPES),
+    ]
+    for state in NodeState:
+        cells = [_cell_text(state, TRANSITIONS.get((state, event))) for event in EVENT_TYPES]
+        lines.append(f"| **{state.value}** | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "### What each legal cell does",
+        "",
+        "| state | event | may lead to | what happens |",
+        "|---|---|---|---|",
+    ]
+    for state in NodeState:
+        for event in EVENT_TYPES:
+            cell = TRANSITIONS.get((state, event))
+            if isinstance(cell, Rule):
+                targets = ", ".join(t.value for t in cell.targets)
+                lines.append(f"| {state.value} | `{event.__name__}` | {targets} | {cell.summary} |")
+    lines += [
+        "",
+        "### Power-policy rules (applied after every accepted event, first match first, until none applies)",
+        "",
+        "| powerPolicy | state | may lead to | what happens |",
+        "|---|---|---|---|",
+    ]
+    for rule in POLICY_RULES:
+        policies = ", ".join(p.value for p in rule.policies)
+        states = (
+            "any but Maintenance" if rule.states == _ALL_BUT_MAINTENANCE else ", ".join(s.value for s in rule.states)
+        )
+        targets = ", ".join(t.value for t in rule.targets)
+        lines.append(f"| {policies} | {states} | {targets} | {rule.summary} |")
+    lines += ["", "```mermaid", "stateDiagram-v2", f"    [*] --> {NodeState.SHUTDOWN.value}"]
+    edges: dict[tuple[NodeState, NodeState], list[str]] = {}
+    for (state, event), cell in TRANSITIONS.items():
+        if isinstance(cell, Rule):
+            for target in cell.targets:
+                if target is not state:
+                    edges.setdefault((state, target), []).append(event.__name__)
+    for rule in POLICY_RULES:
+        for state in rule.states:
+            for target in rule.targets:
+                if target is not state:
+                    label = "policy " + "/".join(p.value for p in rule.policies)
+                    edges.setdefault((state, target), []).append(label)
+    for (source, target), names in sorted(
+        edges.items(), key=lambda item: (list(NodeState).index(item[0][0]), list(NodeState).index(item[0][1]))
+    ):
+        unique = ", ".join(dict.fromkeys(names))
+        lines.append(f"    {source.value} --> {target.value}: {unique}")
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def rewrite_document(text: str) -> str:
+    """`text` with the part between the markers replaced by `render_transition_table()`. Pure."""
+    start = text.index(BEGIN_MARKER) + len(BEGIN_MARKER)
+    end = text.index(END_MARKER)
+    return text[:start] + "\n" + render_transition_table() + text[end:]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the generated section, or with --write rewrite it inside a document."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--write", type=Path, metavar="DOCUMENT", help=f"rewrite the section in place (e.g. {DOCUMENT})"
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.write is None:
+        sys.stdout.write(render_transition_table())
+        return 0
+    path: Path = arguments.write
+    path.write_text(rewrite_document(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
