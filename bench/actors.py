@@ -6,7 +6,14 @@ threads through `ActorRuntime.ask`, one-way events per second through `ActorRunt
 ask behind them is answered, so every event was processed), and idle CPU of the pump. The budget in DESIGN.md
 is 5000 node actors within 150 MiB RSS. The whole run is bounded to well under a minute.
 
-Run from the repository root: `.venv/bin/python -m bench.actors` (or `.venv/bin/python bench/actors.py`).
+The second section does the same with the REAL operator actors (Supervisor, GroupActors, NodeActors with their
+state machines) and the recording `FakeEffectPort` of the actor tests: time for the Supervisor to derive and create
+every machine from one `InventoryListed` (the cold-start path), RSS, IncreaseSize / DeleteNodes ask latency from 8
+threads (each thread scales its own group up by one and back down, so machines stay available), and one-way
+observation events per second (Kubernetes Node observations routed by the Supervisor to each NodeActor's `step`).
+
+Run from the repository root: `.venv/bin/python -m bench.actors` (or `.venv/bin/python bench/actors.py`);
+`--real-only` skips the first section.
 """
 
 from __future__ import annotations
@@ -19,14 +26,37 @@ if not __package__:
     # package it measures.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+# The recording effect port of the actor tests stands in for the Kubernetes writer.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "actors"))
+
 import statistics
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from fakes import FakeEffectPort
+
+from actors import wiring
 from actors.base import ShellActor
+from actors.messages import (
+    DeleteNodes,
+    IncreaseSize,
+    InventoryListed,
+    KubeNodeObserved,
+    MutationReply,
+    NodeIdentity,
+    Ping,
+    Pong,
+)
+from actors.read_model import ReadModel
 from actors.runtime import ActorRuntime
+from actors.supervisor_actor import start_supervisor
+from schemas import labels
+from schemas.common import Metadata
+from schemas.group import Group, GroupSpec
+from schemas.node import JobTemplate, Node, NodeSnapshot, NodeSpec, Pricing
 
 SIZES = (1000, 5000)
 ASK_THREADS = 8
@@ -197,11 +227,140 @@ def bench_size(size: int) -> None:
     print(f"idle CPU with {size} actors and a 50 ms tick: {idle:.2f} %")
 
 
+# --- the real actors ------------------------------------------------------------------------------------------
+
+REAL_MUTATIONS_PER_THREAD = 300
+REAL_EVENTS = 20_000
+MACHINES_PER_GROUP = 100  # homelab groups are small; a mutation costs O(group size)
+
+
+def _real_inventory(size: int) -> tuple[tuple[Group, ...], tuple[Node, ...]]:
+    group_count = max(ASK_THREADS, size // MACHINES_PER_GROUP)
+    template = JobTemplate(image="busybox:1.36")
+    groups = tuple(
+        Group(metadata=Metadata(name=f"group-{index}", namespace="bench"), spec=GroupSpec(max_size=size))
+        for index in range(group_count)
+    )
+    machines = tuple(
+        Node(
+            metadata=Metadata(
+                name=f"machine-{index:05d}", namespace="bench",
+                labels={labels.GROUP_LABEL: f"group-{index % group_count}"},
+            ),
+            spec=NodeSpec(
+                priority=index % 3, pricing=Pricing(hourly_price=f"0.{index % 90 + 10}", power_watts=60 + index % 40),
+                startup_job=template, shutdown_job=template,
+            ),
+        )
+        for index in range(size)
+    )
+    return groups, machines
+
+
+def _real_mutations(runtime: ActorRuntime, supervisor: Any, read_model: ReadModel, groups: int) -> dict[str, Any]:
+    increase_latencies: list[list[float]] = [[] for _ in range(ASK_THREADS)]
+    delete_latencies: list[list[float]] = [[] for _ in range(ASK_THREADS)]
+    refused = [0] * ASK_THREADS
+    start_together = threading.Barrier(ASK_THREADS + 1)
+
+    def gateway(index: int) -> None:
+        group = f"bench/group-{index % groups}"
+        start_together.wait()
+        give_up_at = time.perf_counter() + PHASE_TIME_LIMIT
+        for _ in range(REAL_MUTATIONS_PER_THREAD):
+            started = time.perf_counter()
+            reply = runtime.ask(supervisor, IncreaseSize(runtime.new_request_id(), group, 1), 5.0,
+                                MutationReply).result(RESULT_WAIT)
+            increase_latencies[index].append(time.perf_counter() - started)
+            snapshot = read_model.group(group)
+            booting = [m for m in snapshot.machines if m.instance is not None] if snapshot else []
+            if reply.error is not None or not booting:
+                refused[index] += 1
+                continue
+            stand_ins = tuple(NodeIdentity(m.provider_id, m.provider_id) for m in booting)
+            started = time.perf_counter()
+            reply = runtime.ask(supervisor, DeleteNodes(runtime.new_request_id(), group, stand_ins), 5.0,
+                                MutationReply).result(RESULT_WAIT)
+            delete_latencies[index].append(time.perf_counter() - started)
+            refused[index] += reply.error is not None
+            if started > give_up_at:
+                break
+
+    workers = [threading.Thread(target=gateway, args=(index,)) for index in range(ASK_THREADS)]
+    for worker in workers:
+        worker.start()
+    start_together.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    increases = [sample for per_thread in increase_latencies for sample in per_thread]
+    deletes = [sample for per_thread in delete_latencies for sample in per_thread]
+    return {
+        "per_second": (len(increases) + len(deletes)) / elapsed,
+        "increase": (len(increases), percentile(increases, 0.5) * 1000, percentile(increases, 0.99) * 1000),
+        "delete": (len(deletes), percentile(deletes, 0.5) * 1000, percentile(deletes, 0.99) * 1000),
+        "refused": sum(refused),
+    }
+
+
+def _real_observations(runtime: ActorRuntime, supervisor: Any, machines: tuple[Node, ...]) -> float:
+    # Alternating labels make every observation news to its machine (heartbeats would be filtered out).
+    snapshots = [NodeSnapshot(labels={"bench": str(flip)}) for flip in range(2)]
+    started = time.perf_counter()
+    for event in range(REAL_EVENTS):
+        machine = machines[event % len(machines)].metadata.name
+        runtime.tell(supervisor, KubeNodeObserved(machine, False, "", snapshots[(event // len(machines)) % 2]))
+    runtime.ask(supervisor, Ping(runtime.new_request_id()), 60.0, Pong).result(RESULT_WAIT)
+    return REAL_EVENTS / (time.perf_counter() - started)
+
+
+def bench_real_actors(size: int) -> None:
+    groups, machines = _real_inventory(size)
+    rss_before = rss_mib()
+    runtime = ActorRuntime(name=f"bench-real-{size}")
+    runtime.start()
+    port = FakeEffectPort()
+    read_model = ReadModel()
+    key = wiring.register(wiring.Wiring(read_model, port, lambda: datetime.now(UTC), runtime.ticker))
+    try:
+        supervisor = start_supervisor(runtime, key, timeout=RESULT_WAIT)
+        started = time.perf_counter()
+        runtime.tell(supervisor, InventoryListed(groups, machines, (), ()))
+        pong = runtime.ask(supervisor, Ping(runtime.new_request_id()), 120.0, Pong).result(120.0)
+        derived = time.perf_counter() - started
+        listed = sum(len(group.machines) for group in read_model.groups())
+        rss_after_create = rss_mib()
+        mutations = _real_mutations(runtime, supervisor, read_model, len(groups))
+        events_per_second = _real_observations(runtime, supervisor, machines)
+        idle = idle_cpu_percent()
+        rss_end = rss_mib()
+    finally:
+        runtime.stop(timeout=60.0)
+        wiring.unregister(key)
+
+    print(f"--- {size} machines in {len(groups)} groups: real Supervisor, GroupActors, NodeActors, fake effect port")
+    print(f"InventoryListed -> every machine derived, created and published: {derived * 1000:8.1f} ms "
+          f"({derived / size * 1e6:.0f} us per machine; {pong.machines} node actors, {listed} machines listed)")
+    print(f"RSS: {rss_before:.1f} MiB before, {rss_after_create:.1f} MiB after creating "
+          f"(+{rss_after_create - rss_before:.1f}), {rss_end:.1f} MiB at the end  [budget 150 MiB at 5000]")
+    count, p50, p99 = mutations["increase"]
+    print(f"IncreaseSize(1), {ASK_THREADS} threads: p50 {p50:.3f} ms  p99 {p99:.3f} ms  ({count} asks)")
+    count, p50, p99 = mutations["delete"]
+    print(f"DeleteNodes,     {ASK_THREADS} threads: p50 {p50:.3f} ms  p99 {p99:.3f} ms  ({count} asks; "
+          f"{mutations['per_second']:.0f} mutations/s overall, {mutations['refused']} refused)")
+    print(f"observations (1 thread, routed to NodeActors): {events_per_second:8.0f} events/s")
+    print(f"idle CPU with {size} machines and a 50 ms tick: {idle:.2f} %")
+
+
 def main() -> None:
     total_started = time.perf_counter()
     print(f"python {sys.version.split()[0]}, baseline RSS {rss_mib():.1f} MiB")
+    if "--real-only" not in sys.argv[1:]:
+        for size in SIZES:
+            bench_size(size)
     for size in SIZES:
-        bench_size(size)
+        bench_real_actors(size)
     print(f"total bench time {time.perf_counter() - total_started:.1f} s")
 
 

@@ -1,0 +1,465 @@
+"""`GroupActor`: one Cluster Autoscaler node group; the only place its target size changes.
+
+Why an actor per group: CA's three mutations (IncreaseSize, DeleteNodes, DecreaseTargetSize) must change the
+target *synchronously* and must never double-book a machine, even when gRPC threads fire them at once. An actor
+handles one message at a time, so each mutation sees the effects of the one before without any lock.
+
+What it keeps: the group's resource, and a mirror of its members (`MachineView` for the group policy in
+`actors.fsm.group`, `MachineSnapshot` for the read model, the Kubernetes Node last seen Ready for the
+scale-from-zero template, and each member actor's address). Members report with `MachineStateChanged`; the
+group applies its own commands to the mirror *at once* (a machine told to power on is StartingUp in the mirror
+before its actor has even seen the command), so a second mutation right behind the first cannot choose it again.
+Each command to a member is numbered, and a report older than the group's latest command to that member is
+ignored, so a report in flight can never undo an intent (the member reports again after the command).
+
+Publishing: after a mutation the snapshot is published *before* the reply (the gateway reads the new target
+from the read model right after). After member reports the group publishes once per burst: it sends itself a
+`PublishSnapshot` which is delivered after the reports already queued. The group's status resource is
+submitted only when it changed. Until every assigned member has reported once, the group neither publishes
+nor accepts mutations (it would count machines it has not heard of as absent).
+
+The deciding is pure (`plan_increase`, `plan_delete_actions`, `intended`, `template_source`, `group_status`
+below and `actors.fsm.group`); the handlers only route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Final
+
+from actors import metrics, wiring
+from actors.base import ShellActor
+from actors.effects_port import GroupStatusBatch
+from actors.fsm.errors import CannotDecrease, DeleteRefused, NotEnoughMachines
+from actors.fsm.events import BootSlotGranted, CancelBoot, Event, PowerOffRequested, PowerOnRequested
+from actors.fsm.group import (
+    TARGET_STATES,
+    MachineView,
+    boot_slots,
+    check_delete,
+    choose_boots_to_cancel,
+    choose_for_scale_up,
+    instance_status,
+    queued_in_order,
+    state_counts,
+    target_size,
+)
+from actors.messages import (
+    ConfigureGroup,
+    DecreaseTargetSize,
+    DeleteNodes,
+    ErrorKind,
+    Forwarded,
+    GroupChanged,
+    IncreaseSize,
+    MachineEvent,
+    MachineStateChanged,
+    MemberAssigned,
+    MemberReleased,
+    MutationError,
+    MutationReply,
+    NodeIdentity,
+)
+from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource, group_id
+from schemas import labels
+from schemas.group import Group, GroupSpec, GroupStatus
+from schemas.node import NodeSnapshot, NodeState
+
+LOGGER = logging.getLogger(__name__)
+
+Mutation = IncreaseSize | DeleteNodes | DecreaseTargetSize
+
+
+@dataclass(frozen=True)
+class PublishSnapshot:
+    """Sent by a group to itself: publish the mirror once the reports already queued have been handled."""
+
+
+# --- pure decisions ---------------------------------------------------------------------------------------------
+
+
+def _refused(kind: ErrorKind, message: str) -> MutationError:
+    return MutationError(kind, message)
+
+
+def plan_increase(
+    views: Sequence[MachineView], spec: GroupSpec, delta: int, now: datetime, group: str
+) -> tuple[str, ...] | MutationError:
+    """The machines to power on for IncreaseSize(delta), best first, or why not (nothing chosen). Pure."""
+    if delta <= 0:
+        message = f"node group {group}: IncreaseSize needs a positive delta, not {delta}"
+        return _refused(ErrorKind.INVALID_ARGUMENT, message)
+    current = target_size(views)
+    if current + delta > spec.max_size:
+        return _refused(
+            ErrorKind.INVALID_ARGUMENT,
+            f"node group {group}: target {current} + {delta} would exceed maxSize {spec.max_size}",
+        )
+    try:
+        return choose_for_scale_up(views, delta, spec, now)
+    except NotEnoughMachines as refusal:
+        return _refused(ErrorKind.RESOURCE_EXHAUSTED, f"node group {group}: {refusal}")
+
+
+_DELETE_ACTIONS: Final[Mapping[NodeState, tuple[Event, NodeState]]] = {
+    NodeState.READY: (PowerOffRequested(drain=False), NodeState.SHUTTING_DOWN),
+    NodeState.STARTING_UP: (CancelBoot(), NodeState.SHUTDOWN),
+    NodeState.BOOT_FAILED: (CancelBoot(), NodeState.SHUTDOWN),
+}
+"""What DeleteNodes does to a member in each state; states not listed are already off or going off (idempotent)."""
+
+
+def plan_delete_actions(
+    views: Sequence[MachineView], group: str
+) -> tuple[tuple[str, Event, NodeState], ...] | MutationError:
+    """For DeleteNodes of these members: (machine, command, state it will be in) for each that must act. Pure.
+
+    All or nothing: one member that may not be powered off refuses the whole request.
+    """
+    for view in views:
+        try:
+            check_delete(view)
+        except DeleteRefused as refusal:
+            return _refused(ErrorKind.FAILED_PRECONDITION, f"node group {group}: {refusal}")
+    return tuple(
+        (view.name, *_DELETE_ACTIONS[view.state]) for view in views if view.state in _DELETE_ACTIONS
+    )
+
+
+def plan_decrease(views: Sequence[MachineView], delta: int, group: str) -> tuple[str, ...] | MutationError:
+    """The unregistered boots to cancel for DecreaseTargetSize(delta < 0), or why not. Pure."""
+    if delta >= 0:
+        return _refused(
+            ErrorKind.INVALID_ARGUMENT, f"node group {group}: DecreaseTargetSize needs a negative delta, not {delta}"
+        )
+    try:
+        return choose_boots_to_cancel(views, -delta)
+    except CannotDecrease as refusal:
+        return _refused(ErrorKind.FAILED_PRECONDITION, f"node group {group}: {refusal}")
+
+
+def intended(view: MachineView, state: NodeState, now: datetime, booting: bool = False) -> MachineView:
+    """The view of a member the group just commanded into `state`, before the member confirms. Pure."""
+    return replace(view, state=state, since=now, operation_started=now if booting else None, reason="Requested")
+
+
+def template_source(spec: GroupSpec, name: str, last_ready: Iterable[NodeSnapshot | None]) -> TemplateSource | None:
+    """The scale-from-zero template: the newest member seen Ready, else the Group's declared template. Pure."""
+    seen = [snapshot for snapshot in last_ready if snapshot is not None]
+    if seen:
+        newest = max(seen, key=lambda snapshot: (snapshot.seen_at is not None, snapshot.seen_at or datetime.min))
+        return TemplateSource(
+            labels=dict(newest.labels),
+            taints=tuple(newest.taints),
+            capacity=dict(newest.capacity),
+            allocatable=dict(newest.allocatable or newest.capacity),
+            origin="observed",
+        )
+    declared = spec.template
+    if declared is None:
+        return None
+    # A member would carry the group label and the Group's managed labels and taints as well.
+    managed_labels = {labels.GROUP_LABEL: name, **spec.node_labels}
+    taints = (*declared.taints, *(taint for taint in spec.node_taints if taint not in declared.taints))
+    return TemplateSource(
+        labels={**declared.labels, **managed_labels},
+        taints=taints,
+        capacity=dict(declared.capacity),
+        allocatable=dict(declared.allocatable or declared.capacity),
+        origin="declared",
+    )
+
+
+def group_status(group: Group, views: Iterable[MachineView]) -> GroupStatus:
+    """The Group resource's status for these members (its target is `target_size` of the same views). Pure."""
+    counts = state_counts(views)
+    return GroupStatus(
+        target_size=sum(counts[state.value] for state in TARGET_STATES),
+        ready_count=counts[NodeState.READY.value],
+        machines=counts,
+        conditions=group.status.conditions,
+        observed_generation=group.metadata.generation,
+    )
+
+
+# --- the actor ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Member:
+    address: Any
+    view: MachineView
+    snapshot: MachineSnapshot
+    last_ready: NodeSnapshot | None
+    commands_sent: int = 0
+
+
+class GroupActor(ShellActor):
+    """Owns one group's target and the mirror of its members; see the module docstring."""
+
+    actor_kind = "group"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wiring: wiring.Wiring | None = None
+        self._group: Group | None = None
+        self._id = ""
+        self._members: dict[str, _Member] = {}
+        self._awaiting: set[str] = set()
+        self._by_provider_id: dict[str, str] = {}
+        self._by_node_name: dict[str, str] = {}
+        self._sorted_names: list[str] | None = None
+        self._version = 0
+        self._publish_scheduled = False
+        self._last_status: GroupStatus | None = None
+
+    # --- configuration and membership ------------------------------------------------------------------------
+
+    def receiveMsg_ConfigureGroup(self, message: ConfigureGroup, sender: Any) -> None:
+        self._wiring = wiring.lookup(message.wiring_key)
+        self._adopt(message.group)
+        self._schedule_publish()
+
+    def receiveMsg_GroupChanged(self, message: GroupChanged, sender: Any) -> None:
+        self._adopt(message.group)
+        self._schedule_publish()
+
+    def receiveMsg_MemberAssigned(self, message: MemberAssigned, sender: Any) -> None:
+        if message.name not in self._members:
+            self._awaiting.add(message.name)
+
+    def receiveMsg_MemberReleased(self, message: MemberReleased, sender: Any) -> None:
+        self._awaiting.discard(message.name)
+        member = self._members.pop(message.name, None)
+        if member is not None:
+            self._unindex(member.snapshot)
+            self._sorted_names = None
+        self._schedule_publish()
+
+    def receiveMsg_MachineStateChanged(self, message: MachineStateChanged, sender: Any) -> None:
+        name = message.view.name
+        member = self._members.get(name)
+        if member is None and name not in self._awaiting:
+            return  # released already: a report that was in flight when it left
+        if member is not None and member.address == sender and message.commands_handled < member.commands_sent:
+            return  # sent before our latest command reached it; it reports again after that command
+        if self._record(name, member, message, sender):
+            self._schedule_publish()
+        elif self._limits_boots() and not self._awaiting:
+            # Nothing CA sees changed (typically the member confirming our intent), but a boot may have
+            # left its slot: grant slots without re-publishing an identical snapshot.
+            self._grant_boot_slots(self._now())
+
+    def receiveMsg_PublishSnapshot(self, message: PublishSnapshot, sender: Any) -> None:
+        self._publish_scheduled = False
+        self._publish()
+
+    def receiveMsg_ActorExitRequest(self, message: object, sender: Any) -> None:
+        if self._wiring is not None and self._id:
+            self._wiring.read_model.remove(self._id)
+            metrics.forget_group(self._id)
+
+    # --- mutations (asked by the gateway, usually forwarded by the Supervisor) ----------------------------------
+
+    def receiveMsg_Forwarded(self, message: Forwarded, sender: Any) -> None:
+        self._mutate(message.request, message.original_sender)
+
+    def receiveMsg_IncreaseSize(self, message: IncreaseSize, sender: Any) -> None:
+        self._mutate(message, sender)
+
+    def receiveMsg_DeleteNodes(self, message: DeleteNodes, sender: Any) -> None:
+        self._mutate(message, sender)
+
+    def receiveMsg_DecreaseTargetSize(self, message: DecreaseTargetSize, sender: Any) -> None:
+        self._mutate(message, sender)
+
+    def _mutate(self, request: Mutation, reply_to: Any) -> None:
+        error = self._not_ready() or self._MUTATIONS[type(request)](self, request, self._now())
+        if error is None:
+            self._publish()  # before the reply: the gateway reads the new target right after it
+        else:
+            LOGGER.info("group=%s refused %s: %s", self._id, type(request).__name__, error.message)
+        self.send(reply_to, MutationReply(request.request_id, error))
+
+    def _increase(self, request: IncreaseSize, now: datetime) -> MutationError | None:
+        views = self._views()
+        chosen = plan_increase(views, self._spec(), request.delta, now, self._id)
+        if isinstance(chosen, MutationError):
+            return chosen
+        slots = boot_slots(views, self._spec())
+        for index, name in enumerate(chosen):
+            start_now = slots is None or index < slots
+            self._command(name, PowerOnRequested(start_now=start_now), NodeState.STARTING_UP, now, start_now)
+        return None
+
+    def _delete(self, request: DeleteNodes, now: datetime) -> MutationError | None:
+        names: list[str] = []
+        for identity in request.nodes:
+            name = self._resolve(identity)
+            if name is None:
+                return _refused(ErrorKind.INVALID_ARGUMENT, self._not_a_member(identity))
+            if name not in names:
+                names.append(name)
+        actions = plan_delete_actions([self._members[name].view for name in names], self._id)
+        if isinstance(actions, MutationError):
+            return actions
+        for name, event, state in actions:
+            self._command(name, event, state, now)
+        return None
+
+    def _decrease(self, request: DecreaseTargetSize, now: datetime) -> MutationError | None:
+        chosen = plan_decrease(self._views(), request.delta, self._id)
+        if isinstance(chosen, MutationError):
+            return chosen
+        for name in chosen:
+            self._command(name, CancelBoot(), NodeState.SHUTDOWN, now)
+        return None
+
+    _MUTATIONS: Final[dict[type[Any], Callable[[Any, Any, datetime], MutationError | None]]] = {
+        IncreaseSize: _increase,
+        DeleteNodes: _delete,
+        DecreaseTargetSize: _decrease,
+    }
+
+    # --- the mirror ----------------------------------------------------------------------------------------------
+
+    def _command(self, name: str, event: Event, state: NodeState, now: datetime, booting: bool = False) -> None:
+        member = self._members[name]
+        member.commands_sent += 1
+        self.send(member.address, MachineEvent(event, member.commands_sent))
+        view = intended(member.view, state, now, booting)
+        self._set_view(member, view)
+
+    def _set_view(self, member: _Member, view: MachineView) -> None:
+        member.view = view
+        member.snapshot = replace(member.snapshot, state=view.state, instance=instance_status(view))
+
+    def _record(self, name: str, member: _Member | None, report: MachineStateChanged, sender: Any) -> bool:
+        """Take the report into the mirror; True when what the read model shows of the member changed."""
+        if member is None:
+            member = _Member(sender, report.view, report.snapshot, report.last_ready, report.commands_handled)
+            self._members[name] = member
+            self._awaiting.discard(name)
+            self._sorted_names = None
+            changed = True
+        else:
+            changed = report.snapshot != member.snapshot or report.last_ready != member.last_ready
+            self._unindex(member.snapshot)
+            if member.address != sender:  # a replacement actor counts commands from where it stands
+                member.address, member.commands_sent = sender, report.commands_handled
+            member.view, member.snapshot, member.last_ready = report.view, report.snapshot, report.last_ready
+        self._by_provider_id[report.snapshot.provider_id] = name
+        self._by_node_name[report.snapshot.kubernetes_node_name] = name
+        return changed
+
+    def _unindex(self, snapshot: MachineSnapshot) -> None:
+        if self._by_provider_id.get(snapshot.provider_id) == snapshot.name:
+            del self._by_provider_id[snapshot.provider_id]
+        if self._by_node_name.get(snapshot.kubernetes_node_name) == snapshot.name:
+            del self._by_node_name[snapshot.kubernetes_node_name]
+
+    def _resolve(self, identity: NodeIdentity) -> str | None:
+        """A member by provider id first, then by Kubernetes node name (CA's stand-ins carry the id as name)."""
+        name = self._by_provider_id.get(identity.provider_id) if identity.provider_id else None
+        return name or self._by_node_name.get(identity.name) or self._by_provider_id.get(identity.name)
+
+    def _not_a_member(self, identity: NodeIdentity) -> str:
+        found = self._read_model().machine_for(provider_id=identity.provider_id, node_name=identity.name)
+        described = f"node {identity.name!r} (providerID {identity.provider_id!r})"
+        if found is not None and found[0].id != self._id:
+            return f"{described} belongs to node group {found[0].id}, not to {self._id}"
+        return f"{described} is not a member of node group {self._id}"
+
+    def _grant_boot_slots(self, now: datetime) -> None:
+        views = self._views()
+        queued = queued_in_order(views)
+        if not queued:
+            return
+        slots = boot_slots(views, self._spec())
+        for name in queued if slots is None else queued[:slots]:
+            self._command(name, BootSlotGranted(), NodeState.STARTING_UP, now, booting=True)
+
+    # --- publishing ----------------------------------------------------------------------------------------------
+
+    def _schedule_publish(self) -> None:
+        if not self._publish_scheduled:
+            self._publish_scheduled = True
+            self.send(self.myAddress, PublishSnapshot())
+
+    def _publish(self) -> None:
+        group = self._group
+        if group is None or self._awaiting:
+            return
+        self._grant_boot_slots(self._now())
+        if self._sorted_names is None:
+            self._sorted_names = sorted(self._members)
+        members = [self._members[name] for name in self._sorted_names]
+        status = group_status(group, (member.view for member in members))
+        self._version += 1
+        snapshot = GroupSnapshot(
+            id=self._id,
+            namespace=group.metadata.namespace,
+            name=group.metadata.name,
+            min_size=group.spec.min_size,
+            max_size=group.spec.max_size,
+            target_size=status.target_size,
+            machines=tuple(member.snapshot for member in members),
+            autoscaling_options=group.spec.autoscaling_options,
+            template=template_source(group.spec, group.metadata.name, (member.last_ready for member in members)),
+            gpu_label=group.spec.gpu_label,
+            gpu_types=group.spec.gpu_types,
+            version=self._version,
+        )
+        self._read_model().publish(snapshot)
+        self._submit_status(status)
+
+    def _submit_status(self, status: GroupStatus) -> None:
+        if status == self._last_status or self._group is None:
+            return
+        self._last_status = status
+        metrics.GROUP_TARGET_SIZE.labels(self._id).set(status.target_size)
+        metrics.set_group_machines(self._id, status.machines)
+        metrics.QUARANTINED_MACHINES.labels(self._id).set(status.machines.get(NodeState.QUARANTINED.value, 0))
+        metadata = self._group.metadata
+        self._require_wiring().effects.submit(GroupStatusBatch(metadata.namespace, metadata.name, status))
+
+    # --- small helpers -------------------------------------------------------------------------------------------
+
+    def _adopt(self, group: Group) -> None:
+        self._group = group
+        self._id = group_id(group.metadata.namespace, group.metadata.name)
+        self.actor_name = self._id
+
+    def _not_ready(self) -> MutationError | None:
+        if self._group is None:
+            return _refused(ErrorKind.FAILED_PRECONDITION, "the node group is not configured yet")
+        if self._awaiting:
+            return _refused(
+                ErrorKind.FAILED_PRECONDITION,
+                f"node group {self._id} is not ready: {len(self._awaiting)} machine(s) have not reported yet",
+            )
+        return None
+
+    def _views(self) -> list[MachineView]:
+        return [member.view for member in self._members.values()]
+
+    def _limits_boots(self) -> bool:
+        return self._group is not None and self._group.spec.max_concurrent_boots is not None
+
+    def _spec(self) -> GroupSpec:
+        assert self._group is not None  # _not_ready() refused every mutation before configuration
+        return self._group.spec
+
+    def _require_wiring(self) -> wiring.Wiring:
+        if self._wiring is None:
+            raise wiring.WiringNotFound(f"group {self._id or '?'} has not been configured")
+        return self._wiring
+
+    def _read_model(self) -> ReadModel:
+        return self._require_wiring().read_model
+
+    def _now(self) -> datetime:
+        return self._require_wiring().clock()

@@ -1,0 +1,280 @@
+"""`NodeActor`: the thin shell around one machine's power state machine.
+
+The deciding is done by `actors.fsm` (`derive` on start, `step` on every event); this shell only carries things
+in and out, which is why it is separate from the pure core and small enough to read at a glance:
+
+* in: the first `ConfigureMachine` (derive), `MachineEvent` (group commands and observations routed by the
+  Supervisor), `TimerFired` from the ticker, `EffectFailed` / `DrainCompleted` from the adapters, and
+  `MachineReconfigured` when the Node resource or its Group changed;
+* out: timer effects to the ticker, every other effect of a transition as one `EffectBatch` to the effect port
+  (so their order is kept), `MachineStateChanged` to the group whenever what the group sees changed, the written
+  status to the Supervisor (so a replacement actor derives from it), and metrics.
+
+A command the machine refuses (`InvalidTransition`, e.g. a power-on that raced a failure) is logged at WARNING,
+the state is kept, and the group is told the real state at once, so its mirror corrects itself. Stale timer
+tokens are the state machine's business (it ignores them). Handlers are idempotent where Thespian may retry them:
+a retried message is a repeated event, which the state machine either ignores or treats as a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from actors import metrics, wiring
+from actors.base import ShellActor
+from actors.effects_port import EffectBatch, MachineRef
+from actors.fsm import effects as fx
+from actors.fsm.derive import derive
+from actors.fsm.errors import InvalidTransition
+from actors.fsm.events import ConfigChanged, DrainFinished, Event, JobFailed, ResetRequested, TimerFired, TimerKind
+from actors.fsm.group import instance_status, machine_view
+from actors.fsm.node import Machine, MachineConfig, Transition, pending_timers, step
+from actors.messages import (
+    ConfigureMachine,
+    DrainCompleted,
+    EffectFailed,
+    MachineEvent,
+    MachineReconfigured,
+    MachineStateChanged,
+    MachineStatusWritten,
+)
+from actors.read_model import MachineSnapshot
+from actors.ticker_actor import TICKER_GLOBAL_NAME, CancelTimer, StartTimer, TickerActor
+from actors.ticker_actor import TimerFired as TickerFired
+from schemas import labels
+from schemas.group import GroupSpec
+from schemas.node import Node, NodeState, kubernetes_node_name
+
+LOGGER = logging.getLogger(__name__)
+
+metrics.declare_node_states(state.value for state in NodeState)
+
+
+def group_name(group_id: str) -> str:
+    """The Group's name from its id `<namespace>/<name>`. Pure."""
+    return group_id.partition("/")[2] or group_id
+
+
+def hourly_price(node: Node) -> Decimal | None:
+    """The machine's declared hourly price, if any. Pure."""
+    price = node.spec.pricing.hourly_price
+    return Decimal(price) if price is not None else None
+
+
+def state_report(machine: Machine, node: Node, commands_handled: int) -> MachineStateChanged:
+    """What the group is told about `machine` (its view, its read-model snapshot, its template source). Pure."""
+    view = machine_view(machine, node.spec.priority, hourly_price(node), node.spec.pricing.power_watts)
+    snapshot = MachineSnapshot(
+        name=machine.config.name,
+        namespace=machine.config.namespace,
+        kubernetes_node_name=machine.config.kubernetes_node_name,
+        provider_id=view.provider_id,
+        state=view.state,
+        power_policy=view.power_policy,
+        instance=instance_status(view),
+        hourly_price=view.hourly_price,
+        power_watts=view.power_watts,
+    )
+    return MachineStateChanged(view, snapshot, machine.status.last_ready, commands_handled)
+
+
+def _timer_message(owner: Any, effect: fx.StartTimer | fx.CancelTimer) -> StartTimer | CancelTimer:
+    if isinstance(effect, fx.StartTimer):
+        return StartTimer(owner, effect.token, effect.after_seconds, effect.kind.value)
+    return CancelTimer(owner, effect.token)
+
+
+class NodeActor(ShellActor):
+    """Owns one machine's `Machine` value; see the module docstring."""
+
+    actor_kind = "node"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wiring: wiring.Wiring | None = None
+        self._machine: Machine | None = None
+        self._node: Node | None = None
+        self._group_id = ""
+        self._group_spec: GroupSpec | None = None
+        self._group_address: Any = None
+        self._supervisor: Any = None
+        self._ticker: Any = None
+        self._commands_handled = 0
+        self._last_report: MachineStateChanged | None = None
+        self._state_gauges: dict[str, Gauge] = {}
+        self._boot_failures: Counter | None = None
+
+    # --- handlers --------------------------------------------------------------------------------------------
+
+    def receiveMsg_ConfigureMachine(self, message: ConfigureMachine, sender: Any) -> None:
+        self._wiring = wiring.lookup(message.wiring_key)
+        self._supervisor = sender
+        self._adopt(message.node, message.group_id, message.group_spec, message.group_address)
+        derived = derive(message.node.status, self._config(), message.jobs, message.kube_node, self._now())
+        self._machine = derived.machine
+        self._execute(derived.effects)
+        state = derived.machine.status.state
+        self._export_state()
+        LOGGER.info("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
+                    _names(derived.effects))
+        self._apply_reset_annotation()
+        self._report(force=True)
+
+    def receiveMsg_MachineReconfigured(self, message: MachineReconfigured, sender: Any) -> None:
+        if self._machine is None:
+            LOGGER.debug("node %s: reconfigured before it was configured; ignored", self.actor_name)
+            return
+        self._adopt(message.node, message.group_id, message.group_spec, message.group_address)
+        self._apply(ConfigChanged(self._config()))
+        self._apply_reset_annotation()
+        self._report(force=True)
+
+    def receiveMsg_MachineEvent(self, message: MachineEvent, sender: Any) -> None:
+        self._commands_handled = max(self._commands_handled, message.command_sequence)
+        self._apply(message.event)
+
+    def receiveMsg_TimerFired(self, message: TickerFired, sender: Any) -> None:
+        self._apply(TimerFired(TimerKind(str(message.payload)), message.token))
+
+    def receiveMsg_EffectFailed(self, message: EffectFailed, sender: Any) -> None:
+        effect = message.effect
+        if isinstance(effect, fx.CreateJob) and message.permanent:
+            self._apply(JobFailed(effect.kind, effect.job_name, message.message))
+        elif isinstance(effect, fx.Drain):
+            self._apply(DrainFinished(succeeded=False, message=message.message))
+        else:
+            # The timers of the state machine catch what this failure leaves undone (a Job never created
+            # times out; a status not written is written again with the next transition).
+            LOGGER.warning("node=%s group=%s effect %s failed (%s): %s", self.actor_name, self._group_id,
+                           type(effect).__name__, "permanent" if message.permanent else "retries exhausted",
+                           message.message)
+
+    def receiveMsg_DrainCompleted(self, message: DrainCompleted, sender: Any) -> None:
+        self._apply(DrainFinished(message.succeeded, message.message))
+
+    def receiveMsg_ActorExitRequest(self, message: object, sender: Any) -> None:
+        # Timers of a retired actor would only fire into the void; cancel them so the ticker stays small.
+        if self._machine is not None:
+            self._execute(fx.CancelTimer(timer.token) for timer in pending_timers(self._machine))
+
+    # --- the one path every event takes ----------------------------------------------------------------------
+
+    def _apply(self, event: Event) -> None:
+        machine = self._machine
+        if machine is None:
+            LOGGER.debug("node %s: %r before configuration; ignored", self.actor_name, event)
+            return
+        try:
+            transition = step(machine, event, self._now())
+        except InvalidTransition as refusal:
+            LOGGER.warning("node=%s group=%s refused: %s", self.actor_name, self._group_id, refusal)
+            self._report(force=True)
+            return
+        self._commit(event, machine, transition)
+        self._report()
+
+    def _commit(self, event: Event, before: Machine, transition: Transition) -> None:
+        self._machine = transition.machine
+        self._execute(transition.effects)
+        old, new = before.status.state, transition.machine.status.state
+        if new is old:
+            return
+        self._count_transition(old, new)
+        LOGGER.info("node=%s group=%s from=%s event=%s to=%s effects=%s", self.actor_name, self._group_id,
+                    old.value, type(event).__name__, new.value, _names(transition.effects))
+
+    def _execute(self, effects: Iterable[fx.Effect]) -> None:
+        """Timers to the ticker; everything else, in order, as one batch to the effect port."""
+        batch: list[fx.Effect] = []
+        for effect in effects:
+            if isinstance(effect, fx.StartTimer | fx.CancelTimer):
+                self.send(self._ticker_address(), _timer_message(self.myAddress, effect))
+            else:
+                batch.append(effect)
+        if not batch:
+            return
+        self._require_wiring().effects.submit(
+            EffectBatch(self._machine_ref(), self._node, self._group_spec, tuple(batch), self.myAddress)
+        )
+        written = [effect.status for effect in batch if isinstance(effect, fx.PatchStatus)]
+        if written and self._supervisor is not None and self._node is not None:
+            metadata = self._node.metadata
+            self.send(self._supervisor, MachineStatusWritten(metadata.namespace, metadata.name, written[-1]))
+
+    def _export_state(self) -> None:
+        """Publish the state gauge and keep its series at hand: a transition then costs two sets, not a lookup each."""
+        if self._machine is None:
+            return
+        name, state = self._machine.config.name, self._machine.status.state
+        self._state_gauges = metrics.node_state_gauges(self._group_id, name, state.value)
+        self._boot_failures = metrics.BOOT_FAILURES.labels(self._group_id)
+
+    def _count_transition(self, old: NodeState, new: NodeState) -> None:
+        metrics.NODE_TRANSITIONS.labels(self._group_id, old.value, new.value).inc()
+        self._state_gauges[old.value].set(0)
+        self._state_gauges[new.value].set(1)
+        if new is NodeState.BOOT_FAILED and self._boot_failures is not None:
+            self._boot_failures.inc()
+
+    def _report(self, force: bool = False) -> None:
+        if self._machine is None or self._node is None or self._group_address is None:
+            return
+        report = state_report(self._machine, self._node, self._commands_handled)
+        if force or report != self._last_report:
+            self._last_report = report
+            self.send(self._group_address, report)
+
+    # --- small helpers ---------------------------------------------------------------------------------------
+
+    def _adopt(self, node: Node, group_id: str, group_spec: GroupSpec, group_address: Any) -> None:
+        moved = self._machine is not None and group_id != self._group_id
+        if moved and self._machine is not None:
+            # Its series move with it instead of lingering under the old group.
+            metrics.forget_node(self._group_id, self._machine.config.name)
+        self._node, self._group_id, self._group_spec = node, group_id, group_spec
+        if moved:
+            self._export_state()
+        self._group_address = group_address
+        self.actor_name = f"{node.metadata.namespace}/{node.metadata.name}"
+
+    def _config(self) -> MachineConfig:
+        # Both are set by _adopt before any use.
+        assert self._node is not None
+        assert self._group_spec is not None
+        return MachineConfig.from_resources(self._node, group_name(self._group_id), self._group_spec)
+
+    def _apply_reset_annotation(self) -> None:
+        token = self._node.metadata.annotations.get(labels.RESET_ANNOTATION) if self._node else None
+        if token:
+            self._apply(ResetRequested(token))  # a token handled before is ignored by the state machine
+
+    def _machine_ref(self) -> MachineRef:
+        assert self._node is not None
+        metadata = self._node.metadata
+        return MachineRef(metadata.namespace, metadata.name, kubernetes_node_name(self._node),
+                          group_name(self._group_id))
+
+    def _require_wiring(self) -> wiring.Wiring:
+        if self._wiring is None:
+            raise wiring.WiringNotFound(f"node {self.actor_name} has not been configured")
+        return self._wiring
+
+    def _now(self) -> datetime:
+        return self._require_wiring().clock()
+
+    def _ticker_address(self) -> Any:
+        if self._ticker is None:
+            configured = self._require_wiring().ticker
+            # createActor with an existing global name returns that actor; it never makes a second ticker.
+            self._ticker = configured or self.createActor(TickerActor, globalName=TICKER_GLOBAL_NAME)
+        return self._ticker
+
+
+def _names(effects: Iterable[fx.Effect]) -> str:
+    return ",".join(type(effect).__name__ for effect in effects) or "-"

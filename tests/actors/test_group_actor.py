@@ -1,0 +1,445 @@
+"""The GroupActor: CA's three mutations change the target synchronously, all or nothing, never double-booking.
+
+Mutations are asked through the Supervisor as the gateway does; what the tests check is what CA would see (the
+read model) and what the Kubernetes writer would be told to do (the fake port). The pure decisions the actor
+delegates to (`plan_*`, `template_source`) are checked as tables at the end.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fakes import START, WAIT, Lab, identity, job, kube_node, make_group, make_node, stand_in, start_lab
+
+from actors import wiring
+from actors.base import ShellActor
+from actors.fsm import effects as fx
+from actors.fsm.events import CancelBoot, PowerOffRequested
+from actors.fsm.group import InstanceState, MachineView
+from actors.group_actor import intended, plan_decrease, plan_delete_actions, plan_increase, template_source
+from actors.messages import ErrorKind, GroupObserved, IncreaseSize, MutationError, MutationReply, NodeIdentity
+from actors.runtime import ActorRuntime
+from actors.ticker_actor import Tick
+from schemas import labels
+from schemas.common import Taint, TaintEffect
+from schemas.group import GroupSpec, NodeTemplate
+from schemas.node import NodeSnapshot, NodeState, OperationKind, PowerPolicy
+
+STARTUP, SHUTDOWN = OperationKind.STARTUP, OperationKind.SHUTDOWN
+
+
+@pytest.fixture
+def lab(runtime: ActorRuntime) -> Iterator[Lab]:
+    with start_lab(runtime) as running:
+        yield running
+
+
+def booted(lab: Lab, *names: str) -> None:
+    """The machines' startup Jobs succeeded and their Kubernetes Nodes are Ready."""
+    for name in names:
+        lab.tell(job(name, succeeded=True), kube_node(name))
+    lab.sync()
+
+
+# --- IncreaseSize ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeIncrease:
+    """Ask `supervisor` for an IncreaseSize and report what the read model held when the reply arrived."""
+
+    request_id: str
+    supervisor: Any
+    wiring_key: str
+    increase: IncreaseSize
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    request_id: str
+    error: MutationError | None
+    target_at_reply: int
+    creating_at_reply: int
+
+
+class ReplyProbe(ShellActor):
+    """Stands where the gateway stands, but reads the read model *inside* the reply's delivery.
+
+    On simpleSystemBase the group's commands to its machines are queued before its reply, and the machines'
+    reports after it, so what this probe sees is exactly what the group published before replying.
+    """
+
+    actor_kind = "test-probe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: tuple[Any, ProbeIncrease] | None = None
+
+    def receiveMsg_ProbeIncrease(self, message: ProbeIncrease, sender: Any) -> None:
+        self.pending = (sender, message)
+        self.send(message.supervisor, message.increase)
+
+    def receiveMsg_MutationReply(self, message: MutationReply, sender: Any) -> None:
+        assert self.pending is not None
+        asker, probe = self.pending
+        snapshot = wiring.lookup(probe.wiring_key).read_model.group(probe.increase.group_id)
+        assert snapshot is not None
+        creating = sum(1 for instance in snapshot.instances if instance.state is InstanceState.CREATING)
+        self.send(asker, ProbeResult(probe.request_id, message.error, snapshot.target_size, creating))
+
+
+def test_increase_powers_on_the_best_machines_and_publishes_before_replying(lab: Lab) -> None:
+    machines = (
+        make_node("cheap", price="0.10"),
+        make_node("pricey", price="0.90"),
+        make_node("preferred", priority=5, price="2.00"),
+        make_node("frugal", price="0.10", watts=40),
+        make_node("unknown-price"),
+    )
+    lab.list_inventory((make_group(),), machines)
+    probe = lab.runtime.create_actor(ReplyProbe).result(WAIT)
+    increase = IncreaseSize(lab.runtime.new_request_id(), lab.group_id("workers"), 3)
+    message = ProbeIncrease(lab.runtime.new_request_id(), lab.supervisor, lab.wiring_key, increase)
+
+    result = lab.runtime.ask(probe, message, WAIT, ProbeResult).result(WAIT)
+
+    assert (result.error, result.target_at_reply, result.creating_at_reply) == (None, 3, 3)
+    assert lab.port.machines_with_jobs(STARTUP) == ["cheap", "frugal", "preferred"]
+    instances = {instance.id: instance.state for instance in lab.group().instances}
+    assert instances == {f"homelab://lab/{name}": InstanceState.CREATING for name in ("cheap", "frugal", "preferred")}
+
+
+def test_an_increase_beyond_the_eligible_machines_changes_nothing(lab: Lab) -> None:
+    lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(3)))
+    assert lab.increase("workers", 2).error is None
+    before, effects_before = lab.group(), lab.port.effects()
+
+    reply = lab.increase("workers", 2)
+
+    assert reply.error is not None
+    assert reply.error.kind is ErrorKind.RESOURCE_EXHAUSTED
+    assert "1 eligible" in reply.error.message
+    assert lab.group() is before
+    assert lab.port.effects() == effects_before
+
+
+@pytest.mark.parametrize(
+    ("operation", "delta", "kind", "words"),
+    [
+        pytest.param("increase", 0, ErrorKind.INVALID_ARGUMENT, "positive delta", id="increase-zero"),
+        pytest.param("increase", -1, ErrorKind.INVALID_ARGUMENT, "positive delta", id="increase-negative"),
+        pytest.param("increase", 4, ErrorKind.INVALID_ARGUMENT, "exceed maxSize 3", id="increase-beyond-max"),
+        pytest.param("decrease", 1, ErrorKind.INVALID_ARGUMENT, "negative delta", id="decrease-positive"),
+        pytest.param("decrease", -1, ErrorKind.FAILED_PRECONDITION, "cannot cancel 1", id="decrease-nothing-booting"),
+    ],
+)
+def test_bad_size_changes_are_refused_with_a_reason(
+    lab: Lab, operation: str, delta: int, kind: ErrorKind, words: str
+) -> None:
+    lab.list_inventory((make_group(max_size=3),), tuple(make_node(f"m{index}") for index in range(5)))
+    lab.port.clear()
+    reply = lab.increase("workers", delta) if operation == "increase" else lab.decrease("workers", delta)
+    assert reply.error is not None
+    assert reply.error.kind is kind
+    assert words in reply.error.message
+    assert "lab/workers" in reply.error.message
+    assert lab.port.effects() == []
+
+
+def test_max_concurrent_boots_queues_the_rest_until_a_slot_frees(lab: Lab) -> None:
+    lab.list_inventory((make_group(max_concurrent_boots=1),), tuple(make_node(f"m{index}") for index in range(3)))
+    assert lab.increase("workers", 3).error is None
+    assert lab.group().target_size == 3
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]
+
+    booted(lab, "m0")
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0", "m1"]
+    booted(lab, "m1")
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0", "m1", "m2"]
+
+
+# --- DeleteNodes and DecreaseTargetSize ------------------------------------------------------------------------
+
+
+def test_a_timed_out_boot_is_a_failed_creation_until_ca_deletes_its_stand_in(lab: Lab) -> None:
+    lab.list_inventory((make_group(boot_timeout="10m"),), (make_node("m1"),))
+    assert lab.increase("workers", 1).error is None
+
+    lab.clock.advance(timedelta(minutes=10, seconds=1).total_seconds())
+    lab.runtime.tell(lab.runtime.ticker, Tick(time.monotonic() + 10_000))  # the ticker's clock jumps past it
+    lab.sync()
+
+    failed = lab.machine("m1")
+    assert failed.state is NodeState.BOOT_FAILED
+    assert failed.instance is not None
+    assert failed.instance.state is InstanceState.CREATING
+    assert failed.instance.error is not None
+    assert failed.instance.error.code == "BootTimedOut"
+    assert lab.group().target_size == 1
+
+    assert lab.delete("workers", stand_in(failed)).error is None
+    assert lab.machine("m1").state is NodeState.SHUTDOWN
+    assert (lab.group().target_size, lab.group().instances) == (0, ())
+
+
+def test_delete_refuses_a_node_of_another_group_and_changes_nothing(lab: Lab) -> None:
+    lab.list_inventory((make_group(), make_group("gpu")), (make_node("m1"), make_node("g1", group="gpu")))
+    assert lab.increase("workers", 1).error is None
+    assert lab.increase("gpu", 1).error is None
+    booted(lab, "m1", "g1")
+    effects_before = lab.port.effects()
+
+    reply = lab.delete("workers", identity(lab.machine("m1")), identity(lab.machine("g1", "gpu")))
+
+    assert reply.error is not None
+    assert reply.error.kind is ErrorKind.INVALID_ARGUMENT
+    assert "'g1'" in reply.error.message
+    assert "lab/gpu" in reply.error.message
+    assert lab.machine("m1").state is NodeState.READY
+    assert lab.port.effects() == effects_before
+
+
+def test_delete_of_a_node_in_no_group_is_invalid(lab: Lab) -> None:
+    lab.list_inventory((make_group(),), (make_node("m1"),))
+    reply = lab.delete("workers", NodeIdentity("control-plane", "k3s://control-plane"))
+    assert reply.error is not None
+    assert reply.error.kind is ErrorKind.INVALID_ARGUMENT
+    assert "not a member" in reply.error.message
+
+
+def test_delete_of_machines_already_off_succeeds_and_does_nothing(lab: Lab) -> None:
+    lab.list_inventory((make_group(),), (make_node("m1"),))
+    lab.port.clear()
+    reply = lab.delete("workers", NodeIdentity("m1", "homelab://lab/m1"), NodeIdentity("m1", "homelab://lab/m1"))
+    assert reply.error is None
+    assert lab.port.effects() == []
+
+
+def test_a_machine_in_maintenance_is_in_no_group_for_ca_and_cannot_be_deleted(lab: Lab) -> None:
+    lab.list_inventory(
+        (make_group(),),
+        (make_node("m1"), make_node("kept", power_policy=PowerPolicy.MAINTENANCE)),
+        kube_nodes=(kube_node("kept"),),
+    )
+    assert lab.read_model.machine_for(provider_id="homelab://lab/kept", node_name="kept") is None
+    assert lab.group().instances == ()
+    reply = lab.delete("workers", NodeIdentity("kept", "homelab://lab/kept"))
+    assert reply.error is not None
+    assert reply.error.kind is ErrorKind.FAILED_PRECONDITION
+    assert "maintenance" in reply.error.message
+
+
+def test_decrease_cancels_the_newest_unregistered_boots_only(lab: Lab) -> None:
+    lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(4)))
+    assert lab.increase("workers", 1).error is None  # m0
+    lab.clock.advance(5)
+    assert lab.increase("workers", 2).error is None  # m1, m2 (newer)
+    lab.tell(kube_node("m0", ready=False))  # m0 registered: only DeleteNodes may remove it now
+    lab.sync()
+
+    assert lab.decrease("workers", -2).error is None
+    assert lab.states() == {"m0": "StartingUp", "m1": "Shutdown", "m2": "Shutdown", "m3": "Shutdown"}
+    refused = lab.decrease("workers", -1)
+    assert refused.error is not None
+    assert refused.error.kind is ErrorKind.FAILED_PRECONDITION
+    assert lab.group().target_size == 1
+
+
+# --- concurrency -----------------------------------------------------------------------------------------------
+
+
+def test_sixteen_threads_never_over_allocate_or_double_book(lab: Lab) -> None:
+    max_size = 12
+    lab.list_inventory((make_group(max_size=max_size),), tuple(make_node(f"m{index:02d}") for index in range(20)))
+    violations: list[str] = []
+    unexpected: list[str] = []
+    done: Counter[str] = Counter()
+    start_together = threading.Barrier(16)
+
+    def gateway_thread(seed: int) -> None:
+        chooser = random.Random(seed)
+        start_together.wait()
+        for _ in range(25):
+            if chooser.random() < 0.55:
+                reply = lab.increase("workers", chooser.randint(1, 3))
+            else:
+                listed = lab.group().machines
+                pick = [stand_in(m) for m in listed if m.instance is not None]
+                reply = lab.delete("workers", *chooser.sample(pick, min(len(pick), chooser.randint(1, 2))))
+            if reply.error is None:
+                done["ok"] += 1
+            elif reply.error.kind in (ErrorKind.RESOURCE_EXHAUSTED, ErrorKind.INVALID_ARGUMENT):
+                done["refused"] += 1
+            else:
+                unexpected.append(reply.error.message)
+            snapshot = lab.group()
+            if snapshot.target_size > max_size or len(snapshot.instances) > max_size:
+                violations.append(f"target {snapshot.target_size}, {len(snapshot.instances)} instances")
+
+    workers = [threading.Thread(target=gateway_thread, args=(seed,)) for seed in range(16)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+
+    assert (violations, unexpected) == ([], [])
+    assert done["ok"] > 50  # the run really scaled up and down, and hit the limits too
+    assert done["refused"] > 0
+    cancelled = [effect for _, effect in lab.port.effect_log() if isinstance(effect, fx.DeleteJob)]
+    assert len(cancelled) > 10
+    open_boots: dict[str, str | None] = defaultdict(lambda: None)
+    for machine, effect in lab.port.effect_log():
+        if isinstance(effect, fx.CreateJob) and effect.kind is STARTUP:
+            assert open_boots[machine] is None, f"{machine} got {effect.job_name} while {open_boots[machine]} ran"
+            open_boots[machine] = effect.job_name
+        elif isinstance(effect, fx.DeleteJob) and effect.job_name == open_boots[machine]:
+            open_boots[machine] = None
+    booting = sorted(name for name, job_name in open_boots.items() if job_name is not None)
+    assert booting == sorted(m.name for m in lab.group().machines if m.state is NodeState.STARTING_UP)
+    assert lab.group().target_size == len(booting) <= max_size
+
+
+# --- what the group publishes ----------------------------------------------------------------------------------
+
+
+def test_the_read_model_never_lists_machines_that_are_off(lab: Lab) -> None:
+    lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(3)))
+    assert lab.increase("workers", 1).error is None
+    listed = [instance.id for instance in lab.group().instances]
+    assert listed == ["homelab://lab/m0"]
+    assert {m.name: m.instance is None for m in lab.group().machines} == {"m0": False, "m1": True, "m2": True}
+
+
+def test_group_status_is_submitted_only_when_it_changes(lab: Lab) -> None:
+    lab.list_inventory((make_group(),), (make_node("m1"), make_node("m2")))
+    assert [(b.status.target_size, b.status.ready_count) for b in lab.port.group_statuses] == [(0, 0)]
+    lab.tell(GroupObserved(make_group()), kube_node("m1", ready=False))  # no change CA or the status would see
+    lab.sync()
+    assert len(lab.port.group_statuses) == 1
+    assert lab.increase("workers", 1).error is None
+    booted(lab, "m1")
+    statuses = [(b.status.target_size, b.status.ready_count) for b in lab.port.group_statuses]
+    assert statuses == [(0, 0), (1, 0), (1, 1)]
+    assert lab.port.group_statuses[-1].status.machines["Ready"] == 1
+
+
+def test_a_group_spec_change_is_published(lab: Lab) -> None:
+    lab.list_inventory((make_group(max_size=2),), (make_node("m1"),))
+    lab.tell(GroupObserved(make_group(max_size=7, min_size=1)))
+    lab.sync()
+    assert (lab.group().min_size, lab.group().max_size) == (1, 7)
+
+
+def test_the_template_comes_from_the_newest_ready_member(lab: Lab) -> None:
+    declared = NodeTemplate(capacity={"cpu": "4", "pods": "110"})
+    lab.list_inventory((make_group(template=declared),), (make_node("m1"),))
+    template = lab.group().template
+    assert template is not None
+    assert template.origin == "declared"
+    booted(lab, "m1")
+    template = lab.group().template
+    assert template is not None
+    assert (template.origin, template.capacity["cpu"]) == ("observed", "8")
+
+
+# --- the pure decisions ----------------------------------------------------------------------------------------
+
+
+def view(name: str, state: NodeState = NodeState.SHUTDOWN, **fields: object) -> MachineView:
+    return replace(MachineView(name=name, state=state, provider_id=f"homelab://lab/{name}"), **fields)  # type: ignore[arg-type]
+
+
+SPEC = GroupSpec(max_size=3)
+
+
+@pytest.mark.parametrize(
+    ("views", "delta", "expected"),
+    [
+        pytest.param([view("a"), view("b")], 1, ("a",), id="one-by-name"),
+        pytest.param([view("a"), view("b", priority=1)], 1, ("b",), id="priority-first"),
+        pytest.param([view("a", NodeState.READY), view("b")], 2, ErrorKind.RESOURCE_EXHAUSTED, id="too-few"),
+        pytest.param([view("a"), view("b"), view("c"), view("d")], 4, ErrorKind.INVALID_ARGUMENT, id="beyond-max"),
+        pytest.param([view("a")], 0, ErrorKind.INVALID_ARGUMENT, id="zero"),
+    ],
+)
+def test_plan_increase(views: list[MachineView], delta: int, expected: tuple[str, ...] | ErrorKind) -> None:
+    planned = plan_increase(views, SPEC, delta, START, "lab/workers")
+    assert (planned.kind if isinstance(planned, MutationError) else planned) == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "policy", "expected"),
+    [
+        pytest.param(NodeState.READY, PowerPolicy.AUTO, (PowerOffRequested(drain=False), NodeState.SHUTTING_DOWN),
+                     id="ready-powers-off"),
+        pytest.param(NodeState.STARTING_UP, PowerPolicy.AUTO, (CancelBoot(), NodeState.SHUTDOWN), id="boot-cancelled"),
+        pytest.param(NodeState.BOOT_FAILED, PowerPolicy.AUTO, (CancelBoot(), NodeState.SHUTDOWN), id="failed-released"),
+        pytest.param(NodeState.SHUTTING_DOWN, PowerPolicy.AUTO, None, id="already-going"),
+        pytest.param(NodeState.SHUTDOWN, PowerPolicy.AUTO, None, id="already-off"),
+        pytest.param(NodeState.QUARANTINED, PowerPolicy.AUTO, None, id="quarantined-is-off"),
+        pytest.param(NodeState.MAINTENANCE, PowerPolicy.MAINTENANCE, ErrorKind.FAILED_PRECONDITION, id="maintenance"),
+        pytest.param(NodeState.READY, PowerPolicy.ON, ErrorKind.FAILED_PRECONDITION, id="kept-on"),
+    ],
+)
+def test_plan_delete_actions(state: NodeState, policy: PowerPolicy, expected: object) -> None:
+    planned = plan_delete_actions([view("a", state, power_policy=policy)], "lab/workers")
+    if isinstance(planned, MutationError):
+        assert planned.kind == expected
+    else:
+        assert planned == (() if expected is None else (("a", *expected),))  # type: ignore[misc]
+
+
+def test_plan_decrease_refuses_registered_boots() -> None:
+    registered = view("a", NodeState.STARTING_UP, registered=True)
+    refused = plan_decrease([registered], -1, "lab/workers")
+    assert isinstance(refused, MutationError)
+    assert refused.kind is ErrorKind.FAILED_PRECONDITION
+    assert plan_decrease([registered, view("b", NodeState.STARTING_UP)], -1, "lab/workers") == ("b",)
+
+
+def test_an_intended_boot_counts_as_booting_at_once() -> None:
+    planned = intended(view("a"), NodeState.STARTING_UP, START, booting=True)
+    assert (planned.state, planned.operation_started, planned.since) == (NodeState.STARTING_UP, START, START)
+
+
+@pytest.mark.parametrize(
+    ("snapshots", "origin", "cpu"),
+    [
+        pytest.param([], "declared", "2", id="none-seen-uses-declared"),
+        pytest.param([None, NodeSnapshot(capacity={"cpu": "8"}, seen_at=START)], "observed", "8", id="observed"),
+        pytest.param(
+            [
+                NodeSnapshot(capacity={"cpu": "8"}, seen_at=START),
+                NodeSnapshot(capacity={"cpu": "16"}, seen_at=START + timedelta(hours=1)),
+                NodeSnapshot(capacity={"cpu": "4"}),
+            ],
+            "observed",
+            "16",
+            id="newest-wins",
+        ),
+    ],
+)
+def test_template_source(snapshots: list[NodeSnapshot | None], origin: str, cpu: str) -> None:
+    taint = Taint(key="gpu", effect=TaintEffect.NO_SCHEDULE)
+    spec = GroupSpec(
+        max_size=3, template=NodeTemplate(capacity={"cpu": "2"}), node_labels={"tier": "gpu"}, node_taints=(taint,)
+    )
+    source = template_source(spec, "workers", snapshots)
+    assert source is not None
+    assert (source.origin, source.capacity["cpu"]) == (origin, cpu)
+    if origin == "declared":
+        assert source.labels == {labels.GROUP_LABEL: "workers", "tier": "gpu"}
+        assert source.taints == (taint,)
+        assert source.allocatable == {"cpu": "2"}
+
+
+def test_no_template_without_a_ready_member_or_a_declared_one() -> None:
+    assert template_source(GroupSpec(max_size=1), "workers", [None]) is None
