@@ -11,6 +11,8 @@ Rules kept honest on purpose, because the operator depends on them:
 - Status sent on create is dropped for Jobs and for custom resources with a status subresource (Nodes keep it).
 - ``spec.providerID`` of a Node may go from "" to a value once, then never changes (422).
 - No finalizer may be added to an object that is being deleted (422).
+- A PodDisruptionBudget gets ``minAvailable: 1`` when it names no bound and is checked like the real one
+  (see ``disruption``); it is created with an all-zero status for the controller to fill in.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from sim.fakeapi import crds
+from sim.fakeapi import crds, disruption
 from sim.fakeapi.errors import FieldCause, bad_request, internal, invalid
 from sim.fakeapi.resources import ResourceType
 
@@ -121,6 +123,8 @@ def prepare_create(
     elif resource.status_on_create == "namespace":
         result["status"] = {"phase": "Active"}
         result.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    elif resource.status_on_create == "disruption-budget":
+        result["status"] = disruption.initial_status()
 
     if not resource.custom and resource.group == crds.CRD_GROUP:
         _raise_if(resource, name, crds.validate_crd(result))
@@ -131,7 +135,14 @@ def prepare_create(
         _raise_if(resource, name, _pod_template_causes(result, "spec.template.spec", needs_restart_policy=True))
     elif not resource.custom and resource.plural == "pods":
         _raise_if(resource, name, _pod_template_causes(result, "spec", needs_restart_policy=False))
+    elif _is_budget(resource):
+        result = disruption.default_budget(result)
+        _raise_if(resource, name, disruption.budget_causes(result))
     return result
+
+
+def _is_budget(resource: ResourceType) -> bool:
+    return not resource.custom and resource.group == disruption.POLICY_GROUP
 
 
 def _default_job(job: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -226,6 +237,9 @@ def prepare_update(
         causes.extend(crds.validate_crd(result))
         result = crds.default_crd(result)
         result["status"] = old.get("status")
+    if _is_budget(resource):
+        result = disruption.default_budget(result)
+        causes.extend(disruption.budget_causes(result))
     _raise_if(resource, name, causes)
     if spec_changed(resource, old, result):
         result["metadata"]["generation"] = int(old_metadata.get("generation", 1)) + 1

@@ -66,6 +66,10 @@ def _entries(resource: ResourceType) -> list[dict[str, Any]]:
     if resource.has_status:
         entries.append({"name": f"{resource.plural}/status", "singularName": "", "namespaced": resource.namespaced,
                         "kind": resource.kind, "verbs": list(STATUS_VERBS)})
+    # An action subresource names its own group and version: kubectl drain reads them to choose the Eviction body.
+    entries += [{"name": f"{resource.plural}/{action.name}", "singularName": "", "namespaced": resource.namespaced,
+                 "group": action.group, "version": action.version, "kind": action.kind, "verbs": ["create"]}
+                for action in resource.actions]
     return entries
 
 

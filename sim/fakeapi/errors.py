@@ -49,6 +49,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:
+            del body["reason"]  # a Status a handler returns (rather than an error) may carry no reason
         if self.details:
             body["details"] = self.details
         return body
@@ -174,3 +176,21 @@ def service_unavailable(retry_after_seconds: int) -> ApiError:
         {"retryAfterSeconds": retry_after_seconds},
         {"Retry-After": str(retry_after_seconds)},
     )
+
+
+EVICTION_REFUSED = "Cannot evict pod as it would violate the pod's disruption budget."
+
+
+def disruption_budget_refused(budget: str, desired_healthy: int, current_healthy: int) -> ApiError:
+    """429 from the Eviction API when the pod's budget allows no disruption now; no Retry-After, as on a real
+    server (clients such as ``kubectl drain`` retry on their own schedule)."""
+    cause = {"reason": "DisruptionBudget",
+             "message": f"The disruption budget {budget} needs {desired_healthy} healthy pods and has "
+                        f"{current_healthy} currently"}
+    return ApiError(429, "TooManyRequests", EVICTION_REFUSED, {"causes": [cause]})
+
+
+def several_disruption_budgets() -> ApiError:
+    """What the Eviction API answers when more than one budget selects the pod: a bare 500 Status, no reason."""
+    return ApiError(500, "", "This pod has more than one PodDisruptionBudget, which the eviction subresource "
+                             "does not support.")

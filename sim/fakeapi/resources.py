@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sim.fakeapi.errors import GroupResource
 
-StatusOnCreate = Literal["keep", "clear", "pod", "namespace"]
+StatusOnCreate = Literal["keep", "clear", "pod", "namespace", "disruption-budget"]
 Propagation = Literal["Background", "Orphan", "Foreground"]
 StorageKey = tuple[str, str]
 
@@ -36,6 +36,21 @@ class PrinterColumn:
     description: str = ""
     priority: int = 0
     format: str = ""
+    absent: str = "<none>"  # what a string cell shows when the path finds nothing (built-ins vary: "N/A")
+
+
+@dataclass(frozen=True)
+class ActionSubresource:
+    """A subresource that only takes POST and is answered by a handler rather than stored (``pods/eviction``).
+
+    It has its own group, version and kind (an Eviction is policy/v1 while a Pod is core/v1), which discovery
+    reports and ``kubectl drain`` reads to pick the body it sends.
+    """
+
+    name: str
+    group: str
+    version: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,10 @@ class ResourceType:
     verbs: tuple[str, ...] = ALL_VERBS
     custom: bool = False
     printer_columns: tuple[PrinterColumn, ...] = field(default=())
+    actions: tuple[ActionSubresource, ...] = ()
+
+    def action(self, name: str | None) -> ActionSubresource | None:
+        return next((action for action in self.actions if action.name == name), None)
 
     @property
     def api_version(self) -> str:
@@ -129,6 +148,8 @@ JOB_MERGE = {
     "status.conditions": "type",
 }
 NAMESPACE_MERGE = {**_OBJECT_META_LISTS, "status.conditions": "type"}
+BUDGET_MERGE = {**_OBJECT_META_LISTS, "status.conditions": "type"}
+EVICTION = ActionSubresource("eviction", "policy", "v1", "Eviction")
 SERVICE_ACCOUNT_MERGE = {**_OBJECT_META_LISTS, "secrets": "name"}
 PLAIN_MERGE = dict(_OBJECT_META_LISTS)
 
@@ -150,7 +171,7 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
                  selectable_fields=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
                                     "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
                                     "status.podIP", "status.nominatedNodeName"),
-                 merge_strategies=POD_MERGE),
+                 merge_strategies=POD_MERGE, actions=(EVICTION,)),
     ResourceType("", "v1", "events", "event", "Event", True, ("ev",), selectable_fields=_EVENT_FIELDS,
                  merge_strategies=PLAIN_MERGE),
     ResourceType("", "v1", "secrets", "secret", "Secret", True, selectable_fields=("type",),
@@ -164,10 +185,20 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
                  status_on_create="clear", selectable_fields=("status.successful",),
                  merge_strategies=JOB_MERGE, default_propagation="Orphan"),
     ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, merge_strategies=PLAIN_MERGE),
+    ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
+                 ("pdb",), has_status=True, status_on_create="disruption-budget", merge_strategies=BUDGET_MERGE),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition",
                  "CustomResourceDefinition", False, ("crd", "crds"), ("api-extensions",), has_status=True,
                  status_on_create="keep", merge_strategies=PLAIN_MERGE),
 )
+
+
+def builtin_resources(*, eviction_api: bool = True) -> tuple[ResourceType, ...]:
+    """The built-in table; without ``eviction_api`` pods lose ``pods/eviction``, like a server lacking that API."""
+    if eviction_api:
+        return BUILTIN_RESOURCES
+    return tuple(replace(resource, actions=()) for resource in BUILTIN_RESOURCES)
+
 
 _VERSION_PATTERN = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 

@@ -24,12 +24,12 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sim.fakeapi import discovery, errors, openapi, tables, watch
+from sim.fakeapi import discovery, disruption, errors, openapi, tables, watch
 from sim.fakeapi.errors import ApiError
 from sim.fakeapi.faults import FaultInjector
 from sim.fakeapi.garbage import GarbageCollector
 from sim.fakeapi.kubeconfig import write_kubeconfig
-from sim.fakeapi.resources import Propagation, ResourceRegistry, ResourceType
+from sim.fakeapi.resources import Propagation, ResourceRegistry, ResourceType, builtin_resources
 from sim.fakeapi.store import DeleteOptions, ListQuery, PatchType, Store
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ class _Router:
             raise errors.resource_not_served()
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
-        if subresource is not None and not (subresource == "status" and resource.has_status):
+        if subresource is not None and not ((subresource == "status" and resource.has_status)
+                                            or resource.action(subresource) is not None):
             raise errors.resource_not_served()
         return _Target(resource, namespace, name, subresource)
 
@@ -185,6 +186,10 @@ class _Router:
         }
         verb = verbs.get(method, "")
         resource = target.resource
+        if resource.action(target.subresource) is not None:
+            if method != "POST" or (resource.namespaced and target.namespace is None):
+                raise errors.method_not_allowed()
+            return "create"
         if (not verb or verb not in resource.verbs
                 or (target.subresource == "status" and verb not in ("get", "update", "patch"))
                 or (resource.namespaced and target.namespace is None and verb not in ("list", "watch"))):
@@ -205,6 +210,8 @@ class _Router:
         dry_run = "All" in query.get("dryRun", "")
         accept = headers.get("accept", "")
         name = target.name or ""
+        if resource.action(target.subresource) is not None:
+            return self._evict(target, query, body)
         if verb == "get":
             obj = self.store.get_object(resource, target.namespace, name)
             return self._object_reply(200, resource, obj, accept, query)
@@ -221,7 +228,7 @@ class _Router:
             return Reply(200, updated)
         if verb == "patch":
             return Reply(200, self._patch(target, headers, body, dry_run))
-        options, warnings = self._delete_options(resource, query, body)
+        options, warnings = self._delete_options(resource, query, _decode_json(body) if body.strip() else {})
         reply_headers = {"Warning": f'299 - "{warnings}"'} if warnings else {}
         if verb == "delete":
             deleted = self.store.delete_object(resource, target.namespace, name, options, dry_run=dry_run)
@@ -232,6 +239,13 @@ class _Router:
         return Reply(200, {"kind": resource.list_kind, "apiVersion": resource.api_version,
                            "metadata": {"resourceVersion": str(self.store.resource_version)},
                            "items": removed}, reply_headers)
+
+    def _evict(self, target: _Target, query: dict[str, str], body: bytes) -> Reply:
+        namespace, name = target.namespace or "", target.name or ""
+        document = disruption.deletion_options_of(_decode_json(body), namespace, name)
+        options, _ = self._delete_options(target.resource, {}, document)
+        dry_run = "All" in query.get("dryRun", "") or "All" in (document.get("dryRun") or [])
+        return Reply(201, self.store.evict_pod(namespace, name, options, dry_run=dry_run))
 
     def _object_reply(self, code: int, resource: ResourceType, obj: dict[str, Any], accept: str,
                       query: dict[str, str]) -> Reply:
@@ -290,8 +304,8 @@ class _Router:
                                        _decode_json(body), subresource=target.subresource, dry_run=dry_run)
 
     @staticmethod
-    def _delete_options(resource: ResourceType, query: dict[str, str], body: bytes) -> tuple[DeleteOptions, str]:
-        document = _decode_json(body) if body.strip() else {}
+    def _delete_options(resource: ResourceType, query: dict[str, str], document: Any) -> tuple[DeleteOptions, str]:
+        """DeleteOptions from a DELETE's body and query (or an Eviction's ``deleteOptions``), plus any warning."""
         if not isinstance(document, dict):
             raise errors.bad_request("DeleteOptions must be a JSON object")
         policy = document.get("propagationPolicy") or query.get("propagationPolicy") or None
@@ -489,17 +503,18 @@ class FakeApiServer:
     """A stateful fake Kubernetes API server on real HTTP (see docs/development/fake-api.md).
 
     Constructing it starts nothing; ``start()`` binds and serves in background threads; ``stop()`` (or
-    leaving the ``with`` block) ends every watch, connection and thread it started.
+    leaving the ``with`` block) ends every watch, connection and thread it started. ``eviction_api=False`` plays
+    a server that does not serve ``pods/eviction`` (404 on POST, absent from discovery).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, history_limit: int = 5000, *,
                  watch_queue_limit: int = 10_000, bookmark_interval: float = 2.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, eviction_api: bool = True) -> None:
         self.host = host
         self.port = port
         self.clock = clock
         self.bookmark_interval = bookmark_interval
-        self.registry = ResourceRegistry()
+        self.registry = ResourceRegistry(builtin_resources(eviction_api=eviction_api))
         self.store = Store(self.registry, history_limit=history_limit, watch_queue_limit=watch_queue_limit,
                            clock=clock)
         self.garbage = GarbageCollector(self.store)

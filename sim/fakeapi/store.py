@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sim.fakeapi import admission, crds, errors
+from sim.fakeapi import admission, crds, disruption, errors
 from sim.fakeapi.errors import ApiError, GroupResource
 from sim.fakeapi.patch import (
     PatchApplyError,
@@ -56,6 +56,9 @@ NAMESPACE_FINALIZER = "kubernetes"
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NAMESPACE_STORAGE: StorageKey = ("", "namespaces")
 _NAMESPACES = GroupResource("", "namespaces")
+_POD_STORAGE: StorageKey = ("", "pods")
+_BUDGET_STORAGE: StorageKey = (disruption.POLICY_GROUP, "poddisruptionbudgets")
+EVICTED: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
 @dataclass(frozen=True)
@@ -287,11 +290,16 @@ class Store:
 
     def _after_commit(self, key: ObjectKey, obj: dict[str, Any], previous: dict[str, Any] | None, *,
                       removed: bool) -> None:
-        """Hand follow-up work to the garbage collector and keep CRD-served resources in step."""
+        """Hand follow-up work to the garbage collector and keep CRD-served resources and budgets in step."""
         storage, namespace, _ = key
         metadata = obj["metadata"]
         if storage == (crds.CRD_GROUP, "customresourcedefinitions"):
             self._sync_crd(obj, removed=removed)
+        if storage == _POD_STORAGE:
+            self._refresh_budgets(namespace, lambda budget: disruption.selects(budget, obj) or (
+                previous is not None and disruption.selects(budget, previous)))
+        elif storage == _BUDGET_STORAGE and not removed:
+            self._refresh_budgets(namespace, lambda budget: budget["metadata"]["name"] == metadata["name"])
         if removed:
             self.on_garbage(("removed", storage, metadata.get("uid", ""), tuple(_owner_uids(obj)), namespace))
             return
@@ -319,6 +327,24 @@ class Store:
                 watcher.close("resource-removed")
             self._objects.pop(storage, None)
             self._indexes.sorted_keys.pop(storage, None)
+
+    def _refresh_budgets(self, namespace: str, affected: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite the status of each affected budget in ``namespace`` as the disruption controller would.
+
+        Done at once, under the lock, rather than by a background controller: an eviction then always reads a
+        current budget, so the fake never needs the real server's "still being processed" answer.
+        """
+        budgets = [(name, budget) for (budget_namespace, name), budget in self._objects.get(_BUDGET_STORAGE, {}).items()
+                   if budget_namespace == namespace and affected(budget)]
+        if not budgets:
+            return
+        pods = [pod for (pod_namespace, _), pod in self._objects.get(_POD_STORAGE, {}).items()
+                if pod_namespace == namespace]
+        timestamp = admission.format_timestamp(self._clock())
+        for name, budget in budgets:
+            status = disruption.budget_status(budget, pods, timestamp)
+            if status != budget.get("status"):
+                self._commit((_BUDGET_STORAGE, namespace, name), {**budget, "status": status}, budget, "MODIFIED")
 
     # ------------------------------------------------------------------------------------------- create
 
@@ -495,20 +521,37 @@ class Store:
         options = options or DeleteOptions()
         with self._lock:
             obj = self._require(resource, namespace, name)
-            metadata = obj["metadata"]
-            if options.precondition_uid and options.precondition_uid != metadata.get("uid"):
-                raise errors.conflict(resource.group_resource, name,
-                                      f"Precondition failed: UID in precondition: {options.precondition_uid}, "
-                                      f"UID in object meta: {metadata.get('uid')}")
-            if (options.precondition_resource_version
-                    and options.precondition_resource_version != metadata.get("resourceVersion")):
-                raise errors.conflict(resource.group_resource, name,
-                                      "Precondition failed: ResourceVersion in precondition: "
-                                      f"{options.precondition_resource_version}, ResourceVersion in object meta: "
-                                      f"{metadata.get('resourceVersion')}")
+            _check_preconditions(resource, obj, options)
             policy = options.propagation_policy or resource.default_propagation
-            key: ObjectKey = (resource.storage_key, metadata.get("namespace", ""), name)
+            key: ObjectKey = (resource.storage_key, obj["metadata"].get("namespace", ""), name)
             return self.view(resource, self._delete_locked(key, obj, policy, dry_run=dry_run))
+
+    def evict_pod(self, namespace: str, name: str, options: DeleteOptions | None = None, *,
+                  dry_run: bool = False) -> dict[str, Any]:
+        """The Eviction API: delete the pod unless a disruption budget forbids it now (see ``disruption``).
+
+        Returns the success Status; raises 404 for a missing pod, 409 for a failed precondition, 429 when the
+        budget allows no disruption and 500 when several budgets select the pod. Checking the budget and
+        deleting the pod happen under one lock, so two evictions can never both spend the last disruption.
+        """
+        options = options or DeleteOptions()
+        pods = self.resource("v1", "pods")
+        with self._lock:
+            pod = self._require(pods, namespace, name)
+            _check_preconditions(pods, pod, options)
+            budgets = [budget for (budget_namespace, _), budget in self._objects.get(_BUDGET_STORAGE, {}).items()
+                       if budget_namespace == namespace]
+            refusal = disruption.eviction_refusal(pod, budgets)
+            if refusal is not None:
+                raise refusal
+            if dry_run:
+                return dict(EVICTED)
+            key: ObjectKey = (_POD_STORAGE, namespace, name)
+            marked = disruption.with_disruption_target(pod, admission.format_timestamp(self._clock()))
+            if marked != pod:
+                pod = self._commit(key, marked, pod, "MODIFIED")
+            self._delete_locked(key, pod, options.propagation_policy or pods.default_propagation)
+            return dict(EVICTED)
 
     def _delete_locked(self, key: ObjectKey, obj: dict[str, Any], policy: Propagation, *,
                        dry_run: bool = False) -> dict[str, Any]:
@@ -651,6 +694,21 @@ class Store:
         resource = self.resource(api_version, plural)
         with self._lock:
             return len(self._objects.get(resource.storage_key, {}))
+
+
+def _check_preconditions(resource: ResourceType, obj: dict[str, Any], options: DeleteOptions) -> None:
+    metadata = obj["metadata"]
+    name = metadata["name"]
+    if options.precondition_uid and options.precondition_uid != metadata.get("uid"):
+        raise errors.conflict(resource.group_resource, name,
+                              f"Precondition failed: UID in precondition: {options.precondition_uid}, "
+                              f"UID in object meta: {metadata.get('uid')}")
+    if options.precondition_resource_version and options.precondition_resource_version != metadata.get(
+            "resourceVersion"):
+        raise errors.conflict(resource.group_resource, name,
+                              "Precondition failed: ResourceVersion in precondition: "
+                              f"{options.precondition_resource_version}, ResourceVersion in object meta: "
+                              f"{metadata.get('resourceVersion')}")
 
 
 def _event_for(watcher: Watcher, event_type: EventType, obj: dict[str, Any],

@@ -26,6 +26,10 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], tuple[PrinterColumn, ...]] = {
     ("batch", "jobs"): (PrinterColumn("Succeeded", "integer", ".status.succeeded"),
                         PrinterColumn("Failed", "integer", ".status.failed"), _AGE),
     ("coordination.k8s.io", "leases"): (PrinterColumn("Holder", "string", ".spec.holderIdentity"), _AGE),
+    ("policy", "poddisruptionbudgets"): (
+        PrinterColumn("Min Available", "string", ".spec.minAvailable", absent="N/A"),
+        PrinterColumn("Max Unavailable", "string", ".spec.maxUnavailable", absent="N/A"),
+        PrinterColumn("Allowed Disruptions", "integer", ".status.disruptionsAllowed"), _AGE),
 }
 _TOKEN = re.compile(r'\.([^.\[]+)|\[(\d+)\]|\[\?\(@\.([^=]+)==["\']([^"\']*)["\']\)\]')
 
@@ -73,7 +77,7 @@ def _cell(column: PrinterColumn, obj: dict[str, Any], now: float) -> Any:
     if column.type == "date":
         return human_age(value, now) if isinstance(value, str) else "<unknown>"
     if value is None:
-        return "<none>" if column.type == "string" else None
+        return column.absent if column.type == "string" else None
     if isinstance(value, (dict, list)):
         return str(value)
     return value
