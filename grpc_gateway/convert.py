@@ -1,10 +1,12 @@
 """Pure converters between the gateway's plain views and the externalgrpc wire messages.
 
 Every rule about *how* CA must be answered, as opposed to *what* the answer is, lives here: which field
-layout each CA version reads (both are always filled), what a scale-from-zero template Node must contain,
-how per-group option overrides are merged into CA's own defaults, and how CA's stand-in nodes are told
-apart from real ones. Keeping these rules in pure functions lets them be tested as tables without a
-server, and keeps the servicer down to "look up, convert, reply". Nothing here does I/O or imports grpc.
+layout each CA version reads (both are always filled), what a scale-from-zero template Node must contain
+(and which per-machine labels and transient taints a snapshot of a real member must lose first), how
+per-group option overrides are merged into CA's own defaults, how a machine's price over a window is
+reckoned, and how CA's stand-in nodes are told apart from real ones. Keeping these rules in pure functions
+lets them be tested as tables without a server, and keeps the servicer down to "look up, convert, reply".
+Nothing here does I/O or imports grpc.
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
-from grpc_gateway.views import InstanceState, InstanceView, NodeGroupView, NodeRef, TemplateNode
+from actors.fsm.group import InstanceState, InstanceView
+from actors.read_model import GroupSnapshot, MachineSnapshot
+from grpc_gateway.views import NodeGroupView, NodeRef, TemplateNode
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import k8s_node_pb2 as kubernetes
 from schemas.common import parse_duration
 from schemas.group import AutoscalingOptions
-from schemas.labels import CA_FAKE_NODE_REASON_ANNOTATION
+from schemas.labels import (
+    CA_DELETION_CANDIDATE_TAINT,
+    CA_FAKE_NODE_REASON_ANNOTATION,
+    CA_TO_BE_DELETED_TAINT,
+    MACHINE_LABEL,
+    UNSCHEDULABLE_TAINT,
+)
 
 OS_LABEL: Final = "kubernetes.io/os"
 ARCH_LABEL: Final = "kubernetes.io/arch"
@@ -33,6 +43,28 @@ CA_DEFAULT_GPU_UTILIZATION_THRESHOLD: Final = 0.5
 CA_DEFAULT_MAX_NODE_STARTUP_SECONDS: Final = 15 * 60
 
 _NANOSECONDS_PER_SECOND: Final = 1_000_000_000
+_SECONDS_PER_HOUR: Final = Decimal(3600)
+_WATTS_PER_KILOWATT: Final = Decimal(1000)
+
+PER_MACHINE_LABELS: Final = frozenset({HOSTNAME_LABEL, MACHINE_LABEL})
+"""Labels that name one machine; a template built from a member's snapshot must not claim them."""
+
+TRANSIENT_TAINTS: Final = frozenset(
+    {
+        CA_TO_BE_DELETED_TAINT,
+        CA_DELETION_CANDIDATE_TAINT,
+        UNSCHEDULABLE_TAINT,
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/network-unavailable",
+        "node.cloudprovider.kubernetes.io/uninitialized",
+    }
+)
+"""Taints a member only carries for a while (cordoned, draining, under pressure, chosen by CA); a new member
+would not have them, and a template carrying them would make CA believe no pending pod fits the group."""
 
 _DURATION_OPTIONS: Final = (
     # (current Duration field, legacy K8sDuration field, CA flag default in seconds, override attribute)
@@ -62,6 +94,16 @@ def to_pb_node_group(view: NodeGroupView) -> externalgrpc.NodeGroup:
     return externalgrpc.NodeGroup(id=view.id, minSize=view.min_size, maxSize=view.max_size, debug=view.debug)
 
 
+def node_group_view(group: GroupSnapshot) -> NodeGroupView:
+    """How a group introduces itself to CA; the debug text is what CA prints beside the group. Pure."""
+    return NodeGroupView(
+        id=group.id,
+        min_size=group.min_size,
+        max_size=group.max_size,
+        debug=f"{len(group.machines)} machines, target {group.target_size}",
+    )
+
+
 def to_pb_instance(view: InstanceView) -> externalgrpc.Instance:
     """The wire form of an instance; error info is attached only when there is an error code. Pure.
 
@@ -69,11 +111,30 @@ def to_pb_instance(view: InstanceView) -> externalgrpc.Instance:
     an empty code as no error, so leaving the message unset when there is no error is equivalent and smaller.
     """
     status = externalgrpc.InstanceStatus(instanceState=_WIRE_INSTANCE_STATES[view.state])
-    if view.error_code:
-        status.errorInfo.errorCode = view.error_code
-        status.errorInfo.errorMessage = view.error_message
-        status.errorInfo.instanceErrorClass = int(view.error_class)
+    if view.error is not None and view.error.code:
+        status.errorInfo.errorCode = view.error.code
+        status.errorInfo.errorMessage = view.error.message
+        status.errorInfo.instanceErrorClass = int(view.error.error_class)
     return externalgrpc.Instance(id=view.id, status=status)
+
+
+def template_node(group: GroupSnapshot) -> TemplateNode | None:
+    """What a new member of `group` would look like, or None when the group has no template source. Pure.
+
+    The source is either a snapshot of a member last seen Ready or the Group's declared template. Labels that
+    name one machine and taints a member only carries for a while are dropped; CA renames the template (and
+    its hostname label) anyway, so the name only has to be a valid, recognisable node name.
+    """
+    source = group.template
+    if source is None:
+        return None
+    return TemplateNode(
+        name=f"template-{group.namespace}-{group.name}",
+        labels={key: value for key, value in source.labels.items() if key not in PER_MACHINE_LABELS},
+        taints=tuple(taint for taint in source.taints if taint.key not in TRANSIENT_TAINTS),
+        capacity=dict(source.capacity),
+        allocatable=dict(source.allocatable),
+    )
 
 
 def to_pb_node(template: TemplateNode) -> kubernetes.Node:
@@ -107,7 +168,14 @@ def node_bytes(template: TemplateNode) -> bytes:
 
 def template_response(template: TemplateNode) -> externalgrpc.NodeGroupTemplateNodeInfoResponse:
     """The TemplateNodeInfo answer with the same Node in the legacy field 1 and the current field 2. Pure."""
-    serialized = node_bytes(template)
+    return template_response_from_bytes(node_bytes(template))
+
+
+def template_response_from_bytes(serialized: bytes) -> externalgrpc.NodeGroupTemplateNodeInfoResponse:
+    """The TemplateNodeInfo answer for an already serialized Node (the servicer caches the bytes). Pure."""
+    if not serialized:
+        # OK with empty bytes makes CA dereference a nil template; refuse to build that answer at all.
+        raise ValueError("a template response needs a serialized Node, not empty bytes")
     return externalgrpc.NodeGroupTemplateNodeInfoResponse(nodeInfo=serialized, nodeBytes=serialized)
 
 
@@ -200,6 +268,25 @@ def pricing_window(
         _timestamp_field(request, "startTimestamp", "startTime"),
         _timestamp_field(request, "endTimestamp", "endTime"),
     )
+
+
+def node_price(
+    machine: MachineSnapshot, start: datetime, end: datetime, price_per_kwh: Decimal | None
+) -> Decimal | None:
+    """What running `machine` from `start` to `end` costs, or None when nothing prices it. Pure.
+
+    The machine's hourly price wins; a machine with only a power draw is priced by energy (kilowatts times hours
+    times the operator's price per kWh) when the operator was given one. The caller checks that end is not before start.
+    """
+    window = end - start
+    # From the timedelta's integer parts, so an hour is exactly 1 and not a float's neighbour of it.
+    seconds = Decimal(window.days * 86_400 + window.seconds) + Decimal(window.microseconds) / 1_000_000
+    hours = seconds / _SECONDS_PER_HOUR
+    if machine.hourly_price is not None:
+        return machine.hourly_price * hours
+    if machine.power_watts is not None and price_per_kwh is not None:
+        return Decimal(machine.power_watts) / _WATTS_PER_KILOWATT * hours * price_per_kwh
+    return None
 
 
 def pod_bytes(request: externalgrpc.PricingPodPriceRequest) -> bytes:

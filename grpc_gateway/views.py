@@ -1,36 +1,19 @@
-"""Plain values the gateway converts to and from the wire: what a group, an instance and a node look like
-to Cluster Autoscaler.
+"""Plain values the gateway converts to and from the wire: what a group, a template node and a node named
+by Cluster Autoscaler look like.
 
 They sit between the read model (what the operator knows) and the protobuf messages (what CA reads),
 so the converters in `convert.py` can be tested with plain values and the servicer never builds protobuf
 messages by hand. They are frozen and hold no protobuf or gRPC types; taints reuse the CRD's `Taint`.
+Instances are not here: the group policy (`actors.fsm.group.InstanceView`) already says what CA is told
+about each machine, and one definition of that keeps the two layers from drifting apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
 
 from schemas.common import Taint
-
-
-class InstanceState(Enum):
-    """The three states CA distinguishes for an instance it was told about."""
-
-    CREATING = "creating"
-    """Powering on or booting, not yet a Ready Kubernetes Node (CA counts it as upcoming)."""
-    RUNNING = "running"
-    """Powered on and registered."""
-    DELETING = "deleting"
-    """Shutting down; CA ignores it from now on."""
-
-
-class InstanceErrorClass(IntEnum):
-    """CA's classes of instance errors; the value only changes labels in CA's events and metrics."""
-
-    OUT_OF_RESOURCES = 1
-    OTHER = 99
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +25,6 @@ class NodeGroupView:
     max_size: int
     debug: str = ""
     """Free text CA prints in its logs and status."""
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceView:
-    """One machine of a group as CA sees it in NodeGroupNodes.
-
-    `id` is the Kubernetes Node's spec.providerID, byte for byte. A non-empty `error_code` on a CREATING
-    instance tells CA the boot failed, so it backs the group off at once instead of waiting out
-    max-node-provision-time.
-    """
-
-    id: str
-    state: InstanceState
-    error_code: str = ""
-    error_message: str = ""
-    error_class: InstanceErrorClass = InstanceErrorClass.OTHER
 
 
 @dataclass(frozen=True, slots=True)

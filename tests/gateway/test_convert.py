@@ -3,24 +3,21 @@ nodes and pricing windows CA sends are read back. No server, no sockets."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from actors.fsm.group import InstanceError, InstanceErrorClass, InstanceState, InstanceView
+from actors.read_model import GroupSnapshot, MachineSnapshot, TemplateSource
 from grpc_gateway import convert
-from grpc_gateway.views import (
-    InstanceErrorClass,
-    InstanceState,
-    InstanceView,
-    NodeGroupView,
-    NodeRef,
-    TemplateNode,
-)
+from grpc_gateway.views import NodeGroupView, NodeRef, TemplateNode
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import k8s_node_pb2 as kubernetes
 from schemas.common import Taint, TaintEffect
 from schemas.group import AutoscalingOptions
+from schemas.node import NodeState, PowerPolicy
 
 SECOND = 1_000_000_000
 MINUTE = 60 * SECOND
@@ -71,8 +68,7 @@ def test_node_group_carries_id_and_bounds() -> None:
             InstanceView(
                 id="homelab://infra/m1",
                 state=InstanceState.CREATING,
-                error_code="WOL_FAILED",
-                error_message="no ping after 10m",
+                error=InstanceError(code="WOL_FAILED", message="no ping after 10m"),
             ),
             States.instanceCreating,
             ("WOL_FAILED", "no ping after 10m", 99),
@@ -82,16 +78,22 @@ def test_node_group_carries_id_and_bounds() -> None:
             InstanceView(
                 id="homelab://infra/m1",
                 state=InstanceState.CREATING,
-                error_code="NO_SPARE_MACHINE",
-                error_message="all machines quarantined",
-                error_class=InstanceErrorClass.OUT_OF_RESOURCES,
+                error=InstanceError(
+                    code="NO_SPARE_MACHINE",
+                    message="all machines quarantined",
+                    error_class=InstanceErrorClass.OUT_OF_RESOURCES,
+                ),
             ),
             States.instanceCreating,
             ("NO_SPARE_MACHINE", "all machines quarantined", 1),
             id="failed-boot-out-of-resources",
         ),
         pytest.param(
-            InstanceView(id="homelab://infra/m1", state=InstanceState.CREATING, error_message="ignored"),
+            InstanceView(
+                id="homelab://infra/m1",
+                state=InstanceState.CREATING,
+                error=InstanceError(code="", message="ignored"),
+            ),
             States.instanceCreating,
             None,
             id="message-without-code-is-no-error",
@@ -592,3 +594,115 @@ def test_pricing_window(
 )
 def test_pod_bytes(fields: dict[str, bytes], want: bytes) -> None:
     assert convert.pod_bytes(externalgrpc.PricingPodPriceRequest(**fields)) == want
+
+
+# ---- from the read model's snapshots ----------------------------------------------------------------
+
+
+def snapshot(
+    *machines: MachineSnapshot, template: TemplateSource | None = None, target: int = 1
+) -> GroupSnapshot:
+    return GroupSnapshot("lab/gpu", "lab", "gpu", 0, 4, target, machines, template=template)
+
+
+def machine(hourly_price: str | None = None, power_watts: int | None = None) -> MachineSnapshot:
+    return MachineSnapshot(
+        "gpu-1", "lab", "gpu-1", "homelab://lab/gpu-1", NodeState.READY, PowerPolicy.AUTO, None,
+        hourly_price=Decimal(hourly_price) if hourly_price is not None else None,
+        power_watts=power_watts,
+    )
+
+
+def test_node_group_view_says_how_many_machines_and_the_target() -> None:
+    view = convert.node_group_view(snapshot(machine(), machine(), target=1))
+
+    assert view == NodeGroupView(id="lab/gpu", min_size=0, max_size=4, debug="2 machines, target 1")
+
+
+OBSERVED = TemplateSource(
+    labels={
+        "kubernetes.io/hostname": "gpu-1",
+        "infra.homecluster.dev/node": "gpu-1",
+        "infra.homecluster.dev/group": "gpu",
+        "kubernetes.io/arch": "amd64",
+    },
+    taints=(
+        Taint(key="dedicated", value="gpu", effect=TaintEffect.NO_SCHEDULE),
+        Taint(key="node.kubernetes.io/unschedulable", effect=TaintEffect.NO_SCHEDULE),
+        Taint(key="ToBeDeletedByClusterAutoscaler", value="1700000000", effect=TaintEffect.NO_SCHEDULE),
+        Taint(key="DeletionCandidateOfClusterAutoscaler", value="1700000000", effect=TaintEffect.PREFER_NO_SCHEDULE),
+        Taint(key="node.kubernetes.io/not-ready", effect=TaintEffect.NO_EXECUTE),
+    ),
+    capacity={"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "1"},
+    allocatable={"cpu": "15", "memory": "60Gi", "nvidia.com/gpu": "1"},
+    origin="observed",
+)
+
+
+def test_template_from_a_member_snapshot_drops_what_belongs_to_that_machine() -> None:
+    template = convert.template_node(snapshot(template=OBSERVED))
+
+    assert template is not None
+    node = parse_node(template)
+    assert dict(node.metadata.labels) == {
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/hostname": "template-lab-gpu",
+        "infra.homecluster.dev/group": "gpu",
+        "kubernetes.io/arch": "amd64",
+    }
+    assert [(taint.key, taint.effect) for taint in node.spec.taints] == [("dedicated", "NoSchedule")]
+    assert quantities(node.status.allocatable) == {"cpu": "15", "memory": "60Gi", "nvidia.com/gpu": "1", "pods": "110"}
+    assert not node.spec.HasField("providerID")
+
+
+def test_template_from_a_declared_template_keeps_it_whole() -> None:
+    declared = TemplateSource(
+        labels={"zone": "attic"}, taints=(), capacity={"cpu": "4", "pods": "32"}, allocatable={}, origin="declared"
+    )
+
+    template = convert.template_node(snapshot(template=declared))
+
+    assert template is not None
+    node = parse_node(template)
+    assert node.metadata.labels["zone"] == "attic"
+    assert quantities(node.status.capacity) == quantities(node.status.allocatable) == {"cpu": "4", "pods": "32"}
+
+
+def test_no_template_source_means_no_template() -> None:
+    assert convert.template_node(snapshot()) is None
+
+
+def test_a_template_response_is_never_built_from_empty_bytes() -> None:
+    with pytest.raises(ValueError, match="empty bytes"):
+        convert.template_response_from_bytes(b"")
+
+
+# ---- node price ------------------------------------------------------------------------------------
+
+NOON = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("priced", "window", "price_per_kwh", "want"),
+    [
+        pytest.param(machine(hourly_price="0.12"), timedelta(hours=1), None, Decimal("0.12"), id="one-hour"),
+        pytest.param(machine(hourly_price="0.12"), timedelta(minutes=90), None, Decimal("0.18"), id="pro-rated"),
+        pytest.param(machine(hourly_price="0.12"), timedelta(0), None, Decimal(0), id="empty-window"),
+        pytest.param(
+            machine(hourly_price="0.12", power_watts=500),
+            timedelta(hours=2),
+            Decimal("0.30"),
+            Decimal("0.24"),
+            id="hourly-price-wins-over-energy",
+        ),
+        pytest.param(
+            machine(power_watts=65), timedelta(hours=10), Decimal("0.30"), Decimal("0.195"), id="energy-only"
+        ),
+        pytest.param(machine(power_watts=65), timedelta(hours=10), None, None, id="energy-without-kwh-price"),
+        pytest.param(machine(), timedelta(hours=1), Decimal("0.30"), None, id="nothing-to-price-by"),
+    ],
+)
+def test_node_price(
+    priced: MachineSnapshot, window: timedelta, price_per_kwh: Decimal | None, want: Decimal | None
+) -> None:
+    assert convert.node_price(priced, NOON, NOON + window, price_per_kwh) == want
