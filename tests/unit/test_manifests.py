@@ -475,10 +475,10 @@ def test_cluster_autoscaler_component_reaches_our_grpc_service(everything: list[
     flags = arguments(container)
     assert container["image"] == "registry.k8s.io/autoscaling/cluster-autoscaler:v1.32.0"
     assert flags["--cloud-provider"] == "externalgrpc"
-    config_map = next(d for d in everything if d["kind"] == "ConfigMap")
     (volume,) = ca_pod["spec"]["volumes"]
+    config_map = find(everything, "ConfigMap", volume["configMap"]["name"])
     (mount,) = container["volumeMounts"]
-    assert volume["configMap"]["name"] == config_map["metadata"]["name"]  # the generated, hashed name
+    assert config_map["metadata"]["name"].startswith("cluster-autoscaler-cloud-config")  # generated, hashed
     mounted_file = flags["--cloud-config"].removeprefix(mount["mountPath"] + "/")
     cloud_config = yaml.safe_load(config_map["data"][mounted_file])
     host, _, port = cloud_config["address"].rpartition(":")
