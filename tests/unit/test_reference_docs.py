@@ -284,7 +284,11 @@ HAND_WRITTEN = (
     "troubleshooting/debugging-guide.md",
     "operations/metrics.md",
     "api-reference/examples.md",
+    "operations/status.md",
+    "operations/install.md",
 )
+
+
 def _headings(path: Path) -> set[str]:
     return {heading_anchor(line.lstrip("#")) for line in path.read_text().splitlines() if line.startswith("#")}
 

@@ -1,0 +1,476 @@
+"""What `homelab-autoscaler status` shows: rows built from Group and Node resources, rendered as text or JSON.
+
+Separate from the command so that everything a user reads is decided by pure functions of the resources and
+`now`: the command only lists resources, calls these and prints. Tests feed hand-made resources and a fixed
+clock, and a live view (the demo's) can reuse the same rows.
+
+The machine table is the Node CRs' `.status` (the durable record the operator keeps). A group's TARGET and READY
+are counted from the member machines listed beside it, with the rule the operator itself uses for the target CA
+sees (`actors.fsm.group.TARGET_STATES`), so the two tables always agree. A resource that does not parse with our
+schemas becomes an `Invalid` row carrying the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from actors.fsm.group import TARGET_STATES
+from schemas import labels
+from schemas.common import ConditionStatus
+from schemas.group import Group
+from schemas.node import Node, NodeState, NodeStatus
+
+INVALID: Final = "Invalid"
+"""The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
+
+STATE_NAMES: Final = (*(state.value for state in NodeState), INVALID)
+"""Every STATE a machine row can show, in the order counts are listed."""
+
+REPORTED_PROBLEMS: Final = 3
+"""Schema problems named in an Invalid row's reason; the rest are counted."""
+NO_VALUE: Final = "-"
+ERROR_WIDTH: Final = 60
+"""Characters of LAST ERROR shown by the default text output; `-o wide` and JSON show it whole."""
+COLUMN_GAP: Final = "   "
+
+_ANSI_RESET: Final = "\x1b[0m"
+_STATE_COLOURS: Final = {
+    NodeState.READY.value: "\x1b[32m",  # green: serving
+    NodeState.STARTING_UP.value: "\x1b[36m",  # cyan: on its way
+    NodeState.SHUTTING_DOWN.value: "\x1b[36m",
+    NodeState.BOOT_FAILED.value: "\x1b[33m",  # yellow: will be retried after its cooldown
+    NodeState.MAINTENANCE.value: "\x1b[34m",
+    NodeState.QUARANTINED.value: "\x1b[1;31m",  # bold red: needs a person
+    INVALID: "\x1b[1;31m",
+}
+
+
+@dataclass(frozen=True)
+class InvalidResource:
+    """A Group or Node resource that failed schema parsing, with what could still be read of its identity."""
+
+    namespace: str
+    name: str
+    reason: str
+    group: str | None = None
+    """For a Node: the value of its group label, when readable."""
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One line of the group table."""
+
+    namespace: str
+    name: str
+    min_size: int | None
+    max_size: int | None
+    target: int
+    ready: int
+    machines: Mapping[str, int]
+    """Listed member machines per STATE name (every name of STATE_NAMES present, zeros included)."""
+    error: str = ""
+    """Why the Group resource is invalid; empty when it parsed."""
+
+
+@dataclass(frozen=True)
+class OperationRow:
+    """The power operation in flight on a machine."""
+
+    kind: str
+    attempt: int
+    job_name: str
+    started: datetime
+    tries: int
+
+
+@dataclass(frozen=True)
+class MachineRow:
+    """One line of the machine table."""
+
+    namespace: str
+    name: str
+    group: str | None
+    state: str
+    since: datetime | None = None
+    age_seconds: int | None = None
+    operation: OperationRow | None = None
+    activity: str = ""
+    """What the machine is doing when no Job runs (e.g. draining); empty otherwise."""
+    last_error: str = ""
+    cooldown_until: datetime | None = None
+    cooldown_seconds: int | None = None
+    """Seconds of cooldown left (rounded up); None when none is left."""
+    power_policy: str | None = None
+    provider_id: str | None = None
+    powered_on_seconds: int | None = None
+    consecutive_failures: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """Both tables, sorted: groups by namespace and name, machines by namespace, group and name."""
+
+    groups: tuple[GroupRow, ...] = ()
+    machines: tuple[MachineRow, ...] = ()
+
+
+# --- parsing ---------------------------------------------------------------------------------------------------
+
+
+def parse_group(raw: Mapping[str, Any]) -> Group | InvalidResource:
+    """The Group model of a raw resource, or an InvalidResource saying why it is not one. Pure."""
+    try:
+        return Group.model_validate(raw)
+    except ValidationError as error:
+        namespace, name, _group = _raw_identity(raw)
+        return InvalidResource(namespace, name, validation_reason(error))
+
+
+def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
+    """The Node model of a raw resource, or an InvalidResource saying why it is not one. Pure."""
+    try:
+        return Node.model_validate(raw)
+    except ValidationError as error:
+        namespace, name, group = _raw_identity(raw)
+        return InvalidResource(namespace, name, validation_reason(error), group)
+
+
+def validation_reason(error: ValidationError) -> str:
+    """The first problems of a failed parse as `field.path: message`, spelled as the operator logs them. Pure."""
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or '(object)'}: {problem['msg']}"
+        for problem in error.errors()[:REPORTED_PROBLEMS]
+    ]
+    hidden = error.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {hidden} more" if hidden > 0 else "")
+
+
+def _raw_identity(raw: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    # A malformed resource may have malformed metadata too; read only what is plainly there.
+    metadata = raw.get("metadata") if isinstance(raw, Mapping) else None
+    if not isinstance(metadata, Mapping):
+        return "", "", None
+    resource_labels = metadata.get("labels")
+    group = resource_labels.get(labels.GROUP_LABEL) if isinstance(resource_labels, Mapping) else None
+    return (
+        str(metadata.get("namespace") or ""),
+        str(metadata.get("name") or ""),
+        str(group) if group is not None else None,
+    )
+
+
+# --- the rows --------------------------------------------------------------------------------------------------
+
+
+def build_view(
+    groups: Iterable[Group | InvalidResource], nodes: Iterable[Node | InvalidResource], now: datetime
+) -> StatusView:
+    """Rows for these resources at `now` (an aware datetime). Pure."""
+    machines = tuple(sorted((machine_row(node, now) for node in nodes), key=_machine_order))
+    members: dict[tuple[str, str], Counter[str]] = {}
+    for machine in machines:
+        if machine.group is not None:
+            members.setdefault((machine.namespace, machine.group), Counter())[machine.state] += 1
+    rows = [group_row(group, members.get(_group_key(group), Counter())) for group in groups]
+    return StatusView(tuple(sorted(rows, key=lambda row: (row.namespace, row.name))), machines)
+
+
+def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
+    """The group table's line for a group whose listed members are in `member_states` (STATE name → count). Pure."""
+    counts = {state: int(member_states.get(state, 0)) for state in STATE_NAMES}
+    target = sum(counts[state.value] for state in TARGET_STATES)
+    ready = counts[NodeState.READY.value]
+    if isinstance(group, InvalidResource):
+        return GroupRow(group.namespace, group.name, None, None, target, ready, counts, group.reason)
+    spec = group.spec
+    return GroupRow(group.metadata.namespace, group.metadata.name, spec.min_size, spec.max_size, target, ready, counts)
+
+
+def machine_row(node: Node | InvalidResource, now: datetime) -> MachineRow:
+    """The machine table's line for one Node resource at `now`. Pure."""
+    if isinstance(node, InvalidResource):
+        return MachineRow(node.namespace, node.name, node.group, INVALID, last_error=node.reason)
+    status = node.status
+    operation = status.operation
+    remaining = seconds_between(now, status.cooldown_until) if status.cooldown_until is not None else 0.0
+    return MachineRow(
+        namespace=node.metadata.namespace,
+        name=node.metadata.name,
+        group=node.metadata.labels.get(labels.GROUP_LABEL),
+        state=status.state.value,
+        since=status.since,
+        age_seconds=math.floor(seconds_between(status.since, now)) if status.since is not None else None,
+        operation=(
+            OperationRow(
+                operation.kind.value, operation.attempt, operation.job_name, operation.started, status.operation_tries
+            )
+            if operation is not None
+            else None
+        ),
+        activity=_activity(status),
+        last_error=last_error(status),
+        cooldown_until=status.cooldown_until,
+        cooldown_seconds=math.ceil(remaining) if remaining > 0 else None,
+        power_policy=node.spec.power_policy.value,
+        provider_id=status.provider_id or node.spec.provider_id,
+        powered_on_seconds=math.floor(powered_on_seconds(status, now)),
+        consecutive_failures=status.consecutive_failures,
+    )
+
+
+def last_error(status: NodeStatus) -> str:
+    """What went wrong last, or "" when nothing is wrong now. Pure.
+
+    A BootFailed or Quarantined machine shows its status message (it says what failed, or how to release the
+    machine); any other machine with a true OperationFailed condition shows that condition's message, which keeps
+    the failure visible while a machine cools down in Shutdown or returns to Ready after a failed shutdown.
+    """
+    if status.state in (NodeState.BOOT_FAILED, NodeState.QUARANTINED):
+        return status.message or status.reason or status.state.value
+    for condition in status.conditions:
+        if condition.type == labels.CONDITION_OPERATION_FAILED and condition.status is ConditionStatus.TRUE:
+            return condition.message or condition.reason or labels.CONDITION_OPERATION_FAILED
+    return ""
+
+
+def powered_on_seconds(status: NodeStatus, now: datetime) -> float:
+    """Total time spent powered on, including the current Ready stretch (the status adds it only on leaving). Pure."""
+    total = status.powered_on_seconds
+    if status.state is NodeState.READY and status.since is not None:
+        total += seconds_between(status.since, now)
+    return total
+
+
+def _activity(status: NodeStatus) -> str:
+    # A drain runs before the shutdown Job exists; without this the OPERATION column would look idle.
+    if status.operation is None and status.state is NodeState.SHUTTING_DOWN and status.reason == "Draining":
+        return "draining"
+    return ""
+
+
+def seconds_between(earlier: datetime, later: datetime) -> float:
+    """Seconds from `earlier` to `later`, never negative; naive datetimes are taken as UTC. Pure."""
+    return max(0.0, (_aware(later) - _aware(earlier)).total_seconds())
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _group_key(group: Group | InvalidResource) -> tuple[str, str]:
+    if isinstance(group, InvalidResource):
+        return group.namespace, group.name
+    return group.metadata.namespace, group.metadata.name
+
+
+def _machine_order(row: MachineRow) -> tuple[str, bool, str, str]:
+    # Machines in no group come after every group's members.
+    return row.namespace, row.group is None, row.group or "", row.name
+
+
+# --- rules for the command -------------------------------------------------------------------------------------
+
+EXIT_OK: Final = 0
+EXIT_QUARANTINED: Final = 3
+
+
+def exit_code(view: StatusView) -> int:
+    """3 when any listed machine is Quarantined (scripts and monitoring alert on it), else 0. Pure."""
+    if any(machine.state == NodeState.QUARANTINED.value for machine in view.machines):
+        return EXIT_QUARANTINED
+    return EXIT_OK
+
+
+# --- text ------------------------------------------------------------------------------------------------------
+
+
+def human_age(seconds: float) -> str:
+    """A short age: the two largest units, e.g. `45s`, `3m12s`, `2h5m`, `3d4h`; negative counts as 0. Pure."""
+    whole = max(0, math.floor(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    for big, big_unit, small, small_unit in (
+        (days, "d", hours, "h"),
+        (hours, "h", minutes, "m"),
+        (minutes, "m", secs, "s"),
+    ):
+        if big:
+            return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
+    return f"{secs}s"
+
+
+def operation_text(machine: MachineRow) -> str:
+    """`startup #3 job nas-1-startup-3`, with `(try 2)` on a retried shutdown; the activity when no Job runs."""
+    operation = machine.operation
+    if operation is None:
+        return machine.activity
+    text = f"{operation.kind} #{operation.attempt} job {operation.job_name}"
+    return f"{text} (try {operation.tries})" if operation.tries > 1 else text
+
+
+def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = False, colour: bool = False) -> str:
+    """Both tables as aligned text (empty tables omitted; "" when both are). Pure."""
+    blocks = []
+    if view.groups:
+        blocks.append(_group_table(view.groups, wide=wide, show_namespace=show_namespace, colour=colour))
+    if view.machines:
+        blocks.append(_machine_table(view.machines, wide=wide, show_namespace=show_namespace, colour=colour))
+    return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def _group_table(groups: Sequence[GroupRow], *, wide: bool, show_namespace: bool, colour: bool) -> str:
+    headers = ["GROUP", "MIN", "MAX", "TARGET", "READY"]
+    counted = [state for state in STATE_NAMES if state != NodeState.READY.value]
+    if wide:
+        headers += [state.upper() for state in counted]
+    with_errors = any(group.error for group in groups)
+    if with_errors:
+        headers.append("ERROR")
+    rows: list[list[_Cell]] = []
+    for group in groups:
+        cells: list[_Cell] = [
+            group.name,
+            _number(group.min_size),
+            _number(group.max_size),
+            str(group.target),
+            str(group.ready),
+        ]
+        if wide:
+            cells += [str(group.machines.get(state, 0)) for state in counted]
+        if with_errors:
+            text = f"{INVALID}: {group.error}" if group.error else NO_VALUE
+            cells.append((text, _STATE_COLOURS[INVALID]) if colour and group.error else text)
+        rows.append(cells)
+    return _table(_with_namespace(headers, rows, [group.namespace for group in groups], show_namespace))
+
+
+def _machine_table(machines: Sequence[MachineRow], *, wide: bool, show_namespace: bool, colour: bool) -> str:
+    headers = ["MACHINE", "GROUP", "STATE", "SINCE", "OPERATION", "LAST ERROR", "COOLDOWN", "POLICY"]
+    if wide:
+        headers += ["PROVIDER-ID", "POWERED-ON"]
+    rows: list[list[_Cell]] = []
+    for machine in machines:
+        error = " ".join(machine.last_error.split())  # one line, whatever the message holds
+        if not wide and len(error) > ERROR_WIDTH:
+            error = error[: ERROR_WIDTH - 3] + "..."
+        cells: list[_Cell] = [
+            machine.name,
+            machine.group or NO_VALUE,
+            (machine.state, _STATE_COLOURS.get(machine.state, "")) if colour else machine.state,
+            human_age(machine.age_seconds) if machine.age_seconds is not None else NO_VALUE,
+            operation_text(machine) or NO_VALUE,
+            error or NO_VALUE,
+            human_age(machine.cooldown_seconds) if machine.cooldown_seconds is not None else NO_VALUE,
+            machine.power_policy or NO_VALUE,
+        ]
+        if wide:
+            powered = machine.powered_on_seconds
+            cells += [machine.provider_id or NO_VALUE, human_age(powered) if powered is not None else NO_VALUE]
+        rows.append(cells)
+    return _table(_with_namespace(headers, rows, [machine.namespace for machine in machines], show_namespace))
+
+
+_Cell = str | tuple[str, str]
+"""A table cell: plain text, or (text, ANSI colour) to colour it without counting the codes as width."""
+
+
+def _with_namespace(
+    headers: list[str], rows: list[list[_Cell]], namespaces: list[str], show_namespace: bool
+) -> tuple[list[str], list[list[_Cell]]]:
+    if not show_namespace:
+        return headers, rows
+    return ["NAMESPACE", *headers], [[namespace, *row] for namespace, row in zip(namespaces, rows, strict=True)]
+
+
+def _table(table: tuple[list[str], list[list[_Cell]]]) -> str:
+    headers, rows = table
+    texts = [[cell if isinstance(cell, str) else cell[0] for cell in row] for row in rows]
+    widths = [max(len(line[column]) for line in [headers, *texts]) for column in range(len(headers))]
+    lines = [COLUMN_GAP.join(header.ljust(width) for header, width in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        parts = []
+        for cell, width in zip(row, widths, strict=True):
+            if isinstance(cell, str):
+                parts.append(cell.ljust(width))
+            else:
+                text, colour_code = cell
+                padding = " " * (width - len(text))
+                parts.append(f"{colour_code}{text}{_ANSI_RESET}{padding}" if colour_code else text + padding)
+        lines.append(COLUMN_GAP.join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _number(value: int | None) -> str:
+    return NO_VALUE if value is None else str(value)
+
+
+# --- JSON ------------------------------------------------------------------------------------------------------
+
+
+def to_document(view: StatusView) -> dict[str, Any]:
+    """The `-o json` document: `{"groups": [...], "machines": [...]}`, every key always present. Pure.
+
+    Keys are camelCase like the resources'; times are RFC 3339 in UTC; a value that is unknown or does not apply
+    is null, never missing, so scripts can index without guards.
+    """
+    return {
+        "groups": [
+            {
+                "namespace": group.namespace,
+                "name": group.name,
+                "minSize": group.min_size,
+                "maxSize": group.max_size,
+                "targetSize": group.target,
+                "readyCount": group.ready,
+                "machines": dict(group.machines),
+                "error": group.error or None,
+            }
+            for group in view.groups
+        ],
+        "machines": [_machine_document(machine) for machine in view.machines],
+    }
+
+
+def _machine_document(machine: MachineRow) -> dict[str, Any]:
+    operation = machine.operation
+    return {
+        "namespace": machine.namespace,
+        "name": machine.name,
+        "group": machine.group,
+        "state": machine.state,
+        "since": _timestamp(machine.since),
+        "ageSeconds": machine.age_seconds,
+        "operation": (
+            {
+                "kind": operation.kind,
+                "attempt": operation.attempt,
+                "jobName": operation.job_name,
+                "started": _timestamp(operation.started),
+                "tries": operation.tries,
+            }
+            if operation is not None
+            else None
+        ),
+        "operationText": operation_text(machine) or None,
+        "lastError": machine.last_error or None,
+        "cooldownUntil": _timestamp(machine.cooldown_until),
+        "cooldownSeconds": machine.cooldown_seconds,
+        "powerPolicy": machine.power_policy,
+        "providerID": machine.provider_id,
+        "poweredOnSeconds": machine.powered_on_seconds,
+        "consecutiveFailures": machine.consecutive_failures,
+    }
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,388 @@
+"""What `homelab-autoscaler status` shows for given resources at a given moment: ages, the operation and error
+columns, cooldowns, group counts, invalid resources, the exit status rule, the text tables and the JSON shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from homelab_autoscaler.status_view import (
+    INVALID,
+    STATE_NAMES,
+    InvalidResource,
+    MachineRow,
+    StatusView,
+    build_view,
+    exit_code,
+    human_age,
+    last_error,
+    machine_row,
+    operation_text,
+    parse_group,
+    parse_node,
+    render_text,
+    to_document,
+)
+from schemas import GROUP_VERSION
+from schemas.group import Group
+from schemas.labels import CONDITION_OPERATION_FAILED, GROUP_LABEL
+from schemas.node import Node, NodeStatus
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+JOB = {"image": "busybox:1.36"}
+
+
+def stamp(seconds_before_now: float) -> str:
+    return (NOW - timedelta(seconds=seconds_before_now)).isoformat().replace("+00:00", "Z")
+
+
+def raw_node(
+    name: str, group: str | None = "rack", namespace: str = "lab", spec: dict[str, Any] | None = None, **status: Any
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if group is not None:
+        metadata["labels"] = {GROUP_LABEL: group}
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "Node",
+        "metadata": metadata,
+        "spec": {"startupJob": JOB, "shutdownJob": JOB, **(spec or {})},
+        "status": status,
+    }
+
+
+def node(name: str, group: str | None = "rack", namespace: str = "lab", **status: Any) -> Node:
+    return Node.model_validate(raw_node(name, group, namespace, **status))
+
+
+def group(name: str = "rack", namespace: str = "lab", min_size: int = 0, max_size: int = 4) -> Group:
+    return Group.model_validate(
+        {"metadata": {"name": name, "namespace": namespace}, "spec": {"minSize": min_size, "maxSize": max_size}}
+    )
+
+
+def status(**fields: Any) -> NodeStatus:
+    return NodeStatus.model_validate(fields)
+
+
+def failed_condition(state: str, message: str = "startup Job nas-1-startup-3 failed") -> dict[str, Any]:
+    return {"type": CONDITION_OPERATION_FAILED, "status": state, "reason": "BootFailed", "message": message}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        pytest.param(0, "0s", id="zero"),
+        pytest.param(0.9, "0s", id="under-a-second"),
+        pytest.param(59, "59s", id="seconds"),
+        pytest.param(60, "1m", id="one-minute"),
+        pytest.param(192, "3m12s", id="minutes-and-seconds"),
+        pytest.param(3599, "59m59s", id="just-under-an-hour"),
+        pytest.param(3600, "1h", id="one-hour"),
+        pytest.param(3725, "1h2m", id="hours-drop-seconds"),
+        pytest.param(86399, "23h59m", id="just-under-a-day"),
+        pytest.param(86400 + 4 * 3600 + 5, "1d4h", id="days-and-hours"),
+        pytest.param(30 * 86400, "30d", id="whole-days"),
+        pytest.param(-5, "0s", id="clock-skew"),
+    ],
+)
+def test_ages_read_like_kubectl(seconds: float, expected: str) -> None:
+    assert human_age(seconds) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param({"state": "Shutdown"}, "", id="idle"),
+        pytest.param(
+            {
+                "state": "StartingUp",
+                "operationTries": 1,
+                "operation": {"kind": "startup", "attempt": 3, "jobName": "nas-1-startup-3", "started": stamp(10)},
+            },
+            "startup #3 job nas-1-startup-3",
+            id="boot",
+        ),
+        pytest.param(
+            {
+                "state": "ShuttingDown",
+                "operationTries": 2,
+                "operation": {"kind": "shutdown", "attempt": 5, "jobName": "nas-1-shutdown-5", "started": stamp(10)},
+            },
+            "shutdown #5 job nas-1-shutdown-5 (try 2)",
+            id="retried-shutdown",
+        ),
+        pytest.param({"state": "ShuttingDown", "reason": "Draining"}, "draining", id="drain-before-job"),
+    ],
+)
+def test_operation_column(fields: dict[str, Any], expected: str) -> None:
+    assert operation_text(machine_row(node("nas-1", **fields), NOW)) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param({"state": "Ready", "message": "registered"}, "", id="healthy"),
+        pytest.param(
+            {"state": "BootFailed", "reason": "BootTimeout", "message": "not Ready within 10m"},
+            "not Ready within 10m",
+            id="boot-failed-shows-message",
+        ),
+        pytest.param({"state": "BootFailed", "reason": "JobFailed"}, "JobFailed", id="boot-failed-without-message"),
+        pytest.param(
+            {"state": "Quarantined", "message": "quarantined after 3 consecutive failed boots"},
+            "quarantined after 3 consecutive failed boots",
+            id="quarantined",
+        ),
+        pytest.param(
+            {
+                "state": "Shutdown",
+                "reason": "CoolingDown",
+                "message": "released after a failed boot",
+                "conditions": [failed_condition("True")],
+            },
+            "startup Job nas-1-startup-3 failed",
+            id="cooling-down-keeps-the-failure",
+        ),
+        pytest.param(
+            {"state": "Ready", "conditions": [failed_condition("True", "shutdown gave up; stays on")]},
+            "shutdown gave up; stays on",
+            id="failed-shutdown-back-in-ready",
+        ),
+        pytest.param(
+            {"state": "Ready", "conditions": [failed_condition("False", "old news")]}, "", id="condition-cleared"
+        ),
+    ],
+)
+def test_last_error_column(fields: dict[str, Any], expected: str) -> None:
+    assert last_error(status(**fields)) == expected
+
+
+@pytest.mark.parametrize(
+    ("cooldown_until", "seconds", "text"),
+    [
+        pytest.param(None, None, "-", id="none"),
+        pytest.param(stamp(-45), 45, "45s", id="running"),
+        pytest.param(stamp(-0.2), 1, "1s", id="rounded-up"),
+        pytest.param(stamp(30), None, "-", id="over"),
+    ],
+)
+def test_cooldown_column_shows_time_left(cooldown_until: str | None, seconds: int | None, text: str) -> None:
+    fields: dict[str, Any] = {"state": "Shutdown"}
+    if cooldown_until is not None:
+        fields["cooldownUntil"] = cooldown_until
+    view = build_view([], [node("nas-1", **fields)], NOW)
+    assert view.machines[0].cooldown_seconds == seconds
+    assert table_rows(render_text(view))[0]["COOLDOWN"] == text
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        pytest.param([], 0, id="nothing"),
+        pytest.param(["Ready", "Shutdown", "StartingUp"], 0, id="healthy"),
+        pytest.param(["BootFailed", "Maintenance"], 0, id="failures-that-heal"),
+        pytest.param(["Ready", "Quarantined"], 3, id="one-quarantined"),
+        pytest.param([INVALID], 0, id="invalid-resource"),
+    ],
+)
+def test_exit_code_is_3_only_when_a_machine_is_quarantined(states: list[str], expected: int) -> None:
+    machines = tuple(MachineRow("lab", f"m{index}", "rack", state) for index, state in enumerate(states))
+    assert exit_code(StatusView((), machines)) == expected
+
+
+def test_group_counts_come_from_its_listed_machines() -> None:
+    machines = [
+        node("a", state="Ready"),
+        node("b", state="StartingUp"),
+        node("c", state="BootFailed"),
+        node("d", state="Shutdown"),
+        node("e", state="Quarantined"),
+        node("x", group="other", state="Ready"),
+        node("y", namespace="elsewhere", state="Ready"),
+    ]
+    (row,) = build_view([group(min_size=1, max_size=5)], machines, NOW).groups
+    # The target is what CA is told: starting, Ready, and failed boots CA has not let go of yet.
+    assert (row.min_size, row.max_size, row.target, row.ready) == (1, 5, 3, 1)
+    assert row.machines["Quarantined"] == 1
+    assert set(row.machines) == set(STATE_NAMES)
+
+
+def test_rows_are_sorted_by_group_then_machine_with_ungrouped_last() -> None:
+    machines = [
+        node("m2", group="b"),
+        node("m9", group=None),
+        node("m3", group="a"),
+        node("m1", group="b"),
+        node("m0", namespace="a-first", group="z"),
+    ]
+    groups = [group("b"), group("a"), group("z", namespace="a-first")]
+    view = build_view(groups, machines, NOW)
+    assert [(row.namespace, row.name) for row in view.groups] == [("a-first", "z"), ("lab", "a"), ("lab", "b")]
+    assert [row.name for row in view.machines] == ["m0", "m3", "m1", "m2", "m9"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason_part"),
+    [
+        pytest.param(raw_node("broken", spec={"priority": "high"}), "spec.priority", id="wrong-type"),
+        pytest.param(
+            {"metadata": {"name": "bare", "namespace": "lab", "labels": {GROUP_LABEL: "rack"}}},
+            "spec",
+            id="no-spec",
+        ),
+        pytest.param(raw_node("late", state="Sleeping"), "status.state", id="unknown-state"),
+    ],
+)
+def test_malformed_node_is_an_invalid_row_with_the_reason(raw: dict[str, Any], reason_part: str) -> None:
+    parsed = parse_node(raw)
+    assert isinstance(parsed, InvalidResource)
+    (row,) = build_view([], [parsed], NOW).machines
+    assert (row.namespace, row.group, row.state) == ("lab", "rack", INVALID)
+    assert reason_part in row.last_error
+
+
+def test_malformed_metadata_still_gives_a_row() -> None:
+    parsed = parse_node({"metadata": "nonsense", "spec": {}})
+    assert isinstance(parsed, InvalidResource)
+    assert build_view([], [parsed], NOW).machines[0].state == INVALID
+
+
+def test_malformed_group_is_listed_with_its_error() -> None:
+    parsed = parse_group({"metadata": {"name": "rack", "namespace": "lab"}, "spec": {"minSize": -1}})
+    assert isinstance(parsed, InvalidResource)
+    view = build_view([parsed], [node("a", state="Ready")], NOW)
+    (row,) = view.groups
+    assert (row.min_size, row.max_size, row.ready) == (None, None, 1)
+    (line,) = table_rows(render_text(view).split("\n\n")[0])
+    assert line["MIN"] == "-"
+    assert line["ERROR"].startswith("Invalid: ")
+
+
+def test_since_and_powered_on_time_count_the_current_ready_stretch() -> None:
+    ready = node("a", state="Ready", since=stamp(192), poweredOnSeconds=3600)
+    (row,) = build_view([], [ready], NOW).machines
+    assert (row.age_seconds, row.powered_on_seconds) == (192, 3600 + 192)
+    (line,) = table_rows(render_text(build_view([], [ready], NOW), wide=True))
+    assert (line["SINCE"], line["POWERED-ON"]) == ("3m12s", "1h3m")
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The data lines of one text table as header → cell (cells are separated by at least three spaces)."""
+    lines = ANSI.sub("", text).strip("\n").splitlines()
+    headers = re.split(r" {3,}", lines[0])
+    return [dict(zip(headers, re.split(r" {3,}", line), strict=True)) for line in lines[1:]]
+
+
+def sample_view() -> StatusView:
+    booting = node(
+        "nas-1",
+        state="StartingUp",
+        since=stamp(75),
+        operationTries=1,
+        operation={"kind": "startup", "attempt": 3, "jobName": "nas-1-startup-3", "started": stamp(75)},
+    )
+    stuck = node("nas-2", state="Quarantined", since=stamp(600), message="quarantined " + "after failures " * 10)
+    return build_view([group()], [booting, stuck], NOW)
+
+
+def test_text_output_has_a_group_table_and_a_machine_table() -> None:
+    group_table, machine_table = render_text(sample_view()).split("\n\n")
+    assert table_rows(group_table) == [{"GROUP": "rack", "MIN": "0", "MAX": "4", "TARGET": "1", "READY": "0"}]
+    booting, stuck = table_rows(machine_table)
+    assert booting == {
+        "MACHINE": "nas-1",
+        "GROUP": "rack",
+        "STATE": "StartingUp",
+        "SINCE": "1m15s",
+        "OPERATION": "startup #3 job nas-1-startup-3",
+        "LAST ERROR": "-",
+        "COOLDOWN": "-",
+        "POLICY": "Auto",
+    }
+    assert stuck["STATE"] == "Quarantined"
+    assert stuck["LAST ERROR"].endswith("...")
+    assert len(stuck["LAST ERROR"]) == 60
+
+
+def test_wide_output_adds_state_counts_provider_ids_and_the_whole_error() -> None:
+    group_table, machine_table = render_text(sample_view(), wide=True).split("\n\n")
+    (group_line,) = table_rows(group_table)
+    assert (group_line["STARTINGUP"], group_line["QUARANTINED"], group_line["INVALID"]) == ("1", "1", "0")
+    _booting, stuck = table_rows(machine_table)
+    assert stuck["LAST ERROR"].endswith("after failures")
+    assert {"PROVIDER-ID", "POWERED-ON"} <= set(stuck)
+
+
+def test_namespace_column_only_when_asked() -> None:
+    plain = render_text(sample_view())
+    across = render_text(sample_view(), show_namespace=True)
+    assert "NAMESPACE" not in plain
+    assert all(row["NAMESPACE"] == "lab" for row in table_rows(across.split("\n\n")[1]))
+
+
+def test_colour_only_when_asked_and_never_breaks_alignment() -> None:
+    plain = render_text(sample_view())
+    coloured = render_text(sample_view(), colour=True)
+    assert ANSI.search(plain) is None
+    assert ANSI.search(coloured) is not None
+    assert ANSI.sub("", coloured) == plain
+
+
+def test_nothing_to_show_renders_nothing() -> None:
+    assert render_text(StatusView()) == ""
+
+
+def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
+    document = json.loads(json.dumps(to_document(sample_view())))
+    assert set(document) == {"groups", "machines"}
+    (group_entry,) = document["groups"]
+    assert group_entry == {
+        "namespace": "lab",
+        "name": "rack",
+        "minSize": 0,
+        "maxSize": 4,
+        "targetSize": 1,
+        "readyCount": 0,
+        "machines": {state: {"StartingUp": 1, "Quarantined": 1}.get(state, 0) for state in STATE_NAMES},
+        "error": None,
+    }
+    booting, stuck = document["machines"]
+    assert booting == {
+        "namespace": "lab",
+        "name": "nas-1",
+        "group": "rack",
+        "state": "StartingUp",
+        "since": "2026-03-01T11:58:45Z",
+        "ageSeconds": 75,
+        "operation": {
+            "kind": "startup",
+            "attempt": 3,
+            "jobName": "nas-1-startup-3",
+            "started": "2026-03-01T11:58:45Z",
+            "tries": 1,
+        },
+        "operationText": "startup #3 job nas-1-startup-3",
+        "lastError": None,
+        "cooldownUntil": None,
+        "cooldownSeconds": None,
+        "powerPolicy": "Auto",
+        "providerID": None,
+        "poweredOnSeconds": 0,
+        "consecutiveFailures": 0,
+    }
+    assert set(stuck) == set(booting)
+    assert stuck["lastError"].startswith("quarantined after failures")
+
+
+def test_json_of_an_invalid_machine_keeps_every_key() -> None:
+    invalid = machine_row(InvalidResource("lab", "broken", "spec: Field required", "rack"), NOW)
+    (entry,) = to_document(StatusView((), (invalid,)))["machines"]
+    assert entry["state"] == INVALID
+    assert entry["lastError"] == "spec: Field required"
+    assert set(entry) == set(to_document(sample_view())["machines"][0])
