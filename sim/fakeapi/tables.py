@@ -31,7 +31,8 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], tuple[PrinterColumn, ...]] = {
         PrinterColumn("Max Unavailable", "string", ".spec.maxUnavailable", absent="N/A"),
         PrinterColumn("Allowed Disruptions", "integer", ".status.disruptionsAllowed"), _AGE),
 }
-_TOKEN = re.compile(r'\.([^.\[]+)|\[(\d+)\]|\[\?\(@\.([^=]+)==["\']([^"\']*)["\']\)\]')
+# A field may contain escaped dots, as in `.metadata.labels.infra\.homecluster\.dev/group`.
+_TOKEN = re.compile(r'\.((?:\\\.|[^.\[\\])+)|\[(\d+)\]|\[\?\(@\.([^=]+)==["\']([^"\']*)["\']\)\]')
 
 
 def columns_for(resource: ResourceType) -> tuple[PrinterColumn, ...]:
@@ -50,7 +51,8 @@ def evaluate(obj: Any, path: str) -> Any:
             return None
         field, index, filter_key, filter_value = match.groups()
         if field is not None:
-            current = current.get(field) if isinstance(current, dict) else None
+            key = field.replace("\\.", ".")
+            current = current.get(key) if isinstance(current, dict) else None
         elif index is not None:
             current = current[int(index)] if isinstance(current, list) and int(index) < len(current) else None
         else:
