@@ -1,0 +1,226 @@
+"""The demo's running parts, started in order and stopped in reverse: fake API, homelab, operator, simulated machines.
+
+Kept apart from the scenario so the same running homelab serves the scripted run, `--serve` (a person with kubectl
+or a real Cluster Autoscaler) and the tests (which inspect the fake API's objects while everything still runs).
+Nothing here decides anything about the story; it only owns lifetimes: every thread it starts is stopped by
+`stop()`, and the temporary directory (kubeconfig, webhook certificate) is removed, whatever failed half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from kubernetes import client as kube_client
+
+from actors.adapters.webhook_certs import CertificateMaterial, write_files
+from homelab_autoscaler.demo.homelab import OPERATOR_NAMESPACE, DemoHomelab
+from homelab_autoscaler.operator import Operator
+from homelab_autoscaler.settings import LogLevel, Settings, WebhookCertSource
+from sim.fakeapi import FakeApiServer
+from sim.machines import MachineSimulator
+from sim.seed import install_crds
+from webhooks.certs import create_certificate_authority, create_serving_certificate
+
+LOGGER = logging.getLogger(__name__)
+
+PRICE_PER_KWH: Final = Decimal("0.30")
+"""Lets the gateway price machines for CA's price expander from their power draw alone."""
+ACTING_TIMEOUT_SECONDS: Final = 20.0
+SHUTDOWN_GRACE_SECONDS: Final = 2.0
+WEBHOOK_DNS_NAMES: Final = ("localhost",)
+WEBHOOK_IP_ADDRESSES: Final = ("127.0.0.1",)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Where the demo listens and where it writes; every address binds a free port by default."""
+
+    api_address: str = "127.0.0.1:0"
+    grpc_address: str = "127.0.0.1:0"
+    metrics_address: str = "127.0.0.1:0"
+    webhook_address: str = "127.0.0.1:0"
+    kubeconfig_out: Path | None = None
+    """Where to write the fake API's kubeconfig; default a temporary file removed on exit."""
+    log_level: LogLevel = LogLevel.WARNING
+
+
+class DemoSession:
+    """The running demo homelab; `start()` then `stop()`, or use it as a context manager."""
+
+    def __init__(self, homelab: DemoHomelab, options: DemoOptions | None = None) -> None:
+        self.homelab = homelab
+        self.options = options or DemoOptions()
+        self._directory: Path | None = None
+        self._fake: FakeApiServer | None = None
+        self._api_client: kube_client.ApiClient | None = None
+        self._operator: Operator | None = None
+        self._simulator: MachineSimulator | None = None
+        self._kubeconfig: Path | None = None
+
+    # --- what the scenario, the command and the tests use --------------------------------------------------------
+
+    @property
+    def fake(self) -> FakeApiServer:
+        if self._fake is None:
+            raise RuntimeError("the demo is not running")
+        return self._fake
+
+    @property
+    def operator(self) -> Operator:
+        if self._operator is None:
+            raise RuntimeError("the demo is not running")
+        return self._operator
+
+    @property
+    def simulator(self) -> MachineSimulator:
+        if self._simulator is None:
+            raise RuntimeError("the demo is not running")
+        return self._simulator
+
+    @property
+    def api_client(self) -> kube_client.ApiClient:
+        """A client of the fake API over HTTP (what kubectl would see), owned by the session."""
+        if self._api_client is None:
+            raise RuntimeError("the demo is not running")
+        return self._api_client
+
+    @property
+    def kubeconfig(self) -> Path:
+        if self._kubeconfig is None:
+            raise RuntimeError("the demo is not running")
+        return self._kubeconfig
+
+    @property
+    def grpc_target(self) -> str:
+        """`host:port` of the operator's gRPC service, as CA's cloud-config `address` wants it."""
+        return f"{_host(self.options.grpc_address)}:{self.operator.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_host(self.options.metrics_address)}:{self.operator.metrics_port}/metrics"
+
+    @property
+    def webhook_address(self) -> str | None:
+        port = self.operator.webhook_port
+        return f"{_host(self.options.webhook_address)}:{port}" if port is not None else None
+
+    @property
+    def temporary_directory(self) -> Path | None:
+        return self._directory
+
+    # --- lifetime ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every part and wait until the operator acts; on any failure stop what started, then raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="homelab-demo-"))
+        host, _separator, port = self.options.api_address.rpartition(":")
+        self._fake = FakeApiServer(host=host.strip("[]"), port=int(port))
+        self._fake.start()
+        self._kubeconfig = self.options.kubeconfig_out or self._directory / "kubeconfig"
+        self._fake.write_kubeconfig(self._kubeconfig, namespace=self.homelab.namespace)
+        configuration = kube_client.Configuration()
+        configuration.host = self._fake.url
+        self._api_client = kube_client.ApiClient(configuration)
+        self._seed(self._fake, self._api_client)
+
+        self._operator = Operator(self._settings(self._kubeconfig, self._directory / "webhook"))
+        self._operator.start()
+        if not self._operator.wait_acting(ACTING_TIMEOUT_SECONDS):
+            raise TimeoutError(f"the operator did not begin acting within {ACTING_TIMEOUT_SECONDS:.0f} s")
+
+        timing = self.homelab.timing
+        self._simulator = MachineSimulator(
+            self._api_client,
+            self.homelab.simulated_machines(),
+            namespaces=[self.homelab.namespace],
+            complete_jobs=True,  # the fake API has no Job controller
+            mark_not_ready=True,  # nor a node-lifecycle controller
+            heartbeat_seconds=timing.heartbeat_seconds,
+            job_seconds=timing.job_seconds,
+        )
+        self._simulator.start()
+
+    def _seed(self, fake: FakeApiServer, api_client: kube_client.ApiClient) -> None:
+        install_crds(api_client)  # over HTTP: serving a new resource is the API server's reaction to that request
+        store = fake.store
+        for namespace in self.homelab.namespace_manifests():
+            store.create("v1", "namespaces", namespace)
+        for plural, manifests in (("groups", self.homelab.group_manifests()), ("nodes", self.homelab.node_manifests())):
+            for manifest in manifests:
+                store.create(manifest["apiVersion"], plural, manifest, self.homelab.namespace)
+
+    def _settings(self, kubeconfig: Path, certificate_directory: Path) -> Settings:
+        webhook = bool(self.options.webhook_address)
+        if webhook:
+            # No cluster calls this webhook (the fake API does not admit through webhooks) and nothing should be
+            # written to the cluster for it, so its certificate is made here and handed over as files.
+            _write_webhook_certificate(certificate_directory)
+        return Settings(
+            kubeconfig=kubeconfig,
+            namespace=OPERATOR_NAMESPACE,
+            watch_namespace=self.homelab.namespace,
+            grpc_address=self.options.grpc_address,
+            metrics_address=self.options.metrics_address,
+            webhook_address=self.options.webhook_address,
+            webhook_cert_dir=certificate_directory,
+            webhook_cert_source=WebhookCertSource.FILES,
+            price_per_kwh=PRICE_PER_KWH,
+            shutdown_grace_seconds=SHUTDOWN_GRACE_SECONDS,
+            log_level=self.options.log_level,
+        )
+
+    def stop(self) -> None:
+        """Stop everything that started, in reverse order, and remove the temporary directory. Idempotent."""
+        if self._simulator is not None:
+            self._simulator.stop()
+            self._simulator = None
+        if self._operator is not None:
+            self._operator.stop()
+            self._operator = None
+        if self._api_client is not None:
+            self._api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+            self._api_client = None
+        if self._fake is not None:
+            self._fake.stop()
+            self._fake = None
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+        self._kubeconfig = None
+
+    def __enter__(self) -> DemoSession:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _write_webhook_certificate(directory: Path) -> None:
+    now = datetime.now(UTC)
+    authority = create_certificate_authority(now)
+    serving = create_serving_certificate(authority, WEBHOOK_DNS_NAMES, now, ip_addresses=WEBHOOK_IP_ADDRESSES)
+    write_files(directory, CertificateMaterial(serving.cert_pem, serving.key_pem, authority.cert_pem))
+
+
+def _host(address: str) -> str:
+    """The host part of `host:port`, with the wildcard shown as the loopback address a local client dials."""
+    host = address.rpartition(":")[0].strip("[]")
+    return "127.0.0.1" if host in ("", "0.0.0.0") else host

@@ -1,0 +1,448 @@
+"""`homelab-autoscaler demo`: the scenario reaches its outcome, as the API objects, the summary and the exit status
+show.
+
+The demo runs shortened (`--speed`) three ways: in-process, where the test reads the fake API's objects before the
+homelab is stopped; as the command in a subprocess, the way a newcomer runs it; and with `--serve`, where kubectl
+and a gRPC client reach the running homelab until SIGINT. Smaller cases check what a person reads when a step
+misses its deadline, how the live view redraws, and the energy estimate's arithmetic.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from os import terminal_size
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+import pytest
+
+from homelab_autoscaler.cli import main
+from homelab_autoscaler.demo import scenario
+from homelab_autoscaler.demo.display import LineDisplay, LiveDisplay
+from homelab_autoscaler.demo.homelab import Timing, demo_homelab
+from homelab_autoscaler.demo.observation import (
+    Change,
+    ChangeKind,
+    Check,
+    GroupSeen,
+    History,
+    InstanceSeen,
+    Observation,
+    StateEntry,
+    StepStatus,
+)
+from homelab_autoscaler.demo.readers import Autoscaler
+from homelab_autoscaler.demo.session import DemoSession
+from homelab_autoscaler.demo.summary import summarize
+from homelab_autoscaler.status_view import MachineRow, StatusView
+from protos import externalgrpc_pb2 as externalgrpc
+from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
+from schemas import GROUP_VERSION
+
+ROOT: Final = Path(__file__).resolve().parents[3]
+SPEED: Final = 10.0
+"""Boots take a few tenths of a second: the whole scenario runs in a few seconds."""
+NAMESPACE: Final = "homelab"
+RUN_TIMEOUT: Final = 90.0
+EXIT_TIMEOUT: Final = 20.0
+ANSI: Final = re.compile(r"\x1b\[")
+
+
+# --- the scenario, in-process --------------------------------------------------------------------------------
+
+
+def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
+    homelab = demo_homelab(SPEED)
+    log = io.StringIO()
+    with DemoSession(homelab) as session:
+        result = scenario.play(homelab, session.grpc_target, session.api_client, LineDisplay(log))
+        store = session.fake.store
+        machines = {item["metadata"]["name"]: item for item in store.list(GROUP_VERSION, "nodes", NAMESPACE)}
+        kube_nodes = {item["metadata"]["name"]: item for item in store.list("v1", "nodes")}
+        jobs = {item["metadata"]["name"]: item for item in store.list("batch/v1", "jobs", NAMESPACE)}
+        event_reasons = {
+            (event["involvedObject"]["name"], event["reason"]) for event in store.list("v1", "events", NAMESPACE)
+        }
+        directory = session.temporary_directory
+    summary = summarize(result.history, homelab.power_watts(), reached=result.reached, outcome=result.message)
+
+    assert result.exit_code == 0, result.message
+    states = {name: item["status"]["state"] for name, item in machines.items()}
+    assert states == {
+        "nuc-1": "Ready",
+        "elitedesk-1": "Shutdown",
+        "nuc-2": "Shutdown",
+        "nuc-3": "Shutdown",
+        "gpu-1": "Ready",
+        "gpu-2": "Shutdown",
+    }
+    # Booted machines registered with the ids CA was given: stated k3s ids kept, an empty one stamped.
+    assert {name: node["spec"]["providerID"] for name, node in kube_nodes.items()} == {
+        "nuc-1": "k3s://nuc-1",
+        "gpu-1": "k3s://gpu-1",
+    }
+    assert machines["nuc-2"]["status"]["providerID"] == "homelab://homelab/nuc-2"
+    # The machine that cannot boot: one failed startup Job, reported, then cooling down.
+    failed = machines["elitedesk-1"]["status"]
+    assert failed["consecutiveFailures"] == 1
+    assert datetime.fromisoformat(failed["cooldownUntil"].replace("Z", "+00:00")) > datetime.now(UTC)
+    assert ("elitedesk-1", "BootJobFailed") in event_reasons
+    assert summary.machine("elitedesk-1").states == ("Shutdown", "StartingUp", "BootFailed", "Shutdown")
+    assert _job_outcome(jobs["elitedesk-1-startup-1"]) == "Failed"
+    # The scale-down: cordoned, powered off by its shutdown Job, Kubernetes Node deleted.
+    assert _job_outcome(jobs["nuc-2-shutdown-2"]) == "Complete"
+    assert {("nuc-2", "PoweringOff"), ("nuc-2", "PoweredOff")} <= event_reasons
+    assert summary.machine("nuc-2").states == ("Shutdown", "StartingUp", "Ready", "ShuttingDown", "Shutdown")
+    assert "nuc-2: cordoned" in log.getvalue()
+    assert not [name for name in jobs if name.startswith(("nuc-3", "gpu-2"))]
+    # The summary a person reads.
+    assert summary.reached
+    assert summary.boot_times is not None
+    assert summary.boot_times.count == 3
+    assert 0 < summary.boot_times.minimum <= summary.boot_times.average <= summary.boot_times.maximum < 10
+    assert [failure.split(":")[0] for failure in summary.failures] == ["elitedesk-1"]
+    assert 0.4 < summary.energy.saved_fraction < 0.95
+    assert 0 < summary.energy.saved_kwh_per_day < summary.energy.always_on_kwh_per_day
+    # Everything was stopped and cleaned up when the session ended.
+    assert directory is not None
+    assert not directory.exists()
+
+
+def _job_outcome(job: dict[str, Any]) -> str:
+    conditions = job.get("status", {}).get("conditions") or []
+    return next((c["type"] for c in conditions if c["type"] in ("Complete", "Failed") and c["status"] == "True"), "")
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+
+def test_the_command_in_a_subprocess_exits_0_and_prints_the_story_and_the_summary() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "homelab_autoscaler.cli", "demo", "--speed", str(SPEED)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    output = finished.stdout
+    assert "Summary of the demo" in output
+    assert "Outcome reached: every step reached its outcome." in output
+    assert "CA → NodeGroupIncreaseSize id=homelab/minis delta=3" in output
+    assert "CA sees homelab://homelab/elitedesk-1: creating → creating + error BootFailed" in output
+    assert "nuc-2: Kubernetes Node deleted" in output
+    assert not ANSI.search(output), "a pipe gets plain lines, never cursor movement"
+    assert "Traceback" not in finished.stderr
+
+
+def test_quiet_prints_only_the_summary() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "homelab_autoscaler.cli", "demo", "--speed", str(SPEED * 2), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert finished.stdout.startswith("Summary of the demo")
+    assert "CA →" not in finished.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        pytest.param(["--speed", "0"], "not between 0", id="zero-speed"),
+        pytest.param(["--speed", "fast"], "not a number", id="speed-not-a-number"),
+        pytest.param(["--grpc-address", "50051"], "--grpc-address '50051' is not HOST:PORT", id="address-no-host"),
+    ],
+)
+def test_bad_flags_are_refused_with_exit_status_2(
+    arguments: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        status = main(["demo", *arguments])
+    except SystemExit as stopped:  # argparse refuses the value itself
+        status = int(stopped.code or 0)
+
+    assert status == 2
+    assert complaint in capsys.readouterr().err
+
+
+class DemoProcess:
+    """`demo --serve` in a subprocess, its stdout read line by line on a helper thread."""
+
+    def __init__(self, *arguments: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "homelab_autoscaler.cli", "demo", *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="demo-stdout-reader")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+
+    def value_after(self, prefix: str, timeout: float = RUN_TIMEOUT) -> str:
+        """The rest of the first stdout line (from here on) starting with `prefix`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.process.poll() is not None and self._lines.empty()):
+                pytest.fail(f"no {prefix!r} line from the demo (exit status {self.process.poll()}):\n"
+                            + "\n".join(self.lines))
+            try:
+                line = self._lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def interrupt(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            _stdout, stderr = self.process.communicate(timeout=EXIT_TIMEOUT)
+        finally:
+            self.kill()
+        return self.process.returncode, stderr
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self._reader.join(EXIT_TIMEOUT)
+
+
+@pytest.fixture
+def demo_processes() -> Iterator[list[DemoProcess]]:
+    started: list[DemoProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def test_serve_keeps_the_homelab_up_for_kubectl_and_a_real_ca_until_ctrl_c(
+    demo_processes: list[DemoProcess],
+) -> None:
+    demo = DemoProcess("--speed", str(SPEED), "--serve", "--quiet")
+    demo_processes.append(demo)
+
+    kubeconfig = demo.value_after("kubeconfig:")
+    grpc_address = demo.value_after("gRPC address:")
+    metrics_url = demo.value_after("metrics:")
+    cloud_config = demo.value_after("  address:")
+    listed = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "get", "nodes.infra.homecluster.dev", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+        check=False,
+    )
+    with grpc.insecure_channel(grpc_address) as channel:
+        groups = externalgrpc_grpc.CloudProviderStub(channel).NodeGroups(externalgrpc.NodeGroupsRequest(), timeout=5)
+    status, stderr = demo.interrupt()
+
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(listed.stdout.split()) == [
+        f"node.infra.homecluster.dev/{name}" for name in ("elitedesk-1", "gpu-1", "gpu-2", "nuc-1", "nuc-2", "nuc-3")
+    ]
+    assert sorted(group.id for group in groups.nodeGroups) == ["homelab/gpu", "homelab/minis"]
+    assert cloud_config == grpc_address
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", grpc_address)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", metrics_url)
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
+    assert not Path(kubeconfig).exists(), "the temporary kubeconfig is removed on exit"
+
+
+# --- a step that misses its deadline -------------------------------------------------------------------------
+
+
+class StandInAutoscaler:
+    """Answers CA's loop with one empty group; records mutating calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def loop(self) -> tuple[GroupSeen, ...]:
+        return (GroupSeen("homelab/minis", 0, 4, 0),)
+
+    def group_for_node(self, name: str, provider_id: str) -> str:
+        return ""
+
+    def increase_size(self, group_id: str, delta: int) -> None:
+        self.calls.append(f"increase {group_id} {delta}")
+
+    def delete_nodes(self, group_id: str, nodes: Sequence[tuple[str, str]]) -> None:
+        self.calls.append(f"delete {group_id} {nodes}")
+
+
+class EmptyCluster:
+    def read(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        return [], [], [], []
+
+
+class SteppingClock:
+    """Monotonic time that moves one second every time it is read, so deadlines pass without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_step_that_misses_its_deadline_ends_the_run_with_exit_1_naming_what_is_missing() -> None:
+    ca = StandInAutoscaler()
+
+    def scale_up(autoscaler: Autoscaler, seen: Observation) -> str:
+        autoscaler.increase_size("homelab/minis", 1)
+        return "NodeGroupIncreaseSize id=homelab/minis delta=1"
+
+    steps = [
+        scenario.Step(
+            "Scale up",
+            "CA asks for one machine.",
+            lambda seen, history: (Check("target 1", True), Check("a machine boots", False)),
+            world_seconds=1.0,
+            act=scale_up,
+        ),
+        scenario.Step("Never played", "", lambda seen, history: (), world_seconds=1.0),
+    ]
+    log = io.StringIO()
+    driver = scenario.Driver(ca, EmptyCluster(), LineDisplay(log), Timing(1000.0), clock=SteppingClock())
+
+    result = driver.play(steps)
+
+    assert result.exit_code == 1
+    assert result.failed_step == "Scale up"
+    assert result.missing == ("a machine boots",)
+    assert "step 1 (Scale up) did not reach its outcome" in result.message
+    assert "still missing: a machine boots" in result.message
+    assert ca.calls == ["increase homelab/minis 1"]
+    assert "Never played" not in log.getvalue()
+
+
+def test_an_interrupted_run_says_so_with_exit_130() -> None:
+    stop = threading.Event()
+    stop.set()
+    steps = [scenario.Step("Wait", "", lambda seen, history: (Check("never", False),), world_seconds=1.0)]
+    driver = scenario.Driver(StandInAutoscaler(), EmptyCluster(), LineDisplay(io.StringIO()), Timing(), stop=stop)
+
+    result = driver.play(steps)
+
+    assert result.exit_code == 130
+    assert "interrupted" in result.message
+
+
+# --- the live view -------------------------------------------------------------------------------------------
+
+
+def _observation(elapsed: float, state: str) -> Observation:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    machine = MachineRow(
+        namespace=NAMESPACE,
+        name="nuc-1",
+        group="minis",
+        state=state,
+        since=now - timedelta(seconds=1),
+        age_seconds=1,
+        last_error="startup Job nuc-1-startup-1 failed: Job has reached the specified backoff limit " * 2,
+    )
+    group = GroupSeen("homelab/minis", 0, 4, 1, (InstanceSeen("k3s://nuc-1", "creating"),))
+    return Observation(elapsed, now, (group,), StatusView(machines=(machine,)), {}, ())
+
+
+def test_the_live_view_redraws_in_place_and_never_wraps() -> None:
+    screen = io.StringIO()
+    display = LiveDisplay(screen, {"nuc-1": 2.0}, colour=True, terminal=lambda: terminal_size((60, 40)))
+    step = StepStatus(2, 6, "Scale up minis by 3", "Pods are pending, so CA asks for 3 more minis " * 3, 0.0,
+                      (Check("nuc-1 Ready", False),))
+    change = Change(1.0, ChangeKind.STATE, "nuc-1", "Shutdown → StartingUp")
+
+    display.show(_observation(1.0, "StartingUp"), [change], step)
+    first = screen.getvalue()
+    display.show(_observation(1.5, "StartingUp"), [], step)
+    second = screen.getvalue()[len(first):]
+    display.close()
+
+    first_lines = first.rstrip("\n").split("\n")
+    assert second.startswith(f"\x1b[{len(first_lines)}F\x1b[J"), "the second frame is drawn over the first"
+    visible = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in first_lines]
+    assert all(len(line) < 60 for line in visible)
+    assert any("nuc-1" in line and "[" in line and "of ~2.0 s" in line for line in visible), "a boot progress bar"
+    assert any("homelab/minis" in line and "target 1" in line for line in visible)
+    assert screen.getvalue().endswith("\x1b[?25h"), "the cursor is given back"
+
+
+def test_a_pipe_gets_one_line_per_change() -> None:
+    log = io.StringIO()
+    changes = [
+        Change(1.0, ChangeKind.CALL, "CA", "NodeGroupIncreaseSize id=homelab/minis delta=3"),
+        Change(1.2, ChangeKind.INSTANCE, "k3s://nuc-1", "creating → running"),
+    ]
+
+    LineDisplay(log).show(_observation(1.2, "Ready"), changes, None)
+
+    assert log.getvalue().splitlines() == [
+        "[   1.0s] CA → NodeGroupIncreaseSize id=homelab/minis delta=3",
+        "[   1.2s] CA sees k3s://nuc-1: creating → running",
+    ]
+
+
+# --- the energy estimate -------------------------------------------------------------------------------------
+
+
+def _history(entries: list[tuple[str, float]], end: float) -> History:
+    """A run of one machine ("box", 100 W) seen in each (state, at) of `entries`, ending at `end`."""
+    history = History()
+    history.timelines["box"] = [StateEntry(state, None, at) for state, at in entries]
+    history.first = _observation(0.0, entries[0][0])
+    history.last = _observation(end, entries[-1][0])
+    return history
+
+
+@pytest.mark.parametrize(
+    ("entries", "saved_fraction", "saved_kwh_per_day"),
+    [
+        pytest.param([("Shutdown", 0.0)], 1.0, 2.4, id="off-the-whole-run"),
+        pytest.param([("Ready", 0.0)], 0.0, 0.0, id="on-the-whole-run"),
+        pytest.param([("Shutdown", 0.0), ("StartingUp", 5.0), ("Ready", 6.0)], 0.5, 1.2, id="off-half-the-run"),
+        pytest.param([("Shutdown", 0.0), ("StartingUp", 2.0), ("BootFailed", 3.0), ("Shutdown", 8.0)], 0.4, 0.96,
+                     id="a-failed-boot-counts-as-on"),
+        pytest.param([("Quarantined", 0.0)], 1.0, 2.4, id="quarantined-is-off"),
+    ],
+)
+def test_energy_saved_is_off_time_times_power_extrapolated_to_a_day(
+    entries: list[tuple[str, float]], saved_fraction: float, saved_kwh_per_day: float
+) -> None:
+    summary = summarize(_history(entries, end=10.0), {"box": 100}, reached=True, outcome="done")
+
+    assert summary.energy.saved_fraction == pytest.approx(saved_fraction)
+    assert summary.energy.saved_kwh_per_day == pytest.approx(saved_kwh_per_day)
+    assert summary.energy.always_on_kwh_per_day == pytest.approx(2.4)
+
