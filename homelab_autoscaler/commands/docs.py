@@ -9,6 +9,8 @@ exported). Wherever a page states a fact the code owns, the page is generated he
   (`render_metrics_table`, which lives here because only the composition root may import prometheus_client
   alongside the schemas);
 - `architecture/state.md`: the section between its markers, from the power state machine's transition table.
+- `architecture/kubernetes.md`: the section between its markers, from the table of every Kubernetes API call
+  (`actors.adapters.api_calls`), which the RBAC manifest is also checked against.
 
 `--write DIR` regenerates them; `--check DIR` exits 1 with a diff when one is stale, for CI. Prose outside the
 markers is written by hand and left alone.
@@ -141,6 +143,7 @@ def _between_markers(
 
 def generated_documents() -> tuple[GeneratedDocument, ...]:
     """Every generated document, reference pages first."""
+    from actors.adapters import api_calls
     from actors.fsm import node as node_fsm
     from schemas.reference import render_reference_pages
 
@@ -161,6 +164,16 @@ def generated_documents() -> tuple[GeneratedDocument, ...]:
                 node_fsm.END_MARKER,
                 node_fsm.render_transition_table,
                 "architecture/state.md",
+            ),
+        ),
+        GeneratedDocument(
+            "architecture/kubernetes.md",
+            _between_markers(
+                "Talking to Kubernetes",
+                api_calls.BEGIN_MARKER,
+                api_calls.END_MARKER,
+                api_calls.render_api_calls_table,
+                "architecture/kubernetes.md",
             ),
         ),
     )
@@ -214,7 +227,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "docs",
         help="write or check the documentation pages generated from the code",
-        description="Write or check the API reference, the metrics table and the state table under a docs "
+        description="Write or check the API reference, the metrics, state and API call tables under a docs "
         "directory.",
     )
     target = parser.add_mutually_exclusive_group(required=True)

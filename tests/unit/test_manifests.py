@@ -22,10 +22,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from actors.adapters.api_calls import Grant, required_grants
 from schemas.crds import apply_defaults
 from schemas.labels import GROUP_LABEL
 from schemas.validation import validate_group, validate_node
 from sim.seed import plan_homelab
+from tests.integration.security.rbac_support import installation, operator_grants
 from webhooks.admission import ALL_NAMESPACES, AdmissionRules, KnownMachine, review
 from webhooks.certs import service_dns_names
 
@@ -335,50 +337,31 @@ def test_network_policy_admits_ca_for_grpc_anyone_for_the_webhook_and_monitoring
 # --- RBAC ----------------------------------------------------------------------------------------------------
 
 
-def _grants(role: Document) -> set[tuple[str, str, str, tuple[str, ...]]]:
-    return {
-        (group, resource, verb, tuple(rule.get("resourceNames", ())))
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+# The grants are derived from actors/adapters/api_calls.py, the table of every request the operator makes;
+# tests/integration/security/test_security_rbac.py proves that table against the requests really sent.
 
 
-def _expand(table: list[tuple[str, str, str, tuple[str, ...]]]) -> set[tuple[str, str, str, tuple[str, ...]]]:
-    return {(group, resource, verb, names) for group, resource, verbs, names in table for verb in verbs.split()}
+def _granted(base: list[Document]) -> set[Grant]:
+    return operator_grants(base, installation(base))
 
 
-def test_cluster_role_grants_exactly_what_the_operator_needs(base: list[Document]) -> None:
-    assert _grants(find(base, "ClusterRole")) == _expand(
-        [
-            ("infra.homecluster.dev", "groups", "get list watch", ()),
-            ("infra.homecluster.dev", "nodes", "get list watch", ()),
-            ("infra.homecluster.dev", "groups/status", "patch update", ()),
-            ("infra.homecluster.dev", "nodes/status", "patch update", ()),
-            ("", "nodes", "get list watch patch delete", ()),
-            ("", "pods", "list", ()),
-            ("", "pods/eviction", "create", ()),
-            ("batch", "jobs", "get list watch create delete", ()),
-            ("", "events", "create patch", ()),
-            ("events.k8s.io", "events", "create patch", ()),
-            ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get patch", ("homelab-autoscaler",)),
-        ]
-    )
+def _needed(base: list[Document]) -> frozenset[Grant]:
+    return required_grants(installation(base).object_names)
 
 
-def test_own_namespace_role_grants_lease_secret_and_leader_label(base: list[Document]) -> None:
+def test_rbac_grants_every_permission_the_api_call_table_needs(base: list[Document]) -> None:
+    missing = sorted(grant.describe() for grant in _needed(base) - _granted(base))
+    assert missing == [], "the operator would be refused (403):\n" + "\n".join(missing)
+
+
+def test_rbac_grants_nothing_the_api_call_table_does_not_need(base: list[Document]) -> None:
+    extra = sorted(grant.describe() for grant in _granted(base) - _needed(base))
+    assert extra == [], "granted but needed by no API call:\n" + "\n".join(extra)
+
+
+def test_the_own_namespace_role_lives_in_the_operator_namespace(base: list[Document]) -> None:
     role = find(base, "Role")
-    assert role["metadata"]["namespace"] == NAMESPACE
-    assert _grants(role) == _expand(
-        [
-            ("coordination.k8s.io", "leases", "get update", ("homelab-autoscaler",)),
-            ("coordination.k8s.io", "leases", "create", ()),
-            ("", "secrets", "get update", ("homelab-autoscaler-webhook-tls",)),
-            ("", "secrets", "create", ()),
-            ("", "pods", "patch", ()),
-        ]
-    )
+    assert role["metadata"]["namespace"] == NAMESPACE == installation(base).operator_namespace
 
 
 @pytest.mark.parametrize("kind", ["ClusterRoleBinding", "RoleBinding"])
