@@ -6,7 +6,8 @@ layout each CA version reads (both are always filled), what a scale-from-zero te
 per-group option overrides are merged into CA's own defaults, how a machine's price over a window is
 reckoned, and how CA's stand-in nodes are told apart from real ones. Keeping these rules in pure functions
 lets them be tested as tables without a server, and keeps the servicer down to "look up, convert, reply".
-Nothing here does I/O or imports grpc.
+Nothing here does I/O or imports grpc itself. A request that cannot be converted (a timestamp or duration out
+of range) raises the gateway's `InvalidRequest`, naming the field, so CA gets INVALID_ARGUMENT and not INTERNAL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Final
 
 from actors.fsm.group import InstanceState, InstanceView
 from actors.read_model import GroupSnapshot, MachineSnapshot
+from grpc_gateway.errors import InvalidRequest
 from grpc_gateway.views import NodeGroupView, NodeRef, TemplateNode
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import k8s_node_pb2 as kubernetes
@@ -43,6 +45,9 @@ CA_DEFAULT_GPU_UTILIZATION_THRESHOLD: Final = 0.5
 CA_DEFAULT_MAX_NODE_STARTUP_SECONDS: Final = 15 * 60
 
 _NANOSECONDS_PER_SECOND: Final = 1_000_000_000
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SECONDS_PER_HOUR: Final = Decimal(3600)
 _WATTS_PER_KILOWATT: Final = Decimal(1000)
 
@@ -189,7 +194,8 @@ def autoscaling_options(
     max-node-provision-time makes every booting machine time out at once). So with no override we answer
     nothing and CA keeps its flags. With overrides we start from CA's own `defaults` (from whichever
     duration layout its version sent; CA's documented flag defaults if it sent neither or no defaults at
-    all), apply the overrides, and write every duration in both layouts.
+    all), apply the overrides, and write every duration in both layouts. Raises `InvalidRequest` naming the
+    field when a default we must carry over is too long for the legacy layout's int64 nanoseconds.
 
     Caveat worth surfacing to users: CA 1.35 and 1.36 have no field for max-node-startup-time and set it
     to zero whenever options are returned (upstream issue #10245); we fill the pending field 11 anyway.
@@ -215,7 +221,7 @@ def autoscaling_options(
         nanoseconds = (
             _seconds_to_nanoseconds(parse_duration(override))
             if override is not None
-            else _duration_nanoseconds(options, current_field, legacy_field)
+            else _default_duration_nanoseconds(options, current_field, legacy_field)
         )
         if nanoseconds is None:
             nanoseconds = ca_default_seconds * _NANOSECONDS_PER_SECOND
@@ -262,7 +268,8 @@ def pricing_window(
 ) -> tuple[datetime | None, datetime | None]:
     """The (start, end) of a pricing request in UTC, None where CA sent nothing. Pure.
 
-    The current timestamp fields are read first; CA before 1.34.2 only sends the legacy ones.
+    The current timestamp fields are read first; CA before 1.34.2 only sends the legacy ones. A timestamp
+    outside the years 1 to 9999 raises `InvalidRequest` naming its field.
     """
     return (
         _timestamp_field(request, "startTimestamp", "startTime"),
@@ -316,11 +323,18 @@ def _seconds_to_nanoseconds(seconds: float) -> int:
     return int(Decimal(repr(seconds)) * _NANOSECONDS_PER_SECOND)
 
 
-def _duration_nanoseconds(
+def _default_duration_nanoseconds(
     options: externalgrpc.NodeGroupAutoscalingOptions, current_field: str, legacy_field: str
 ) -> int | None:
     if options.HasField(current_field):
         nanoseconds: int = getattr(options, current_field).ToNanoseconds()
+        # A protobuf Duration reaches ±10,000 years; the legacy K8sDuration is int64 nanoseconds (±292 years),
+        # and both layouts are always written, so a longer default has no faithful answer.
+        if not _INT64_MIN <= nanoseconds <= _INT64_MAX:
+            raise InvalidRequest(
+                f"defaults.{current_field} of {getattr(options, current_field).seconds} s is out of range: "
+                "option durations must fit int64 nanoseconds (about ±292 years)"
+            )
         return nanoseconds
     if options.HasField(legacy_field):
         legacy_nanoseconds: int = getattr(options, legacy_field).duration
@@ -336,6 +350,12 @@ def _timestamp_field(
     for field_name in (current_field, legacy_field):
         if request.HasField(field_name):
             timestamp = getattr(request, field_name)
-            moment = datetime.fromtimestamp(timestamp.seconds, tz=UTC)
-            return moment + timedelta(microseconds=timestamp.nanos // 1000)
+            try:
+                return _UNIX_EPOCH + timedelta(seconds=timestamp.seconds, microseconds=timestamp.nanos // 1000)
+            except OverflowError as error:
+                # datetime spans years 1 to 9999, the same range protobuf allows a Timestamp.
+                raise InvalidRequest(
+                    f"{field_name} (seconds={timestamp.seconds}, nanos={timestamp.nanos}) is outside "
+                    "the years 1 to 9999"
+                ) from error
     return None

@@ -115,7 +115,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     """The request inside an AdmissionReview v1 body; raises MalformedReviewError saying what is wrong. Pure."""
     try:
         review = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise MalformedReviewError("request body is nested too deeply to be a Kubernetes object") from None
+    except ValueError as error:
+        # Bad UTF-8, bad JSON, and integers longer than Python converts (4300 digits) are all ValueErrors.
         raise MalformedReviewError(f"request body is not valid JSON: {error}") from None
     if not isinstance(review, dict):
         raise MalformedReviewError("request body must be a JSON object (an AdmissionReview)")
@@ -141,6 +144,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     for label, value in (("object", admitted_object), ("oldObject", old_object)):
         if value is not None and not isinstance(value, dict):
             raise MalformedReviewError(f"AdmissionReview request {label} must be a JSON object")
+    # A bad `object.metadata` is the user's mistake, denied naming the field; the stored `oldObject` always has
+    # object metadata when an API server sends it, so anything else means the review itself is broken.
+    if old_object is not None and not isinstance(old_object.get("metadata", {}), dict | None):
+        raise MalformedReviewError("AdmissionReview request oldObject.metadata must be a JSON object")
     return AdmissionRequest(
         uid=uid,
         group=str(kind.get("group", "")),
@@ -324,8 +331,15 @@ class _Checker(Protocol):
 
 
 def _with_identity(candidate: Mapping[str, Any], request: AdmissionRequest) -> dict[str, Any]:
-    """`candidate` with metadata name/namespace filled from the request when the object leaves them out."""
-    metadata = dict(candidate.get("metadata") or {})
+    """`candidate` with metadata name/namespace filled from the request when the object leaves them out.
+
+    A `metadata` that is not an object is left as it is, for the schema rules to deny naming `metadata`
+    (a list of pairs must not quietly become a mapping).
+    """
+    original = candidate.get("metadata")
+    if original is not None and not isinstance(original, Mapping):
+        return dict(candidate)  # not even an empty list or string may pass for the empty metadata
+    metadata = dict(original or {})
     metadata.setdefault("name", request.name)
     if not metadata.get("namespace"):
         metadata["namespace"] = request.namespace
@@ -354,6 +368,8 @@ def _kubernetes_node_name_changed(request: AdmissionRequest, target: str) -> boo
 
 def _display_name(request: AdmissionRequest) -> str:
     metadata = (request.object or {}).get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        metadata = {}
     name = request.name or str(metadata.get("name") or "")
     namespace = request.namespace or str(metadata.get("namespace") or "")
     return f"{namespace}/{name}" if namespace else name

@@ -12,6 +12,7 @@ import pytest
 from actors.fsm.group import InstanceError, InstanceErrorClass, InstanceState, InstanceView
 from actors.read_model import GroupSnapshot, MachineSnapshot, TemplateSource
 from grpc_gateway import convert
+from grpc_gateway.errors import InvalidRequest
 from grpc_gateway.views import NodeGroupView, NodeRef, TemplateNode
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import k8s_node_pb2 as kubernetes
@@ -455,6 +456,46 @@ def test_defaults_passed_in_are_not_modified() -> None:
     assert defaults.SerializeToString(deterministic=True) == before
 
 
+INT64_NANOSECONDS_SECONDS = (2**63 - 1) // SECOND
+"""Whole seconds of the longest duration int64 nanoseconds hold (about 292 years)."""
+
+
+@pytest.mark.parametrize(
+    ("duration", "want_nanoseconds"),
+    [
+        pytest.param(
+            {"seconds": INT64_NANOSECONDS_SECONDS, "nanos": 854_775_807}, 2**63 - 1, id="int64-maximum-is-carried"
+        ),
+        pytest.param(
+            {"seconds": -INT64_NANOSECONDS_SECONDS, "nanos": -854_775_808}, -(2**63), id="int64-minimum-is-carried"
+        ),
+        pytest.param({"seconds": INT64_NANOSECONDS_SECONDS + 1}, None, id="one-second-past-int64"),
+        pytest.param({"seconds": -INT64_NANOSECONDS_SECONDS - 1}, None, id="one-second-before-int64"),
+        pytest.param({"seconds": 315_576_000_000}, None, id="protobuf-duration-maximum"),
+    ],
+)
+def test_a_default_duration_must_fit_int64_nanoseconds(duration: dict[str, int], want_nanoseconds: int | None) -> None:
+    defaults = cluster_autoscaler_defaults(scaleDownUnreadyDuration=duration)
+    overrides = AutoscalingOptions(scale_down_unneeded_time="1m")  # the unready default is carried over
+
+    if want_nanoseconds is None:
+        with pytest.raises(InvalidRequest, match=r"defaults\.scaleDownUnreadyDuration"):
+            convert.autoscaling_options(defaults, overrides)
+        return
+    options = convert.autoscaling_options(defaults, overrides)
+    assert options is not None
+    assert durations(options)["unready"] == (want_nanoseconds, want_nanoseconds)
+
+
+def test_an_out_of_range_default_that_is_overridden_is_not_read() -> None:
+    defaults = cluster_autoscaler_defaults(scaleDownUnreadyDuration={"seconds": 315_576_000_000})
+
+    options = convert.autoscaling_options(defaults, AutoscalingOptions(scale_down_unready_time="25m"))
+
+    assert options is not None
+    assert durations(options)["unready"] == (25 * MINUTE, 25 * MINUTE)
+
+
 # ---- nodes CA sends ---------------------------------------------------------------------------------
 
 
@@ -581,6 +622,44 @@ def test_pricing_window(
     request_type: type[Any], fields: dict[str, Any], want: tuple[datetime | None, datetime | None]
 ) -> None:
     assert convert.pricing_window(request_type(**fields)) == want
+
+
+FIRST_MOMENT = datetime(1, 1, 1, tzinfo=UTC)
+LAST_MICROSECOND = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+FIRST_SECONDS = -62_135_596_800
+LAST_SECONDS = 253_402_300_799
+
+
+@pytest.mark.parametrize(
+    ("fields", "want"),
+    [
+        pytest.param(
+            {
+                "startTimestamp": {"seconds": FIRST_SECONDS},
+                "endTimestamp": {"seconds": LAST_SECONDS, "nanos": 999_999_999},
+            },
+            (FIRST_MOMENT, LAST_MICROSECOND),
+            id="year-1-to-year-9999-are-read",
+        ),
+        pytest.param({"endTimestamp": {"seconds": LAST_SECONDS + 1}}, "endTimestamp", id="after-year-9999"),
+        pytest.param({"startTimestamp": {"seconds": FIRST_SECONDS - 1}}, "startTimestamp", id="before-year-1"),
+        pytest.param(
+            {"endTimestamp": {"seconds": LAST_SECONDS, "nanos": 2**31 - 1}}, "endTimestamp", id="nanos-carry-past-9999"
+        ),
+        pytest.param({"startTime": {"seconds": -(2**63)}}, "startTime", id="legacy-field-int64-minimum"),
+        pytest.param({"endTime": {"seconds": 2**63 - 1}}, "endTime", id="legacy-field-int64-maximum"),
+    ],
+)
+def test_a_pricing_timestamp_outside_years_1_to_9999_is_an_invalid_request(
+    fields: dict[str, Any], want: tuple[datetime, datetime] | str
+) -> None:
+    request = externalgrpc.PricingNodePriceRequest(**fields)
+
+    if isinstance(want, str):
+        with pytest.raises(InvalidRequest, match=f"^{want} .*outside the years 1 to 9999"):
+            convert.pricing_window(request)
+    else:
+        assert convert.pricing_window(request) == want
 
 
 @pytest.mark.parametrize(
