@@ -14,3 +14,6 @@ echo "== ruff";          ruff check .
 echo "== mypy --strict"; mypy schemas actors grpc_gateway webhooks sim homelab_autoscaler
 echo "== import-linter"; lint-imports
 echo "== pytest";        python -m pytest "$@"
+# The end-to-end scenarios, once, against the fake API the suite starts itself (docs/development/e2e.md). The main
+# run above skips them unless a cluster was given; a kubeconfig in the environment is not used here.
+echo "== e2e (fake API)"; E2E_KUBECONFIG= python -m pytest tests/e2e --e2e-fake -q
