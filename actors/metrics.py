@@ -8,9 +8,10 @@ The metrics live in a module-level `REGISTRY` rather than prometheus_client's gl
 and benchmarks may run several actor runtimes in one process, and a private registry keeps them from colliding
 with anything else a library registers globally. The metrics HTTP endpoint serves `render()`.
 
-Cardinality: at 5000 machines every per-node label multiplies series by 5000. Counters labelled per actor and
-the per-node state gauge are affordable (a handful of series per node); histograms are not (each one is ~20
-series), so handler latency is labelled by actor kind only. Series of a node or group that goes away are
+Cardinality: at 5000 machines every per-node label multiplies series by 5000, and each series costs the operator
+memory as well as Prometheus. Counters labelled per actor and the per-node state gauge are affordable (the state
+gauge keeps one series per node: its current state, not a zero for every other state); histograms are not (each
+one is ~20 series), so handler latency is labelled by actor kind only. Series of a node or group that goes away are
 removed with `forget_node` / `forget_group` so that stale machines do not linger in dashboards.
 
 prometheus_client metric objects are thread-safe; the small bookkeeping in the helpers below is guarded by a
@@ -82,7 +83,7 @@ PENDING_TIMERS = Gauge(
 
 NODE_STATE = Gauge(
     PREFIX + "node_state",
-    "Power state of each machine: 1 for the current state, 0 for the others.",
+    "Power state of each machine: one series per machine, labelled with its current state, value 1.",
     ["group", "node", "state"],
     registry=REGISTRY,
 )
@@ -162,40 +163,29 @@ def render() -> bytes:
 
 _bookkeeping_lock = threading.Lock()
 _known_node_states: set[str] = set()
-_states_by_node: dict[tuple[str, str], set[str]] = {}
+_state_by_node: dict[tuple[str, str], str] = {}
 _states_by_group: dict[str, set[str]] = {}
 
 
 def declare_node_states(states: Iterable[str]) -> None:
-    """Make every listed state appear (as 0) for each node, so queries can rely on the series existing."""
+    """Make every listed state appear (as 0) in each group's `group_machines`, so queries can rely on those series."""
     with _bookkeeping_lock:
         _known_node_states.update(states)
 
 
 def set_node_state(group: str, node: str, state: str) -> None:
-    """Mark `state` as the node's current state (1) and zero every other state it has a series for."""
-    with _bookkeeping_lock:
-        _known_node_states.add(state)
-        exported = _states_by_node.setdefault((group, node), set())
-        exported.update(_known_node_states)
-        for other in exported:
-            NODE_STATE.labels(group, node, other).set(1 if other == state else 0)
+    """Export `state` as the node's one `node_state` series (value 1), removing the series of its previous state.
 
-
-def node_state_gauges(group: str, node: str, state: str) -> dict[str, Gauge]:
-    """`set_node_state`, returning the node's gauge child for every known state.
-
-    A shell that keeps them moves its state with two `set` calls per transition instead of one series lookup per
-    state (a lookup validates labels under a lock: ~20 us each). The series stay registered for `forget_node`.
+    One series per machine rather than one per state: at 5000 machines the zeroed series of the other six states
+    cost the operator tens of MiB and tell nothing that `sum by (state)` or `== 1` need.
     """
     with _bookkeeping_lock:
         _known_node_states.add(state)
-        exported = _states_by_node.setdefault((group, node), set())
-        exported.update(_known_node_states)
-        children = {other: NODE_STATE.labels(group, node, other) for other in exported}
-    for other, child in children.items():
-        child.set(1 if other == state else 0)
-    return children
+        previous = _state_by_node.get((group, node))
+        _state_by_node[(group, node)] = state
+        if previous is not None and previous != state:
+            _remove_quietly(NODE_STATE, group, node, previous)
+        NODE_STATE.labels(group, node, state).set(1)
 
 
 def record_transition(group: str, node: str, from_state: str, to_state: str) -> None:
@@ -207,7 +197,8 @@ def record_transition(group: str, node: str, from_state: str, to_state: str) -> 
 def forget_node(group: str, node: str) -> None:
     """Drop every series of a node that no longer exists."""
     with _bookkeeping_lock:
-        for state in _states_by_node.pop((group, node), set()):
+        state = _state_by_node.pop((group, node), None)
+        if state is not None:
             _remove_quietly(NODE_STATE, group, node, state)
 
 

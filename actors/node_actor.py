@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from actors import metrics, wiring
 from actors.base import ShellActor
@@ -107,7 +107,6 @@ class NodeActor(ShellActor):
         self._ticker: Any = None
         self._commands_handled = 0
         self._last_report: MachineStateChanged | None = None
-        self._state_gauges: dict[str, Gauge] = {}
         self._boot_failures: Counter | None = None
 
     # --- handlers --------------------------------------------------------------------------------------------
@@ -208,17 +207,16 @@ class NodeActor(ShellActor):
             self.send(self._supervisor, MachineStatusWritten(metadata.namespace, metadata.name, written[-1]))
 
     def _export_state(self) -> None:
-        """Publish the state gauge and keep its series at hand: a transition then costs two sets, not a lookup each."""
+        """Publish the state gauge and keep the group's boot-failure counter at hand."""
         if self._machine is None:
             return
-        name, state = self._machine.config.name, self._machine.status.state
-        self._state_gauges = metrics.node_state_gauges(self._group_id, name, state.value)
+        metrics.set_node_state(self._group_id, self._machine.config.name, self._machine.status.state.value)
         self._boot_failures = metrics.BOOT_FAILURES.labels(self._group_id)
 
     def _count_transition(self, old: NodeState, new: NodeState) -> None:
-        metrics.NODE_TRANSITIONS.labels(self._group_id, old.value, new.value).inc()
-        self._state_gauges[old.value].set(0)
-        self._state_gauges[new.value].set(1)
+        machine = self._machine
+        assert machine is not None  # committed just before
+        metrics.record_transition(self._group_id, machine.config.name, old.value, new.value)
         if new is NodeState.BOOT_FAILED and self._boot_failures is not None:
             self._boot_failures.inc()
 

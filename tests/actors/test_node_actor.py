@@ -277,7 +277,11 @@ def test_transitions_are_counted_per_group(machine: OneMachine) -> None:
     state = metrics.REGISTRY.get_sample_value(
         "homelab_autoscaler_node_state", {"group": machine.group_id, "node": "m1", "state": "StartingUp"}
     )
-    assert (sample, state) == (1.0, 1.0)
+    left_behind = metrics.REGISTRY.get_sample_value(
+        "homelab_autoscaler_node_state", {"group": machine.group_id, "node": "m1", "state": "Shutdown"}
+    )
+    # The machine's one state series moved to the new state; the old state's series is gone, not zeroed.
+    assert (sample, state, left_behind) == (1.0, 1.0, None)
 
 
 def test_a_retired_machine_cancels_its_timers(machine: OneMachine) -> None:

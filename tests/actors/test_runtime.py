@@ -398,32 +398,40 @@ def _node_state_samples(group: str, node: str) -> dict[str, float]:
     "states_set",
     [
         pytest.param(["Shutdown"], id="first-state"),
-        pytest.param(["Shutdown", "StartingUp", "Ready"], id="earlier-states-zeroed"),
+        pytest.param(["Shutdown", "StartingUp", "Ready"], id="earlier-states-removed"),
         pytest.param(["Ready", "Ready"], id="same-state-twice"),
         pytest.param(["Ready", "ShuttingDown", "Ready"], id="back-to-an-earlier-state"),
     ],
 )
-def test_set_node_state_marks_exactly_one_state(states_set: list[str]) -> None:
+def test_set_node_state_keeps_one_series_for_the_current_state(states_set: list[str]) -> None:
     node = "node-" + "-".join(states_set)
     for state in states_set:
         metrics.set_node_state("table-group", node, state)
 
-    samples = _node_state_samples("table-group", node)
-    # Every state the process knows of has a series; exactly the last one set reads 1.
-    assert {state for state, value in samples.items() if value == 1.0} == {states_set[-1]}
-    assert set(states_set) <= set(samples)
-    assert all(value in (0.0, 1.0) for value in samples.values())
+    # One series per machine: its current state, reading 1; earlier states leave no series behind.
+    assert _node_state_samples("table-group", node) == {states_set[-1]: 1.0}
     metrics.forget_node("table-group", node)
     assert _node_state_samples("table-group", node) == {}
 
 
-def test_declared_states_appear_as_zero_for_every_node() -> None:
+def test_declared_states_do_not_add_node_series() -> None:
     metrics.declare_node_states(["Shutdown", "StartingUp", "Ready", "ShuttingDown"])
     metrics.set_node_state("declared-group", "declared-node", "StartingUp")
 
-    samples = _node_state_samples("declared-group", "declared-node")
-    assert {"Shutdown": 0.0, "StartingUp": 1.0, "Ready": 0.0, "ShuttingDown": 0.0}.items() <= samples.items()
+    assert _node_state_samples("declared-group", "declared-node") == {"StartingUp": 1.0}
     metrics.forget_node("declared-group", "declared-node")
+
+
+def test_record_transition_counts_and_moves_the_state_series() -> None:
+    labels = {"group": "moving-group", "from_state": "Shutdown", "to_state": "StartingUp"}
+    before = metrics.REGISTRY.get_sample_value("homelab_autoscaler_node_transitions_total", labels) or 0.0
+    metrics.set_node_state("moving-group", "moving-node", "Shutdown")
+
+    metrics.record_transition("moving-group", "moving-node", "Shutdown", "StartingUp")
+
+    assert metrics.REGISTRY.get_sample_value("homelab_autoscaler_node_transitions_total", labels) == before + 1
+    assert _node_state_samples("moving-group", "moving-node") == {"StartingUp": 1.0}
+    metrics.forget_node("moving-group", "moving-node")
 
 
 def test_group_machines_zero_states_missing_from_the_counts() -> None:
