@@ -18,13 +18,13 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
+from actors.adapters.kube_client import KubeApi, KubeError, KubeNotFound
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
 from schemas.crds import render_crds
 from schemas.group import GroupSpec, NodeTemplate
 from schemas.node import EnvVar, JobTemplate, NodeSpec, Pricing, default_provider_id
 from sim.fakeapi import ApiError, FakeApiServer, Store
-from sim.machines.kube import KubeApiError, KubeRest
 from sim.machines.model import ProviderIdMode, SimulatedMachine
 
 logger = logging.getLogger(__name__)
@@ -178,13 +178,13 @@ def _resource(
 
 def install_crds(api_client: kube_client.ApiClient, timeout: float = 10.0) -> None:
     """Creates (or updates) our CRDs and waits until the API server serves both resources."""
-    rest = KubeRest(api_client)
+    rest = KubeApi(api_client)
     collection = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     crds = render_crds()
     for crd in crds:
         try:
             rest.post(collection, crd)
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status != ALREADY_EXISTS:
                 raise
             existing = rest.get(f"{collection}/{crd['metadata']['name']}")
@@ -201,7 +201,7 @@ def install_crds(api_client: kube_client.ApiClient, timeout: float = 10.0) -> No
                 resource.get("name")
                 for resource in rest.get(f"/apis/{API_GROUP}/{API_VERSION}").get("resources", ())
             }
-        except KubeApiError as error:
+        except KubeError as error:
             served = set()
             last_error: str = str(error)
         else:
@@ -247,7 +247,7 @@ def seed_homelab(
         if store is not None:
             _write_to_store(store, plan)
         else:
-            _write_over_http(KubeRest(api_client), plan)
+            _write_over_http(KubeApi(api_client), plan)
         logger.info(
             "seeded %d groups and %d machines in %s in %.2f s",
             len(plan.groups),
@@ -270,7 +270,7 @@ def _connect(target: kube_client.ApiClient | FakeApiServer) -> tuple[kube_client
     return target, None
 
 
-def _write_over_http(rest: KubeRest, plan: HomelabPlan) -> None:
+def _write_over_http(rest: KubeApi, plan: HomelabPlan) -> None:
     _create(rest, "/api/v1/namespaces", plan.namespace)
     base = f"/apis/{GROUP_VERSION}/namespaces/{plan.namespace['metadata']['name']}"
     jobs = [(f"{base}/groups", group) for group in plan.groups] + [
@@ -281,10 +281,10 @@ def _write_over_http(rest: KubeRest, plan: HomelabPlan) -> None:
             pass
 
 
-def _create(rest: KubeRest, collection: str, body: Mapping[str, Any]) -> None:
+def _create(rest: KubeApi, collection: str, body: Mapping[str, Any]) -> None:
     try:
         rest.post(collection, body)
-    except KubeApiError as error:
+    except KubeError as error:
         if error.status != ALREADY_EXISTS:
             raise
 
@@ -322,14 +322,14 @@ def machines_from_cluster(
     A Node CR that states a `k3s://` providerID gets a k3s kubelet and one that states our default
     `homelab://` id a preset one; the others use `provider_id_mode`.
     """
-    rest = KubeRest(api_client)
+    rest = KubeApi(api_client)
     try:
         items = rest.get(f"/apis/{GROUP_VERSION}/namespaces/{namespace}/nodes").get("items") or []
-    except KubeApiError as error:
+    except KubeError as error:
         if error.status != NOT_FOUND:
             raise
-        raise KubeApiError(
-            NOT_FOUND, f"cannot list Node resources in {namespace}: are the CRDs installed? ({error})"
+        raise KubeNotFound(
+            f"cannot list Node resources in {namespace}: are the CRDs installed? ({error})", NOT_FOUND
         ) from error
     machines = []
     for item in items:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError
 from sim.machines import manifests
 from sim.machines.clock import Clock
-from sim.machines.kube import MERGE_PATCH, STRATEGIC_MERGE_PATCH, KubeApiError, KubeRest
 from sim.machines.model import PowerState, SimulatedMachine
 from sim.machines.scheduler import Scheduler
 
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 NOT_FOUND: Final = 404
 ALREADY_EXISTS: Final = 409
 MAX_RETRY_SECONDS: Final = 1.0
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
+"""What a kubelet sends for Node status: conditions merge by type instead of replacing the list."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class KubeletSettings:
 class MachineContext:
     """What a machine needs from the simulator that runs it."""
 
-    rest: KubeRest
+    rest: KubeApi
     scheduler: Scheduler
     clock: Clock
     settings: KubeletSettings
@@ -255,7 +257,7 @@ class MachineHandle:
                 manifests.node_heartbeat_patch(self._ready_since, now),
                 STRATEGIC_MERGE_PATCH,
             )
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status != NOT_FOUND:
                 logger.warning("machine %s: heartbeat failed: %s", self.name, error)
             else:
@@ -288,7 +290,7 @@ class MachineHandle:
         try:
             try:
                 rest.post("/api/v1/nodes", manifest)
-            except KubeApiError as error:
+            except KubeError as error:
                 if error.status != ALREADY_EXISTS:
                     raise
                 # A Node left from an earlier boot: the kubelet takes it over and refreshes its labels.
@@ -297,7 +299,7 @@ class MachineHandle:
                 )
             # Servers that drop .status on create get it here; on the others this is a harmless repeat.
             rest.patch(f"/api/v1/nodes/{name}/status", {"status": manifest["status"]}, STRATEGIC_MERGE_PATCH)
-        except KubeApiError as error:
+        except KubeError as error:
             logger.warning("machine %s: registering Node %s failed: %s", self.name, name, error)
             return False
         with self._changed:
@@ -317,7 +319,7 @@ class MachineHandle:
         try:
             rest.patch(f"{leases}/{name}", manifests.lease_renew_patch(name, now), MERGE_PATCH)
             return
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status != NOT_FOUND:
                 logger.warning("machine %s: renewing Lease failed: %s", self.name, error)
                 return
@@ -325,13 +327,13 @@ class MachineHandle:
             node_uid = str(rest.get(f"/api/v1/nodes/{name}").get("metadata", {}).get("uid", ""))
             try:
                 rest.post(leases, manifests.lease_manifest(name, node_uid, now))
-            except KubeApiError as error:
+            except KubeError as error:
                 if error.status != NOT_FOUND:
                     raise
                 # Only a bare fake API lacks kube-node-lease; a real cluster always has it.
                 self._create_namespace(manifests.LEASE_NAMESPACE)
                 rest.post(leases, manifests.lease_manifest(name, node_uid, now))
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status != ALREADY_EXISTS:
                 logger.warning("machine %s: creating Lease failed: %s", self.name, error)
 
@@ -341,7 +343,7 @@ class MachineHandle:
                 "/api/v1/namespaces",
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
             )
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status != ALREADY_EXISTS:
                 raise
 
@@ -352,7 +354,7 @@ class MachineHandle:
                 manifests.node_not_ready_patch(graceful, self._context.clock.now()),
                 STRATEGIC_MERGE_PATCH,
             )
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status != NOT_FOUND:  # already deleted by the operator: nothing to mark
                 logger.warning("machine %s: marking Node not ready failed: %s", self.name, error)
 

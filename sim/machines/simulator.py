@@ -19,11 +19,11 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
+from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError
 from schemas.node import OperationKind
 from sim.machines import manifests
 from sim.machines.clock import Clock, RealClock
 from sim.machines.jobs import JobProgress, PowerJob, job_selector, read_power_job
-from sim.machines.kube import MERGE_PATCH, KubeApiError, KubeRest
 from sim.machines.machine import KubeletSettings, MachineContext, MachineHandle
 from sim.machines.model import SimulatedMachine
 from sim.machines.scheduler import Scheduler
@@ -73,7 +73,7 @@ class MachineSimulator:
         if heartbeat_seconds <= 0 or job_seconds < 0:
             raise ValueError("heartbeat_seconds must be positive and job_seconds not negative")
         self._clock = clock or RealClock()
-        self._rest = KubeRest(api_client)
+        self._rest = KubeApi(api_client)
         self._scheduler = Scheduler(self._clock)
         self._complete_jobs = complete_jobs
         self._job_seconds = job_seconds
@@ -230,7 +230,7 @@ class MachineSimulator:
         started = self._clock.now()
         try:
             self._rest.patch(_job_status_path(power_job), manifests.job_running_status(started), MERGE_PATCH)
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status == NOT_FOUND:
                 return
             logger.warning(
@@ -247,13 +247,13 @@ class MachineSimulator:
         try:
             try:
                 self._rest.post(pods, pod)
-            except KubeApiError as error:
+            except KubeError as error:
                 if error.status != ALREADY_EXISTS:
                     raise
             self._rest.patch(
                 f"{pods}/{pod['metadata']['name']}/status", manifests.pod_running_status(started)
             )
-        except KubeApiError as error:
+        except KubeError as error:
             # The pod is bookkeeping for people looking at the cluster; the Job's status is what matters.
             logger.warning("creating pod for Job %s failed: %s", job["metadata"]["name"], error)
 
@@ -278,7 +278,7 @@ class MachineSimulator:
                 f"/api/v1/namespaces/{power_job.namespace}/pods/{pod['metadata']['name']}/status",
                 manifests.pod_finished_status(succeeded, containers[0], started, now),
             )
-        except KubeApiError as error:
+        except KubeError as error:
             logger.debug("finishing pod of Job %s failed: %s", power_job.name, error)
         try:
             self._rest.patch(
@@ -286,7 +286,7 @@ class MachineSimulator:
                 manifests.job_finished_status(succeeded, started, now),
                 MERGE_PATCH,
             )
-        except KubeApiError as error:
+        except KubeError as error:
             if error.status == NOT_FOUND:
                 return
             logger.warning(

@@ -12,7 +12,7 @@ from machine_lab import Lab
 
 from sim.fakeapi import FakeApiServer
 
-SIMULATOR_THREADS = {"machine-scheduler", "machine-job-watch"}
+SIMULATOR_THREADS = {"machine-scheduler", "kube-watch-machine-jobs"}
 
 
 @pytest.fixture(scope="module")
