@@ -165,6 +165,7 @@ class ResourceWatch:
         self._watch_timeout_seconds = watch_timeout_seconds
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._watch_delivered = False  # the current or last watch stream delivered at least one event
         self._stopping = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: WatchStream | None = None
@@ -230,6 +231,12 @@ class ResourceWatch:
             except (_ResourceVersionExpiredError, KubeError) as error:
                 if self._stopping.is_set():
                     return
+                if self._watch_delivered:
+                    # The stream was healthy until it broke (e.g. a dropped connection): start the retries over
+                    # instead of growing the back-off with every drop, which left the watch blind for up to
+                    # max_backoff after a few drops.
+                    backoff = self._initial_backoff
+                    self._watch_delivered = False
                 if isinstance(error, _ResourceVersionExpiredError) or error.status == kube_client.GONE:
                     logger.info("watch %s: resourceVersion %s expired, relisting", self.name, self._resource_version)
                     must_list = True
@@ -298,10 +305,12 @@ class ResourceWatch:
                 return True
             self._stream = stream
         received = False
+        self._watch_delivered = False
         try:
             for event in stream:
                 received = True
                 self._handle(event)
+                self._watch_delivered = True
         finally:
             with self._stream_lock:
                 self._stream = None

@@ -239,3 +239,28 @@ def test_a_failing_sink_does_not_end_the_watch(
     create_machine(fake_api, namespace, "m2")
 
     wait_for(lambda: received == ["m1", "m2"], what="events after the sink failed")
+
+
+def test_repeated_drops_of_a_live_stream_do_not_grow_the_back_off(
+    fake_api: FakeApiServer, namespace: str, api_client: kube.ApiClient, collected: Collected,
+    start_watch: Callable[[ResourceWatch], ResourceWatch],
+) -> None:
+    # A stream that delivered events and then broke was healthy: its retry starts over from the initial
+    # back-off. Doubling on every drop left the operator blind for up to max_backoff after a few drops.
+    resource_watch = start_watch(watch.machine_watch(api_client, collected, namespace, **FAST))
+    waits: list[float] = []
+    real_back_off = resource_watch._back_off
+
+    def recording_back_off(backoff: float) -> None:
+        waits.append(backoff)
+        real_back_off(backoff)
+
+    resource_watch._back_off = recording_back_off  # type: ignore[method-assign]
+    for index in range(4):
+        create_machine(fake_api, namespace, f"m{index}")
+        wait_for(lambda index=index: (WatchEventType.ADDED, f"m{index}") in collected.events, what=f"event {index}")
+        fake_api.faults.drop_watches()
+    create_machine(fake_api, namespace, "last")
+    wait_for(lambda: (WatchEventType.ADDED, "last") in collected.events, what="the last event")
+    assert waits, "the drops never reached the retry path"
+    assert set(waits) == {FAST["initial_backoff"]}
