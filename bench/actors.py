@@ -53,6 +53,7 @@ from actors.messages import (
 from actors.read_model import ReadModel
 from actors.runtime import ActorRuntime
 from actors.supervisor_actor import start_supervisor
+from bench.figures import percentile, rss_mib
 from schemas import labels
 from schemas.common import Metadata
 from schemas.group import Group, GroupSpec
@@ -117,17 +118,8 @@ class NodeLike(ShellActor):
                                  self.observations))
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def run_asks(runtime: ActorRuntime, nodes: list[Any], threads: int, asks_per_thread: int) -> dict[str, float]:

@@ -39,6 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actors.fsm.group import TARGET_STATES, InstanceState, InstanceView
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource
+from bench.figures import percentile
 from grpc_gateway.server import create_server, stop_server
 from grpc_gateway.servicer import CloudProviderServicer
 from protos import externalgrpc_pb2 as externalgrpc
@@ -134,13 +135,10 @@ def _timed(call: Callable[[], object], count: int) -> list[float]:
     return samples
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(samples), "p99": _percentile(samples, 0.99), "calls": len(samples)}
+    return {"p50": statistics.median(samples), "p99": percentile(samples, 0.99), "calls": len(samples)}
 
 
 def run_client(port: int, machine_count: int) -> dict[str, Any]:

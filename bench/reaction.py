@@ -45,6 +45,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client as kube_client
 
+from bench.figures import percentile, rss_mib
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import Settings
 from protos import externalgrpc_pb2 as externalgrpc
@@ -119,17 +120,8 @@ class Arrivals:
         return found
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def start_operator(kubeconfig: str) -> tuple[Operator, float]:

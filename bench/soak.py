@@ -69,6 +69,7 @@ import grpc
 from kubernetes import client as kube_client
 
 from actors.read_model import GroupSnapshot, MachineSnapshot
+from bench.figures import rss_mib
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import Settings
 from protos import externalgrpc_pb2 as externalgrpc
@@ -1043,12 +1044,6 @@ class Sampler:
 # --- the verdict ----------------------------------------------------------------------------------------------------
 
 
-def rss_mib(field_name: str = "VmRSS") -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(f"{field_name}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @dataclass(frozen=True)
