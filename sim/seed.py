@@ -140,25 +140,30 @@ def plan_homelab(
     return HomelabPlan(namespace_manifest, group_manifests, node_manifests, planned)
 
 
+def placeholder_power_jobs(machine: str, host: str, mac_address: str) -> tuple[JobTemplate, JobTemplate]:
+    """The startup and shutdown Jobs of a simulated machine: placeholder scripts saying what a real one would do."""
+    startup = JobTemplate(
+        image=PLACEHOLDER_IMAGE,
+        command=("sh", "-c", STARTUP_SCRIPT),
+        env=(EnvVar(name="MACHINE", value=machine), EnvVar(name="MAC_ADDRESS", value=mac_address)),
+        host_network=True,  # Wake-on-LAN broadcasts need the host network
+    )
+    shutdown = JobTemplate(
+        image=PLACEHOLDER_IMAGE,
+        command=("sh", "-c", SHUTDOWN_SCRIPT),
+        env=(EnvVar(name="MACHINE", value=machine), EnvVar(name="HOST", value=host)),
+    )
+    return startup, shutdown
+
+
 def _node_spec(machine: SimulatedMachine, number: int) -> NodeSpec:
     mac_address = f"02:00:00:{(number >> 16) & 0xFF:02x}:{(number >> 8) & 0xFF:02x}:{number & 0xFF:02x}"
+    startup, shutdown = placeholder_power_jobs(machine.name, machine.kubernetes_node_name, mac_address)
     spec = NodeSpec(
         priority=(number % 3) * 10,
         pricing=Pricing(hourly_price=f"{0.05 + 0.01 * (number % 5):.2f}", power_watts=60 + 20 * (number % 4)),
-        startup_job=JobTemplate(
-            image=PLACEHOLDER_IMAGE,
-            command=("sh", "-c", STARTUP_SCRIPT),
-            env=(EnvVar(name="MACHINE", value=machine.name), EnvVar(name="MAC_ADDRESS", value=mac_address)),
-            host_network=True,  # Wake-on-LAN broadcasts need the host network
-        ),
-        shutdown_job=JobTemplate(
-            image=PLACEHOLDER_IMAGE,
-            command=("sh", "-c", SHUTDOWN_SCRIPT),
-            env=(
-                EnvVar(name="MACHINE", value=machine.name),
-                EnvVar(name="HOST", value=machine.kubernetes_node_name),
-            ),
-        ),
+        startup_job=startup,
+        shutdown_job=shutdown,
     )
     if machine.provider_id_mode is ProviderIdMode.K3S:
         # A k3s kubelet's id is known in advance, so the CR states it; otherwise the operator's default

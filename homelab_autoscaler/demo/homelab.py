@@ -21,9 +21,9 @@ from typing import Any, Final
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.group import FailurePolicy, GroupSpec, NodeTemplate
-from schemas.node import EnvVar, JobTemplate, NodeSpec, Pricing, default_provider_id
+from schemas.node import NodeSpec, Pricing, default_provider_id
 from sim.machines import MachineFailures, ProviderIdMode, SimulatedMachine
-from sim.seed import PLACEHOLDER_IMAGE, SHUTDOWN_SCRIPT, STARTUP_SCRIPT
+from sim.seed import placeholder_power_jobs
 
 NAMESPACE: Final = "homelab"
 OPERATOR_NAMESPACE: Final = "homelab-autoscaler"
@@ -225,21 +225,12 @@ class DemoHomelab:
     def node_manifests(self) -> list[dict[str, Any]]:
         manifests = []
         for number, machine in enumerate(self.machines, start=1):
-            mac_address = f"02:00:00:00:00:{number:02x}"
+            startup, shutdown = placeholder_power_jobs(machine.name, machine.name, f"02:00:00:00:00:{number:02x}")
             spec = NodeSpec(
                 priority=machine.priority,
                 pricing=Pricing(power_watts=machine.power_watts),
-                startup_job=JobTemplate(
-                    image=PLACEHOLDER_IMAGE,
-                    command=("sh", "-c", STARTUP_SCRIPT),
-                    env=(EnvVar(name="MACHINE", value=machine.name), EnvVar(name="MAC_ADDRESS", value=mac_address)),
-                    host_network=True,  # Wake-on-LAN broadcasts need the host network
-                ),
-                shutdown_job=JobTemplate(
-                    image=PLACEHOLDER_IMAGE,
-                    command=("sh", "-c", SHUTDOWN_SCRIPT),
-                    env=(EnvVar(name="MACHINE", value=machine.name), EnvVar(name="HOST", value=machine.name)),
-                ),
+                startup_job=startup,
+                shutdown_job=shutdown,
             )
             if machine.stated_provider_id is not None:
                 spec = spec.model_copy(update={"provider_id": machine.stated_provider_id})
