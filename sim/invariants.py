@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
+from actors.adapters.kube_client import KubeApi
 from actors.fsm.group import TARGET_STATES
 from actors.read_model import GroupSnapshot, MachineSnapshot, group_id
 from schemas import GROUP_VERSION
@@ -42,7 +43,6 @@ from schemas import labels as label_names
 from schemas.group import PowerOffNodePolicy
 from schemas.node import NodeState
 from sim.fakeapi import Store
-from sim.machines.kube import KubeRest
 
 STARTED_OUTSIDE_REASON: Final = "StartedOutsideAutoscaler"
 """The status reason of a machine that was adopted after someone else powered it on (see actors.fsm.node)."""
@@ -126,7 +126,7 @@ def objects_from_store(store: Store, namespace: str | None = None) -> ClusterObj
 
 def objects_from_api(api_client: kube_client.ApiClient, namespace: str | None = None) -> ClusterObjects:
     """Every object the invariants need, listed over HTTP from whatever API server `api_client` points at."""
-    rest = KubeRest(api_client)
+    rest = KubeApi(api_client)
     scope = f"/namespaces/{namespace}" if namespace else ""
 
     def items(path: str, query: Mapping[str, str] | None = None) -> tuple[Mapping[str, Any], ...]:

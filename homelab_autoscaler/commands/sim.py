@@ -155,7 +155,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kubernetes.config import ConfigException
 
-    from sim.machines.kube import KubeApiError
+    from actors.adapters.kube_client import KubeError
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop_requested = threading.Event()
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         if args.kubeconfig is not None:
             return _run_attached(args, stop_requested)
         return _run_with_fake_api(args, stop_requested)
-    except (ValueError, OSError, TimeoutError, KubeApiError, ConfigException) as error:
+    except (ValueError, OSError, TimeoutError, KubeError, ConfigException) as error:
         print(f"homelab-autoscaler sim: {error}", file=sys.stderr)
         return 2
     finally:

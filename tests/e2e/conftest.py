@@ -32,9 +32,8 @@ from e2e_support import (  # it imports operator_test_support through the path a
     real_pace,
 )
 
-from actors.adapters.kube_client import new_api_client
+from actors.adapters.kube_client import KubeError, new_api_client
 from sim.fakeapi import FakeApiServer
-from sim.machines.kube import KubeApiError
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JOB_IMAGE = "busybox:1.36"
@@ -140,7 +139,7 @@ def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
         try:
             is_fake = is_fake_api(api_client)
             apply_crds(api_client)
-        except KubeApiError as error:
+        except KubeError as error:
             pytest.fail(f"e2e: cannot prepare the cluster of {kubeconfig}: {error}", pytrace=False)
         finally:
             api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream

@@ -28,7 +28,7 @@ import yaml
 from kubernetes import client as kube_client
 from operator_test_support import CREATING, DELETING, RUNNING, RunningOperator, wait_for
 
-from actors.adapters.kube_client import new_api_client
+from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import Settings
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
@@ -37,7 +37,6 @@ from schemas import labels as label_names
 from schemas.node import OperationKind, default_provider_id
 from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
 from sim.machines.jobs import PowerJob, job_selector, read_power_job
-from sim.machines.kube import KubeApiError, KubeRest
 from sim.machines.manifests import LEASE_NAMESPACE
 from sim.machines.watcher import JobWatcher
 
@@ -122,7 +121,7 @@ class Cluster:
 
 def is_fake_api(api_client: kube_client.ApiClient) -> bool:
     """Whether the server is `sim.fakeapi`, which has no controllers (so nothing would ever run a Job)."""
-    version = KubeRest(api_client).get("/version")
+    version = KubeApi(api_client).get("/version")
     return FAKE_VERSION_MARK in str(version.get("gitVersion", ""))
 
 
@@ -132,7 +131,7 @@ def apply_crds(api_client: kube_client.ApiClient, timeout: float = CRD_ESTABLISH
     Create-or-replace rather than server-side apply: the fake answers apply patches with 415, and replacing keeps
     a cluster's older copy of our CRDs from hiding a field the scenarios rely on.
     """
-    rest = KubeRest(api_client)
+    rest = KubeApi(api_client)
     collection = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     names = []
     for path in sorted(CRD_DIRECTORY.glob("*.yaml")):
@@ -143,7 +142,7 @@ def apply_crds(api_client: kube_client.ApiClient, timeout: float = CRD_ESTABLISH
             names.append(name)
             try:
                 rest.post(collection, crd)
-            except KubeApiError as error:
+            except KubeError as error:
                 if error.status != ALREADY_EXISTS:
                     raise
                 existing = rest.get(f"{collection}/{name}")
@@ -158,10 +157,10 @@ def apply_crds(api_client: kube_client.ApiClient, timeout: float = CRD_ESTABLISH
     return names
 
 
-def _served_resources(rest: KubeRest) -> set[str]:
+def _served_resources(rest: KubeApi) -> set[str]:
     try:
         document = rest.get(f"/apis/{API_GROUP}/{API_VERSION}")
-    except KubeApiError:
+    except KubeError:
         return set()
     return {str(resource.get("name")) for resource in document.get("resources") or ()}
 
@@ -179,7 +178,7 @@ class _RecordedJob:
 class JobRecorder:
     """Every power Job created in a namespace, by uid, seen through a watch started before the operator."""
 
-    def __init__(self, rest: KubeRest, namespace: str, kube_node_name: dict[str, str]) -> None:
+    def __init__(self, rest: KubeApi, namespace: str, kube_node_name: dict[str, str]) -> None:
         self._rest = rest
         self._kube_node_name = kube_node_name
         self._lock = threading.Lock()
@@ -265,7 +264,7 @@ class E2eHomelab:
     recorder: JobRecorder | None = None
 
     def __post_init__(self) -> None:
-        self.rest = KubeRest(self.api_client)
+        self.rest = KubeApi(self.api_client)
         self._kube_node_names: dict[str, str] = {}
 
     @property
@@ -490,18 +489,18 @@ def new_homelab(cluster: Cluster, directory: Path, scenario: str) -> Iterator[E2
             api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
-def _get_or_none(rest: KubeRest, path: str) -> dict[str, Any] | None:
+def _get_or_none(rest: KubeApi, path: str) -> dict[str, Any] | None:
     try:
         return rest.get(path)
-    except KubeApiError as error:
+    except KubeError as error:
         if error.status == NOT_FOUND:
             return None
         raise
 
 
-def _delete(rest: KubeRest, path: str) -> None:
+def _delete(rest: KubeApi, path: str) -> None:
     try:
         rest.delete(path)
-    except KubeApiError as error:
+    except KubeError as error:
         if error.status != NOT_FOUND:
             raise
