@@ -14,6 +14,8 @@ The port's promises, which the actors rely on:
   Different machines may proceed in parallel.
 * Every effect is idempotent (see `actors.fsm.effects`), so a batch submitted again after an actor was
   recreated does no harm.
+* A batch with a `stored_notice` tells its message to its recipient right after the batch's `PatchStatus` has been
+  written, and never when that write failed (the recipient has its own deadline).
 
 Timer effects (`StartTimer`, `CancelTimer`) never reach the port: the NodeActor sends them to the ticker itself.
 """
@@ -45,13 +47,21 @@ class MachineRef:
 
 
 @dataclass(frozen=True)
+class StoredNotice:
+    """Whom to tell, and what, once a batch's status write is stored (a GroupActor waiting to answer CA)."""
+
+    recipient: Any
+    message: object
+
+
+@dataclass(frozen=True)
 class EffectBatch:
     """The effects of one machine from one transition, to be applied in order.
 
     `node` is the latest Node resource (its spec renders the power Jobs) and `group_spec` the latest spec of its
     group (timeouts become Job deadlines; node labels and taints are applied from it); either may be None when the
     batch does not need it (an Event about a machine whose group does not exist). Failures are reported to
-    `reply_to` (an ActorAddress).
+    `reply_to` (an ActorAddress); `stored_notice`, when given, is told once the batch's `PatchStatus` is written.
     """
 
     machine: MachineRef
@@ -59,6 +69,7 @@ class EffectBatch:
     group_spec: GroupSpec | None
     effects: tuple[Effect, ...]
     reply_to: Any
+    stored_notice: StoredNotice | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,14 @@ before its actor has even seen the command), so a second mutation right behind t
 Each command to a member is numbered, and a report older than the group's latest command to that member is
 ignored, so a report in flight can never undo an intent (the member reports again after the command).
 
+Answering: a mutation's reply is held until every machine it commanded has its new status stored in the API
+(each commanded member answers with `IntentStored`, relayed by the writer), so a scale-up CA was told succeeded
+survives an operator kill a millisecond later: the next operator derives the commanded states from those
+statuses. The wait is bounded by `Wiring.stored_wait_seconds` (a ticker timer); past it the group answers anyway,
+logs a WARNING and counts `mutations_answered_unstored`, because the commands are already under way and CA
+would otherwise see a failed call for a change that is happening. Other messages, mutations included, are
+handled while a reply is held: the mirror already shows the commands.
+
 Publishing: after a mutation the snapshot is published *before* the reply (the gateway reads the new target
 from the read model right after). After member reports the group publishes once per burst: it sends itself a
 `PublishSnapshot` which is delivered after the reports already queued. The group's status resource is
@@ -55,6 +63,7 @@ from actors.messages import (
     Forwarded,
     GroupChanged,
     IncreaseSize,
+    IntentStored,
     MachineEvent,
     MachineStateChanged,
     MemberAssigned,
@@ -64,6 +73,7 @@ from actors.messages import (
     NodeIdentity,
 )
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource, group_id
+from actors.ticker_actor import CancelTimer, StartTimer, TimerFired, ticker_address
 from schemas import labels
 from schemas.group import Group, GroupSpec, GroupStatus
 from schemas.node import NodeSnapshot, NodeState
@@ -197,6 +207,20 @@ class _Member:
     commands_sent: int = 0
 
 
+@dataclass
+class _HeldReply:
+    """A mutation's answer, held until each machine it commanded has its new status stored."""
+
+    reply: MutationReply
+    reply_to: Any
+    mutation: str
+    awaiting: dict[str, int]
+    """Machine name → the command whose outcome must be stored before answering."""
+
+
+_HELD_REPLY_TIMER = "held-reply"
+
+
 class GroupActor(ShellActor):
     """Owns one group's target and the mirror of its members; see the module docstring."""
 
@@ -215,6 +239,9 @@ class GroupActor(ShellActor):
         self._version = 0
         self._publish_scheduled = False
         self._last_status: GroupStatus | None = None
+        self._commanded: dict[str, int] | None = None  # while a mutation runs: what it commanded
+        self._held: dict[str, _HeldReply] = {}  # by timer token
+        self._ticker: Any = None
 
     # --- configuration and membership ------------------------------------------------------------------------
 
@@ -237,6 +264,7 @@ class GroupActor(ShellActor):
         if member is not None:
             self._unindex(member.snapshot)
             self._sorted_names = None
+        self._stored(message.name, None)  # it is no longer ours to wait for
         self._schedule_publish()
 
     def receiveMsg_MachineStateChanged(self, message: MachineStateChanged, sender: Any) -> None:
@@ -257,7 +285,25 @@ class GroupActor(ShellActor):
         self._publish_scheduled = False
         self._publish()
 
+    def receiveMsg_IntentStored(self, message: IntentStored, sender: Any) -> None:
+        self._stored(message.machine, message.command_sequence)
+
+    def receiveMsg_TimerFired(self, message: TimerFired, sender: Any) -> None:
+        held = self._held.get(message.token)
+        if held is None:
+            return  # answered already
+        waited = ", ".join(sorted(held.awaiting))
+        LOGGER.warning(
+            "group=%s answering %s although the status of %d machine(s) is not stored yet (%s): the API did not "
+            "take the writes within %g s; an operator restart now would forget these commands",
+            self._id, held.mutation, len(held.awaiting), waited, self._require_wiring().stored_wait_seconds,
+        )
+        metrics.MUTATIONS_ANSWERED_UNSTORED.labels(self._id).inc()
+        self._answer(message.token, cancel_timer=False)
+
     def receiveMsg_ActorExitRequest(self, message: object, sender: Any) -> None:
+        for token in list(self._held):  # the commands were given; do not leave the askers to time out
+            self._answer(token)
         if self._wiring is not None and self._id:
             self._wiring.read_model.remove(self._id)
             metrics.forget_group(self._id)
@@ -277,12 +323,23 @@ class GroupActor(ShellActor):
         self._mutate(message, sender)
 
     def _mutate(self, request: Mutation, reply_to: Any) -> None:
-        error = self._not_ready() or self._MUTATIONS[type(request)](self, request, self._now())
+        self._commanded = {}
+        try:
+            error = self._not_ready() or self._MUTATIONS[type(request)](self, request, self._now())
+        finally:
+            commanded, self._commanded = self._commanded, None
         if error is None:
             self._publish()  # before the reply: the gateway reads the new target right after it
         else:
             LOGGER.info("group=%s refused %s: %s", self._id, type(request).__name__, error.message)
-        self.send(reply_to, MutationReply(request.request_id, error))
+        reply = MutationReply(request.request_id, error)
+        if not commanded:  # a refusal commands nothing (every plan is all or nothing), nor does a no-op
+            self.send(reply_to, reply)
+            return
+        token = f"stored/{request.request_id}"
+        self._held[token] = _HeldReply(reply, reply_to, type(request).__name__, commanded)
+        wait = self._require_wiring().stored_wait_seconds
+        self.send(self._ticker_address(), StartTimer(self.myAddress, token, wait, _HELD_REPLY_TIMER))
 
     def _increase(self, request: IncreaseSize, now: datetime) -> MutationError | None:
         views = self._views()
@@ -329,9 +386,28 @@ class GroupActor(ShellActor):
     def _command(self, name: str, event: Event, state: NodeState, now: datetime, booting: bool = False) -> None:
         member = self._members[name]
         member.commands_sent += 1
-        self.send(member.address, MachineEvent(event, member.commands_sent))
+        confirm = self._commanded is not None
+        if self._commanded is not None:
+            self._commanded[name] = member.commands_sent
+        self.send(member.address, MachineEvent(event, member.commands_sent, confirm_stored=confirm))
         view = intended(member.view, state, now, booting)
         self._set_view(member, view)
+
+    def _stored(self, name: str, command_sequence: int | None) -> None:
+        """Machine `name` has stored the outcome of `command_sequence` (None: stop waiting for it at all)."""
+        for token, held in list(self._held.items()):
+            awaited = held.awaiting.get(name)
+            if awaited is None or (command_sequence is not None and command_sequence < awaited):
+                continue
+            del held.awaiting[name]
+            if not held.awaiting:
+                self._answer(token)
+
+    def _answer(self, token: str, cancel_timer: bool = True) -> None:
+        held = self._held.pop(token)
+        if cancel_timer:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, token))
+        self.send(held.reply_to, held.reply)
 
     def _set_view(self, member: _Member, view: MachineView) -> None:
         member.view = view
@@ -460,6 +536,11 @@ class GroupActor(ShellActor):
 
     def _read_model(self) -> ReadModel:
         return self._require_wiring().read_model
+
+    def _ticker_address(self) -> Any:
+        if self._ticker is None:
+            self._ticker = ticker_address(self, self._require_wiring().ticker)
+        return self._ticker
 
     def _now(self) -> datetime:
         return self._require_wiring().clock()

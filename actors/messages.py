@@ -352,10 +352,28 @@ class MachineEvent:
     From the group, `command_sequence` numbers the group's commands to this machine (1, 2, ...) so the group can
     tell a state report sent before its latest command from one sent after; observations routed by the
     Supervisor carry 0.
+
+    `confirm_stored` True: the group holds CA's answer until this command's outcome is stored in the API (see
+    `IntentStored`), so the machine makes sure the group hears `IntentStored` for it exactly once.
     """
 
     event: Event
     command_sequence: int = 0
+    confirm_stored: bool = False
+
+
+@dataclass(frozen=True)
+class IntentStored:
+    """→ GroupActor: the machine's status after command `command_sequence` is stored (or the command stored nothing).
+
+    Sent by the effect writer right after the status write of the command's batch succeeded, or by the NodeActor
+    itself when the command changed nothing that needs writing (refused, ignored, or no status change). Once it is
+    stored, a restarted operator derives the commanded state instead of the old one, which is why the group
+    answers a mutation only after hearing it for every machine the mutation commanded.
+    """
+
+    machine: str
+    command_sequence: int
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,14 @@ QUARANTINED_MACHINES = Gauge(
     ["group"],
     registry=REGISTRY,
 )
+MUTATIONS_ANSWERED_UNSTORED = Counter(
+    PREFIX + "mutations_answered_unstored",
+    "Scale-ups and scale-downs answered to the Cluster Autoscaler before every machine they commanded had its "
+    "new status stored in the API (the API was too slow or refused the writes); an operator restart right "
+    "then could forget them.",
+    ["group"],
+    registry=REGISTRY,
+)
 
 # --- edges: gRPC and Kubernetes ----------------------------------------------------------------------------
 
@@ -217,7 +225,7 @@ def forget_group(group: str) -> None:
     with _bookkeeping_lock:
         for state in _states_by_group.pop(group, set()):
             _remove_quietly(GROUP_MACHINES, group, state)
-    for metric in (GROUP_TARGET_SIZE, QUARANTINED_MACHINES):
+    for metric in (GROUP_TARGET_SIZE, QUARANTINED_MACHINES, MUTATIONS_ANSWERED_UNSTORED):
         _remove_quietly(metric, group)
 
 

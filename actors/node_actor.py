@@ -8,7 +8,9 @@ in and out, which is why it is separate from the pure core and small enough to r
   `MachineReconfigured` when the Node resource or its Group changed;
 * out: timer effects to the ticker, every other effect of a transition as one `EffectBatch` to the effect port
   (so their order is kept), `MachineStateChanged` to the group whenever what the group sees changed, the written
-  status to the Supervisor (so a replacement actor derives from it), and metrics.
+  status to the Supervisor (so a replacement actor derives from it), and metrics. A group command that asks for
+  confirmation gets exactly one `IntentStored` back: from the writer once the command's status write is stored
+  (the batch carries a `StoredNotice`), or from here at once when the command wrote no status.
 
 A command the machine refuses (`InvalidTransition`, e.g. a power-on that raced a failure) is logged at WARNING,
 the state is kept, and the group is told the real state at once, so its mirror corrects itself. Stale timer
@@ -28,7 +30,7 @@ from prometheus_client import Counter
 
 from actors import metrics, wiring
 from actors.base import ShellActor
-from actors.effects_port import EffectBatch, MachineRef
+from actors.effects_port import EffectBatch, MachineRef, StoredNotice
 from actors.fsm import effects as fx
 from actors.fsm.derive import derive
 from actors.fsm.errors import InvalidTransition
@@ -39,13 +41,14 @@ from actors.messages import (
     ConfigureMachine,
     DrainCompleted,
     EffectFailed,
+    IntentStored,
     MachineEvent,
     MachineReconfigured,
     MachineStateChanged,
     MachineStatusWritten,
 )
 from actors.read_model import MachineSnapshot
-from actors.ticker_actor import TICKER_GLOBAL_NAME, CancelTimer, StartTimer, TickerActor
+from actors.ticker_actor import CancelTimer, StartTimer, ticker_address
 from actors.ticker_actor import TimerFired as TickerFired
 from schemas import labels
 from schemas.group import GroupSpec
@@ -136,7 +139,12 @@ class NodeActor(ShellActor):
 
     def receiveMsg_MachineEvent(self, message: MachineEvent, sender: Any) -> None:
         self._commands_handled = max(self._commands_handled, message.command_sequence)
-        self._apply(message.event)
+        if not message.confirm_stored:
+            self._apply(message.event)
+            return
+        notice = StoredNotice(sender, IntentStored(self._machine_name(), message.command_sequence))
+        if not self._apply(message.event, notice):
+            self.send(notice.recipient, notice.message)  # nothing to store: the group need not wait for it
 
     def receiveMsg_TimerFired(self, message: TickerFired, sender: Any) -> None:
         self._apply(TimerFired(TimerKind(str(message.payload)), message.token))
@@ -164,47 +172,58 @@ class NodeActor(ShellActor):
 
     # --- the one path every event takes ----------------------------------------------------------------------
 
-    def _apply(self, event: Event) -> None:
+    def _apply(self, event: Event, stored_notice: StoredNotice | None = None) -> bool:
+        """Step the machine; True when a status write was submitted (carrying `stored_notice`, when given)."""
         machine = self._machine
         if machine is None:
             LOGGER.debug("node %s: %r before configuration; ignored", self.actor_name, event)
-            return
+            return False
         try:
             transition = step(machine, event, self._now())
         except InvalidTransition as refusal:
             LOGGER.warning("node=%s group=%s refused: %s", self.actor_name, self._group_id, refusal)
             self._report(force=True)
-            return
-        self._commit(event, machine, transition)
+            return False
+        writes_status = self._commit(event, machine, transition, stored_notice)
         self._report()
+        return writes_status
 
-    def _commit(self, event: Event, before: Machine, transition: Transition) -> None:
+    def _commit(
+        self, event: Event, before: Machine, transition: Transition, stored_notice: StoredNotice | None
+    ) -> bool:
         self._machine = transition.machine
-        self._execute(transition.effects)
+        writes_status = self._execute(transition.effects, stored_notice)
         old, new = before.status.state, transition.machine.status.state
-        if new is old:
-            return
-        self._count_transition(old, new)
-        LOGGER.info("node=%s group=%s from=%s event=%s to=%s effects=%s", self.actor_name, self._group_id,
-                    old.value, type(event).__name__, new.value, _names(transition.effects))
+        if new is not old:
+            self._count_transition(old, new)
+            LOGGER.info("node=%s group=%s from=%s event=%s to=%s effects=%s", self.actor_name, self._group_id,
+                        old.value, type(event).__name__, new.value, _names(transition.effects))
+        return writes_status
 
-    def _execute(self, effects: Iterable[fx.Effect]) -> None:
-        """Timers to the ticker; everything else, in order, as one batch to the effect port."""
+    def _execute(self, effects: Iterable[fx.Effect], stored_notice: StoredNotice | None = None) -> bool:
+        """Timers to the ticker; everything else, in order, as one batch to the effect port.
+
+        True when the batch writes the status; only then does it carry `stored_notice`.
+        """
         batch: list[fx.Effect] = []
         for effect in effects:
             if isinstance(effect, fx.StartTimer | fx.CancelTimer):
                 self.send(self._ticker_address(), _timer_message(self.myAddress, effect))
             else:
                 batch.append(effect)
-        if not batch:
-            return
-        self._require_wiring().effects.submit(
-            EffectBatch(self._machine_ref(), self._node, self._group_spec, tuple(batch), self.myAddress)
-        )
         written = [effect.status for effect in batch if isinstance(effect, fx.PatchStatus)]
+        if not batch:
+            return False
+        self._require_wiring().effects.submit(
+            EffectBatch(
+                self._machine_ref(), self._node, self._group_spec, tuple(batch), self.myAddress,
+                stored_notice if written else None,
+            )
+        )
         if written and self._supervisor is not None and self._node is not None:
             metadata = self._node.metadata
             self.send(self._supervisor, MachineStatusWritten(metadata.namespace, metadata.name, written[-1]))
+        return bool(written)
 
     def _export_state(self) -> None:
         """Publish the state gauge and keep the group's boot-failure counter at hand."""
@@ -252,6 +271,9 @@ class NodeActor(ShellActor):
         if token:
             self._apply(ResetRequested(token))  # a token handled before is ignored by the state machine
 
+    def _machine_name(self) -> str:
+        return self._node.metadata.name if self._node is not None else str(self.actor_name)
+
     def _machine_ref(self) -> MachineRef:
         assert self._node is not None
         metadata = self._node.metadata
@@ -268,9 +290,7 @@ class NodeActor(ShellActor):
 
     def _ticker_address(self) -> Any:
         if self._ticker is None:
-            configured = self._require_wiring().ticker
-            # createActor with an existing global name returns that actor; it never makes a second ticker.
-            self._ticker = configured or self.createActor(TickerActor, globalName=TICKER_GLOBAL_NAME)
+            self._ticker = ticker_address(self, self._require_wiring().ticker)
         return self._ticker
 
 

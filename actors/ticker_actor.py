@@ -75,6 +75,12 @@ class TimerFired:
     payload: object
 
 
+def ticker_address(actor: ShellActor, configured: Any) -> Any:
+    """The ticker `actor` should use: the one wired in (`configured`), else the process's global ticker."""
+    # createActor with an existing global name returns that actor; it never makes a second ticker.
+    return configured or actor.createActor(TickerActor, globalName=TICKER_GLOBAL_NAME)
+
+
 @dataclass
 class _ArmedTimer:
     owner: Any

@@ -36,6 +36,12 @@ class Wiring:
     """Returns the current time, timezone-aware (UTC); tests pass a clock they move by hand."""
     ticker: Any = None
     """The TickerActor's ActorAddress; None means: look it up by its global name."""
+    stored_wait_seconds: float = 2.0
+    """How long a group holds CA's answer to a mutation waiting for the commanded machines' status writes.
+
+    Well inside the gateway's 4 s deadline (itself inside CA's 5 s), with room for a few retries of a write that
+    met a 5xx; past it the group answers anyway and counts `mutations_answered_unstored`.
+    """
 
 
 _lock = threading.Lock()

@@ -313,6 +313,7 @@ def bench_real_actors(size: int) -> None:
     runtime = ActorRuntime(name=f"bench-real-{size}")
     runtime.start()
     port = FakeEffectPort()
+    port.runtime = runtime  # it tells the groups at once that each status is stored
     read_model = ReadModel()
     key = wiring.register(wiring.Wiring(read_model, port, lambda: datetime.now(UTC), runtime.ticker))
     try:

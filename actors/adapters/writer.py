@@ -310,30 +310,34 @@ class KubeWriter:
                 # Timers belong to the ticker; anything else unknown is a wiring bug worth a loud log.
                 logger.error("kube writer: no way to apply %r for %s", effect, batch.machine.key)
                 continue
-            self._with_retries(functools.partial(applier, batch, effect), batch, effect)
+            applied = self._with_retries(functools.partial(applier, batch, effect), batch, effect)
+            if applied and isinstance(effect, effects.PatchStatus) and batch.stored_notice is not None:
+                # Before the batch's Job: the group answering CA waits for this, not for the Job.
+                self._report(batch.stored_notice.recipient, batch.stored_notice.message)
         return False
 
-    def _with_retries(self, apply: Callable[[], None], batch: Batch, effect: effects.Effect | None) -> None:
+    def _with_retries(self, apply: Callable[[], None], batch: Batch, effect: effects.Effect | None) -> bool:
+        """Apply with retries; True when it was applied, False when it failed (and the failure was reported)."""
         failures = 0
         while True:
             try:
                 apply()
-                return
+                return True
             except (KubeTransient, KubeConflict) as error:
                 failures += 1
                 if failures > self._max_retries or self._abort.is_set():
                     self._failed(batch, effect, f"gave up after {failures} tries: {error.message}", permanent=False)
-                    return
+                    return False
                 delay = self._backoff(failures, error)
                 logger.info("kube writer: %s (retry %d in %.2f s)", error.message, failures, delay)
                 self._abort.wait(delay)
             except KubeError as error:
                 self._failed(batch, effect, error.message, permanent=True)
-                return
+                return False
             except Exception as error:  # a bug here must not kill the worker, and the actor must hear of it
                 logger.exception("kube writer: applying %r failed", effect)
                 self._failed(batch, effect, f"{type(error).__name__}: {error}", permanent=True)
-                return
+                return False
 
     def _backoff(self, failures: int, error: KubeError | None = None) -> float:
         delay = min(self._max_backoff, self._base_backoff * 2 ** (failures - 1))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors import wiring
-from actors.effects_port import EffectBatch, GroupStatusBatch
+from actors.effects_port import EffectBatch, GroupStatusBatch, StoredNotice
 from actors.fsm import effects as fx
 from actors.messages import (
     DecreaseTargetSize,
@@ -68,6 +68,9 @@ class FakeEffectPort:
 
     A responder gets (batch, effect) and returns a message for the batch's `reply_to` (or None); the message is
     delivered through the runtime as a later work item, like an adapter thread reporting an outcome.
+
+    A batch's `stored_notice` is told at once, as if every status write were stored instantly, unless the test
+    holds notices (an API that is slow, or down) with `hold_stored_notices`.
     """
 
     def __init__(self) -> None:
@@ -75,6 +78,8 @@ class FakeEffectPort:
         self._batches: list[EffectBatch] = []
         self._group_statuses: list[GroupStatusBatch] = []
         self._responders: list[Responder] = []
+        self._holding_notices = False
+        self._held_notices: list[StoredNotice] = []
         self.runtime: ActorRuntime | None = None
 
     def submit(self, batch: EffectBatch | GroupStatusBatch) -> None:
@@ -84,10 +89,33 @@ class FakeEffectPort:
                 return
             self._batches.append(batch)
             responders = list(self._responders)
+            notice = batch.stored_notice
+            if notice is not None and self._holding_notices:
+                self._held_notices.append(notice)
+                notice = None
         replies = [reply for effect in batch.effects for respond in responders if (reply := respond(batch, effect))]
         for reply in replies:
-            assert self.runtime is not None, "a responder needs FakeEffectPort.runtime"
-            self.runtime.tell(batch.reply_to, reply)
+            self._tell(batch.reply_to, reply)
+        if notice is not None:
+            self._tell(notice.recipient, notice.message)
+
+    def hold_stored_notices(self) -> None:
+        """From now on keep status-stored notices back, as if the API had not taken the writes yet."""
+        with self._lock:
+            self._holding_notices = True
+
+    def release_stored_notices(self) -> int:
+        """Deliver the notices held back (the writes are stored now) and stop holding; how many there were."""
+        with self._lock:
+            held, self._held_notices = self._held_notices, []
+            self._holding_notices = False
+        for notice in held:
+            self._tell(notice.recipient, notice.message)
+        return len(held)
+
+    def _tell(self, recipient: Any, message: object) -> None:
+        assert self.runtime is not None, "FakeEffectPort.runtime must be set to deliver replies and notices"
+        self.runtime.tell(recipient, message)
 
     def respond(self, responder: Responder) -> None:
         with self._lock:
@@ -282,13 +310,18 @@ class Lab:
 
 
 @contextmanager
-def start_lab(runtime: ActorRuntime, clock: FakeClock | None = None) -> Iterator[Lab]:
-    """A configured Supervisor in `runtime` with a fresh read model, a recording port and a fake clock."""
+def start_lab(
+    runtime: ActorRuntime, clock: FakeClock | None = None, stored_wait_seconds: float = WAIT / 2
+) -> Iterator[Lab]:
+    """A configured Supervisor in `runtime` with a fresh read model, a recording port and a fake clock.
+
+    `stored_wait_seconds`: how long groups hold a mutation's answer for status writes the test holds back.
+    """
     port = FakeEffectPort()
     port.runtime = runtime
     read_model = ReadModel()
     chosen_clock = clock or FakeClock()
-    key = wiring.register(wiring.Wiring(read_model, port, chosen_clock, runtime.ticker))
+    key = wiring.register(wiring.Wiring(read_model, port, chosen_clock, runtime.ticker, stored_wait_seconds))
     try:
         supervisor = start_supervisor(runtime, key, timeout=WAIT)
         yield Lab(runtime, supervisor, read_model, port, chosen_clock, key)

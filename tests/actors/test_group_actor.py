@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -19,13 +19,22 @@ from typing import Any
 import pytest
 from fakes import START, WAIT, Lab, identity, job, kube_node, make_group, make_node, stand_in, start_lab
 
-from actors import wiring
+from actors import metrics, wiring
 from actors.base import ShellActor
 from actors.fsm import effects as fx
 from actors.fsm.events import CancelBoot, PowerOffRequested
 from actors.fsm.group import InstanceState, MachineView
 from actors.group_actor import intended, plan_decrease, plan_delete_actions, plan_increase, template_source
-from actors.messages import ErrorKind, GroupObserved, IncreaseSize, MutationError, MutationReply, NodeIdentity
+from actors.messages import (
+    DecreaseTargetSize,
+    DeleteNodes,
+    ErrorKind,
+    GroupObserved,
+    IncreaseSize,
+    MutationError,
+    MutationReply,
+    NodeIdentity,
+)
 from actors.runtime import ActorRuntime
 from actors.ticker_actor import Tick
 from schemas import labels
@@ -251,6 +260,78 @@ def test_decrease_cancels_the_newest_unregistered_boots_only(lab: Lab) -> None:
     assert refused.error is not None
     assert refused.error.kind is ErrorKind.FAILED_PRECONDITION
     assert lab.group().target_size == 1
+
+
+# --- answers wait until the commands are stored ----------------------------------------------------------------
+
+
+def _increase_two(lab: Lab) -> IncreaseSize:
+    return IncreaseSize(lab.runtime.new_request_id(), lab.group_id("workers"), 2)
+
+
+def _delete_a_ready_one(lab: Lab) -> DeleteNodes:
+    assert lab.increase("workers", 1).error is None
+    booted(lab, "m0")
+    return DeleteNodes(lab.runtime.new_request_id(), lab.group_id("workers"), (identity(lab.machine("m0")),))
+
+
+def _decrease_two_boots(lab: Lab) -> DecreaseTargetSize:
+    assert lab.increase("workers", 2).error is None
+    return DecreaseTargetSize(lab.runtime.new_request_id(), lab.group_id("workers"), -2)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "machines_commanded"),
+    [
+        pytest.param(_increase_two, 2, id="increase"),
+        pytest.param(_delete_a_ready_one, 1, id="delete-nodes"),
+        pytest.param(_decrease_two_boots, 2, id="decrease-target-size"),
+    ],
+)
+def test_a_mutation_is_answered_only_once_its_commands_are_stored(
+    runtime: ActorRuntime, prepare: Callable[[Lab], IncreaseSize | DeleteNodes | DecreaseTargetSize],
+    machines_commanded: int,
+) -> None:
+    # If CA heard "done" before the new statuses were in the API, an operator killed right then would come back
+    # deriving the old states: the scale-up (or down) CA was promised would be forgotten.
+    with start_lab(runtime, stored_wait_seconds=WAIT * 10) as lab:
+        lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(3)))
+        request = prepare(lab)
+        target_before = lab.group().target_size
+        lab.port.hold_stored_notices()
+
+        answer = lab.runtime.ask(lab.supervisor, request, WAIT, MutationReply)
+        lab.sync()  # handled: the group commanded its machines, they submitted their writes
+
+        assert not answer.done()
+        assert lab.group().target_size != target_before  # CA's next read already shows the change
+        assert lab.port.release_stored_notices() == machines_commanded
+        assert answer.result(WAIT).error is None
+
+
+def test_writes_the_api_does_not_take_in_time_are_answered_anyway_and_counted(runtime: ActorRuntime) -> None:
+    with start_lab(runtime, stored_wait_seconds=0.05) as lab:
+        lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(3)))
+        counted = ("homelab_autoscaler_mutations_answered_unstored_total", {"group": lab.group_id("workers")})
+        before = metrics.REGISTRY.get_sample_value(*counted) or 0.0
+        lab.port.hold_stored_notices()
+
+        reply = lab.increase("workers", 2)
+
+        assert reply.error is None  # the machines are booting: a failed call would mislead CA
+        assert lab.group().target_size == 2
+        assert metrics.REGISTRY.get_sample_value(*counted) == before + 1
+
+
+def test_a_refused_mutation_is_answered_at_once(runtime: ActorRuntime) -> None:
+    with start_lab(runtime, stored_wait_seconds=WAIT * 10) as lab:
+        lab.list_inventory((make_group(max_size=2),), tuple(make_node(f"m{index}") for index in range(3)))
+        lab.port.hold_stored_notices()
+
+        reply = lab.increase("workers", 3)
+
+        assert reply.error is not None
+        assert reply.error.kind is ErrorKind.INVALID_ARGUMENT
 
 
 # --- concurrency -----------------------------------------------------------------------------------------------

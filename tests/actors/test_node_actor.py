@@ -26,6 +26,7 @@ from actors.messages import (
     ConfigureMachine,
     DrainCompleted,
     EffectFailed,
+    IntentStored,
     MachineEvent,
     MachineReconfigured,
     MachineStateChanged,
@@ -61,6 +62,7 @@ class Heard:
     request_id: str
     reports: tuple[MachineStateChanged, ...]
     written: tuple[NodeStatus, ...]
+    stored: tuple[IntentStored, ...]
 
 
 class GroupAndSupervisorStandIn(ShellActor):
@@ -72,6 +74,7 @@ class GroupAndSupervisorStandIn(ShellActor):
         super().__init__()
         self.reports: list[MachineStateChanged] = []
         self.written: list[NodeStatus] = []
+        self.stored: list[IntentStored] = []
 
     def receiveMsg_Deliver(self, message: Deliver, sender: Any) -> None:
         self.send(message.target, message.message)
@@ -82,8 +85,11 @@ class GroupAndSupervisorStandIn(ShellActor):
     def receiveMsg_MachineStatusWritten(self, message: MachineStatusWritten, sender: Any) -> None:
         self.written.append(message.status)
 
+    def receiveMsg_IntentStored(self, message: IntentStored, sender: Any) -> None:
+        self.stored.append(message)
+
     def receiveMsg_GetHeard(self, message: GetHeard, sender: Any) -> None:
-        self.send(sender, Heard(message.request_id, tuple(self.reports), tuple(self.written)))
+        self.send(sender, Heard(message.request_id, tuple(self.reports), tuple(self.written), tuple(self.stored)))
 
 
 @dataclass
@@ -109,10 +115,10 @@ class OneMachine:
         self.runtime.tell(self.stand_in, Deliver(self.node, configure))
         self.heard()  # the configuration has been handled once the stand-in answers
 
-    def command(self, event: Any) -> None:
-        """A command from the group: numbered, like the real group numbers them."""
+    def command(self, event: Any, confirm_stored: bool = False) -> None:
+        """A command from the group (the stand-in): numbered, like the real group numbers them."""
         self.sequence += 1
-        self.runtime.tell(self.node, MachineEvent(event, self.sequence))
+        self.runtime.tell(self.stand_in, Deliver(self.node, MachineEvent(event, self.sequence, confirm_stored)))
 
     def tell(self, message: object) -> None:
         self.runtime.tell(self.node, message)
@@ -187,6 +193,43 @@ def test_a_refused_command_keeps_the_state_and_tells_the_group_at_once(
     assert (heard.reports[-1].view.state, heard.reports[-1].commands_handled) == (NodeState.SHUTDOWN, 1)
     assert machine.port.effects() == []
     assert any("cooldown" in record.getMessage() for record in caplog.records)
+
+
+def test_a_command_to_confirm_is_confirmed_once_its_status_is_stored(machine: OneMachine) -> None:
+    machine.configure(make_node("m1"))
+    machine.port.hold_stored_notices()  # the API has not taken the status write yet
+    machine.command(PowerOnRequested(), confirm_stored=True)
+    assert machine.heard().stored == ()
+    assert machine.port.batches[-1].stored_notice is not None
+
+    assert machine.port.release_stored_notices() == 1
+
+    assert machine.heard().stored == (IntentStored("m1", 1),)
+
+
+@pytest.mark.parametrize(
+    ("status", "event"),
+    [
+        pytest.param(
+            NodeStatus(state=NodeState.SHUTDOWN, consecutive_failures=1, cooldown_until=START + timedelta(minutes=5)),
+            PowerOnRequested(), id="refused-power-on-during-cooldown",
+        ),
+        pytest.param(
+            NodeStatus(state=NodeState.SHUTDOWN), PowerOffRequested(), id="power-off-of-a-machine-that-is-off"
+        ),
+    ],
+)
+def test_a_command_to_confirm_that_stores_nothing_is_confirmed_at_once(
+    machine: OneMachine, status: NodeStatus, event: Any
+) -> None:
+    machine.configure(make_node("m1", status=status))
+    machine.port.clear()
+    machine.port.hold_stored_notices()  # would hold a write back, if there were one
+
+    machine.command(event, confirm_stored=True)
+
+    assert machine.heard().stored == (IntentStored("m1", 1),)
+    assert [batch for batch in machine.port.batches if batch.stored_notice is not None] == []
 
 
 @pytest.mark.parametrize(

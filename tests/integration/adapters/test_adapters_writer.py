@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,9 +26,9 @@ from adapters_test_support import (
 from actors import metrics
 from actors.adapters.job_manifest import job_labels
 from actors.adapters.writer import KubeWriter, merge_taints, needs_eviction
-from actors.effects_port import EffectPort, GroupStatusBatch
+from actors.effects_port import EffectPort, GroupStatusBatch, StoredNotice
 from actors.fsm import effects
-from actors.messages import EffectFailed
+from actors.messages import EffectFailed, IntentStored
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.common import Taint, TaintEffect
@@ -470,6 +471,47 @@ def test_a_status_write_for_a_missing_machine_is_reported(
     [failure] = reports.of_type(EffectFailed)
     assert failure.permanent
     assert "404" in failure.message
+
+
+@pytest.mark.parametrize(
+    ("break_the_write", "stored"),
+    [
+        pytest.param(lambda api, namespace: None, True, id="stored"),
+        pytest.param(
+            lambda api, namespace: api.faults.fail("patch", "nodes/status", count=2, code=503, retry_after_seconds=0),
+            True, id="stored-after-retries",
+        ),
+        pytest.param(
+            lambda api, namespace: api.store.delete(GROUP_VERSION, "nodes", "m1", namespace), False,
+            id="refused-never-told",
+        ),
+    ],
+)
+def test_the_stored_notice_is_told_once_the_status_is_in_the_api(
+    fake_api: FakeApiServer, namespace: str, api_client: Any, break_the_write: Any, stored: bool
+) -> None:
+    group_actor, notice = object(), IntentStored("m1", 3)
+    told: list[tuple[object, str | None]] = []  # (message, the machine's stored state at that moment)
+
+    def report(address: Any, message: object) -> None:
+        if address is group_actor:
+            listed = fake_api.store.list(GROUP_VERSION, "nodes", namespace)
+            machines = {item["metadata"]["name"]: item for item in listed}
+            told.append((message, machines.get("m1", {}).get("status", {}).get("state")))
+
+    node = create_machine(fake_api, namespace, "m1")
+    break_the_write(fake_api, namespace)
+    writer = KubeWriter(api_client, report, base_backoff=0.01, max_backoff=0.02)
+    batch = replace(
+        batch_for(node, STARTUP, effects.PatchStatus(NodeStatus(state=NodeState.STARTING_UP))),
+        stored_notice=StoredNotice(group_actor, notice),
+    )
+    try:
+        _apply(writer, batch)
+    finally:
+        writer.stop()
+
+    assert told == ([(notice, "StartingUp")] if stored else [])
 
 
 def test_stop_logs_batches_it_never_started(
