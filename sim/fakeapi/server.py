@@ -14,6 +14,7 @@ import json
 import logging
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -486,6 +487,13 @@ class _HttpServer(ThreadingHTTPServer):
             with self.connection_lock:
                 self.connections.discard(request)
                 self.threads.discard(threading.current_thread())
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away mid-request (an operator killed by a test or the soak) is ordinary for an API
+        # server, not worth a traceback on stderr; anything else is still printed.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self, timeout: float) -> None:
         with self.connection_lock:

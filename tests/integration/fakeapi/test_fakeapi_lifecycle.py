@@ -3,8 +3,11 @@ and a 5000-node, 5000-custom-resource store stays correct under list and watch."
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -44,6 +47,21 @@ def test_stop_ends_every_thread_and_open_watch(tmp_path: Path) -> None:
     assert set(_fakeapi_threads()) <= before
     with pytest.raises(RuntimeError):
         _ = server.url
+
+
+def test_a_client_that_resets_its_connection_prints_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    # Killed operators do this all the time in the soak; a real API server does not complain on stderr either.
+    with FakeApiServer() as server:
+        host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+        connection = socket.create_connection((host, port))
+        connection.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert connection.recv(12).startswith(b"HTTP/1.1 200")
+        serving = [thread for thread in _fakeapi_threads() if thread.name.startswith("fakeapi-connection-")]
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()  # with linger 0: a reset, while the server waits for the next request
+        for thread in serving:
+            thread.join(10)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_kubeconfig_names_the_server_with_a_dummy_token(tmp_path: Path) -> None:
