@@ -73,7 +73,8 @@ EXAMPLES: dict[type, object] = {
         "wiring-1", NODE, "lab/workers", GROUP.spec, ADDRESS, (JOB.observation(),), KUBE_NODE.observation()
     ),
     messages.MachineReconfigured: messages.MachineReconfigured(NODE, "lab/workers", GROUP.spec, ADDRESS),
-    messages.MachineEvent: messages.MachineEvent(PowerOnRequested(start_now=False), 3),
+    messages.MachineEvent: messages.MachineEvent(PowerOnRequested(start_now=False), 3, confirm_stored=True),
+    messages.IntentStored: messages.IntentStored("m1", 3),
     messages.MachineStateChanged: messages.MachineStateChanged(VIEW, MACHINE, SNAPSHOT, 3),
     messages.MachineStatusWritten: messages.MachineStatusWritten("lab", "m1", NODE.status),
     messages.EffectFailed: messages.EffectFailed(fx.CreateJob(OperationKind.STARTUP, 1, "m1-startup-1"), "no", True),
