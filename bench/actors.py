@@ -26,17 +26,12 @@ if not __package__:
     # package it measures.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-# The recording effect port of the actor tests stands in for the Kubernetes writer.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "actors"))
-
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from fakes import FakeEffectPort
 
 from actors import wiring
 from actors.base import ShellActor
@@ -58,6 +53,7 @@ from schemas import labels
 from schemas.common import Metadata
 from schemas.group import Group, GroupSpec
 from schemas.node import JobTemplate, Node, NodeSnapshot, NodeSpec, Pricing
+from tests.support.actor_fakes import FakeEffectPort  # the actor tests' recording port stands in for the writer
 
 SIZES = (1000, 5000)
 ASK_THREADS = 8

@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fakes import START, WAIT, Lab, identity, job, kube_node, make_group, make_node, stand_in, start_lab
 
 from actors import metrics, wiring
 from actors.base import ShellActor
@@ -41,6 +40,18 @@ from schemas import labels
 from schemas.common import Taint, TaintEffect
 from schemas.group import GroupSpec, NodeTemplate
 from schemas.node import NodeSnapshot, NodeState, OperationKind, PowerPolicy
+from tests.support.actor_fakes import (
+    START,
+    WAIT,
+    Lab,
+    identity,
+    job,
+    kube_node,
+    make_group,
+    make_node,
+    stand_in,
+    start_lab,
+)
 
 STARTUP, SHUTDOWN = OperationKind.STARTUP, OperationKind.SHUTDOWN
 

@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fakes import SNAPSHOT, START, WAIT, FakeClock, FakeEffectPort, make_node
 from thespian.actors import ActorExitRequest
 
 from actors import metrics, wiring
@@ -39,6 +38,7 @@ from actors.ticker_actor import Tick, TimerFired
 from schemas import labels
 from schemas.group import GroupSpec
 from schemas.node import Node, NodeState, NodeStatus, Operation, OperationKind, PowerPolicy
+from tests.support.actor_fakes import SNAPSHOT, START, WAIT, FakeClock, FakeEffectPort, make_node
 
 STARTUP, SHUTDOWN = OperationKind.STARTUP, OperationKind.SHUTDOWN
 SPEC = GroupSpec(max_size=5, boot_timeout="10m")

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from fakes import FakeClock, Lab, identity, job, kube_node, make_group, make_node, start_lab
 from thespian.actors import ActorExitRequest
 
 from actors.fsm import effects as fx
@@ -27,6 +26,7 @@ from actors.messages import (
 )
 from actors.runtime import ActorRuntime
 from schemas.node import NodeState, NodeStatus, Operation, OperationKind
+from tests.support.actor_fakes import FakeClock, Lab, identity, job, kube_node, make_group, make_node, start_lab
 
 STARTUP, SHUTDOWN = OperationKind.STARTUP, OperationKind.SHUTDOWN
 

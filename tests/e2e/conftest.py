@@ -11,17 +11,12 @@ from anywhere. Guide: docs/development/e2e.md.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# The CA-side gRPC client and the polling helper come from the operator integration tests (see e2e_support).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "operator"))
-
-from e2e_support import (  # it imports operator_test_support through the path above
+from e2e_support import (
     FAKE_PACE,
     REAL_TIMEOUT_SECONDS,
     Cluster,

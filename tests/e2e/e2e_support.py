@@ -7,9 +7,9 @@ in-process with its own client, the machine simulator attaches as a plain client
 collide, and each homelab deletes its namespace and its Nodes (and their Leases) when it is done.
 
 The CA side (a gRPC client the way Cluster Autoscaler dials us) and the polling helper are shared with the operator
-integration tests (`tests/integration/operator/operator_test_support.py`), which run the same kinds of scenario
-against the fake with direct access to its store and request log; here only the API is available, so Jobs are
-counted by a watch that sees every one ever created (a duplicate deleted again would still be caught).
+integration tests (tests/support/operator_homelab.py), which run the same kinds of scenario against the fake with
+direct access to its store and request log; here only the API is available, so Jobs are counted by a watch that
+sees every one ever created (a duplicate deleted again would still be caught).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import grpc
 import pytest
 import yaml
 from kubernetes import client as kube_client
-from operator_test_support import CREATING, DELETING, RUNNING, RunningOperator, wait_for
 
 from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
 from homelab_autoscaler.operator import Operator
@@ -39,6 +38,7 @@ from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
 from sim.machines.jobs import PowerJob, job_selector, read_power_job
 from sim.machines.manifests import LEASE_NAMESPACE
 from sim.machines.watcher import JobWatcher
+from tests.support.operator_homelab import CREATING, DELETING, RUNNING, RunningOperator, wait_for
 
 __all__ = ["CREATING", "DELETING", "RUNNING", "Cluster", "E2eHomelab", "Pace", "RunningOperator", "wait_for"]
 

@@ -38,7 +38,7 @@ from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas.labels import CA_FAKE_NODE_REASON_ANNOTATION
 from schemas.node import NodeState, NodeStatus
-from tests.actors.fakes import kube_node, make_group, make_node, start_lab
+from tests.support.actor_fakes import kube_node, make_group, make_node, start_lab
 
 Code: TypeAlias = grpc.StatusCode
 CALL_DEADLINE: Final = 10.0

@@ -27,7 +27,7 @@ from schemas.crds import apply_defaults
 from schemas.labels import GROUP_LABEL
 from schemas.validation import validate_group, validate_node
 from sim.seed import plan_homelab
-from tests.integration.security.rbac_support import installation, operator_grants
+from tests.support.rbac import installation, operator_grants
 from webhooks.admission import ALL_NAMESPACES, AdmissionRules, KnownMachine, review
 from webhooks.certs import service_dns_names
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_test_support import Homelab, new_homelab
+
+from tests.support.operator_homelab import Homelab, new_homelab
 
 THREAD_EXIT_BACKSTOP = 5.0
 """Seconds a thread may take to finish after its owner stopped (grpcio ends its last helper just after stop)."""

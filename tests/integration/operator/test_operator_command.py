@@ -21,7 +21,6 @@ from typing import Any, Final
 
 import grpc
 import pytest
-from operator_test_support import RUNNING, wait_for
 
 from homelab_autoscaler.cli import build_parser
 from homelab_autoscaler.http_server import HealthServer
@@ -29,6 +28,7 @@ from homelab_autoscaler.logs import configure_logging
 from homelab_autoscaler.settings import LogFormat, LogLevel, Settings, SettingsError, env_name, settings_from
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
+from tests.support.operator_homelab import RUNNING, wait_for
 
 ROOT: Final = Path(__file__).resolve().parents[3]
 

@@ -11,11 +11,11 @@ import logging
 import threading
 
 import pytest
-from operator_test_support import GROUP_ID, NAMESPACE, RUNNING, Homelab, machine_manifest, simulated, wait_for
 
 from actors import metrics
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
+from tests.support.operator_homelab import GROUP_ID, NAMESPACE, RUNNING, Homelab, machine_manifest, simulated, wait_for
 
 
 def _counter(counter: object, *labels: str) -> float:

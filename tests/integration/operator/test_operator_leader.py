@@ -13,7 +13,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from operator_test_support import (
+
+from homelab_autoscaler.operator import LEADER_LABEL
+from tests.support.operator_homelab import (
     CREATING,
     OPERATOR_NAMESPACE,
     RUNNING,
@@ -22,8 +24,6 @@ from operator_test_support import (
     simulated,
     wait_for,
 )
-
-from homelab_autoscaler.operator import LEADER_LABEL
 
 LEASE = "homelab-autoscaler"
 

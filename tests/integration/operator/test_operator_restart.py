@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from operator_test_support import CREATING, RUNNING, Homelab, RunningOperator, simulated, wait_for
+
+from tests.support.operator_homelab import CREATING, RUNNING, Homelab, RunningOperator, simulated, wait_for
 
 INSTANCE = "homelab://homelab/m1"
 

@@ -11,7 +11,11 @@ import json
 
 import grpc
 import pytest
-from operator_test_support import (
+
+from protos import externalgrpc_pb2 as externalgrpc
+from schemas import GROUP_VERSION
+from schemas import labels as label_names
+from tests.support.operator_homelab import (
     CREATING,
     DELETING,
     GROUP,
@@ -23,10 +27,6 @@ from operator_test_support import (
     simulated,
     wait_for,
 )
-
-from protos import externalgrpc_pb2 as externalgrpc
-from schemas import GROUP_VERSION
-from schemas import labels as label_names
 
 OUR_JOB_LABELS = (
     label_names.MANAGED_BY_LABEL,

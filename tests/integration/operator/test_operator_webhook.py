@@ -18,12 +18,12 @@ from typing import Any, Final
 import pytest
 import yaml
 from cryptography import x509
-from operator_test_support import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest, wait_for
 
 from actors.adapters.admission_lookup import CachedAdmissionLookup
 from actors.adapters.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from homelab_autoscaler.operator import WebhookCertificateIssuer
 from sim.fakeapi import ApiError, ResourceType
+from tests.support.operator_homelab import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest, wait_for
 from webhooks.admission import KnownMachine
 from webhooks.certs import certificate_expiry
 

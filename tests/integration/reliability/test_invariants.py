@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from operator_test_support import GROUP, GROUP_ID, NAMESPACE, Homelab, simulated, wait_for
 
 from actors.fsm.group import InstanceState, InstanceView
 from actors.read_model import GroupSnapshot, MachineSnapshot
@@ -34,6 +33,7 @@ from sim.invariants import (
     unsettled_machines,
     wait_converged,
 )
+from tests.support.operator_homelab import GROUP, GROUP_ID, NAMESPACE, Homelab, simulated, wait_for
 
 _INSTANCE_STATES = {
     NodeState.STARTING_UP: InstanceState.CREATING,

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as kube_client
-from rbac_support import MANIFESTS, ApiRequest, classify_request
 
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import Settings
@@ -35,6 +34,7 @@ from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.crds import render_crds
 from sim.fakeapi import FakeApiServer, ResourceType
+from tests.support.rbac import MANIFESTS, ApiRequest, classify_request
 
 T = TypeVar("T")
 

@@ -21,16 +21,6 @@ from typing import Final
 
 import grpc
 import pytest
-from rbac_support import (
-    KUBECTL,
-    ApiRequest,
-    Installation,
-    allows,
-    installation,
-    kustomize,
-    matches,
-    operator_grants,
-)
 from security_support import (
     GROUP,
     OPERATOR_NAMESPACE,
@@ -58,6 +48,16 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import labels as label_names
 from schemas.group import GroupSpec, GroupStatus
 from schemas.node import Node, NodeStatus, OperationKind
+from tests.support.rbac import (
+    KUBECTL,
+    ApiRequest,
+    Installation,
+    allows,
+    installation,
+    kustomize,
+    matches,
+    operator_grants,
+)
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (for `kubectl kustomize`) is not installed")
 

@@ -1,6 +1,7 @@
-"""Helpers shared by the operator integration tests: a homelab on the fake API, running operators, and polling.
+"""The operator on a homelab of the fake API: running operators, the CA-side gRPC client, and polling.
 
-A plain module (conftest files are not importable by name). Every test gets its own `FakeApiServer` (it starts in
+Shared by the operator and reliability integration tests; the e2e harness (tests/e2e/e2e_support.py) reuses the
+running operator, the gRPC instance statuses and `wait_for`. Every test gets its own `FakeApiServer` (it starts in
 milliseconds), so Kubernetes Nodes, which are cluster-scoped, never collide between tests. Everything the operator
 does goes over real HTTP through the official client and its kubeconfig; the tests look at the results in the
 fake's store (what `kubectl get` would show) and through a real gRPC channel, the way Cluster Autoscaler would.

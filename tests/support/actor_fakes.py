@@ -1,4 +1,5 @@
-"""Fakes for the actor tests: a recording effect port, a hand-moved clock, resource builders and a small lab.
+"""Fakes for the actor tests (and the gateway fuzzer and bench/actors.py): a recording effect port, a hand-moved clock,
+resource builders and a small lab.
 
 The fakes stand in for *our* seams only (the `EffectPort`, the clock), never for Thespian: the actors under test
 run for real on simpleSystemBase through `ActorRuntime`, and tests feed them observations exactly as the watchers

@@ -10,7 +10,7 @@ Three pieces, each small enough to read in one go:
   the bindings that name it (a role nobody binds grants nothing);
 - `allows`: whether one permission admits one request.
 
-A plain module (conftest files are not importable by name); tests/unit/test_manifests.py uses it too.
+Shared by the security integration tests (tests/integration/security) and tests/unit/test_manifests.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import yaml
 
 from actors.adapters.api_calls import ApiCall, Grant, NamedBy, RoleKind
 
-ROOT: Final = Path(__file__).resolve().parents[3]
+ROOT: Final = Path(__file__).resolve().parents[2]
 MANIFESTS: Final = ROOT / "manifests"
 KUBECTL: Final = shutil.which("kubectl")
 
