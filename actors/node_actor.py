@@ -34,7 +34,16 @@ from actors.effects_port import EffectBatch, MachineRef, StoredNotice
 from actors.fsm import effects as fx
 from actors.fsm.derive import derive
 from actors.fsm.errors import InvalidTransition
-from actors.fsm.events import ConfigChanged, DrainFinished, Event, JobFailed, ResetRequested, TimerFired, TimerKind
+from actors.fsm.events import (
+    ConfigChanged,
+    DrainFinished,
+    Event,
+    JobFailed,
+    ResetRequested,
+    TimerFired,
+    TimerKind,
+    WriteFailed,
+)
 from actors.fsm.group import instance_status, machine_view
 from actors.fsm.node import Machine, MachineConfig, Transition, pending_timers, step
 from actors.messages import (
@@ -157,10 +166,14 @@ class NodeActor(ShellActor):
             self._apply(DrainFinished(succeeded=False, message=message.message))
         else:
             # The timers of the state machine catch what this failure leaves undone (a Job never created
-            # times out; a status not written is written again with the next transition).
+            # times out; a status not written is written again with the next transition). The machine makes
+            # it visible as a condition and an Event; a failed status or Event write is only logged, since
+            # reporting it would take another such write (the machine ignores those reports too).
             LOGGER.warning("node=%s group=%s effect %s failed (%s): %s", self.actor_name, self._group_id,
                            type(effect).__name__, "permanent" if message.permanent else "retries exhausted",
                            message.message)
+            if not isinstance(effect, fx.PatchStatus | fx.RecordEvent):
+                self._apply(WriteFailed(type(effect).__name__, message.message, message.permanent))
 
     def receiveMsg_DrainCompleted(self, message: DrainCompleted, sender: Any) -> None:
         self._apply(DrainFinished(message.succeeded, message.message))

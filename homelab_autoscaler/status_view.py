@@ -230,14 +230,21 @@ def last_error(status: NodeStatus) -> str:
 
     A BootFailed or Quarantined machine shows its status message (it says what failed, or how to release the
     machine); any other machine with a true OperationFailed condition shows that condition's message, which keeps
-    the failure visible while a machine cools down in Shutdown or returns to Ready after a failed shutdown.
+    the failure visible while a machine cools down in Shutdown or returns to Ready after a failed shutdown. Failing
+    that, a true KubernetesWriteFailed condition (a cordon, providerID, label or Node deletion the API refused)
+    shows its message: a power failure matters more to whoever reads the column, so it wins when both are set.
     """
     if status.state in (NodeState.BOOT_FAILED, NodeState.QUARANTINED):
         return status.message or status.reason or status.state.value
-    for condition in status.conditions:
-        if condition.type == labels.CONDITION_OPERATION_FAILED and condition.status is ConditionStatus.TRUE:
-            return condition.message or condition.reason or labels.CONDITION_OPERATION_FAILED
+    for condition_type in _ERROR_CONDITIONS:
+        for condition in status.conditions:
+            if condition.type == condition_type and condition.status is ConditionStatus.TRUE:
+                return condition.message or condition.reason or condition_type
     return ""
+
+
+_ERROR_CONDITIONS = (labels.CONDITION_OPERATION_FAILED, labels.CONDITION_WRITE_FAILED)
+"""Condition types whose true status is a machine's last error, most important first."""
 
 
 def powered_on_seconds(status: NodeStatus, now: datetime) -> float:

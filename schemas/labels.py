@@ -40,3 +40,6 @@ CONDITION_READY: Final = "Ready"
 CONDITION_QUARANTINED: Final = "Quarantined"
 CONDITION_OPERATION_FAILED: Final = "OperationFailed"
 CONDITION_HEALTHY: Final = "Healthy"
+CONDITION_WRITE_FAILED: Final = "KubernetesWriteFailed"
+"""On a Node CR: a change the operator made to Kubernetes for this machine (cordon, providerID, labels, ...) was
+refused or kept failing; reason is the effect's name. Set False when the machine next changes state."""

@@ -224,7 +224,9 @@ class NodeStatus(StatusModel):
     handled_reset: str | None = Field(
         default=None, description="The reset annotation value last acted on (a new value clears quarantine)."
     )
-    conditions: tuple[Condition, ...] = Field(default=(), description="Ready, Quarantined, OperationFailed.")
+    conditions: tuple[Condition, ...] = Field(
+        default=(), description="Ready, Quarantined, OperationFailed, KubernetesWriteFailed."
+    )
     observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
 
 

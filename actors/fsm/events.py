@@ -130,6 +130,19 @@ class ConfigChanged:
     config: MachineConfig
 
 
+@dataclass(frozen=True)
+class WriteFailed:
+    """A Kubernetes write the machine asked for failed: refused (`permanent`) or still failing after retries.
+
+    `effect` is the effect's type name (`Cordon`, `SetProviderID`, ...). Legal in every state and never changes
+    the state: it only makes the failure visible as a condition and an Event.
+    """
+
+    effect: str
+    message: str
+    permanent: bool
+
+
 Event = (
     PowerOnRequested
     | BootSlotGranted
@@ -145,6 +158,7 @@ Event = (
     | PolicyChanged
     | ResetRequested
     | ConfigChanged
+    | WriteFailed
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -162,5 +176,6 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     PolicyChanged,
     ResetRequested,
     ConfigChanged,
+    WriteFailed,
 )
 """Every event type, in the order the documentation lists them."""

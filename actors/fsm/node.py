@@ -11,6 +11,7 @@ which everything that affects transitions in this file follows:
   refusal leaves the machine exactly as it was.
 - After a handler, `step` applies the power-policy rules of `POLICY_RULES` until none applies (a machine
   with policy On that lands in Shutdown is powered on again, policy Off powers a Ready machine off, ...).
+  `WriteFailed` is the exception: it only reports a failed Kubernetes write, so it never moves the machine.
 - Timers are derived, not remembered: `pending_timers(machine)` says which timers a machine in its state
   needs, and `step` starts and cancels timers by comparing that set before and after. Tokens name the
   operation (`<job>:boot-timeout`), so a timer of an older operation is recognised as stale and ignored.
@@ -54,6 +55,7 @@ from actors.fsm.events import (
     ResetRequested,
     TimerFired,
     TimerKind,
+    WriteFailed,
 )
 from schemas import labels
 from schemas.common import Condition, ConditionStatus, format_duration, parse_duration, set_condition
@@ -239,6 +241,11 @@ def is_cooling_down(status: NodeStatus, now: datetime) -> bool:
 
 _AFTER_FAILED_POWER_OFF: Final = frozenset({"ShutdownFailed", "DrainFailed"})
 """Ready reasons after which policy Off does not retry by itself (it would loop on a stuck drain)."""
+_UNREPORTED_WRITES: Final = frozenset({fx.PatchStatus.__name__, fx.RecordEvent.__name__})
+"""Effects whose failure the shell only logs: reporting it takes a status write and an Event, which could fail
+again, and again, forever."""
+_WRITE_FAILURE_DETAIL_LIMIT: Final = 512
+"""API error texts can carry whole response bodies; the condition and the Event keep their beginning."""
 
 
 def _update(machine: Machine, **changes: Any) -> Machine:
@@ -677,6 +684,30 @@ def _reset(machine: Machine, event: ResetRequested, now: datetime) -> Transition
     return Transition(reset, (fx.RecordEvent(fx.EventType.NORMAL, "Reset", message),))
 
 
+def _write_failure_message(event: WriteFailed) -> str:
+    how = "was permanently refused by the Kubernetes API" if event.permanent else "is still failing after retries"
+    detail = event.message
+    if len(detail) > _WRITE_FAILURE_DETAIL_LIMIT:
+        detail = detail[: _WRITE_FAILURE_DETAIL_LIMIT - 1] + "…"
+    return f"{event.effect} {how}: {detail}" if detail else f"{event.effect} {how}"
+
+
+def _write_failed(machine: Machine, event: WriteFailed, now: datetime) -> Transition:
+    """Make a failed Kubernetes write visible on the Node resource: a condition, and a Warning Event once."""
+    if event.effect in _UNREPORTED_WRITES:
+        return Transition(machine)
+    message = _write_failure_message(event)
+    current = next((c for c in machine.status.conditions if c.type == labels.CONDITION_WRITE_FAILED), None)
+    if (
+        current is not None
+        and current.status is ConditionStatus.TRUE
+        and (current.reason, current.message) == (event.effect, message)
+    ):
+        return Transition(machine)  # already said; a repeat would only add noise to `kubectl describe`
+    failed = _with_condition(machine, now, labels.CONDITION_WRITE_FAILED, True, event.effect, message)
+    return Transition(failed, (fx.RecordEvent(fx.EventType.WARNING, "WriteFailed", message),))
+
+
 def _config_changed(machine: Machine, event: ConfigChanged, now: datetime) -> Transition:
     new, old = event.config, machine.config
     if (new.namespace, new.name) != (old.namespace, old.name):
@@ -735,7 +766,7 @@ def _stay(state: NodeState, summary: str = _OBSERVE_SUMMARY) -> Rule:
 
 
 def _common_cells(state: NodeState) -> dict[tuple[NodeState, type[Event]], Rule | _Ignore]:
-    """Cells every state shares: policy, reset and configuration are never refused."""
+    """Cells every state shares: policy, reset, configuration and write-failure reports are never refused."""
     policy_targets = (state, NodeState.SHUTTING_DOWN) if state is NodeState.READY else (state,)
     reset_targets = (NodeState.QUARANTINED, NodeState.SHUTDOWN) if state is NodeState.QUARANTINED else (state,)
     policy_summary = "store the policy; the policy rules act on it"
@@ -752,6 +783,12 @@ def _common_cells(state: NodeState) -> dict[tuple[NodeState, type[Event]], Rule 
         ),
         (state, ConfigChanged): Rule(
             _config_changed, policy_targets, "apply the new settings; a different powerPolicy is a PolicyChanged"
+        ),
+        (state, WriteFailed): Rule(
+            _write_failed,
+            (state,),
+            "set the KubernetesWriteFailed condition and record a WriteFailed Warning (not again for the same"
+            " failure; nothing at all for a failed status or Event write)",
         ),
     }
 
@@ -1065,7 +1102,7 @@ def _observe(machine: Machine, event: Event, now: datetime) -> Machine:
 
 
 def _bookkeep(before: Machine, after: Machine, now: datetime) -> Machine:
-    """Stamp what every change of state implies: since, powered-on time, Ready and Quarantined conditions."""
+    """Stamp what every change of state implies: since, powered-on time, the conditions that follow the state."""
     old, new = before.status, after.status
     if new.since is None:
         after = _update(after, since=now)
@@ -1082,7 +1119,9 @@ def _bookkeep(before: Machine, after: Machine, now: datetime) -> Machine:
         after = _with_condition(after, now, labels.CONDITION_QUARANTINED, True, "Quarantined", new.message)
     elif old.state is NodeState.QUARANTINED:
         after = _with_condition(after, now, labels.CONDITION_QUARANTINED, False, reason, new.message)
-    return after
+    # A failed write belongs to what the machine was doing then; a new state is a fresh start.
+    cleared = f"cleared on entering {new.state.value}; a later failed write sets it again"
+    return _clear_condition(after, now, labels.CONDITION_WRITE_FAILED, "StateChanged", cleared)
 
 
 def _timer_effects(before: Machine, after: Machine, now: datetime, fired: str | None) -> tuple[fx.Effect, ...]:
@@ -1110,8 +1149,13 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
     if isinstance(cell, _Ignore):
         return Transition(machine)
     handled = cell(_observe(machine, event, now), event, now)
-    settled = settle(handled.machine, now)
-    final = _bookkeep(machine, settled.machine, now)
+    if isinstance(event, WriteFailed):
+        # Only a report: the state stays, so no policy rule, state bookkeeping or timer can be due because of it
+        # (and a failed status write stays free of effects even when a policy rule has just become due).
+        settled, final = Transition(handled.machine), handled.machine
+    else:
+        settled = settle(handled.machine, now)
+        final = _bookkeep(machine, settled.machine, now)
     fired = event.token if isinstance(event, TimerFired) else None
     effects = (*handled.effects, *settled.effects, *_timer_effects(machine, final, now, fired))
     if final.status != machine.status:

@@ -267,6 +267,44 @@ def test_drain_outcomes(machine: OneMachine, outcome: object, state: NodeState, 
     assert effect in machine.port.effects()
 
 
+def test_a_refused_cordon_shows_as_a_condition_and_a_warning(machine: OneMachine) -> None:
+    machine.configure(make_node("m1"), kube_node=KubeNodeObservation(True, "k3s://m1", SNAPSHOT))
+    machine.command(PowerOffRequested(drain=True))
+    machine.heard()
+    machine.port.clear()
+
+    machine.tell(EffectFailed(fx.Cordon(), 'nodes "m1" is forbidden', permanent=True))
+    machine.heard()
+
+    message = 'Cordon was permanently refused by the Kubernetes API: nodes "m1" is forbidden'
+    assert [type(effect) for effect in machine.port.effects()] == [fx.RecordEvent, fx.PatchStatus]
+    assert machine.port.events() == [fx.RecordEvent(fx.EventType.WARNING, "WriteFailed", message)]
+    written = [effect.status for effect in machine.port.effects() if isinstance(effect, fx.PatchStatus)][-1]
+    condition = next(c for c in written.conditions if c.type == labels.CONDITION_WRITE_FAILED)
+    assert (condition.status, condition.reason, condition.message) == ("True", "Cordon", message)
+    assert written.state is NodeState.SHUTTING_DOWN  # the drain goes on
+
+
+def test_status_and_event_writes_that_keep_failing_do_not_loop(machine: OneMachine) -> None:
+    machine.configure(make_node("m1"), kube_node=KubeNodeObservation(True, "k3s://m1", SNAPSHOT))
+    # An API that refuses every status, Event and cordon write, answering like the writer does.
+    machine.port.respond(
+        lambda batch, effect: EffectFailed(effect, "403 Forbidden", True)
+        if isinstance(effect, fx.PatchStatus | fx.RecordEvent | fx.Cordon)
+        else None
+    )
+    machine.port.clear()
+    machine.command(PowerOffRequested(drain=True))
+    machine.heard()
+    machine.heard()  # let every reply (and any reply to a reply) be delivered
+
+    # The power-off batch, then one report of the refused cordon; its own failed writes stay in the log.
+    assert [[type(effect) for effect in batch.effects] for batch in machine.port.batches] == [
+        [fx.Cordon, fx.Drain, fx.RecordEvent, fx.PatchStatus],
+        [fx.RecordEvent, fx.PatchStatus],
+    ]
+
+
 def test_timers_go_through_the_ticker_and_stale_ones_are_ignored(machine: OneMachine) -> None:
     machine.configure(make_node("m1"))
     machine.command(PowerOnRequested())

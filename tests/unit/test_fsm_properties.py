@@ -101,6 +101,13 @@ _POWER_AND_WORLD: st.SearchStrategy[Action] = st.one_of(
     st.tuples(st.just("node_ready"), st.booleans(), st.sampled_from(SNAPSHOTS)),
     st.tuples(st.just("node_not_ready")),
     st.tuples(st.just("node_gone")),
+    # The writer's report of a Kubernetes write that failed, including the status and Event writes themselves.
+    st.tuples(
+        st.just("write_fails"),
+        st.sampled_from(["Cordon", "Uncordon", "SetProviderID", "DeleteKubeNode", "PatchStatus", "RecordEvent"]),
+        st.sampled_from(["403 Forbidden", "gave up after 6 tries: 503"]),
+        st.booleans(),
+    ),
 )
 _PEOPLE: st.SearchStrategy[Action] = st.one_of(
     st.tuples(st.just("policy"), st.sampled_from(list(PowerPolicy))),
@@ -170,6 +177,8 @@ def events_for(action: Action, world: World, machine: Machine) -> list[ev.Event]
     if name == "node_gone":
         world.node = None
         return [ev.NodeGone()]
+    if name == "write_fails":
+        return [ev.WriteFailed(action[1], action[2], permanent=action[3])]
     if name == "policy":
         return [ev.PolicyChanged(action[1])]
     if name == "reset":
@@ -247,6 +256,10 @@ def test_random_histories_keep_the_world_and_a_restart_in_agreement(
                 continue  # refused: nothing changed, nothing to apply
             if isinstance(cell, Rule):
                 assert result.machine.status.state in explained_targets(cell), "the documented table explains the move"
+            if isinstance(event, ev.WriteFailed):
+                assert result.machine.status.state is machine.status.state, "a failed write never moves the machine"
+                if event.effect in ("PatchStatus", "RecordEvent"):
+                    assert result.effects == (), "a failed status or Event write must not start another write"
             machine = result.machine
             pending += world.apply(result.effects)
         # Checked once the cluster's answers (a fired timer, a deleted Node) have been delivered.

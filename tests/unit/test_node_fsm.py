@@ -28,6 +28,7 @@ from actors.fsm.node import (
 )
 from schemas.common import ConditionStatus, Metadata
 from schemas.group import FailurePolicy, GroupSpec, PowerOffNodePolicy
+from schemas.labels import CONDITION_WRITE_FAILED
 from schemas.node import (
     JobTemplate,
     Node,
@@ -100,6 +101,7 @@ EVENT_FOR: dict[type[ev.Event], Callable[[Machine], tuple[ev.Event, datetime]]] 
     ev.PolicyChanged: lambda m: (ev.PolicyChanged(m.config.power_policy), NOW),
     ev.ResetRequested: lambda m: (ev.ResetRequested("first-reset"), NOW),
     ev.ConfigChanged: lambda m: (ev.ConfigChanged(replace(m.config, boot_timeout_seconds=900)), NOW),
+    ev.WriteFailed: lambda m: (ev.WriteFailed("Cordon", 'nodes "m1" is forbidden', permanent=True), NOW),
 }
 
 IGNORED = "ignored"
@@ -108,21 +110,24 @@ ILLEGAL = "illegal"
 CELLS: dict[NodeState, tuple[NodeState | str, ...]] = {
     #                 PowerOn         BootSlot        PowerOff          Cancel           JobSucceeded
     #                 JobFailed       Drain           NodeReady         NodeNotReady     NodeGone
-    #                 TimerFired      PolicyChanged   ResetRequested    ConfigChanged
+    #                 TimerFired      PolicyChanged   ResetRequested    ConfigChanged    WriteFailed
     NodeState.SHUTDOWN: (
         *(NodeState.STARTING_UP, IGNORED, IGNORED, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.SHUTDOWN, NodeState.SHUTDOWN),
         *(NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.SHUTDOWN),
+        NodeState.SHUTDOWN,
     ),
     NodeState.STARTING_UP: (
         *(IGNORED, NodeState.STARTING_UP, NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.STARTING_UP),
         *(NodeState.BOOT_FAILED, IGNORED, NodeState.READY, NodeState.STARTING_UP, NodeState.STARTING_UP),
         *(NodeState.BOOT_FAILED, NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.STARTING_UP),
+        NodeState.STARTING_UP,
     ),
     NodeState.READY: (
         *(IGNORED, IGNORED, NodeState.SHUTTING_DOWN, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.READY, NodeState.SHUTDOWN),
         *(NodeState.READY, NodeState.READY, NodeState.READY, NodeState.READY),
+        NodeState.READY,
     ),
     NodeState.SHUTTING_DOWN: (
         *(ILLEGAL, IGNORED, IGNORED, ILLEGAL, NodeState.SHUTTING_DOWN),
@@ -134,21 +139,25 @@ CELLS: dict[NodeState, tuple[NodeState | str, ...]] = {
             NodeState.SHUTTING_DOWN,
         ),
         *(NodeState.SHUTTING_DOWN, NodeState.SHUTTING_DOWN, NodeState.SHUTTING_DOWN, NodeState.SHUTTING_DOWN),
+        NodeState.SHUTTING_DOWN,
     ),
     NodeState.BOOT_FAILED: (
         *(ILLEGAL, IGNORED, NodeState.SHUTDOWN, NodeState.SHUTDOWN, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED),
         *(IGNORED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED),
+        NodeState.BOOT_FAILED,
     ),
     NodeState.QUARANTINED: (
         *(ILLEGAL, IGNORED, IGNORED, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.QUARANTINED, NodeState.QUARANTINED),
         *(IGNORED, NodeState.QUARANTINED, NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        NodeState.QUARANTINED,
     ),
     NodeState.MAINTENANCE: (
         *(ILLEGAL, IGNORED, ILLEGAL, ILLEGAL, NodeState.MAINTENANCE),
         *(NodeState.MAINTENANCE, IGNORED, NodeState.MAINTENANCE, NodeState.MAINTENANCE, NodeState.MAINTENANCE),
         *(IGNORED, NodeState.MAINTENANCE, NodeState.MAINTENANCE, NodeState.MAINTENANCE),
+        NodeState.MAINTENANCE,
     ),
 }
 
@@ -675,6 +684,121 @@ def test_config_change_applies_and_a_policy_change_inside_it_acts() -> None:
     assert off.machine.status.state is NodeState.SHUTDOWN
     with pytest.raises(InvalidTransition, match="not this machine"):
         step(booting, ev.ConfigChanged(replace(CONFIG, name="m2")), NOW)
+
+
+# --------------------------------------------------------------------------------------------------
+# Failed Kubernetes writes
+
+
+def _write_failed_condition(machine: Machine) -> tuple[ConditionStatus, str, str] | None:
+    condition = next((c for c in machine.status.conditions if c.type == CONDITION_WRITE_FAILED), None)
+    return (condition.status, condition.reason, condition.message) if condition else None
+
+
+@pytest.mark.parametrize(
+    ("state", "failure", "reason", "message"),
+    [
+        pytest.param(
+            NodeState.SHUTTING_DOWN,
+            ev.WriteFailed("Cordon", 'nodes "m1" is forbidden', permanent=True),
+            "Cordon",
+            'Cordon was permanently refused by the Kubernetes API: nodes "m1" is forbidden',
+            id="cordon-refused",
+        ),
+        pytest.param(
+            NodeState.READY,
+            ev.WriteFailed("SetProviderID", "gave up after 6 tries: 503 Service Unavailable", permanent=False),
+            "SetProviderID",
+            "SetProviderID is still failing after retries: gave up after 6 tries: 503 Service Unavailable",
+            id="provider-id-retries-exhausted",
+        ),
+        pytest.param(
+            NodeState.MAINTENANCE,
+            ev.WriteFailed("ApplyManagedLabelsAndTaints", "", permanent=True),
+            "ApplyManagedLabelsAndTaints",
+            "ApplyManagedLabelsAndTaints was permanently refused by the Kubernetes API",
+            id="no-detail",
+        ),
+        pytest.param(
+            NodeState.SHUTDOWN,
+            ev.WriteFailed("DeleteKubeNode", "x" * 2000, permanent=True),
+            "DeleteKubeNode",
+            "DeleteKubeNode was permanently refused by the Kubernetes API: " + "x" * 511 + "…",
+            id="long-detail-cut",
+        ),
+    ],
+)
+def test_a_failed_write_sets_the_condition_and_records_a_warning(
+    state: NodeState, failure: ev.WriteFailed, reason: str, message: str
+) -> None:
+    machine = machine_in(state)
+    result = step(machine, failure, NOW)
+    assert result.machine.status.state is state
+    assert _write_failed_condition(result.machine) == (ConditionStatus.TRUE, reason, message)
+    assert result.effects == (
+        fx.RecordEvent(fx.EventType.WARNING, "WriteFailed", message),
+        fx.PatchStatus(result.machine.status),
+    )
+    assert result.machine.status.model_copy(update={"conditions": ()}) == machine.status  # nothing else changes
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(ev.WriteFailed("PatchStatus", "409 Conflict", permanent=False), id="status-write"),
+        pytest.param(ev.WriteFailed("RecordEvent", "403 Forbidden", permanent=True), id="event-write"),
+    ],
+)
+@pytest.mark.parametrize("state", [pytest.param(state, id=state.value) for state in NodeState])
+def test_a_failed_status_or_event_write_produces_nothing(state: NodeState, failure: ev.WriteFailed) -> None:
+    machine = machine_in(state)
+    assert step(machine, failure, NOW) == Transition(machine)
+
+
+def test_a_failed_write_never_triggers_a_policy_move() -> None:
+    # policy On, cooldown just over: the next ordinary event would boot it; a failure report must not.
+    resting = machine_in(NodeState.SHUTDOWN, cooldown_until=NOW - timedelta(seconds=1), consecutive_failures=1)
+    resting = replace(resting, config=replace(CONFIG, power_policy=PowerPolicy.ON))
+    assert step(resting, ev.WriteFailed("PatchStatus", "409 Conflict", permanent=False), NOW) == Transition(resting)
+    reported = step(resting, ev.WriteFailed("DeleteKubeNode", "403 Forbidden", permanent=True), NOW)
+    assert reported.machine.status.state is NodeState.SHUTDOWN
+    assert not [effect for effect in reported.effects if isinstance(effect, fx.CreateJob)]
+
+
+def test_the_same_failure_again_is_not_repeated_but_a_different_one_is() -> None:
+    failure = ev.WriteFailed("Cordon", 'nodes "m1" is forbidden', permanent=True)
+    first = step(machine_in(NodeState.SHUTTING_DOWN), failure, NOW)
+    assert step(first.machine, failure, NOW + timedelta(seconds=5)) == Transition(first.machine)
+    retried = ev.WriteFailed("Cordon", "gave up after 6 tries: timeout", permanent=False)
+    second = step(first.machine, retried, NOW + timedelta(seconds=5))
+    assert _events(second) == [(fx.EventType.WARNING, "WriteFailed")]
+    condition = _write_failed_condition(second.machine)
+    assert condition is not None
+    assert condition[2] == "Cordon is still failing after retries: gave up after 6 tries: timeout"
+
+
+def test_the_condition_is_cleared_on_the_next_change_of_state() -> None:
+    failure = ev.WriteFailed("Uncordon", "403 Forbidden", permanent=True)
+    failed = step(machine_in(NodeState.READY), failure, NOW).machine
+    later = NOW + timedelta(minutes=5)
+    still = step(failed, ev.NodeReady(provider_id="homelab://homelab/m1", snapshot=SNAPSHOT), later).machine
+    assert _write_failed_condition(still) == _write_failed_condition(failed)  # same state: kept
+    off = step(still, ev.PowerOffRequested(drain=False), later)
+    assert off.machine.status.state is NodeState.SHUTTING_DOWN
+    assert _write_failed_condition(off.machine) == (
+        ConditionStatus.FALSE,
+        "StateChanged",
+        "cleared on entering ShuttingDown; a later failed write sets it again",
+    )
+    assert not [e for e in _events(off) if e[1] == "WriteFailed"]
+    again = step(off.machine, failure, later)
+    assert _write_failed_condition(again.machine) == _write_failed_condition(failed)
+    assert _events(again) == [(fx.EventType.WARNING, "WriteFailed")]
+
+
+def test_a_machine_that_never_failed_a_write_gets_no_such_condition() -> None:
+    booted = step(machine_in(NodeState.STARTING_UP), READY, NOW).machine
+    assert _write_failed_condition(booted) is None
 
 
 # --------------------------------------------------------------------------------------------------

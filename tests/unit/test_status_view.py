@@ -29,7 +29,7 @@ from homelab_autoscaler.status_view import (
 )
 from schemas import GROUP_VERSION
 from schemas.group import Group
-from schemas.labels import CONDITION_OPERATION_FAILED, GROUP_LABEL
+from schemas.labels import CONDITION_OPERATION_FAILED, CONDITION_WRITE_FAILED, GROUP_LABEL
 from schemas.node import Node, NodeStatus
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -72,6 +72,12 @@ def status(**fields: Any) -> NodeStatus:
 
 def failed_condition(state: str, message: str = "startup Job nas-1-startup-3 failed") -> dict[str, Any]:
     return {"type": CONDITION_OPERATION_FAILED, "status": state, "reason": "BootFailed", "message": message}
+
+
+def write_failed_condition(
+    state: str, message: str = "Cordon was permanently refused by the Kubernetes API: forbidden"
+) -> dict[str, Any]:
+    return {"type": CONDITION_WRITE_FAILED, "status": state, "reason": "Cordon", "message": message}
 
 
 @pytest.mark.parametrize(
@@ -156,6 +162,24 @@ def test_operation_column(fields: dict[str, Any], expected: str) -> None:
         ),
         pytest.param(
             {"state": "Ready", "conditions": [failed_condition("False", "old news")]}, "", id="condition-cleared"
+        ),
+        pytest.param(
+            {"state": "ShuttingDown", "conditions": [write_failed_condition("True")]},
+            "Cordon was permanently refused by the Kubernetes API: forbidden",
+            id="failed-write",
+        ),
+        pytest.param(
+            {"state": "Shutdown", "conditions": [write_failed_condition("False", "cleared on entering Shutdown")]},
+            "",
+            id="failed-write-cleared",
+        ),
+        pytest.param(
+            {
+                "state": "Ready",
+                "conditions": [write_failed_condition("True"), failed_condition("True", "shutdown gave up; stays on")],
+            },
+            "shutdown gave up; stays on",
+            id="a-failed-operation-outranks-a-failed-write",
         ),
     ],
 )
