@@ -7,8 +7,11 @@ separate from the webhook's HTTPS server because it must answer even when no cer
 - `/healthz` (liveness): 200 while the process can still do its job (its actor pump, when it leads, is alive);
   503 asks the kubelet for a restart.
 - `/readyz` (readiness): 200 once every listener is bound and the caches this replica serves from are synced.
-  Leadership is deliberately not part of it (see manifests/30-deployment.yaml): a standby is ready to serve the
-  moment it is elected, and the leader label, not readiness, routes traffic to the leader.
+  Leadership does not decide it (see manifests/30-deployment.yaml): a standby is ready to serve the moment it is
+  elected, and the leader label, not readiness, routes traffic to the leader. It reports leadership in its body:
+  `ok: leader` or `ok: standby`.
+- `/readyz/leader`: the same, but 503 (`standby: ...`) unless this replica leads, for a probe or a load balancer
+  that must reach the acting replica only.
 
 A failing check answers 503 with its reason as the body, so `kubectl describe pod` shows why.
 """
@@ -29,6 +32,7 @@ LOGGER = logging.getLogger(__name__)
 METRICS_PATH: Final = "/metrics"
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
+LEADER_PATH: Final = "/readyz/leader"
 
 Check = Callable[[], str | None]
 """A probe: None when all is well, else the reason it is not."""
@@ -39,9 +43,16 @@ class _Server(ThreadingHTTPServer):
     block_on_close = True  # stop() joins the request threads
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], checks: dict[str, Check], render: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        checks: dict[str, Check],
+        render: Callable[[], bytes],
+        leading: Callable[[], bool],
+    ) -> None:
         self.checks = checks
         self.render = render
+        self.leading = leading
         super().__init__(address, _Handler)
 
 
@@ -60,17 +71,19 @@ class _Handler(BaseHTTPRequestHandler):
         if path == METRICS_PATH:
             self._send(200, self.server.render(), metrics.CONTENT_TYPE)
             return
-        check = self.server.checks.get(path)
+        check = self.server.checks.get(READY_PATH if path == LEADER_PATH else path)
         if check is None:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
             return
-        try:
-            problem = check()
-        except Exception as error:  # a probe that breaks is a failing probe, never a dropped connection
-            LOGGER.exception("probe %s failed", path)
-            problem = f"the probe itself failed: {type(error).__name__}: {error}"
+        problem = _run_probe(path, check)
+        text = "ok"
+        if problem is None and path in (READY_PATH, LEADER_PATH):
+            leading = _run_probe(path, lambda: None if self.server.leading() else "standby")
+            text = "ok: leader" if leading is None else "ok: standby"
+            if path == LEADER_PATH and leading is not None:
+                problem = "standby: ready, but another replica leads (or none does yet)"
         if problem is None:
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+            self._send(200, (text + "\n").encode(), "text/plain; charset=utf-8")
         else:
             self._send(503, (problem + "\n").encode(), "text/plain; charset=utf-8")
 
@@ -82,8 +95,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _run_probe(path: str, check: Check) -> str | None:
+    try:
+        return check()
+    except Exception as error:  # a probe that breaks is a failing probe, never a dropped connection
+        LOGGER.exception("probe %s failed", path)
+        return f"the probe itself failed: {type(error).__name__}: {error}"
+
+
 class HealthServer:
-    """Serves /metrics, /healthz and /readyz on one address; `start()` binds, `stop()` joins every thread."""
+    """Serves /metrics, /healthz, /readyz and /readyz/leader on one address; `start()` binds, `stop()` joins.
+
+    `leading` says whether this replica is the one acting (the leader, once it has rebuilt every machine).
+    """
 
     def __init__(
         self,
@@ -91,10 +115,12 @@ class HealthServer:
         *,
         liveness: Check,
         readiness: Check,
+        leading: Callable[[], bool],
         render: Callable[[], bytes] = metrics.render,
     ) -> None:
         self._address = address
         self._checks = {HEALTH_PATH: liveness, READY_PATH: readiness}
+        self._leading = leading
         self._render = render
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -109,7 +135,7 @@ class HealthServer:
         """Bind and serve on a background thread; raises OSError when the address cannot be bound."""
         if self._server is not None:
             raise RuntimeError("the health server is already running")
-        self._server = _Server(self._address, self._checks, self._render)
+        self._server = _Server(self._address, self._checks, self._render, self._leading)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="health-http", daemon=True
         )

@@ -385,7 +385,8 @@ class Operator:
             self._start_webhook(api_client)
         host, port = parse_address(settings.metrics_address)
         self._health_server = HealthServer(
-            (host, port), liveness=self.liveness_problem, readiness=self.readiness_problem
+            (host, port), liveness=self.liveness_problem, readiness=self.readiness_problem,
+            leading=lambda: self.acting,
         )
         self._health_server.start()
         self._listening = True

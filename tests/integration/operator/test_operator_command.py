@@ -162,15 +162,23 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return int(error.code), error.read().decode()
 
 
-def test_health_endpoints_answer_with_the_reason_they_fail() -> None:
+def test_health_endpoints_answer_with_the_reason_they_fail_and_report_leadership() -> None:
     ready: list[str | None] = ["the webhook's caches have not synced yet"]
-    server = HealthServer(("127.0.0.1", 0), liveness=lambda: None, readiness=lambda: ready[0])
+    leading = [False]
+    server = HealthServer(
+        ("127.0.0.1", 0), liveness=lambda: None, readiness=lambda: ready[0], leading=lambda: leading[0]
+    )
     server.start()
     try:
         assert _get(server.port, "/healthz") == (200, "ok\n")
         assert _get(server.port, "/readyz") == (503, "the webhook's caches have not synced yet\n")
+        assert _get(server.port, "/readyz/leader") == (503, "the webhook's caches have not synced yet\n")
         ready[0] = None
-        assert _get(server.port, "/readyz") == (200, "ok\n")
+        assert _get(server.port, "/readyz") == (200, "ok: standby\n")
+        assert _get(server.port, "/readyz/leader")[0] == 503
+        leading[0] = True
+        assert _get(server.port, "/readyz") == (200, "ok: leader\n")
+        assert _get(server.port, "/readyz/leader") == (200, "ok: leader\n")
         status, text = _get(server.port, "/metrics")
         assert status == 200
         assert "homelab_autoscaler_watch_objects_skipped_total" in text

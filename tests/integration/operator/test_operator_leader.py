@@ -84,6 +84,7 @@ def test_only_the_leader_acts_and_a_standby_takes_over_when_it_stops(machine_boo
 
     assert _serving(leader)
     assert not _serving(standby)
+    assert (_http_status(leader, "/readyz/leader"), _http_status(standby, "/readyz/leader")) == (200, 503)
     assert _labelled(homelab, "op-a")
     assert not _labelled(homelab, "op-b")
     assert standby.operator.read_model.groups() == ()
@@ -143,6 +144,7 @@ def test_a_leader_that_loses_its_lease_stops_acting_at_once(machine_booting_slow
         leader.increase_size(1)
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     assert _http_status(leader, "/readyz") == 200  # still able to serve if elected again
+    assert _http_status(leader, "/readyz/leader") == 503
     assert _http_status(leader, "/healthz") == 200
 
     # The intruder never renews: once its Lease expires the replica leads again, from a fresh inventory.
