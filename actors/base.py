@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from prometheus_client.metrics import Counter, Histogram
+from prometheus_client.metrics import Histogram
 from thespian.actors import ActorTypeDispatcher, PoisonMessage
 
 from actors import metrics
@@ -39,9 +39,9 @@ class ShellActor(ActorTypeDispatcher):  # type: ignore[misc]  # thespian ships n
     def __init__(self) -> None:
         super().__init__()
         self.actor_name: str | None = None
-        # Cached metric children: `.labels()` costs a dict lookup under a lock on every message otherwise.
-        self._metrics_label: str | None = None
-        self._handled_counter: Counter | None = None
+        # Cached per actor: the handled-counter key (kind, name), rebuilt only when the name changes, and the
+        # kind's histogram child (`.labels()` costs a dict lookup under a lock on every message otherwise).
+        self._handled_key: tuple[str, str] | None = None
         self._handler_histogram: Histogram | None = None
 
     def receiveMessage(self, message: object, sender: Any) -> Any:
@@ -52,8 +52,8 @@ class ShellActor(ActorTypeDispatcher):  # type: ignore[misc]  # thespian ships n
             LOGGER.exception("%s %s failed to handle %r", self.actor_kind, self._label_name(), message)
             raise
         finally:
-            handled_counter, handler_histogram = self._metric_children()
-            handled_counter.inc()
+            handled_key, handler_histogram = self._metric_keys()
+            metrics.ACTOR_MESSAGES_HANDLED.increment(handled_key)
             handler_histogram.observe(time.perf_counter() - started)
 
     def receiveUnrecognizedMessage(self, message: object, sender: Any) -> None:
@@ -77,10 +77,10 @@ class ShellActor(ActorTypeDispatcher):  # type: ignore[misc]  # thespian ships n
             return global_name
         return str(self.myAddress.actorAddressString)
 
-    def _metric_children(self) -> tuple[Counter, Histogram]:
+    def _metric_keys(self) -> tuple[tuple[str, str], Histogram]:
         name = self._label_name()
-        if self._handled_counter is None or self._handler_histogram is None or name != self._metrics_label:
-            self._metrics_label = name
-            self._handled_counter = metrics.ACTOR_MESSAGES_HANDLED.labels(self.actor_kind, name)
+        if self._handled_key is None or self._handler_histogram is None or name != self._handled_key[1]:
+            # One series per actor, kept by `actors.metrics.TableCounter` as a plain dict entry keyed by this tuple.
+            self._handled_key = (self.actor_kind, name)
             self._handler_histogram = metrics.ACTOR_HANDLER_SECONDS.labels(self.actor_kind)
-        return self._handled_counter, self._handler_histogram
+        return self._handled_key, self._handler_histogram

@@ -14,6 +14,12 @@ gauge keeps one series per node: its current state, not a zero for every other s
 one is ~20 series), so handler latency is labelled by actor kind only. Series of a node or group that goes away are
 removed with `forget_node` / `forget_group` so that stale machines do not linger in dashboards.
 
+Memory: prometheus_client keeps one child object per series (a lock, a value object, the label tuple: about a
+kilobyte each). For the two metrics with a series per actor or per machine that is megabytes at 5000 machines,
+so those two (`actor_messages_handled`, `node_state`) are `TableCounter` / `NodeStateGauge` below: the same
+metric classes to the registry and the docs generator, exposition byte for byte the same, but their series are
+plain numbers and strings in one dict, rendered at scrape time.
+
 prometheus_client metric objects are thread-safe; the small bookkeeping in the helpers below is guarded by a
 lock because the pump thread and adapter threads may both call them.
 """
@@ -22,10 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import metrics as client_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PREFIX = "homelab_autoscaler_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -39,9 +49,107 @@ _HANDLER_BUCKETS = (
 # gRPC calls from the Cluster Autoscaler: sub-millisecond for snapshot reads, up to seconds for writes.
 _GRPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
+# --- metrics whose series are kept as plain data -----------------------------------------------------------
+
+
+class TableCounter(Counter):
+    """A labelled Counter whose series live in one dict (label values -> [count, created]) instead of child objects.
+
+    About 150 bytes per series instead of about a kilobyte. Exposition is what a plain `Counter` prints: the
+    `_total` sample and, unless `_created` series are disabled, the `_created` one, in first-seen order. Use
+    `increment`; `labels()` is refused, because its children would never be exported.
+
+    Thread safety: the pump thread increments, the metrics HTTP thread collects; both hold `_table_lock`, and
+    `collect` copies the rows under it, so a scrape never sees a half-made series nor holds the lock while
+    formatting.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry) -> None:
+        # Set up before registering: the registry may collect as soon as the metric is registered.
+        self._table_lock = threading.Lock()
+        self._table: dict[tuple[str, ...], list[float]] = {}
+        super().__init__(name, documentation, labelnames, registry=registry)
+
+    def increment(self, label_values: tuple[str, ...], amount: float = 1.0) -> None:
+        """Add `amount` to the series of `label_values` (one value per label name, in order), creating it at 0."""
+        with self._table_lock:
+            row = self._table.get(label_values)
+            if row is None:
+                self._table[label_values] = [amount, time.time()]
+            else:
+                row[0] += amount
+
+    def remove(self, *labelvalues: Any) -> None:
+        with self._table_lock:
+            self._table.pop(tuple(str(value) for value in labelvalues), None)
+
+    def clear(self) -> None:
+        with self._table_lock:
+            self._table.clear()
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> NoReturn:
+        raise TypeError(f"{self._name} keeps its series as plain data: call increment(), not labels()")
+
+    def collect(self) -> Iterable[Metric]:
+        with self._table_lock:
+            rows = [(label_values, row[0], row[1]) for label_values, row in self._table.items()]
+        # prometheus_client's own switch for `_created` series (PROMETHEUS_DISABLE_CREATED_SERIES).
+        with_created = client_metrics._use_created
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for label_values, count, created in rows:
+            family.add_metric(label_values, count, created=created if with_created else None)
+        return [family]
+
+
+class NodeStateGauge(Gauge):
+    """`node_state`: one series per machine, labelled with its current state, value 1; plain data, no children.
+
+    The table maps (group, node) to the state string, which is all the series holds. Exposition order is that of a
+    plain `Gauge` whose previous-state series is removed on every change: a machine whose state changed moves to
+    the end. Thread safety as in `TableCounter`: writes and the copy in `collect` hold `_table_lock`.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._table_lock = threading.Lock()
+        self._table: dict[tuple[str, str], str] = {}
+        super().__init__(name, documentation, ["group", "node", "state"], registry=registry)
+
+    def set_state(self, group: str, node: str, state: str) -> None:
+        key = (group, node)
+        with self._table_lock:
+            if self._table.get(key) != state:
+                self._table.pop(key, None)
+                self._table[key] = state
+
+    def forget(self, group: str, node: str) -> None:
+        with self._table_lock:
+            self._table.pop((group, node), None)
+
+    def remove(self, *labelvalues: Any) -> None:
+        group, node, state = (str(value) for value in labelvalues)
+        with self._table_lock:
+            if self._table.get((group, node)) == state:
+                del self._table[(group, node)]
+
+    def clear(self) -> None:
+        with self._table_lock:
+            self._table.clear()
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> NoReturn:
+        raise TypeError(f"{self._name} keeps its series as plain data: call set_state(), not labels()")
+
+    def collect(self) -> Iterable[Metric]:
+        with self._table_lock:
+            rows = list(self._table.items())
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for (group, node), state in rows:
+            family.add_metric((group, node, state), 1.0)
+        return [family]
+
+
 # --- actor runtime -----------------------------------------------------------------------------------------
 
-ACTOR_MESSAGES_HANDLED = Counter(
+ACTOR_MESSAGES_HANDLED = TableCounter(
     PREFIX + "actor_messages_handled",
     "Messages delivered to an actor handler (including deliveries whose handler raised).",
     ["actor_kind", "actor"],
@@ -81,10 +189,9 @@ PENDING_TIMERS = Gauge(
 
 # --- machines and groups -----------------------------------------------------------------------------------
 
-NODE_STATE = Gauge(
+NODE_STATE = NodeStateGauge(
     PREFIX + "node_state",
     "Power state of each machine: one series per machine, labelled with its current state, value 1.",
-    ["group", "node", "state"],
     registry=REGISTRY,
 )
 NODE_TRANSITIONS = Counter(
@@ -171,7 +278,6 @@ def render() -> bytes:
 
 _bookkeeping_lock = threading.Lock()
 _known_node_states: set[str] = set()
-_state_by_node: dict[tuple[str, str], str] = {}
 _states_by_group: dict[str, set[str]] = {}
 
 
@@ -189,11 +295,7 @@ def set_node_state(group: str, node: str, state: str) -> None:
     """
     with _bookkeeping_lock:
         _known_node_states.add(state)
-        previous = _state_by_node.get((group, node))
-        _state_by_node[(group, node)] = state
-        if previous is not None and previous != state:
-            _remove_quietly(NODE_STATE, group, node, previous)
-        NODE_STATE.labels(group, node, state).set(1)
+    NODE_STATE.set_state(group, node, state)
 
 
 def record_transition(group: str, node: str, from_state: str, to_state: str) -> None:
@@ -204,10 +306,7 @@ def record_transition(group: str, node: str, from_state: str, to_state: str) -> 
 
 def forget_node(group: str, node: str) -> None:
     """Drop every series of a node that no longer exists."""
-    with _bookkeeping_lock:
-        state = _state_by_node.pop((group, node), None)
-        if state is not None:
-            _remove_quietly(NODE_STATE, group, node, state)
+    NODE_STATE.forget(group, node)
 
 
 def set_group_machines(group: str, counts: Mapping[str, int]) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import metrics as client_metrics
 from thespian.actors import ActorExitRequest
 
 from actors import metrics
@@ -449,3 +452,93 @@ def test_group_machines_zero_states_missing_from_the_counts() -> None:
     assert metrics.REGISTRY.get_sample_value(
         "homelab_autoscaler_group_machines", {"group": "count-group", "state": "Ready"}
     ) is None
+
+
+# The two per-actor/per-machine metrics keep their series as plain data; what a scrape shows must be exactly what
+# prometheus_client's own Counter/Gauge with children would print after the same operations.
+
+def _exposition(metric: object) -> str:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(metric)  # type: ignore[arg-type]  # both kinds are Collectors
+    return generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize(
+    "increments",
+    [
+        pytest.param([], id="no-series"),
+        pytest.param([("node", "homelab/m1")], id="one-message"),
+        pytest.param(
+            [("node", "homelab/m1"), ("group", "homelab/g1"), ("node", "homelab/m1"), ("node", "homelab/m2")],
+            id="several-actors-first-seen-order",
+        ),
+    ],
+)
+@pytest.mark.parametrize("created_series", [pytest.param(True, id="created"), pytest.param(False, id="no-created")])
+def test_table_counter_exposition_is_that_of_a_plain_counter(
+    increments: list[tuple[str, str]], created_series: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    monkeypatch.setattr(client_metrics, "_use_created", created_series)
+    arguments = ("homelab_autoscaler_actor_messages_handled", "Messages handled.", ["actor_kind", "actor"])
+    table = metrics.TableCounter(*arguments, registry=CollectorRegistry())
+    plain = Counter(*arguments, registry=None)
+
+    for key in increments:
+        table.increment(key)
+        plain.labels(*key).inc()
+
+    assert _exposition(table) == _exposition(plain)
+
+
+def test_table_counter_remove_drops_the_series_and_labels_is_refused() -> None:
+    table = metrics.TableCounter("table_counter_removal", "Removal.", ["actor"], registry=CollectorRegistry())
+    table.increment(("a",))
+    table.increment(("b",))
+
+    table.remove("a")
+
+    text = _exposition(table)
+    assert 'actor="a"' not in text
+    assert 'actor="b"' in text
+    with pytest.raises(TypeError):
+        table.labels("b")
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        pytest.param([("set", "g1", "m1", "Shutdown")], id="one-machine"),
+        pytest.param(
+            [("set", "g1", "m1", "Shutdown"), ("set", "g1", "m2", "Shutdown"), ("set", "g1", "m1", "StartingUp")],
+            id="changed-state-moves-last",
+        ),
+        pytest.param(
+            [("set", "g1", "m1", "Ready"), ("set", "g1", "m2", "Shutdown"), ("set", "g1", "m1", "Ready")],
+            id="same-state-keeps-its-place",
+        ),
+        pytest.param(
+            [("set", "g1", "m1", "Ready"), ("set", "g1", "m2", "Ready"), ("forget", "g1", "m1", "Ready")],
+            id="forgotten-machine",
+        ),
+    ],
+)
+def test_node_state_gauge_exposition_is_that_of_a_plain_gauge(operations: list[tuple[str, str, str, str]]) -> None:
+    documentation = "Power state of each machine."
+    table = metrics.NodeStateGauge("homelab_autoscaler_node_state", documentation, registry=CollectorRegistry())
+    plain = Gauge("homelab_autoscaler_node_state", documentation, ["group", "node", "state"], registry=None)
+    current: dict[tuple[str, str], str] = {}
+
+    for operation, group, node, state in operations:
+        # What actors.metrics did with a plain Gauge: remove the previous state's series, set the new one to 1.
+        previous = current.pop((group, node), None)
+        if previous is not None and (operation == "forget" or previous != state):
+            plain.remove(group, node, previous)
+        if operation == "set":
+            table.set_state(group, node, state)
+            plain.labels(group, node, state).set(1)
+            current[(group, node)] = state
+        else:
+            table.forget(group, node)
+
+    assert _exposition(table) == _exposition(plain)
