@@ -327,3 +327,38 @@ def test_quantities_accept_the_unquoted_integers_yaml_users_write(written: objec
 def test_quantities_refuse_other_scalars(written: object) -> None:
     with pytest.raises(ValidationError):
         NodeTemplate.model_validate({"capacity": {"cpu": written, "pods": "110"}})
+
+
+# Parsed models share equal parts to save memory (one "fields given" set per distinct content, interned strings);
+# what a reader or the writer sees of each instance must not change.
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param({"state": "Ready"}, {"state": "Ready", "attempts": 2}, id="different-fields-given"),
+        pytest.param({"state": "Ready"}, {"state": "Shutdown"}, id="same-fields-given"),
+    ],
+)
+def test_fields_given_stay_per_instance(first: dict[str, Any], second: dict[str, Any]) -> None:
+    one, other = NodeStatus.model_validate(first), NodeStatus.model_validate(second)
+    copied = one.model_copy(update={"reason": "Copied"})
+
+    assert one.model_dump(mode="json", exclude_unset=True) == first
+    assert other.model_dump(mode="json", exclude_unset=True) == second
+    assert copied.model_fields_set == {*first, "reason"}
+    assert NodeStatus.model_validate(first).model_fields_set == set(first)
+
+
+def test_parsed_strings_read_as_given() -> None:
+    wire = {
+        "image": "busybox:1.36",
+        "command": ["sh", "-c", "echo on"],
+        "env": [{"name": "MACHINE", "value": "machine-1"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+    }
+
+    first, second = JobTemplate.model_validate(wire), JobTemplate.model_validate(wire)
+
+    assert first == second
+    assert first.model_dump(mode="json", by_alias=True, exclude_unset=True) == wire
+    assert first.command == ("sh", "-c", "echo on")
