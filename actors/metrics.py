@@ -186,6 +186,11 @@ PENDING_TIMERS = Gauge(
     "Timers armed in the ticker and not yet fired or cancelled.",
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    PREFIX + "leader",
+    "1 while this replica is the acting leader (it runs the actors and answers the Cluster Autoscaler), else 0.",
+    registry=REGISTRY,
+)
 
 # --- machines and groups -----------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from typing import Any, Final
 
 from kubernetes.client import ApiClient
 
-from actors import wiring
+from actors import metrics, wiring
 from actors.adapters import kube_client, watch
 from actors.adapters.admission_lookup import CachedAdmissionLookup
 from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
@@ -467,6 +467,7 @@ class Operator:
         with self._lock:
             self._health.set_serving(False)
             self._acting.clear()
+            metrics.LEADER.set(0)
             if self._term is not None:
                 self._term.acting = False
             if self._certificates is not None and self.settings.leader_elect:
@@ -528,6 +529,7 @@ class Operator:
             if self._certificates is not None:
                 self._certificates.set_may_write(True)
             self._acting.set()
+            metrics.LEADER.set(1)
         LOGGER.info("operator %s: inventory applied in %.2f s; serving Cluster Autoscaler", self.identity,
                     time.monotonic() - started)
 

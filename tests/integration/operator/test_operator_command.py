@@ -251,7 +251,11 @@ def test_run_manages_the_simulated_homelab_and_stops_cleanly_on_sigterm(tmp_path
         )
         listening = operator.wait_line(lambda line: "gRPC gateway listening" in line)
         port = int(json.loads(listening)["message"].rpartition("(port ")[2].split(",")[0])
+        health = operator.wait_line(lambda line: "metrics and health: serving HTTP" in line)
+        health_port = int(json.loads(health)["message"].rpartition(":")[2])
         operator.wait_line(lambda line: "serving Cluster Autoscaler" in line)
+        assert _get(health_port, "/readyz") == (200, "ok: leader\n")
+        assert "homelab_autoscaler_leader 1.0" in _get(health_port, "/metrics")[1].splitlines()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = externalgrpc_grpc.CloudProviderStub(channel)
             stub.NodeGroupIncreaseSize(externalgrpc.NodeGroupIncreaseSizeRequest(id="homelab/group-1", delta=1))
