@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from actors.fsm.effects import Effect
+from actors.fsm.effects import Effect, RecordEvent
 from schemas.group import GroupSpec, GroupStatus
 from schemas.node import Node
 
@@ -81,8 +81,25 @@ class GroupStatusBatch:
     status: GroupStatus
 
 
+@dataclass(frozen=True)
+class GroupEventBatch:
+    """Record `event` on the Group resource `namespace/name` (`uid` is the Group's, so the Event names it exactly).
+
+    Applied in order with the group's status writes; repeats within a short time add to one Event's count.
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    event: RecordEvent
+
+
+AnyBatch = EffectBatch | GroupStatusBatch | GroupEventBatch
+"""Everything an actor may submit."""
+
+
 class EffectPort(Protocol):
     """Where actors submit work for the adapters; see the module docstring for the promises."""
 
-    def submit(self, batch: EffectBatch | GroupStatusBatch) -> None:
+    def submit(self, batch: AnyBatch) -> None:
         """Queue the batch and return at once."""

@@ -20,6 +20,11 @@ logs a WARNING and counts `mutations_answered_unstored`, because the commands ar
 would otherwise see a failed call for a change that is happening. Other messages, mutations included, are
 handled while a reply is held: the mirror already shows the commands.
 
+Events: each size change CA makes is recorded on the Group resource (Normal `ScaleUp`, `ScaleDown`,
+`TargetDecreased`, naming the machines and the target before and after), each refusal as a Warning
+(`IncreaseSizeRefused`, ...), and an answer given before the writes were stored as a Warning `AnsweredUnstored`,
+so `kubectl describe hgroup` tells what CA asked for and what came of it.
+
 Publishing: after a mutation the snapshot is published *before* the reply (the gateway reads the new target
 from the read model right after). After member reports the group publishes once per burst: it sends itself a
 `PublishSnapshot` which is delivered after the reports already queued. The group's status resource is
@@ -40,7 +45,8 @@ from typing import Any, Final
 
 from actors import metrics, wiring
 from actors.base import ShellActor
-from actors.effects_port import GroupStatusBatch
+from actors.effects_port import GroupEventBatch, GroupStatusBatch
+from actors.fsm import effects as fx
 from actors.fsm.errors import CannotDecrease, DeleteRefused, NotEnoughMachines
 from actors.fsm.events import BootSlotGranted, CancelBoot, Event, PowerOffRequested, PowerOnRequested
 from actors.fsm.group import (
@@ -149,6 +155,36 @@ def plan_decrease(views: Sequence[MachineView], delta: int, group: str) -> tuple
         return choose_boots_to_cancel(views, -delta)
     except CannotDecrease as refusal:
         return _refused(ErrorKind.FAILED_PRECONDITION, f"node group {group}: {refusal}")
+
+
+_MUTATION_EVENTS: Final[Mapping[type[Any], tuple[str, str, str]]] = {
+    # mutation: (reason when done, message when done, reason when refused)
+    IncreaseSize: (
+        "ScaleUp", "Cluster Autoscaler asked for {count} more: powering on {names}", "IncreaseSizeRefused"
+    ),
+    DeleteNodes: (
+        "ScaleDown", "Cluster Autoscaler deleted {count}: powering off or cancelling {names}", "DeleteNodesRefused"
+    ),
+    DecreaseTargetSize: (
+        "TargetDecreased", "Cluster Autoscaler lowered the target by {count}: cancelling {names}",
+        "DecreaseTargetSizeRefused",
+    ),
+}
+
+
+def mutation_event(
+    request: Mutation, machines: Sequence[str], target_before: int, target_after: int
+) -> tuple[fx.EventType, str, str]:
+    """The Normal Event recorded on the Group for a size change that commanded `machines`. Pure."""
+    reason, template, _refused = _MUTATION_EVENTS[type(request)]
+    count = len(machines)
+    message = template.format(count=count, names=", ".join(machines))
+    return fx.EventType.NORMAL, reason, f"{message} (target {target_before} → {target_after})"
+
+
+def refusal_event(request: Mutation, error: MutationError) -> tuple[fx.EventType, str, str]:
+    """The Warning Event recorded on the Group for a size change it refused. Pure."""
+    return fx.EventType.WARNING, _MUTATION_EVENTS[type(request)][2], error.message
 
 
 def intended(view: MachineView, state: NodeState, now: datetime, booting: bool = False) -> MachineView:
@@ -299,6 +335,11 @@ class GroupActor(ShellActor):
             self._id, held.mutation, len(held.awaiting), waited, self._require_wiring().stored_wait_seconds,
         )
         metrics.MUTATIONS_ANSWERED_UNSTORED.labels(self._id).inc()
+        self._record_event(
+            fx.EventType.WARNING, "AnsweredUnstored",
+            f"answered {held.mutation} before the API stored the new status of {waited} (waited "
+            f"{self._require_wiring().stored_wait_seconds:g} s); an operator restart now could forget it",
+        )
         self._answer(message.token, cancel_timer=False)
 
     def receiveMsg_ActorExitRequest(self, message: object, sender: Any) -> None:
@@ -324,14 +365,19 @@ class GroupActor(ShellActor):
 
     def _mutate(self, request: Mutation, reply_to: Any) -> None:
         self._commanded = {}
+        target_before = target_size(self._views())
         try:
             error = self._not_ready() or self._MUTATIONS[type(request)](self, request, self._now())
         finally:
             commanded, self._commanded = self._commanded, None
         if error is None:
             self._publish()  # before the reply: the gateway reads the new target right after it
+            if commanded:
+                self._record_event(*mutation_event(request, sorted(commanded), target_before, self._target()))
         else:
             LOGGER.info("group=%s refused %s: %s", self._id, type(request).__name__, error.message)
+            if self._group is not None:
+                self._record_event(*refusal_event(request, error))
         reply = MutationReply(request.request_id, error)
         if not commanded:  # a refusal commands nothing (every plan is all or nothing), nor does a no-op
             self.send(reply_to, reply)
@@ -502,6 +548,14 @@ class GroupActor(ShellActor):
         metadata = self._group.metadata
         self._require_wiring().effects.submit(GroupStatusBatch(metadata.namespace, metadata.name, status))
 
+    def _record_event(self, event_type: fx.EventType, reason: str, message: str) -> None:
+        group = self._group
+        if group is None:
+            return
+        metadata = group.metadata
+        event = fx.RecordEvent(event_type, reason, message)
+        self._require_wiring().effects.submit(GroupEventBatch(metadata.namespace, metadata.name, metadata.uid, event))
+
     # --- small helpers -------------------------------------------------------------------------------------------
 
     def _adopt(self, group: Group) -> None:
@@ -521,6 +575,9 @@ class GroupActor(ShellActor):
 
     def _views(self) -> list[MachineView]:
         return [member.view for member in self._members.values()]
+
+    def _target(self) -> int:
+        return target_size(self._views())
 
     def _limits_boots(self) -> bool:
         return self._group is not None and self._group.spec.max_concurrent_boots is not None

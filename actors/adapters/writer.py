@@ -56,7 +56,7 @@ from actors.adapters.kube_client import (
     KubeTransient,
     outcome,
 )
-from actors.effects_port import EffectBatch, GroupStatusBatch
+from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupStatusBatch
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 Report = Callable[[Any, object], None]
 """Deliver a message to an actor address (the runtime's `tell`)."""
-Batch = EffectBatch | GroupStatusBatch
+Batch = AnyBatch
 
 COMPONENT: Final = "homelab-autoscaler"
 DEFAULT_BOOT_TIMEOUT_SECONDS: Final = 600.0
@@ -99,6 +99,16 @@ class _DrainTask:
     index: int
 
 
+@dataclass(frozen=True)
+class _Involved:
+    """The resource of ours an Event is about: a Node or a Group custom resource."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
 @dataclass
 class _EventRecord:
     namespace: str
@@ -117,8 +127,8 @@ def _time(moment: datetime) -> str:
 
 
 def batch_key(batch: Batch) -> str:
-    """The FIFO a batch belongs to: its machine (or its group, for group status). Pure."""
-    if isinstance(batch, GroupStatusBatch):
+    """The FIFO a batch belongs to: its machine (or its group, for group status and Events). Pure."""
+    if isinstance(batch, GroupStatusBatch | GroupEventBatch):
         return f"group:{batch.namespace}/{batch.name}"
     return f"machine:{batch.machine.namespace}/{batch.machine.name}"
 
@@ -296,6 +306,10 @@ class KubeWriter:
         """Apply the batch from effect `start` on; True when the rest was handed to a drain thread."""
         if isinstance(batch, GroupStatusBatch):
             self._with_retries(functools.partial(self._patch_group_status, batch), batch, None)
+            return False
+        if isinstance(batch, GroupEventBatch):
+            group = _Involved("Group", batch.namespace, batch.name, batch.uid)
+            self._with_retries(functools.partial(self._record, group, batch.event), batch, None)
             return False
         for index in range(start, len(batch.effects)):
             effect = batch.effects[index]
@@ -585,11 +599,15 @@ class KubeWriter:
     # -- events
 
     def _record_event(self, batch: EffectBatch, effect: effects.RecordEvent) -> None:
-        machine = batch.machine
         uid = batch.node.metadata.uid if batch.node else ""
-        key = (machine.namespace, machine.name, uid, str(effect.type), effect.reason, effect.message)
+        self._record(_Involved("Node", batch.machine.namespace, batch.machine.name, uid), effect)
+
+    def _record(self, involved: _Involved, effect: effects.RecordEvent) -> None:
+        """Record `effect` as an Event on our resource `involved`, or add to the count of the same recent one."""
+        key = (involved.kind, involved.namespace, involved.name, involved.uid, str(effect.type), effect.reason,
+               effect.message)
         now = _time(self._clock())
-        events = f"/api/v1/namespaces/{machine.namespace}/events"
+        events = f"/api/v1/namespaces/{involved.namespace}/events"
         with self._events_lock:
             record = self._events.get(key)
             if record is not None and time.monotonic() - record.last_seen > self._event_dedup_seconds:
@@ -604,17 +622,17 @@ class KubeWriter:
                 return
             except KubeNotFound:
                 pass  # the Event expired (events have a TTL): record a new one
-        name = f"{machine.name}.{uuid.uuid4().hex[:16]}"
+        name = f"{involved.name}.{uuid.uuid4().hex[:16]}"
         event: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": machine.namespace},
+            "metadata": {"name": name, "namespace": involved.namespace},
             "involvedObject": {
                 "apiVersion": GROUP_VERSION,
-                "kind": "Node",
-                "namespace": machine.namespace,
-                "name": machine.name,
-                "uid": uid,
+                "kind": involved.kind,
+                "namespace": involved.namespace,
+                "name": involved.name,
+                "uid": involved.uid,
             },
             "reason": effect.reason,
             "message": effect.message,
@@ -632,7 +650,7 @@ class KubeWriter:
 
     def _remember_event(self, key: tuple[str, ...], name: str, count: int, first_time: str) -> None:
         with self._events_lock:
-            self._events[key] = _EventRecord(key[0], name, count, first_time, time.monotonic())
+            self._events[key] = _EventRecord(key[1], name, count, first_time, time.monotonic())  # key[1]: namespace
             self._events.move_to_end(key)
             while len(self._events) > self._event_cache_size:
                 self._events.popitem(last=False)
@@ -707,11 +725,13 @@ def pod_name(pod: dict[str, Any]) -> str:
 def _describe(batch: Batch) -> str:
     if isinstance(batch, GroupStatusBatch):
         return f"the status of group {batch.namespace}/{batch.name}"
+    if isinstance(batch, GroupEventBatch):
+        return f"the {batch.event.reason} Event of group {batch.namespace}/{batch.name}"
     names = ", ".join(type(effect).__name__ for effect in batch.effects)
     return f"[{names}] for machine {batch.machine.key}"
 
 
 def _describe_effect(batch: Batch, effect: effects.Effect | None) -> str:
-    if isinstance(batch, GroupStatusBatch) or effect is None:
+    if isinstance(batch, GroupStatusBatch | GroupEventBatch) or effect is None:
         return _describe(batch)
     return f"{type(effect).__name__} for machine {batch.machine.key}"

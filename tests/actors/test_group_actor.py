@@ -345,6 +345,42 @@ def test_a_refused_mutation_is_answered_at_once(runtime: ActorRuntime) -> None:
         assert reply.error.kind is ErrorKind.INVALID_ARGUMENT
 
 
+# --- Events on the Group ---------------------------------------------------------------------------------------
+
+
+def test_each_size_change_and_refusal_is_an_event_on_the_group(lab: Lab) -> None:
+    machines = tuple(make_node(f"m{index}", price=f"0.{index + 1}") for index in range(4))
+    lab.list_inventory((make_group(max_size=3),), machines)
+    lab.port.clear()
+
+    assert lab.increase("workers", 2).error is None
+    booted(lab, "m0")
+    assert lab.delete("workers", identity(lab.machine("m0"))).error is None
+    assert lab.decrease("workers", -1).error is None
+    assert lab.increase("workers", 4).error is not None
+
+    events = [(event.type, event.reason, event.message) for event in lab.port.group_events("workers")]
+    normal, warning = fx.EventType.NORMAL, fx.EventType.WARNING
+    assert events == [
+        (normal, "ScaleUp", "Cluster Autoscaler asked for 2 more: powering on m0, m1 (target 0 → 2)"),
+        (normal, "ScaleDown", "Cluster Autoscaler deleted 1: powering off or cancelling m0 (target 2 → 1)"),
+        (normal, "TargetDecreased", "Cluster Autoscaler lowered the target by 1: cancelling m1 (target 1 → 0)"),
+        (warning, "IncreaseSizeRefused", f"node group {lab.group_id('workers')}: target 0 + 4 would exceed maxSize 3"),
+    ]
+
+
+def test_an_answer_given_before_the_writes_were_stored_is_a_warning_on_the_group(runtime: ActorRuntime) -> None:
+    with start_lab(runtime, stored_wait_seconds=0.05) as lab:
+        lab.list_inventory((make_group(),), (make_node("m0"),))
+        lab.port.hold_stored_notices()
+
+        assert lab.increase("workers", 1).error is None
+
+        warning = lab.port.group_events("workers")[-1]
+        assert (warning.type, warning.reason) == (fx.EventType.WARNING, "AnsweredUnstored")
+        assert "m0" in warning.message
+
+
 # --- concurrency -----------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors import wiring
-from actors.effects_port import EffectBatch, GroupStatusBatch, StoredNotice
+from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupStatusBatch, StoredNotice
 from actors.fsm import effects as fx
 from actors.messages import (
     DecreaseTargetSize,
@@ -78,15 +78,19 @@ class FakeEffectPort:
         self._lock = threading.Lock()
         self._batches: list[EffectBatch] = []
         self._group_statuses: list[GroupStatusBatch] = []
+        self._group_events: list[GroupEventBatch] = []
         self._responders: list[Responder] = []
         self._holding_notices = False
         self._held_notices: list[StoredNotice] = []
         self.runtime: ActorRuntime | None = None
 
-    def submit(self, batch: EffectBatch | GroupStatusBatch) -> None:
+    def submit(self, batch: AnyBatch) -> None:
         with self._lock:
             if isinstance(batch, GroupStatusBatch):
                 self._group_statuses.append(batch)
+                return
+            if isinstance(batch, GroupEventBatch):
+                self._group_events.append(batch)
                 return
             self._batches.append(batch)
             responders = list(self._responders)
@@ -132,6 +136,11 @@ class FakeEffectPort:
         with self._lock:
             return list(self._group_statuses)
 
+    def group_events(self, group: str | None = None) -> list[fx.RecordEvent]:
+        """The Events recorded on Group resources (on the Group named `group`, when given), in order."""
+        with self._lock:
+            return [batch.event for batch in self._group_events if group is None or batch.name == group]
+
     def effects(self, machine: str | None = None) -> list[fx.Effect]:
         """Every effect submitted (for the machine named `machine`, when given), in submission order."""
         return [
@@ -160,6 +169,7 @@ class FakeEffectPort:
         with self._lock:
             self._batches.clear()
             self._group_statuses.clear()
+            self._group_events.clear()
 
 
 # --- resource builders ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from adapters_test_support import (
 from actors import metrics
 from actors.adapters.job_manifest import job_labels
 from actors.adapters.writer import KubeWriter, merge_taints, needs_eviction
-from actors.effects_port import EffectPort, GroupStatusBatch, StoredNotice
+from actors.effects_port import EffectPort, GroupEventBatch, GroupStatusBatch, StoredNotice
 from actors.fsm import effects
 from actors.messages import EffectFailed, IntentStored
 from schemas import GROUP_VERSION
@@ -336,6 +336,29 @@ def test_events_are_recorded_on_the_machine_and_repeats_are_counted(
     }
     assert failed["firstTimestamp"] <= failed["lastTimestamp"]
     assert events["PowerOn"]["count"] == 1
+
+
+def test_group_events_are_recorded_on_the_group_and_repeats_are_counted(
+    fake_api: FakeApiServer, namespace: str, writer: KubeWriter
+) -> None:
+    group = create_group(fake_api, namespace)
+    uid = group["metadata"]["uid"]
+    scale_up = effects.RecordEvent(effects.EventType.NORMAL, "ScaleUp", "Cluster Autoscaler asked for 1 more")
+    refused = effects.RecordEvent(effects.EventType.WARNING, "IncreaseSizeRefused", "would exceed maxSize 3")
+
+    _apply(
+        writer,
+        GroupEventBatch(namespace, GROUP, uid, scale_up),
+        GroupEventBatch(namespace, GROUP, uid, refused),
+        GroupEventBatch(namespace, GROUP, uid, refused),
+    )
+
+    events = {event["reason"]: event for event in fake_api.store.list("v1", "events", namespace)}
+    assert {reason: event["count"] for reason, event in events.items()} == {"ScaleUp": 1, "IncreaseSizeRefused": 2}
+    assert events["IncreaseSizeRefused"]["type"] == "Warning"
+    assert events["ScaleUp"]["involvedObject"] == {
+        "apiVersion": GROUP_VERSION, "kind": "Group", "namespace": namespace, "name": GROUP, "uid": uid,
+    }
 
 
 def test_an_expired_event_is_recorded_anew(fake_api: FakeApiServer, namespace: str, writer: KubeWriter) -> None:

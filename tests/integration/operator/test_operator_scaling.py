@@ -75,6 +75,13 @@ def test_scale_up_powers_a_machine_on_and_reports_it_running(homelab: Homelab) -
     assert not node["spec"].get("unschedulable")
     assert [(instance.id, instance.status.instanceState) for instance in ca.nodes()] == [(provider_id, RUNNING)]
     wait_for(lambda: {"PoweringOn", "Booted"} <= homelab.event_reasons("m2"), what="the power-on Events")
+    (scale_up,) = wait_for(
+        lambda: [event for event in homelab.events(GROUP) if event["involvedObject"]["kind"] == "Group"],
+        what="the ScaleUp Event on the Group",
+    )
+    assert (scale_up["reason"], scale_up["message"]) == (
+        "ScaleUp", "Cluster Autoscaler asked for 1 more: powering on m2 (target 0 → 1)"
+    )
     assert homelab.state("m1") == "Shutdown"
     assert homelab.created_jobs() == ["m2-startup-1"]
     group = wait_for(
