@@ -149,3 +149,53 @@ def test_a_machine_resumed_after_a_restart_still_obeys_ca(homelab: Homelab) -> N
     second.increase_size(1)
     homelab.wait_state("m1", "Ready")
     assert homelab.created_jobs("m1") == ["m1-shutdown-2", "m1-startup-1", "m1-startup-3"]
+
+
+@dataclass(frozen=True)
+class Answered:
+    prepare: Callable[[Homelab, RunningOperator], None]
+    ask: Callable[[RunningOperator], None]
+    stored_at_answer: str
+    state_after: str
+    jobs_after: list[str]
+    target_after: int
+
+
+def _nothing(homelab: Homelab, ca: RunningOperator) -> None:
+    pass
+
+
+ANSWERED = [
+    pytest.param(
+        Answered(_nothing, lambda ca: ca.increase_size(1), "StartingUp", "Ready", ["m1-startup-1"], 1),
+        id="IncreaseSize",
+    ),
+    pytest.param(
+        Answered(_ready, lambda ca: ca.delete_nodes(INSTANCE, names=["m1"]), "ShuttingDown", "Shutdown",
+                 ["m1-shutdown-2", "m1-startup-1"], 0),
+        id="DeleteNodes",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ANSWERED)
+def test_what_ca_was_told_is_stored_when_it_hears_it_and_survives_a_kill_right_then(
+    homelab: Homelab, case: Answered
+) -> None:
+    homelab.add_group(max_size=1)
+    homelab.add_machine("m1")
+    homelab.simulate(simulated("m1"), job_seconds=0.5)
+    first = homelab.start_operator()
+    case.prepare(homelab, first)
+    # A slow API: the status write takes half a second, far longer than the rest of the call.
+    homelab.fake.faults.delay("patch", "nodes/status", name="m1", seconds=0.5)
+
+    case.ask(first)
+
+    assert homelab.state("m1") == case.stored_at_answer
+    homelab.stop_operator(first, kill=True)
+    homelab.fake.faults.clear()
+    second = homelab.start_operator()
+    assert second.target_size() == case.target_after
+    homelab.wait_state("m1", case.state_after)
+    assert homelab.created_jobs("m1") == case.jobs_after
