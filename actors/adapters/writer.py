@@ -326,7 +326,7 @@ class KubeWriter:
                 continue
             applied = self._with_retries(functools.partial(applier, batch, effect), batch, effect)
             if applied and isinstance(effect, effects.PatchStatus) and batch.stored_notice is not None:
-                # Before the batch's Job: the group answering CA waits for this, not for the Job.
+                # The group holding CA's answer waits for exactly this: the commanded state is stored now.
                 self._report(batch.stored_notice.recipient, batch.stored_notice.message)
         return False
 
