@@ -38,7 +38,8 @@ from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
 from sim.machines.jobs import PowerJob, job_selector, read_power_job
 from sim.machines.manifests import LEASE_NAMESPACE
 from sim.machines.watcher import JobWatcher
-from tests.support.operator_homelab import CREATING, DELETING, RUNNING, RunningOperator, wait_for
+from tests.support.operator_homelab import CREATING, DELETING, RUNNING, RunningOperator
+from tests.support.polling import wait_for
 
 __all__ = ["CREATING", "DELETING", "RUNNING", "Cluster", "E2eHomelab", "Pace", "RunningOperator", "wait_for"]
 

@@ -6,8 +6,9 @@ the import path through `pythonpath` in setup.cfg's [tool:pytest], so `pytest`, 
 `pytest tests/e2e` all resolve these modules the same way. Plain modules rather than conftest files, because
 conftest files are not meant to be imported by name.
 
-- `operator_homelab`: the operator on a homelab of the fake API, its CA-side gRPC client and `wait_for`
-  (operator and reliability integration tests, the e2e harness).
+- `operator_homelab`: the operator on a homelab of the fake API and its CA-side gRPC client (operator and
+  reliability integration tests, the e2e harness).
+- `polling`: `wait_for`, the one poll loop every integration and e2e test waits with.
 - `actor_fakes`: the recording effect port, a hand-moved clock, resource builders and a small lab for the actors
   (actor tests, the gateway fuzzer, bench/actors.py).
 - `rbac`: RBAC as Kubernetes evaluates it, against the rendered manifests (security integration tests,

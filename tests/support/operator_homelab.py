@@ -1,7 +1,7 @@
-"""The operator on a homelab of the fake API: running operators, the CA-side gRPC client, and polling.
+"""The operator on a homelab of the fake API: running operators and the CA-side gRPC client.
 
 Shared by the operator and reliability integration tests; the e2e harness (tests/e2e/e2e_support.py) reuses the
-running operator, the gRPC instance statuses and `wait_for`. Every test gets its own `FakeApiServer` (it starts in
+running operator and the gRPC instance statuses. Every test gets its own `FakeApiServer` (it starts in
 milliseconds), so Kubernetes Nodes, which are cluster-scoped, never collide between tests. Everything the operator
 does goes over real HTTP through the official client and its kubeconfig; the tests look at the results in the
 fake's store (what `kubectl get` would show) and through a real gRPC channel, the way Cluster Autoscaler would.
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import grpc
-import pytest
 from kubernetes import client as kube_client
 
 from homelab_autoscaler.operator import Operator
@@ -30,31 +28,17 @@ from schemas import labels as label_names
 from schemas.crds import render_crds
 from sim.fakeapi import FakeApiServer
 from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
-
-T = TypeVar("T")
+from tests.support.polling import wait_for
 
 NAMESPACE: Final = "homelab"
 OPERATOR_NAMESPACE: Final = "homelab-autoscaler"
 GROUP: Final = "workers"
 GROUP_ID: Final = f"{NAMESPACE}/{GROUP}"
 WAIT: Final = 10.0
-POLL: Final = 0.02
 
 RUNNING: Final = externalgrpc.InstanceStatus.instanceRunning
 CREATING: Final = externalgrpc.InstanceStatus.instanceCreating
 DELETING: Final = externalgrpc.InstanceStatus.instanceDeleting
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = WAIT, what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail the test naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(POLL)
 
 
 def job_template() -> dict[str, Any]:

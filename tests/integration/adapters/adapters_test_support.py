@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-import pytest
 
 from actors.effects_port import EffectBatch, MachineRef
 from actors.fsm import effects
@@ -25,22 +22,9 @@ from sim.fakeapi import FakeApiServer
 
 T = TypeVar("T")
 
-WAIT = 5.0
 REPLY_TO = "node-actor-address"
 """Stands in for an ActorAddress: the writer only hands it back to `report`."""
 GROUP = "rack-a"
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = WAIT, what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail the test naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Reports:

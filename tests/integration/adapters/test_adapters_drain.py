@@ -21,7 +21,6 @@ from adapters_test_support import (
     create_pod,
     group_spec,
     kube_node_name,
-    wait_for,
 )
 from kubernetes import client as kube
 
@@ -32,6 +31,7 @@ from schemas import GROUP_VERSION
 from schemas.crds import render_crds
 from schemas.node import NodeStatus
 from sim.fakeapi import FakeApiServer
+from tests.support.polling import wait_for
 
 WEB = {"app": "web"}
 

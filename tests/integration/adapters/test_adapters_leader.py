@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from adapters_test_support import wait_for
 from kubernetes import client as kube
 
 from actors.adapters.leader import LeaderElector, format_micro_time, parse_time
 from sim.fakeapi import FakeApiServer
+from tests.support.polling import wait_for
 
 LEASE = "homelab-autoscaler"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from adapters_test_support import create_machine, wait_for
+from adapters_test_support import create_machine
 from kubernetes import client as kube
 
 from actors import metrics
@@ -15,6 +15,7 @@ from actors.adapters import watch
 from actors.adapters.watch import Listed, ResourceWatch, WatchEvent, WatchEventType, WatchOutput
 from schemas import GROUP_VERSION
 from sim.fakeapi import FakeApiServer
+from tests.support.polling import wait_for
 
 FAST = {"initial_backoff": 0.05, "max_backoff": 0.2}
 

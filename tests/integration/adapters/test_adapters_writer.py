@@ -20,7 +20,6 @@ from adapters_test_support import (
     create_machine,
     group_spec,
     kube_node_name,
-    wait_for,
 )
 
 from actors import metrics
@@ -35,6 +34,7 @@ from schemas.common import Taint, TaintEffect
 from schemas.group import GroupStatus
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, OperationKind
 from sim.fakeapi import FakeApiServer
+from tests.support.polling import wait_for
 
 STARTUP = effects.CreateJob(OperationKind.STARTUP, 1, "m1-startup-1")
 

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from kubernetes import client
-
-T = TypeVar("T")
 
 
 def status_of(error: client.ApiException) -> dict[str, Any]:
     """The Kubernetes Status body of a failed call."""
     body: dict[str, Any] = json.loads(error.body)
     return body
-
-
-def wait_until(condition: Callable[[], T], timeout: float = 5.0, interval: float = 0.01) -> T:
-    """Poll ``condition`` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 WIDGET_CRD: dict[str, Any] = {
@@ -49,8 +32,6 @@ WIDGET_CRD: dict[str, Any] = {
         }],
     },
 }
-
-
 
 
 def raw_request(url: str, method: str, path: str, body: bytes | str | None = None,

@@ -7,10 +7,11 @@ import copy
 from typing import Any
 
 import pytest
-from fakeapi_test_support import WIDGET_CRD, raw_request, status_of, wait_until
+from fakeapi_test_support import WIDGET_CRD, raw_request, status_of
 from kubernetes import client
 
 from sim.fakeapi import FakeApiServer
+from tests.support.polling import wait_for
 
 
 def _widget(name: str, color: str = "red") -> dict[str, Any]:
@@ -93,7 +94,7 @@ def test_deleting_a_crd_removes_its_objects_and_stops_serving(
     def not_served() -> bool:
         status, _, _ = raw_request(fake_api.url, "GET", f"/apis/example.dev/v1/namespaces/{namespace}/gadgets")
         return status == 404
-    wait_until(not_served)
+    wait_for(not_served)
     _, _, resources = raw_request(fake_api.url, "GET", "/apis/example.dev/v1")
     assert "gadgets" not in [entry["name"] for entry in resources["resources"]]
 

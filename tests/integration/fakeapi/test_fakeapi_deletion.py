@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fakeapi_test_support import raw_request, wait_until
+from fakeapi_test_support import raw_request
 from kubernetes import client
 
 from sim.fakeapi import FakeApiServer
+from tests.support.polling import wait_for
 
 
 def _exists(call: Any) -> bool:
@@ -65,7 +66,7 @@ def test_background_propagation_deletes_dependents_after_the_owner(
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
 
     assert not _exists(lambda: core.read_namespaced_config_map("owner", namespace))
-    wait_until(lambda: not core.list_namespaced_config_map(namespace).items)
+    wait_for(lambda: not core.list_namespaced_config_map(namespace).items)
 
 
 def test_orphan_propagation_strips_owner_references(
@@ -75,7 +76,7 @@ def test_orphan_propagation_strips_owner_references(
 
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Orphan")
 
-    wait_until(lambda: not _exists(lambda: core.read_namespaced_config_map("owner", namespace)))
+    wait_for(lambda: not _exists(lambda: core.read_namespaced_config_map("owner", namespace)))
     children = core.list_namespaced_config_map(namespace).items
     assert [(c.metadata.name, c.metadata.owner_references) for c in children] == [("child-0", None),
                                                                                   ("child-1", None)]
@@ -95,7 +96,7 @@ def test_foreground_propagation_keeps_the_owner_until_dependents_are_gone(
 
     core.patch_namespaced_config_map("child-0", namespace, [{"op": "remove", "path": "/metadata/finalizers"}])
 
-    wait_until(lambda: not core.list_namespaced_config_map(namespace).items)
+    wait_for(lambda: not core.list_namespaced_config_map(namespace).items)
 
 
 def _job(name: str) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def test_jobs_orphan_their_pods_by_default_and_warn(
     _, _, headers = batch.delete_namespaced_job_with_http_info("power-on", namespace)
 
     assert "child pods are preserved" in headers["Warning"]
-    wait_until(lambda: not batch.list_namespaced_job(namespace).items)
+    wait_for(lambda: not batch.list_namespaced_job(namespace).items)
     pods = core.list_namespaced_pod(namespace).items
     assert [(p.metadata.name, p.metadata.owner_references) for p in pods] == [("power-on-pod", None)]
 
@@ -130,7 +131,7 @@ def test_jobs_deleted_in_background_take_their_pods(
 
     batch.delete_namespaced_job("power-off", namespace, propagation_policy="Background")
 
-    wait_until(lambda: not core.list_namespaced_pod(namespace).items)
+    wait_for(lambda: not core.list_namespaced_pod(namespace).items)
 
 
 def test_job_defaults_match_the_real_server(batch: client.BatchV1Api, namespace: str) -> None:
@@ -144,7 +145,7 @@ def test_job_defaults_match_the_real_server(batch: client.BatchV1Api, namespace:
 def test_an_object_whose_owner_does_not_exist_is_collected(core: client.CoreV1Api, namespace: str) -> None:
     _owned_config_maps(core, namespace, "00000000-0000-0000-0000-000000000000", count=1)
 
-    wait_until(lambda: not core.list_namespaced_config_map(namespace).items)
+    wait_for(lambda: not core.list_namespaced_config_map(namespace).items)
 
 
 def test_delete_collection_honours_the_label_selector(core: client.CoreV1Api, namespace: str) -> None:
@@ -165,7 +166,7 @@ def test_deleting_a_namespace_deletes_its_contents(fake_api: FakeApiServer, core
     with pytest.raises(client.ApiException) as caught:
         core.create_namespaced_config_map("doomed", {"metadata": {"name": "late"}})
     assert caught.value.status in (403, 404)
-    wait_until(lambda: not _exists(lambda: core.read_namespace("doomed")))
+    wait_for(lambda: not _exists(lambda: core.read_namespace("doomed")))
     assert fake_api.store.list("v1", "configmaps", "doomed") == []
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import urllib3
-from fakeapi_test_support import raw_watch_events, wait_until
+from fakeapi_test_support import raw_watch_events
 from kubernetes import client, watch
 
 from sim.fakeapi import FakeApiServer
 from sim.fakeapi.store import ListQuery
+from tests.support.polling import wait_for
 
 
 def _events(stream: Any, count: int) -> list[tuple[str, str]]:
@@ -169,7 +170,7 @@ def test_dropped_watches_are_cut_mid_stream(fake_api: FakeApiServer, core: clien
 
     reader = threading.Thread(target=consume)
     reader.start()
-    wait_until(lambda: received)  # the stream is open and has delivered its first event
+    wait_for(lambda: received)  # the stream is open and has delivered its first event
     fake_api.faults.drop_watches()
     reader.join(10)
 

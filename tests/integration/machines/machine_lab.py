@@ -1,4 +1,4 @@
-"""Helpers shared by the machine simulator tests: a per-test `Lab` and a polling `wait_for`.
+"""Helpers shared by the machine simulator tests: a per-test `Lab` (polling with `tests.support.polling`).
 
 Everything goes over real HTTP: the simulator talks to the fake through the official client, and the
 tests look at the results through the official client too, the way a user (or the operator) would.
@@ -8,36 +8,19 @@ namespace to keep tests independent while sharing one server.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
 from kubernetes import client as kube_client
 
 from schemas import labels as label_names
 from sim.fakeapi import FakeApiServer
 from sim.machines import MachineSimulator, SimulatedMachine
-
-T = TypeVar("T")
+from tests.support.polling import wait_for
 
 FAST_BOOT = 0.1
 FAST_SHUTDOWN = 0.1
 HEARTBEAT = 0.1
 JOB_RUN = 0.05
-WAIT = 5.0
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = WAIT, what: str = "condition") -> T:
-    """Polls `condition` until it returns something truthy; fails the test naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Lab:

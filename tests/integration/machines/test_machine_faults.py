@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 from kubernetes import client as kube_client
-from machine_lab import FAST_BOOT, HEARTBEAT, Lab, ready_condition, wait_for
+from machine_lab import FAST_BOOT, HEARTBEAT, Lab, ready_condition
 
 from sim.machines import MachineFailures, MachineHandle, PowerState
+from tests.support.polling import wait_for
 
 
 def no_fault(handle: MachineHandle) -> None:

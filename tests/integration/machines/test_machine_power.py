@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from machine_lab import HEARTBEAT, Lab, ready_condition, wait_for
+from machine_lab import HEARTBEAT, Lab, ready_condition
 
 from sim.machines import PowerState, ProviderIdMode
+from tests.support.polling import wait_for
 
 
 @pytest.mark.parametrize(

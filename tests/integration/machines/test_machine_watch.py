@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 from kubernetes import client as kube_client
-from machine_lab import JOB_RUN, Lab, wait_for
+from machine_lab import JOB_RUN, Lab
 
 from sim.machines import PowerState
+from tests.support.polling import wait_for
 
 COMPLETE_STATUS = {
     "status": {

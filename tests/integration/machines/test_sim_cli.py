@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from machine_lab import wait_for
 
 from homelab_autoscaler.commands.sim import PROVIDER_ID_MODES
 from sim.fakeapi import FakeApiServer
 from sim.machines import ProviderIdMode
 from sim.seed import seed_homelab
+from tests.support.polling import wait_for
 
 KUBECTL = "/usr/bin/kubectl"
 STARTUP_TIMEOUT = 20.0

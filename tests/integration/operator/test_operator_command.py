@@ -28,7 +28,8 @@ from homelab_autoscaler.logs import configure_logging
 from homelab_autoscaler.settings import LogFormat, LogLevel, Settings, SettingsError, env_name, settings_from
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
-from tests.support.operator_homelab import RUNNING, wait_for
+from tests.support.operator_homelab import RUNNING
+from tests.support.polling import wait_for
 
 ROOT: Final = Path(__file__).resolve().parents[3]
 

@@ -15,7 +15,8 @@ import pytest
 from actors import metrics
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
-from tests.support.operator_homelab import GROUP_ID, NAMESPACE, RUNNING, Homelab, machine_manifest, simulated, wait_for
+from tests.support.operator_homelab import GROUP_ID, NAMESPACE, RUNNING, Homelab, machine_manifest, simulated
+from tests.support.polling import wait_for
 
 
 def _counter(counter: object, *labels: str) -> float:

@@ -22,8 +22,8 @@ from tests.support.operator_homelab import (
     Homelab,
     RunningOperator,
     simulated,
-    wait_for,
 )
+from tests.support.polling import wait_for
 
 LEASE = "homelab-autoscaler"
 

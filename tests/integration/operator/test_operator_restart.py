@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.operator_homelab import CREATING, RUNNING, Homelab, RunningOperator, simulated, wait_for
+from tests.support.operator_homelab import CREATING, RUNNING, Homelab, RunningOperator, simulated
+from tests.support.polling import wait_for
 
 INSTANCE = "homelab://homelab/m1"
 

@@ -25,8 +25,8 @@ from tests.support.operator_homelab import (
     RequestLog,
     RunningOperator,
     simulated,
-    wait_for,
 )
+from tests.support.polling import wait_for
 
 OUR_JOB_LABELS = (
     label_names.MANAGED_BY_LABEL,

@@ -23,7 +23,8 @@ from actors.adapters.admission_lookup import CachedAdmissionLookup
 from actors.adapters.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from homelab_autoscaler.operator import WebhookCertificateIssuer
 from sim.fakeapi import ApiError, ResourceType
-from tests.support.operator_homelab import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest, wait_for
+from tests.support.operator_homelab import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest
+from tests.support.polling import wait_for
 from webhooks.admission import KnownMachine
 from webhooks.certs import certificate_expiry
 

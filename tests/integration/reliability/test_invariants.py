@@ -33,7 +33,8 @@ from sim.invariants import (
     unsettled_machines,
     wait_converged,
 )
-from tests.support.operator_homelab import GROUP, GROUP_ID, NAMESPACE, Homelab, simulated, wait_for
+from tests.support.operator_homelab import GROUP, GROUP_ID, NAMESPACE, Homelab, simulated
+from tests.support.polling import wait_for
 
 _INSTANCE_STATES = {
     NodeState.STARTING_UP: InstanceState.CREATING,

@@ -14,13 +14,11 @@ import datetime
 import ipaddress
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,28 +32,13 @@ from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.crds import render_crds
 from sim.fakeapi import FakeApiServer, ResourceType
+from tests.support.polling import wait_for
 from tests.support.rbac import MANIFESTS, ApiRequest, classify_request
-
-T = TypeVar("T")
 
 WATCH_NAMESPACE: Final = "homelab"
 OPERATOR_NAMESPACE: Final = "homelab-autoscaler"
 GROUP: Final = "workers"
 WEBHOOK_API: Final = "admissionregistration.k8s.io/v1"
-WAIT: Final = 10.0
-POLL: Final = 0.02
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = WAIT, what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail the test naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(POLL)
 
 
 # --- the cluster ---------------------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from security_support import (
     new_cluster,
     operator_settings,
     running_operator,
-    wait_for,
 )
 
 from actors.adapters import api_calls, watch
@@ -48,6 +47,7 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import labels as label_names
 from schemas.group import GroupSpec, GroupStatus
 from schemas.node import Node, NodeStatus, OperationKind
+from tests.support.polling import wait_for
 from tests.support.rbac import (
     KUBECTL,
     ApiRequest,

@@ -25,7 +25,6 @@ from security_support import (
     Cluster,
     operator_settings,
     running_operator,
-    wait_for,
 )
 
 from actors.adapters.writer import KubeWriter
@@ -36,6 +35,7 @@ from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas.group import GroupSpec
 from schemas.node import Node, OperationKind
+from tests.support.polling import wait_for
 
 CREDENTIALS: Final = "bmc-credentials"
 WEBHOOK_SECRET: Final = "homelab-autoscaler-webhook-tls"

@@ -26,12 +26,12 @@ from security_support import (
     new_authority,
     operator_settings,
     running_operator,
-    wait_for,
     write_identity,
 )
 
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
+from tests.support.polling import wait_for
 
 CALL_TIMEOUT: Final = 10.0
 """Backstop only: a refused handshake fails at once."""
