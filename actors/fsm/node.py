@@ -16,7 +16,14 @@ which everything that affects transitions in this file follows:
   needs, and `step` starts and cancels timers by comparing that set before and after. Tokens name the
   operation (`<job>:boot-timeout`), so a timer of an older operation is recognised as stale and ignored.
 - `step` does the bookkeeping no handler may forget: `since`, powered-on seconds, the Ready and Quarantined
-  conditions, and one `PatchStatus` whenever the status changed (always the last effect).
+  conditions, and one `PatchStatus` whenever the status changed. When a command (`COMMANDS`) starts a power
+  operation (the machine enters StartingUp or ShuttingDown) it is the first effect: the intent is stored before
+  anything is done (write-ahead), so an operator killed in between comes back with the operation in the status
+  and `derive` redoes what is missing (it creates the recorded Job, cordons a machine that is shutting down), and
+  the group can answer CA as soon as that one write is stored. Otherwise it is the last effect: the status
+  records what the effects before it did. That includes a cancelled boot: its Job is deleted before `Shutdown`
+  is recorded, because a restart that found `Shutdown` with the Job still running might let the machine come
+  up (and be adopted past maxSize), while one that finds `StartingUp` without its Job just boots it again.
 - No clock, no I/O: `now` (timezone-aware) is an argument.
 
 The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`:
@@ -1137,6 +1144,11 @@ def _timer_effects(before: Machine, after: Machine, now: datetime, fired: str | 
     return (*cancels, *starts)
 
 
+COMMANDS: Final = (PowerOnRequested, BootSlotGranted, PowerOffRequested, CancelBoot)
+"""Events that are commands (from the group, on behalf of CA)."""
+_OPERATION_STATES: Final = frozenset({NodeState.STARTING_UP, NodeState.SHUTTING_DOWN})
+
+
 def step(machine: Machine, event: Event, now: datetime) -> Transition:
     """The machine after `event` at `now`, and the effects to execute in order. Pure.
 
@@ -1159,7 +1171,9 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
     fired = event.token if isinstance(event, TimerFired) else None
     effects = (*handled.effects, *settled.effects, *_timer_effects(machine, final, now, fired))
     if final.status != machine.status:
-        effects = (*effects, fx.PatchStatus(final.status))
+        write = fx.PatchStatus(final.status)
+        write_ahead = isinstance(event, COMMANDS) and final.status.state in _OPERATION_STATES
+        effects = (write, *effects) if write_ahead else (*effects, write)
     return Transition(final, effects)
 
 

@@ -166,7 +166,8 @@ def test_every_transition_is_one_ordered_batch_and_a_report(machine: OneMachine)
     machine.port.clear()
     machine.command(PowerOnRequested())
     heard = machine.heard()
-    assert [type(effect) for effect in machine.port.effects()] == [fx.CreateJob, fx.RecordEvent, fx.PatchStatus]
+    # A command's status is written first (write-ahead), then its effects.
+    assert [type(effect) for effect in machine.port.effects()] == [fx.PatchStatus, fx.CreateJob, fx.RecordEvent]
     assert len(machine.port.batches) == 1
     report = heard.reports[-1]
     assert (report.view.state, report.view.priority, str(report.view.hourly_price)) == (
@@ -300,7 +301,7 @@ def test_status_and_event_writes_that_keep_failing_do_not_loop(machine: OneMachi
 
     # The power-off batch, then one report of the refused cordon; its own failed writes stay in the log.
     assert [[type(effect) for effect in batch.effects] for batch in machine.port.batches] == [
-        [fx.Cordon, fx.Drain, fx.RecordEvent, fx.PatchStatus],
+        [fx.PatchStatus, fx.Cordon, fx.Drain, fx.RecordEvent],
         [fx.RecordEvent, fx.PatchStatus],
     ]
 

@@ -59,7 +59,7 @@ def test_full_power_cycle_from_scale_up_to_powered_off(lab: Lab) -> None:
 
     lab.port.clear()
     assert lab.delete("workers", identity(ready)).error is None
-    assert lab.port.effects("m1")[:2] == [fx.Cordon(), fx.CreateJob(SHUTDOWN, 2, "m1-shutdown-2")]
+    assert lab.port.effects("m1")[1:3] == [fx.Cordon(), fx.CreateJob(SHUTDOWN, 2, "m1-shutdown-2")]  # after its status
     assert instance_state(lab, "m1") is InstanceState.DELETING
 
     lab.tell(job("m1", SHUTDOWN, 2, succeeded=True), kube_node("m1", ready=False, provider_id="k3s://m1"))

@@ -218,9 +218,9 @@ def test_power_on_creates_the_startup_job_with_a_boot_timeout() -> None:
     assert status.state is NodeState.STARTING_UP
     assert status.attempts == 5
     assert status.operation == Operation(kind=OperationKind.STARTUP, attempt=5, job_name="m1-startup-5", started=NOW)
-    assert result.effects[0] == fx.CreateJob(OperationKind.STARTUP, 5, "m1-startup-5")
+    # Write-ahead: the command is stored before its Job is created, so a restart in between creates the Job.
+    assert result.effects[:2] == (fx.PatchStatus(status), fx.CreateJob(OperationKind.STARTUP, 5, "m1-startup-5"))
     assert fx.StartTimer(ev.TimerKind.BOOT_TIMEOUT, "m1-startup-5:boot-timeout", 600.0) in result.effects
-    assert result.effects[-1] == fx.PatchStatus(status)
 
 
 def test_a_queued_power_on_waits_for_its_boot_slot() -> None:
@@ -398,13 +398,13 @@ def test_an_early_timer_is_rearmed_for_the_rest() -> None:
 def test_power_off_without_drain_starts_the_shutdown_job() -> None:
     result = step(machine_in(NodeState.READY), ev.PowerOffRequested(drain=False), NOW)
     assert result.machine.status.state is NodeState.SHUTTING_DOWN
-    assert _types(result)[:2] == [fx.Cordon, fx.CreateJob]
+    assert _types(result)[:3] == [fx.PatchStatus, fx.Cordon, fx.CreateJob]
     assert fx.CreateJob(OperationKind.SHUTDOWN, 2, "m1-shutdown-2") in result.effects
 
 
 def test_power_off_with_drain_waits_for_the_drain() -> None:
     draining = step(machine_in(NodeState.READY), ev.PowerOffRequested(drain=True), NOW)
-    assert _types(draining)[:2] == [fx.Cordon, fx.Drain]
+    assert _types(draining)[:3] == [fx.PatchStatus, fx.Cordon, fx.Drain]
     assert fx.CreateJob not in _types(draining)
     drained = step(draining.machine, ev.DrainFinished(succeeded=True), NOW + timedelta(seconds=20))
     assert fx.CreateJob(OperationKind.SHUTDOWN, 2, "m1-shutdown-2") in drained.effects
