@@ -15,14 +15,15 @@ ignored, so a report in flight can never undo an intent (the member reports agai
 Answering: a mutation's reply is held until every machine it commanded has its new status stored in the API
 (each commanded member answers with `IntentStored`, relayed by the writer), so a scale-up CA was told succeeded
 survives an operator kill a millisecond later: the next operator derives the commanded states from those
-statuses. The wait is bounded by `Wiring.stored_wait_seconds` (a ticker timer); past it the group answers anyway,
-logs a WARNING and counts `mutations_answered_unstored`, because the commands are already under way and CA
-would otherwise see a failed call for a change that is happening. Other messages, mutations included, are
-handled while a reply is held: the mirror already shows the commands.
+statuses. The wait is bounded by `Wiring.stored_wait_seconds` (a ticker timer). Past it the group answers
+`NOT_STORED` (DEADLINE_EXCEEDED to CA: the change may or may not have happened, which is the truth: it is under
+way, and a restart before the writes land would forget it), logs a WARNING and counts `mutations_not_stored`.
+So an OK always means stored. Other messages, mutations included, are handled while a reply is held: the mirror
+already shows the commands, and the target CA reads next counts them.
 
 Events: each size change CA makes is recorded on the Group resource (Normal `ScaleUp`, `ScaleDown`,
 `TargetDecreased`, naming the machines and the target before and after), each refusal as a Warning
-(`IncreaseSizeRefused`, ...), and an answer given before the writes were stored as a Warning `AnsweredUnstored`,
+(`IncreaseSizeRefused`, ...), and a change the API did not store in time as a Warning `NotStoredInTime`,
 so `kubectl describe hgroup` tells what CA asked for and what came of it.
 
 Publishing: after a mutation the snapshot is published *before* the reply (the gateway reads the new target
@@ -325,26 +326,15 @@ class GroupActor(ShellActor):
         self._stored(message.machine, message.command_sequence)
 
     def receiveMsg_TimerFired(self, message: TimerFired, sender: Any) -> None:
-        held = self._held.get(message.token)
-        if held is None:
+        if message.token not in self._held:
             return  # answered already
-        waited = ", ".join(sorted(held.awaiting))
-        LOGGER.warning(
-            "group=%s answering %s although the status of %d machine(s) is not stored yet (%s): the API did not "
-            "take the writes within %g s; an operator restart now would forget these commands",
-            self._id, held.mutation, len(held.awaiting), waited, self._require_wiring().stored_wait_seconds,
-        )
-        metrics.MUTATIONS_ANSWERED_UNSTORED.labels(self._id).inc()
-        self._record_event(
-            fx.EventType.WARNING, "AnsweredUnstored",
-            f"answered {held.mutation} before the API stored the new status of {waited} (waited "
-            f"{self._require_wiring().stored_wait_seconds:g} s); an operator restart now could forget it",
-        )
-        self._answer(message.token, cancel_timer=False)
+        self._answer_not_stored(message.token, f"within {self._require_wiring().stored_wait_seconds:g} s")
 
     def receiveMsg_ActorExitRequest(self, message: object, sender: Any) -> None:
-        for token in list(self._held):  # the commands were given; do not leave the askers to time out
-            self._answer(token)
+        # Stopping (or killed) before the writes were stored: never an OK a restart could undo, and no asker left
+        # to run into its deadline.
+        for token in list(self._held):
+            self._answer_not_stored(token, "before the group's actor stopped (operator stopping, or Group deleted)")
         if self._wiring is not None and self._id:
             self._wiring.read_model.remove(self._id)
             metrics.forget_group(self._id)
@@ -448,6 +438,19 @@ class GroupActor(ShellActor):
             del held.awaiting[name]
             if not held.awaiting:
                 self._answer(token)
+
+    def _answer_not_stored(self, token: str, when: str) -> None:
+        """Answer a held mutation NOT_STORED (DEADLINE_EXCEEDED to CA): under way, but a restart may forget it."""
+        held = self._held[token]
+        text = (
+            f"node group {self._id}: {held.mutation} is under way, but the API did not store the new status of "
+            f"{', '.join(sorted(held.awaiting))} {when}; an operator restart before it does could forget the change"
+        )
+        LOGGER.warning("%s", text)  # the text names the group
+        metrics.MUTATIONS_NOT_STORED.labels(self._id).inc()
+        self._record_event(fx.EventType.WARNING, "NotStoredInTime", text)
+        held.reply = MutationReply(held.reply.request_id, MutationError(ErrorKind.NOT_STORED, text))
+        self._answer(token, cancel_timer=False)
 
     def _answer(self, token: str, cancel_timer: bool = True) -> None:
         held = self._held.pop(token)

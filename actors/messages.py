@@ -33,6 +33,8 @@ class ErrorKind(StrEnum):
     """Not enough eligible machines for the whole increase (nothing was changed)."""
     FAILED_PRECONDITION = "FailedPrecondition"
     """The request is valid but the machines' state forbids it now (maintenance, powerPolicy On, registered)."""
+    NOT_STORED = "NotStored"
+    """The change was made and is under way, but the API did not store it in time: a restart may forget it."""
 
 
 @dataclass(frozen=True)

@@ -229,11 +229,11 @@ QUARANTINED_MACHINES = Gauge(
     ["group"],
     registry=REGISTRY,
 )
-MUTATIONS_ANSWERED_UNSTORED = Counter(
-    PREFIX + "mutations_answered_unstored",
-    "Scale-ups and scale-downs answered to the Cluster Autoscaler before every machine they commanded had its "
-    "new status stored in the API (the API was too slow or refused the writes); an operator restart right "
-    "then could forget them.",
+MUTATIONS_NOT_STORED = Counter(
+    PREFIX + "mutations_not_stored",
+    "Size changes whose machines' new statuses the API did not store in time (it was too slow or refused the "
+    "writes): the Cluster Autoscaler got DEADLINE_EXCEEDED, the change is under way, and an operator restart "
+    "before the writes land could forget it.",
     ["group"],
     registry=REGISTRY,
 )
@@ -329,7 +329,7 @@ def forget_group(group: str) -> None:
     with _bookkeeping_lock:
         for state in _states_by_group.pop(group, set()):
             _remove_quietly(GROUP_MACHINES, group, state)
-    for metric in (GROUP_TARGET_SIZE, QUARANTINED_MACHINES, MUTATIONS_ANSWERED_UNSTORED):
+    for metric in (GROUP_TARGET_SIZE, QUARANTINED_MACHINES, MUTATIONS_NOT_STORED):
         _remove_quietly(metric, group)
 
 

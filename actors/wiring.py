@@ -36,11 +36,12 @@ class Wiring:
     """Returns the current time, timezone-aware (UTC); tests pass a clock they move by hand."""
     ticker: Any = None
     """The TickerActor's ActorAddress; None means: look it up by its global name."""
-    stored_wait_seconds: float = 2.0
+    stored_wait_seconds: float = 3.0
     """How long a group holds CA's answer to a mutation waiting for the commanded machines' status writes.
 
-    Well inside the gateway's 4 s deadline (itself inside CA's 5 s), with room for a few retries of a write that
-    met a 5xx; past it the group answers anyway and counts `mutations_answered_unstored`.
+    Inside the gateway's 4 s deadline (itself inside CA's 5 s), with room for a few retries of a write that met a
+    5xx or a 429; past it the group answers DEADLINE_EXCEEDED (`ErrorKind.NOT_STORED`) and counts
+    `mutations_not_stored`.
     """
 
 

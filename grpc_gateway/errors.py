@@ -69,6 +69,8 @@ STATUS_CODES: Final[Mapping[type[Exception] | ErrorKind, grpc.StatusCode]] = {
     ErrorKind.INVALID_ARGUMENT:                        grpc.StatusCode.INVALID_ARGUMENT,
     ErrorKind.RESOURCE_EXHAUSTED:                      grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.FAILED_PRECONDITION:                     grpc.StatusCode.FAILED_PRECONDITION,
+    # Under way but not stored in time: "may or may not have happened" is what DEADLINE_EXCEEDED means.
+    ErrorKind.NOT_STORED:                              grpc.StatusCode.DEADLINE_EXCEEDED,
     # No answer from the actors:
     MutationTimedOut:                                  grpc.StatusCode.DEADLINE_EXCEEDED,
     MutationUnavailable:                               grpc.StatusCode.UNAVAILABLE,

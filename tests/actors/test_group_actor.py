@@ -29,6 +29,7 @@ from actors.messages import (
     DeleteNodes,
     ErrorKind,
     GroupObserved,
+    GroupRemoved,
     IncreaseSize,
     MutationError,
     MutationReply,
@@ -41,6 +42,7 @@ from schemas.common import Taint, TaintEffect
 from schemas.group import GroupSpec, NodeTemplate
 from schemas.node import NodeSnapshot, NodeState, OperationKind, PowerPolicy
 from tests.support.actor_fakes import (
+    NAMESPACE,
     START,
     WAIT,
     Lab,
@@ -320,18 +322,37 @@ def test_a_mutation_is_answered_only_once_its_commands_are_stored(
         assert answer.result(WAIT).error is None
 
 
-def test_writes_the_api_does_not_take_in_time_are_answered_anyway_and_counted(runtime: ActorRuntime) -> None:
+def test_a_change_the_api_does_not_store_in_time_is_answered_not_stored_and_counted(runtime: ActorRuntime) -> None:
     with start_lab(runtime, stored_wait_seconds=0.05) as lab:
         lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(3)))
-        counted = ("homelab_autoscaler_mutations_answered_unstored_total", {"group": lab.group_id("workers")})
+        counted = ("homelab_autoscaler_mutations_not_stored_total", {"group": lab.group_id("workers")})
         before = metrics.REGISTRY.get_sample_value(*counted) or 0.0
         lab.port.hold_stored_notices()
 
         reply = lab.increase("workers", 2)
 
-        assert reply.error is None  # the machines are booting: a failed call would mislead CA
+        # CA hears "may or may not have happened" (DEADLINE_EXCEEDED), never an OK that a restart could undo...
+        assert reply.error is not None
+        assert reply.error.kind is ErrorKind.NOT_STORED
+        assert "m0, m1" in reply.error.message
+        # ...while the change is under way and counted in the target CA reads next.
         assert lab.group().target_size == 2
         assert metrics.REGISTRY.get_sample_value(*counted) == before + 1
+
+
+def test_a_group_that_stops_while_holding_an_answer_never_answers_ok(runtime: ActorRuntime) -> None:
+    with start_lab(runtime, stored_wait_seconds=WAIT * 10) as lab:
+        lab.list_inventory((make_group(),), tuple(make_node(f"m{index}") for index in range(3)))
+        lab.port.hold_stored_notices()
+        answer = lab.runtime.ask(lab.supervisor, _increase_two(lab), WAIT, MutationReply)
+        lab.sync()
+
+        lab.tell(GroupRemoved(NAMESPACE, "workers"))  # its actor stops, as on an operator shutdown
+
+        error = answer.result(WAIT).error
+        assert error is not None
+        assert error.kind is ErrorKind.NOT_STORED
+        assert "actor stopped" in error.message
 
 
 def test_a_refused_mutation_is_answered_at_once(runtime: ActorRuntime) -> None:
@@ -369,15 +390,15 @@ def test_each_size_change_and_refusal_is_an_event_on_the_group(lab: Lab) -> None
     ]
 
 
-def test_an_answer_given_before_the_writes_were_stored_is_a_warning_on_the_group(runtime: ActorRuntime) -> None:
+def test_a_change_not_stored_in_time_is_a_warning_on_the_group(runtime: ActorRuntime) -> None:
     with start_lab(runtime, stored_wait_seconds=0.05) as lab:
         lab.list_inventory((make_group(),), (make_node("m0"),))
         lab.port.hold_stored_notices()
 
-        assert lab.increase("workers", 1).error is None
+        assert lab.increase("workers", 1).error is not None
 
         warning = lab.port.group_events("workers")[-1]
-        assert (warning.type, warning.reason) == (fx.EventType.WARNING, "AnsweredUnstored")
+        assert (warning.type, warning.reason) == (fx.EventType.WARNING, "NotStoredInTime")
         assert "m0" in warning.message
 
 

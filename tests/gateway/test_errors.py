@@ -76,7 +76,7 @@ def test_subclasses_of_a_listed_error_get_its_code() -> None:
 
 
 @pytest.mark.parametrize("kind", list(ErrorKind), ids=lambda kind: str(kind))
-def test_every_refusal_kind_has_its_own_code(kind: ErrorKind) -> None:
+def test_every_refusal_kind_has_its_code(kind: ErrorKind) -> None:
     status = errors.to_status(MutationRefused(kind, "why"))
 
     assert status.code.name == {
@@ -84,6 +84,7 @@ def test_every_refusal_kind_has_its_own_code(kind: ErrorKind) -> None:
         ErrorKind.INVALID_ARGUMENT: "INVALID_ARGUMENT",
         ErrorKind.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
         ErrorKind.FAILED_PRECONDITION: "FAILED_PRECONDITION",
+        ErrorKind.NOT_STORED: "DEADLINE_EXCEEDED",  # under way, not stored: it may or may not survive
     }[kind]
     assert status.message == "why"
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.support.operator_homelab import CREATING, RUNNING, Homelab, RunningOperator, simulated
@@ -37,7 +38,10 @@ def _starting_with_job_running(homelab: Homelab, ca: RunningOperator) -> None:
 def _starting_with_status_unwritten(homelab: Homelab, ca: RunningOperator) -> None:
     # The crash window between creating a Job and recording it: every status write fails until the kill.
     homelab.fake.faults.fail("patch", "nodes/status", name="m1", count=1000, code=500)
-    ca.increase_size(1)
+    with pytest.raises(grpc.RpcError) as answer:
+        ca.increase_size(1)
+    # Not stored, so CA is not told OK: "may or may not have happened" is the truth.
+    assert answer.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     wait_for(lambda: homelab.job_names("m1") == ["m1-startup-1"], what="the startup Job")
     assert homelab.state("m1") == "Shutdown"
 
