@@ -111,7 +111,6 @@ class _Involved:
 
 @dataclass
 class _EventRecord:
-    namespace: str
     name: str
     count: int
     first_time: str
@@ -650,7 +649,7 @@ class KubeWriter:
 
     def _remember_event(self, key: tuple[str, ...], name: str, count: int, first_time: str) -> None:
         with self._events_lock:
-            self._events[key] = _EventRecord(key[1], name, count, first_time, time.monotonic())  # key[1]: namespace
+            self._events[key] = _EventRecord(name, count, first_time, time.monotonic())
             self._events.move_to_end(key)
             while len(self._events) > self._event_cache_size:
                 self._events.popitem(last=False)
