@@ -116,6 +116,10 @@ class WatchStream:
     def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
         self._response = response
         self._closed = threading.Event()
+        # Serialises the reader's hand-back of the connection with `close()` from another thread: urllib3 raises
+        # when a response is shut down after its connection went back to the pool, and closing one that is being
+        # handed back races on its connection attribute.
+        self._release_lock = threading.Lock()
         self._finished = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -135,8 +139,9 @@ class WatchStream:
             if not self._closed.is_set():
                 raise KubeTransient(f"watch stream broke: {type(error).__name__}: {error}") from error
         finally:
-            self._finished = True
-            self._response.release_conn()
+            with self._release_lock:
+                self._finished = True
+                self._response.release_conn()
 
     def _chunks(self) -> Iterator[bytes]:
         if self._response.chunked and isinstance(self._response, urllib3.HTTPResponse):
@@ -149,16 +154,18 @@ class WatchStream:
             yield chunk
 
     def close(self) -> None:
-        """End the stream, even while another thread is blocked reading it."""
-        self._closed.set()
-        # Only a stream still being read needs its socket shut down to wake the reader; a finished one went back
-        # to the connection pool and must stay usable.
-        if self._finished:
-            return
-        shutdown = getattr(self._response, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        self._response.close()
+        """End the stream, even while another thread is blocked reading it; closing twice does nothing."""
+        with self._release_lock:
+            already_closed = self._closed.is_set()
+            self._closed.set()
+            # Only a stream still being read needs its socket shut down to wake the reader; a finished one went
+            # back to the connection pool and must stay usable.
+            if already_closed or self._finished:
+                return
+            shutdown = getattr(self._response, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            self._response.close()
 
 
 class ResourceWatch:
