@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -183,10 +184,17 @@ class Homelab:
             self.operators.remove(running)
 
     def close(self) -> None:
-        for running in list(self.operators):
-            self.stop_operator(running)
-        for simulator in self.simulators:
-            simulator.stop()
+        """Stop every operator and simulator, each even when stopping another one failed."""
+        stops: list[Callable[[], None]] = [partial(self.stop_operator, running) for running in list(self.operators)]
+        stops += [simulator.stop for simulator in self.simulators]
+        failures: list[Exception] = []
+        for stop in stops:
+            try:
+                stop()
+            except Exception as error:  # reported together below, once everything has been asked to stop
+                failures.append(error)
+        if failures:
+            raise ExceptionGroup("stopping the homelab failed", failures)
 
     # --- looking at the cluster -------------------------------------------------------------------------------
 
