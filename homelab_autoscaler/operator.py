@@ -45,6 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from kubernetes.client import ApiClient
@@ -567,28 +568,59 @@ class Operator:
         self._health.enter_graceful_shutdown()
         self._stop_acting()
         self._commands.put("stop")
+        # Each part is stopped even when an earlier one failed: a stop that gave up half-way would keep the Lease
+        # (a standby waits out its whole duration) and leave listeners open.
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("the control thread", self._join_control),
+            ("the acting term", partial(self._end_term_for_stop, graceful)),
+            ("leader election", partial(self._stop_elector, graceful)),
+            ("the webhook", self._stop_webhook),
+            ("the gRPC gateway", partial(self._stop_grpc, graceful)),
+            ("the health server", self._stop_health_server),
+            ("the API client", self._close_api_client),
+        ]
+        for part, step in steps:
+            try:
+                step()
+            except Exception:
+                LOGGER.exception("operator %s: stopping %s failed; stopping the rest", self.identity, part)
+        self._listening = False
+        LOGGER.info("operator %s: stopped", self.identity)
+
+    def _join_control(self) -> None:
         if self._control is not None:
             self._control.join(STOP_TIMEOUT_SECONDS * 4)
+
+    def _end_term_for_stop(self, graceful: bool) -> None:
         term = self._take_term()
-        if term is not None:
-            grace = self.settings.shutdown_grace_seconds if graceful else 0.0
-            term.end(self.read_model, writer_grace=grace, writer_timeout=STOP_TIMEOUT_SECONDS if graceful else 0.5)
-            if graceful and self._pod_label is not None:
-                self._pod_label.set(False)
-            thaw_heap()
+        if term is None:
+            return
+        grace = self.settings.shutdown_grace_seconds if graceful else 0.0
+        term.end(self.read_model, writer_grace=grace, writer_timeout=STOP_TIMEOUT_SECONDS if graceful else 0.5)
+        if graceful and self._pod_label is not None:
+            self._pod_label.set(False)
+        thaw_heap()
+
+    def _stop_elector(self, graceful: bool) -> None:
         if self._elector is not None:
             self._elector.stop(STOP_TIMEOUT_SECONDS, release=graceful)
+
+    def _stop_webhook(self) -> None:
         if self._certificates is not None:
             self._certificates.stop()
         if self._webhook is not None:
             self._webhook.stop()
         if self._admission is not None:
             self._admission.stop()
+
+    def _stop_grpc(self, graceful: bool) -> None:
         if self._grpc_server is not None:
             stop_server(self._grpc_server, grace_seconds=2.0 if graceful else 0.0, health=self._health)
+
+    def _stop_health_server(self) -> None:
         if self._health_server is not None:
             self._health_server.stop()
-        self._listening = False
+
+    def _close_api_client(self) -> None:
         if self._own_client and self._api_client is not None:
             self._api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
-        LOGGER.info("operator %s: stopped", self.identity)

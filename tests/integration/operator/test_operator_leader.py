@@ -151,3 +151,32 @@ def test_a_leader_that_loses_its_lease_stops_acting_at_once(machine_booting_slow
     wait_for(lambda: leader.operator.wait_acting(0.1), what="the replica to lead again")
     assert _labelled(homelab, "op-a")
     assert leader.target_size() == 0
+
+
+def test_a_stop_that_fails_half_way_still_releases_the_lease_and_closes_the_gateway(
+    machine_booting_slowly: Homelab, caplog: pytest.LogCaptureFixture
+) -> None:
+    homelab = machine_booting_slowly
+    leader = _elected(homelab, "op-a")
+    wait_for(lambda: leader.operator.wait_acting(0.1), what="the replica to lead")
+    term = leader.operator.acting_term
+    assert term is not None
+    failing_end = term.end
+
+    def end_then_fail(*args: Any, **kwargs: Any) -> None:
+        failing_end(*args, **kwargs)
+        raise RuntimeError("the writer could not be joined")
+
+    term.end = end_then_fail  # type: ignore[method-assign]  # a failure inside the stop, after the actors ended
+    grpc_port = leader.operator.grpc_port
+
+    homelab.stop_operator(leader)
+
+    assert not _lease(homelab)["spec"].get("holderIdentity"), "a standby would wait out the whole lease"
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel, pytest.raises(grpc.RpcError) as closed:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+    assert closed.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert any(
+        "stopping the acting term failed" in record.getMessage() and record.levelname == "ERROR"
+        for record in caplog.records
+    )
