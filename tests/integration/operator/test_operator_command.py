@@ -271,11 +271,13 @@ def test_run_manages_the_simulated_homelab_and_stops_cleanly_on_sigterm(tmp_path
                 what="the machine to run",
             )
 
-        assert operator.stop() == 0
+        status = operator.stop()
+        assert status == 0, f"exit status {status}; last output:\n" + "\n".join(operator.lines[-40:])
         messages = [record["message"] for record in _json_messages(operator.lines)]
         assert any("received SIGTERM" in message for message in messages)
         assert messages[-1].endswith("stopped")
-        assert all(record["level"] != "ERROR" for record in _json_messages(operator.lines))
+        errors = [record for record in _json_messages(operator.lines) if record["level"] == "ERROR"]
+        assert errors == []
     finally:
         if operator is not None:
             operator.stop()
