@@ -162,10 +162,16 @@ class WatchStream:
             # back to the connection pool and must stay usable.
             if already_closed or self._finished:
                 return
-            shutdown = getattr(self._response, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
-            self._response.close()
+            try:
+                shutdown = getattr(self._response, "shutdown", None)
+                if shutdown is not None:
+                    shutdown()
+                self._response.close()
+            except (RuntimeError, ValueError, AttributeError, OSError) as error:
+                # When the server ends a chunked stream, urllib3 hands the connection back to the pool itself, on
+                # the reader's thread and outside this lock; shutting it down then fails (or finds it gone half-way).
+                # The stream has ended on its own and there is no reader left to wake.
+                logger.debug("watch stream ended while being closed: %s: %s", type(error).__name__, error)
 
 
 class ResourceWatch:

@@ -1,8 +1,9 @@
 """Closing a watch stream from another thread: it ends the reader and never raises, whatever the reader is doing.
 
 The operator closes every watch stream when it stops or loses its Lease, while the watch thread may be reading
-it or handing its connection back at that very moment. urllib3 refuses to shut down a response whose connection
-has gone back to the pool, and the race once made a graceful stop raise (seen in CI as a teardown error).
+it or handing its connection back at that very moment (urllib3 hands it back itself as soon as the server ends a
+chunked stream). urllib3 refuses to shut down a response whose connection has gone back to the pool, and the race
+once made a graceful stop raise (seen in CI as a teardown error).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ class _Response:
 
     chunked = False
 
-    def __init__(self, *, end_during_shutdown: bool = False) -> None:
+    def __init__(self, *, end_during_shutdown: bool = False, releases_at_end: bool = False) -> None:
         self.connection: object | None = object()
+        self._releases_at_end = releases_at_end
         self.released = threading.Event()
         self.closes = 0
         self._chunks = [EVENT]
@@ -32,6 +34,8 @@ class _Response:
         if self._chunks:
             return self._chunks.pop(0)
         self._ended.wait(5.0)
+        if self._releases_at_end:
+            self.release_conn()  # as urllib3 does inside read_chunked once the server's last chunk arrives
         return b""
 
     def release_conn(self) -> None:
@@ -82,6 +86,18 @@ def test_close_ends_a_reader_blocked_on_the_stream() -> None:
 
 def test_close_while_the_stream_ends_on_its_own_does_not_raise() -> None:
     response = _Response(end_during_shutdown=True)
+    stream = WatchStream(response)  # type: ignore[arg-type]  # the parts a stream uses
+    reader, _events = _read_in_background(stream)
+
+    stream.close()
+
+    reader.join(5.0)
+    assert not reader.is_alive()
+    assert response.released.is_set()
+
+
+def test_close_after_the_client_library_released_the_connection_itself_does_not_raise() -> None:
+    response = _Response(end_during_shutdown=True, releases_at_end=True)
     stream = WatchStream(response)  # type: ignore[arg-type]  # the parts a stream uses
     reader, _events = _read_in_background(stream)
 
