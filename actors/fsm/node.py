@@ -552,6 +552,45 @@ def _started_outside(machine: Machine, event: NodeReady, now: datetime) -> Trans
     return _become_ready(machine, event, now, "StartedOutsideAutoscaler", message, fx.EventType.NORMAL)
 
 
+RELEASED_BOOT_REASONS: Final = frozenset({"BootCancelled", "CoolingDown"})
+"""Shutdown reasons of a boot CA let go of: cancelled before it registered, or released after it failed."""
+
+
+def released_boot_came_up(machine: Machine, now: datetime) -> bool:
+    """Whether a Node Ready now is the late result of a boot CA let go of, which CA wants off. Pure.
+
+    A boot cannot be called back once its power-on went out: the machine may register after the boot was
+    cancelled (DecreaseTargetSize, DeleteNodes of a creating instance) or after a failed boot was released. CA
+    was told the instance is gone, so adopting the machine would leave it on past what CA asked for (and past
+    maxSize when CA refilled the slot). Later than `bootTimeout` after the release, it was powered on by someone.
+    """
+    status = machine.status
+    return (
+        status.state is NodeState.SHUTDOWN
+        and status.reason in RELEASED_BOOT_REASONS
+        and machine.config.power_policy in (PowerPolicy.AUTO, PowerPolicy.OFF)
+        and status.since is not None
+        and now <= status.since + timedelta(seconds=machine.config.boot_timeout_seconds)
+    )
+
+
+def _up_after_release(machine: Machine, event: NodeReady, now: datetime) -> Transition:
+    """Adopt a machine that came up by itself, or power off the late result of a boot CA let go of."""
+    if not released_boot_came_up(machine, now):
+        return _started_outside(machine, event, now)
+    provider_id = event.provider_id or stamped_provider_id(machine.config)
+    observed = _update(machine, **_observed_changes(machine, event, now, provider_id))
+    # The providerID lets CA match the Node to its group (as an instance being deleted) while it powers off.
+    stamp: tuple[fx.Effect, ...] = () if event.provider_id else (fx.SetProviderID(provider_id),)
+    powering_off = _begin_power_off(observed, now, drain=True)
+    message = (
+        f"Kubernetes Node {machine.config.kubernetes_node_name} became Ready after its boot was let go of "
+        f"({machine.status.reason}); powering it off as Cluster Autoscaler asked"
+    )
+    notice = fx.RecordEvent(fx.EventType.NORMAL, "ReleasedBootCameUp", message)
+    return Transition(powering_off.machine, (*stamp, *powering_off.effects, notice))
+
+
 def _observed_changes(machine: Machine, event: NodeReady, now: datetime, provider_id: str | None) -> dict[str, Any]:
     """Status fields to update from a Ready Node: its snapshot and providerID, when they changed."""
     changes: dict[str, Any] = {}
@@ -814,7 +853,10 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.SHUTDOWN, JobFailed): IGNORE,
     (NodeState.SHUTDOWN, DrainFinished): IGNORE,
     (NodeState.SHUTDOWN, NodeReady): Rule(
-        _started_outside, (NodeState.READY,), "adopt a machine started outside the autoscaler"
+        _up_after_release,
+        (NodeState.READY, NodeState.SHUTTING_DOWN),
+        "adopt a machine started outside the autoscaler; power off one whose cancelled or released boot came up"
+        " within bootTimeout",
     ),
     (NodeState.SHUTDOWN, NodeNotReady): _stay(NodeState.SHUTDOWN),
     (NodeState.SHUTDOWN, NodeGone): _stay(NodeState.SHUTDOWN),

@@ -529,6 +529,57 @@ def test_a_machine_started_by_hand_is_adopted(state: NodeState, reason: str) -> 
     assert fx.Uncordon() in result.effects
 
 
+RELEASED_AT = NOW - timedelta(seconds=30)
+"""A boot let go of 30 s before the Node registers, well inside the default bootTimeout of 600 s."""
+
+
+@pytest.mark.parametrize(
+    ("reason", "power_policy", "registered_after", "state_after", "reason_after"),
+    [
+        pytest.param("BootCancelled", PowerPolicy.AUTO, 30.0, NodeState.SHUTTING_DOWN, "Draining",
+                     id="cancelled-boot-comes-up"),
+        pytest.param("CoolingDown", PowerPolicy.AUTO, 30.0, NodeState.SHUTTING_DOWN, "Draining",
+                     id="released-failed-boot-comes-up"),
+        pytest.param("BootCancelled", PowerPolicy.OFF, 30.0, NodeState.SHUTTING_DOWN, "Draining",
+                     id="cancelled-by-powerPolicy-Off-comes-up"),
+        pytest.param("BootCancelled", PowerPolicy.AUTO, 600.0, NodeState.SHUTTING_DOWN, "Draining",
+                     id="at-bootTimeout"),
+        pytest.param("BootCancelled", PowerPolicy.AUTO, 601.0, NodeState.READY, "StartedOutsideAutoscaler",
+                     id="after-bootTimeout-someone-powered-it-on"),
+        pytest.param("BootCancelled", PowerPolicy.ON, 30.0, NodeState.READY, "StartedOutsideAutoscaler",
+                     id="now-kept-on-by-powerPolicy-On"),
+        pytest.param("StoppedOutsideAutoscaler", PowerPolicy.AUTO, 30.0, NodeState.READY,
+                     "StartedOutsideAutoscaler", id="powered-off-by-hand-then-on-again"),
+    ],
+)
+def test_a_boot_ca_let_go_of_that_comes_up_anyway_is_powered_off(
+    reason: str, power_policy: PowerPolicy, registered_after: float, state_after: NodeState, reason_after: str
+) -> None:
+    released = replace(
+        machine_in(NodeState.SHUTDOWN, reason=reason, since=RELEASED_AT, attempts=1),
+        config=replace(CONFIG, power_policy=power_policy),
+    )
+
+    result = step(released, READY, RELEASED_AT + timedelta(seconds=registered_after))
+
+    assert (result.machine.status.state, result.machine.status.reason) == (state_after, reason_after)
+    if state_after is NodeState.SHUTTING_DOWN:
+        # CA was told the instance is gone: power it off the way the operator powers off any Node it started.
+        assert result.effects[:2] == (fx.Cordon(), fx.Drain())
+        assert (fx.EventType.NORMAL, "ReleasedBootCameUp") in _events(result)
+        assert result.machine.status.provider_id == "homelab://homelab/m1"
+        assert fx.Uncordon() not in result.effects
+
+
+def test_a_released_boot_that_registers_without_a_provider_id_gets_one_while_it_powers_off() -> None:
+    released = machine_in(NodeState.SHUTDOWN, reason="BootCancelled", since=RELEASED_AT, attempts=1)
+
+    result = step(released, ev.NodeReady(provider_id=None, snapshot=SNAPSHOT), NOW)
+
+    assert result.machine.status.state is NodeState.SHUTTING_DOWN
+    assert fx.SetProviderID("homelab://homelab/m1") in result.effects
+
+
 def test_a_machine_stopped_by_hand_is_noticed() -> None:
     result = step(machine_in(NodeState.READY), ev.NodeGone(), NOW)
     assert result.machine.status.state is NodeState.SHUTDOWN

@@ -202,3 +202,38 @@ def test_a_machine_powered_on_by_hand_is_adopted_and_one_powered_off_is_let_go(h
     assert ca.nodes() == []
     assert ca.target_size() == 0
     assert homelab.created_jobs("m1") == []
+
+
+def test_a_boot_cancelled_after_its_power_on_went_out_is_powered_off_when_the_machine_comes_up(
+    homelab: Homelab,
+) -> None:
+    homelab.add_group(max_size=1)
+    homelab.add_machine("m1")
+    # The startup Job is done long before the machine has booted: a cancel cannot call the power-on back.
+    homelab.simulate(simulated("m1", boot_seconds=1.5), job_seconds=0.05)
+    ca = homelab.start_operator()
+    ca.increase_size(1)
+    wait_for(
+        lambda: any(
+            condition.get("type") == "Complete"
+            for job in homelab.jobs("m1")
+            for condition in (job.get("status") or {}).get("conditions") or []
+        ),
+        what="the startup Job to succeed",
+    )
+    assert homelab.kube_node("m1") is None, "the machine must still be booting"
+
+    ca.stub.NodeGroupDecreaseTargetSize(externalgrpc.NodeGroupDecreaseTargetSizeRequest(id=f"{NAMESPACE}/{GROUP}",
+                                                                                        delta=-1))
+    assert homelab.wait_state("m1", "Shutdown")["status"]["reason"] == "BootCancelled"
+    targets = []
+
+    def powered_off_again() -> bool:
+        targets.append(ca.target_size())
+        return homelab.created_jobs("m1") == ["m1-shutdown-2", "m1-startup-1"] and homelab.state("m1") == "Shutdown"
+
+    wait_for(powered_off_again, what="the machine to be powered off once it came up")
+    assert set(targets) == {0}, "CA asked for the machine to go: it never counts again"
+    assert "ReleasedBootCameUp" in homelab.event_reasons("m1")
+    assert ca.nodes() == []
+    wait_for(lambda: homelab.kube_node("m1") is None, what="the powered-off Node to be deleted")

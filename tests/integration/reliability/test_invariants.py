@@ -459,7 +459,8 @@ def test_a_real_run_through_scaling_a_cancel_a_hand_powered_machine_and_a_crash_
     ca.delete_nodes(running[0], names=[running[0].rpartition("/")[2]])
     ca.increase_size(1)
     ca.stub.NodeGroupDecreaseTargetSize(externalgrpc.NodeGroupDecreaseTargetSizeRequest(id=GROUP_ID, delta=-1))
-    idle = next(name for name in names if homelab.state(name) == "Shutdown" and not homelab.jobs(name))
+    # A machine never powered on: one whose boot was just cancelled would be powered off again when it comes up.
+    idle = next(name for name in names if homelab.state(name) == "Shutdown" and not homelab.created_jobs(name))
     simulator.machine(idle).power_on_unexpectedly()
     wait_for(lambda: homelab.state(idle) == "Ready", what=f"{idle} to be adopted")
     _assert_converged(homelab)
