@@ -718,6 +718,8 @@ class Tally:
     overshoot_read_model: int = 0
     overshoot_seen: dict[tuple[str, str, int], float] = field(default_factory=dict)
     """(source, group, target) past maxSize -> when first seen."""
+    overshoot_members: dict[str, tuple[float, tuple[str, ...]]] = field(default_factory=dict)
+    """group -> (when, the machines the read model counted) at its first overshoot, to explain it."""
     rss_samples: list[tuple[float, float]] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     fault_log: list[tuple[float, str, str]] = field(default_factory=list)
@@ -1038,6 +1040,10 @@ class Sampler:
                 group = self._groups.get(snapshot.id)
                 if group is not None:
                     self._tally.overshoot("read model", group, snapshot.target_size)
+                    if snapshot.target_size > group.max_size:
+                        counted = tuple(machine.name for machine in snapshot.machines if machine.instance is not None)
+                        with self._tally.lock:
+                            self._tally.overshoot_members.setdefault(group.id, (time.monotonic(), counted))
             self.samples += 1
 
 
@@ -1177,6 +1183,18 @@ def _overshoot_detail(tally: Tally, started: float) -> list[str]:
     return lines
 
 
+def _overshoot_timelines(tally: Tally, report: LedgerReport, started: float) -> dict[str, list[str]]:
+    """For each group's first overshoot: the timelines of the counted machines that changed in the 20 s before."""
+    explained: dict[str, list[str]] = {}
+    for _group, (at, counted) in sorted(tally.overshoot_members.items()):
+        for machine in counted:
+            if any(at - 20.0 <= transition.at <= at for transition in report.transitions
+                   if transition.machine == machine):
+                explained[machine] = [line for line in timeline(machine, tally, report, started)
+                                      if float(line.split()[0]) >= at - started - 20.0]
+    return dict(list(explained.items())[:12])
+
+
 def _connected_at_drops(tally: Tally) -> str:
     """How many of the operator's and the simulator's watches were connected when watches were cut."""
     counts = [int(what.split()[-3]) for _at, kind, what in tally.fault_log if kind in ("drop-watches", "compaction")]
@@ -1263,6 +1281,7 @@ def _figures(config: SoakConfig, groups: list[GroupInfo], tally: Tally, report: 
         "max_target_overshoot": overshoot,
         "overshoot_detail": [*_overshoot_detail(tally, started), report.group_status_overshoot_detail][:20]
         if report.group_status_overshoot_detail else _overshoot_detail(tally, started)[:20],
+        "overshoot_timelines": _overshoot_timelines(tally, report, started),
         "read_model_samples": samples,
         "converged": convergence.converged,
         "convergence_seconds_after_faults": round(convergence_seconds, 2),
