@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from actors.adapters.watch import WatchStream
 
 EVENT = b'{"type": "ADDED", "object": {"metadata": {"name": "m1"}}}\n'
@@ -84,20 +86,15 @@ def test_close_ends_a_reader_blocked_on_the_stream() -> None:
     assert response.released.is_set()
 
 
-def test_close_while_the_stream_ends_on_its_own_does_not_raise() -> None:
-    response = _Response(end_during_shutdown=True)
-    stream = WatchStream(response)  # type: ignore[arg-type]  # the parts a stream uses
-    reader, _events = _read_in_background(stream)
-
-    stream.close()
-
-    reader.join(5.0)
-    assert not reader.is_alive()
-    assert response.released.is_set()
-
-
-def test_close_after_the_client_library_released_the_connection_itself_does_not_raise() -> None:
-    response = _Response(end_during_shutdown=True, releases_at_end=True)
+@pytest.mark.parametrize(
+    "released_by_the_client_library",
+    [
+        pytest.param(False, id="reader-hands-the-connection-back"),
+        pytest.param(True, id="urllib3-hands-it-back-inside-read_chunked"),
+    ],
+)
+def test_close_while_the_stream_ends_on_its_own_does_not_raise(released_by_the_client_library: bool) -> None:
+    response = _Response(end_during_shutdown=True, releases_at_end=released_by_the_client_library)
     stream = WatchStream(response)  # type: ignore[arg-type]  # the parts a stream uses
     reader, _events = _read_in_background(stream)
 
