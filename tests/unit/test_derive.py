@@ -195,6 +195,27 @@ CASES = [
         [fx.CreateJob],
         id="stopped-while-down",
     ),
+    # A boot CA let go of: the machine came up while the operator was down.
+    pytest.param(
+        status(NodeState.SHUTDOWN, attempts=4, since=ago(60), reason="BootCancelled"),
+        CONFIG,
+        [],
+        READY_NODE,
+        NodeState.SHUTTING_DOWN,
+        [fx.Cordon(), fx.Drain(), fx.RecordEvent(fx.EventType.NORMAL, "ReleasedBootCameUp", "")],
+        [fx.CreateJob, fx.Uncordon],
+        id="cancelled-boot-came-up-while-down",
+    ),
+    pytest.param(
+        status(NodeState.SHUTDOWN, attempts=4, since=ago(900), reason="BootCancelled"),
+        CONFIG,
+        [],
+        READY_NODE,
+        NodeState.READY,
+        [fx.Uncordon(), fx.RecordEvent(fx.EventType.NORMAL, "StartedOutsideAutoscaler", "")],
+        [fx.CreateJob, fx.Drain],
+        id="cancelled-long-ago-then-powered-on-by-hand",
+    ),
     # Shutting down.
     pytest.param(
         status(NodeState.READY, attempts=5),
