@@ -15,7 +15,6 @@ fails any test that leaves a thread running.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,20 +32,7 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas.common import Taint, TaintEffect
 from schemas.group import AutoscalingOptions
 from schemas.node import NodeState, PowerPolicy
-
-THREAD_EXIT_BACKSTOP = 5.0  # seconds; only reached when a thread really was left behind
-
-
-@pytest.fixture(autouse=True)
-def no_thread_left_behind() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    # grpcio ends a stopped server's last helper thread just after reporting the stop; give it a moment.
-    for thread in set(threading.enumerate()) - before:
-        thread.join(THREAD_EXIT_BACKSTOP)
-    left = [thread.name for thread in set(threading.enumerate()) - before if thread.is_alive()]
-    assert left == [], f"threads left running: {left}"
-
+from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 # Odd on purpose: CA compares instance ids to spec.providerID byte for byte, so nothing may normalise them.
 ODD_PROVIDER_ID = "k3s://w-1/Rack%202 "

@@ -13,4 +13,6 @@ conftest files are not meant to be imported by name.
   (actor tests, the gateway fuzzer, bench/actors.py).
 - `rbac`: RBAC as Kubernetes evaluates it, against the rendered manifests (security integration tests,
   tests/unit/test_manifests.py).
+- `threads`: the autouse `no_thread_left_behind` check, imported into the conftest.py of each folder whose
+  tests start threads (gateway, fuzz and the integration folders).
 """

@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +22,11 @@ from schemas.labels import CONDITION_OPERATION_FAILED, GROUP_LABEL
 from sim.fakeapi import FakeApiServer
 from sim.fakeapi.kubeconfig import write_kubeconfig
 from sim.seed import seed_homelab
+from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 NAMESPACE = "homelab"
 AGE = re.compile(r"^(\d+[dhms])+$")
 ANSI = re.compile(r"\x1b\[")
-THREAD_EXIT_BACKSTOP = 5.0
 SUBPROCESS_TIMEOUT = 60.0
 
 
@@ -122,15 +121,6 @@ def kubeconfig(fake_api: FakeApiServer, tmp_path_factory: pytest.TempPathFactory
     return fake_api.write_kubeconfig(tmp_path_factory.mktemp("status") / "kubeconfig", namespace=NAMESPACE)
 
 
-@pytest.fixture(autouse=True)
-def no_thread_left_behind() -> Iterator[None]:
-    """The command closes its connections: even the fake API's thread serving each of them ends."""
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        thread.join(THREAD_EXIT_BACKSTOP)
-    left = [thread.name for thread in set(threading.enumerate()) - before if thread.is_alive()]
-    assert left == [], f"threads left running: {left}"
 
 
 def status(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str, str]:
