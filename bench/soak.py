@@ -1183,15 +1183,19 @@ def _overshoot_detail(tally: Tally, started: float) -> list[str]:
     return lines
 
 
+OVERSHOOT_WINDOW_SECONDS: Final = 20.0
+"""How far back an overshoot's explanation looks for the changes that caused it."""
+
+
 def _overshoot_timelines(tally: Tally, report: LedgerReport, started: float) -> dict[str, list[str]]:
     """For each group's first overshoot: the timelines of the counted machines that changed in the 20 s before."""
     explained: dict[str, list[str]] = {}
     for _group, (at, counted) in sorted(tally.overshoot_members.items()):
+        window_start = at - OVERSHOOT_WINDOW_SECONDS
         for machine in counted:
-            if any(at - 20.0 <= transition.at <= at for transition in report.transitions
+            if any(window_start <= transition.at <= at for transition in report.transitions
                    if transition.machine == machine):
-                explained[machine] = [line for line in timeline(machine, tally, report, started)
-                                      if float(line.split()[0]) >= at - started - 20.0]
+                explained[machine] = timeline(machine, tally, report, started, not_before=window_start)
     return dict(list(explained.items())[:12])
 
 
@@ -1203,8 +1207,10 @@ def _connected_at_drops(tally: Tally) -> str:
     return f"{statistics.mean(counts):.1f} of {CLIENT_WATCHES} on average, fewest {min(counts)}"
 
 
-def timeline(machine: str, tally: Tally, report: LedgerReport, started: float) -> list[str]:
-    """Everything the soak knows about one machine, in order, for explaining a loss."""
+def timeline(
+    machine: str, tally: Tally, report: LedgerReport, started: float, not_before: float = float("-inf")
+) -> list[str]:
+    """Everything the soak knows about one machine (from `not_before` on), in order, for explaining a problem."""
     events = [(promise.asked_at, f"IncreaseSize promised it ({promise.group})") for promise in tally.promises
               if promise.machine == machine]
     events += [(at, "released by DeleteNodes or DecreaseTargetSize") for at, name in tally.released if name == machine]
@@ -1213,7 +1219,7 @@ def timeline(machine: str, tally: Tally, report: LedgerReport, started: float) -
                for transition in report.transitions if transition.machine == machine]
     events += [(at, "operator killed") for at in tally.kills]
     first = min((at for at, what in events if what != "operator killed"), default=started)
-    return [f"{at - started:7.2f} s  {what}" for at, what in sorted(events) if at >= first]
+    return [f"{at - started:7.2f} s  {what}" for at, what in sorted(events) if at >= max(first, not_before)]
 
 
 def _figures(config: SoakConfig, groups: list[GroupInfo], tally: Tally, report: LedgerReport,
