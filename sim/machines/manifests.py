@@ -248,6 +248,46 @@ def pod_running_status(started: datetime) -> dict[str, Any]:
     return {"status": {"phase": "Running", "startTime": format_time(started)}}
 
 
+def pod_started_status(pod: Mapping[str, Any], started: datetime) -> dict[str, Any]:
+    """A merge patch of a bound Pod's `.status` as its kubelet starts it: Running, every container running. Pod
+    and container conditions are set as a kubelet sets them, so readiness-minded readers (the Job controller's
+    `ready` count, `kubectl get pods`) see a started pod. Pure."""
+    stamp = format_time(started)
+    containers = (pod.get("spec") or {}).get("containers") or ()
+    conditions = [
+        {"type": condition_type, "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp}
+        for condition_type in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+    ]
+    return {
+        "status": {
+            "phase": "Running",
+            "startTime": stamp,
+            "conditions": conditions,
+            "containerStatuses": [
+                {
+                    "name": str(container.get("name", "")),
+                    "image": str(container.get("image", "")),
+                    "imageID": _image_id(str(container.get("image", ""))),
+                    "containerID": _container_id(str(container.get("image", "")), started),
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": stamp}},
+                }
+                for container in containers
+            ],
+        }
+    }
+
+
+def _image_id(image: str) -> str:
+    return f"{image.partition(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
+def _container_id(image: str, moment: datetime) -> str:
+    return f"containerd://{hashlib.sha256(f'{image}/{moment.isoformat()}'.encode()).hexdigest()}"
+
+
 def pod_finished_status(
     succeeded: bool, container: Mapping[str, Any], started: datetime, now: datetime
 ) -> dict[str, Any]:
@@ -257,13 +297,12 @@ def pod_finished_status(
     since clients that model pods (the official Python client among them) refuse a status without them.
     """
     image = str(container.get("image", ""))
-    digest = hashlib.sha256(image.encode()).hexdigest()
     terminated = {
         "exitCode": 0 if succeeded else 1,
         "reason": "Completed" if succeeded else "Error",
         "startedAt": format_time(started),
         "finishedAt": format_time(now),
-        "containerID": f"containerd://{hashlib.sha256(f'{image}/{now.isoformat()}'.encode()).hexdigest()}",
+        "containerID": _container_id(image, now),
     }
     return {
         "status": {
@@ -273,7 +312,7 @@ def pod_finished_status(
                 {
                     "name": str(container.get("name", "")),
                     "image": image,
-                    "imageID": f"{image.partition(':')[0]}@sha256:{digest}",
+                    "imageID": _image_id(image),
                     "ready": False,
                     "restartCount": 0,
                     "started": False,

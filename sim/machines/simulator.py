@@ -6,6 +6,9 @@ write and owns every machine's state). A Job is acted on when it is *seen* to su
 success is the power-on signal, a shutdown Job's success the power-off signal. With `complete_jobs` the
 simulator also plays the Job controller (start the Job, run a Pod, finish both after `job_seconds`),
 which is what a fake API needs and what a real cluster must not get (its own controller runs the Job).
+With `run_pods` it plays the kubelets' container runtime instead (`sim.machines.pods`): on a real control plane
+with no kubelet, the real Job controller's pods are bound by the real scheduler to a simulated machine (an
+always-on one, typically) and run there.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sim.machines.clock import Clock, RealClock
 from sim.machines.jobs import JobProgress, PowerJob, job_selector, read_power_job
 from sim.machines.machine import KubeletSettings, MachineContext, MachineHandle
 from sim.machines.model import SimulatedMachine
+from sim.machines.pods import PodRunner
 from sim.machines.scheduler import Scheduler
 from sim.machines.watcher import JobWatcher
 
@@ -54,7 +58,9 @@ class MachineSimulator:
 
     `complete_jobs`: also act as the Job controller (on by default only with our fake API).
     `mark_not_ready`: on power-off write the NotReady conditions the node-lifecycle controller would.
-    `job_seconds`: how long the simulated Job controller takes to run a power Job's pod.
+    `run_pods`: run the pods bound to simulated machines, power Job pods finishing after `job_seconds` (for a real
+    control plane, whose Job controller and scheduler create and place them but which has no kubelet).
+    `job_seconds`: how long a power Job's pod runs (simulated Job controller, or `run_pods`).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class MachineSimulator:
         namespaces: Sequence[str] | None = None,
         complete_jobs: bool = False,
         mark_not_ready: bool = False,
+        run_pods: bool = False,
         heartbeat_seconds: float = 10.0,
         job_seconds: float = 0.5,
         clock: Clock | None = None,
@@ -100,6 +107,20 @@ class MachineSimulator:
         )
         self._jobs: dict[str, _JobRecord] = {}
         self._started = False
+        by_kube_node = {handle.machine.kubernetes_node_name: handle for handle in self._machines.values()}
+        self._pods = (
+            PodRunner(
+                self._rest,
+                self._scheduler,
+                self._clock,
+                machine_on_node=by_kube_node.get,
+                power_job_machine=lambda namespace, name: self._machines.get((namespace, name)),
+                job_seconds=job_seconds,
+                watch_timeout_seconds=watch_timeout_seconds,
+            )
+            if run_pods
+            else None
+        )
 
     # ---- lifecycle ----
 
@@ -115,6 +136,8 @@ class MachineSimulator:
                 self._scheduler.call_later(failures.power_on_at, _bound_power_on(handle))
             if failures.power_off_at is not None:
                 self._scheduler.call_later(failures.power_off_at, _bound_power_off(handle))
+        if self._pods is not None:
+            self._pods.start()
         self._watcher.start()
         if not self._watcher.wait_synced(sync_timeout):
             logger.warning(
@@ -124,6 +147,8 @@ class MachineSimulator:
     def stop(self) -> None:
         """Stops watching, drops pending actions and joins both threads. Machines are left as they are."""
         self._watcher.stop()
+        if self._pods is not None:
+            self._pods.stop()
         self._scheduler.stop()
 
     def __enter__(self) -> MachineSimulator:

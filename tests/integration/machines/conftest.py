@@ -12,7 +12,7 @@ from machine_lab import Lab
 
 from sim.fakeapi import FakeApiServer
 
-SIMULATOR_THREADS = {"machine-scheduler", "kube-watch-machine-jobs"}
+SIMULATOR_THREADS = {"machine-scheduler", "kube-watch-machine-jobs", "kube-watch-machine-pods"}
 
 
 @pytest.fixture(scope="module")
