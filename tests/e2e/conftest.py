@@ -63,6 +63,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "stopped Nodes NotReady (always on with the fake) [env E2E_COMPLETE_JOBS=1]",
     )
     group.addoption(
+        "--e2e-no-kubelet", action="store_true", default=False,
+        help="the cluster runs no kubelet (a bare control plane with its controllers): the machine simulator runs "
+        "the pods bound to simulated machines, and each scenario has an always-on machine for its power Jobs "
+        "[env E2E_NO_KUBELET=1]",
+    )
+    group.addoption(
         "--e2e-timeout", metavar="SECONDS", type=float, default=None,
         help=f"longest wait for one step on a real cluster (default {REAL_TIMEOUT_SECONDS:.0f}) [env E2E_TIMEOUT]",
     )
@@ -146,6 +152,7 @@ def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
             plays_controllers=is_fake or _flag(pytestconfig, "--e2e-complete-jobs", "E2E_COMPLETE_JOBS"),
             pace=FAKE_PACE if is_fake else real_pace(step),
             job_image=_option(pytestconfig, "--e2e-job-image", "E2E_JOB_IMAGE") or DEFAULT_JOB_IMAGE,
+            runs_pods=not is_fake and _flag(pytestconfig, "--e2e-no-kubelet", "E2E_NO_KUBELET"),
         )
     finally:
         if fake is not None:

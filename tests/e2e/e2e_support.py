@@ -56,6 +56,10 @@ POOL_LABEL: Final = "homelab.example/pool"
 SIMULATED_TAINT: Final = {"key": SIMULATED_LABEL, "value": "true", "effect": "NoSchedule"}
 """The Group's nodeTaints: on a real cluster it keeps real pods (power Jobs, Deployments) off Nodes no kubelet
 runs; DaemonSet pods that tolerate everything still land there and simply never start."""
+ALWAYS_ON: Final = "always-on"
+"""On a cluster with no kubelet, the simulated machine of each homelab that is always on and runs its power Jobs'
+pods (the Jobs are pinned to it by nodeSelector, as a real homelab pins them to a machine that never powers off)."""
+ALWAYS_ON_LABEL: Final = "homelab.example/always-on"
 E2E_NAMESPACE_LABEL: Final = "homelab.example/e2e"
 """On every scenario's namespace, so leftovers of an interrupted run are one `kubectl delete ns -l` away."""
 NOT_FOUND: Final = 404
@@ -100,6 +104,19 @@ def real_pace(step_timeout: float) -> Pace:
     )
 
 
+CONTROL_PLANE_TIMEOUT_SECONDS: Final = 60.0
+NODE_MONITOR_ARGS: Final = ("--node-monitor-period=1s", "--node-monitor-grace-period=8s")
+"""The suite's own control plane marks a silent Node NotReady after 8 s instead of 50 s (kube-controller-manager)."""
+
+
+def control_plane_pace(step_timeout: float) -> Pace:
+    """The suite's own control plane: real controllers, but tuned node monitoring and no image pulls."""
+    return Pace(
+        step_timeout=step_timeout, boot_seconds=1.0, shutdown_seconds=0.5, heartbeat_seconds=2.0, job_seconds=1.0,
+        slow_job_seconds=8.0, cooldown="10s",
+    )
+
+
 # --- the cluster (one per session) ----------------------------------------------------------------------------
 
 
@@ -115,6 +132,9 @@ class Cluster:
     """The simulator finishes power Jobs and marks stopped Nodes NotReady (the fake, or --e2e-complete-jobs)."""
     pace: Pace
     job_image: str
+    runs_pods: bool = False
+    """No kubelet runs (a bare control plane): each homelab has an always-on simulated machine, its power Jobs are
+    pinned there, and the simulator runs the pods the real Job controller creates and the real scheduler binds."""
 
     def new_api_client(self) -> kube_client.ApiClient:
         return new_api_client(self.kubeconfig, self.context)
@@ -267,6 +287,8 @@ class E2eHomelab:
     def __post_init__(self) -> None:
         self.rest = KubeApi(self.api_client)
         self._kube_node_names: dict[str, str] = {}
+        if self.cluster.runs_pods:
+            self._add_always_on_machine()
 
     @property
     def pace(self) -> Pace:
@@ -332,12 +354,28 @@ class E2eHomelab:
         return self.rest.post(self._custom("nodes"), body)
 
     def _job_template(self, script: JobScript) -> dict[str, Any]:
-        return {
+        template: dict[str, Any] = {
             "image": self.cluster.job_image,
             "command": list(script.command),
             "backoffLimit": script.backoff_limit,
             "ttlSecondsAfterFinished": 3600,  # kept for the scenario's assertions however slow the cluster is
         }
+        if self.cluster.runs_pods:
+            template["nodeSelector"] = {"kubernetes.io/hostname": self.kube_node_name(ALWAYS_ON)}
+        return template
+
+    def _add_always_on_machine(self) -> None:
+        """The machine that runs the power Jobs' pods: no Node resource, no group, on from the start."""
+        kube_node_name = self.kube_node_name(ALWAYS_ON)
+        self._kube_node_names[ALWAYS_ON] = kube_node_name
+        self.machines[ALWAYS_ON] = SimulatedMachine(
+            name=ALWAYS_ON,
+            namespace=self.namespace,
+            kubernetes_node_name=kube_node_name,
+            boot_seconds=0.0,
+            labels={ALWAYS_ON_LABEL: "true"},
+            failures=MachineFailures(power_on_at=0.0),
+        )
 
     def start_simulator(self, *, job_seconds: float | None = None) -> MachineSimulator:
         if self.simulator is not None:
@@ -348,6 +386,7 @@ class E2eHomelab:
             namespaces=[self.namespace],
             complete_jobs=self.cluster.plays_controllers,
             mark_not_ready=self.cluster.plays_controllers,
+            run_pods=self.cluster.runs_pods,
             heartbeat_seconds=self.pace.heartbeat_seconds,
             job_seconds=self.pace.job_seconds if job_seconds is None else job_seconds,
         )
