@@ -82,6 +82,7 @@ from actors.messages import (
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource, group_id
 from actors.ticker_actor import CancelTimer, StartTimer, TimerFired, ticker_address
 from schemas import labels
+from schemas.common import Taint
 from schemas.group import Group, GroupSpec, GroupStatus
 from schemas.node import NodeSnapshot, NodeState
 
@@ -194,13 +195,20 @@ def intended(view: MachineView, state: NodeState, now: datetime, booting: bool =
 
 
 def template_source(spec: GroupSpec, name: str, last_ready: Iterable[NodeSnapshot | None]) -> TemplateSource | None:
-    """The scale-from-zero template: the newest member seen Ready, else the Group's declared template. Pure."""
+    """The scale-from-zero template: the newest member seen Ready, else the Group's declared template. Pure.
+
+    Either way it carries the group label and the Group's managed labels and taints, as every member does once the
+    operator has made it usable. A snapshot taken the moment a member turned Ready may predate them, and a
+    template without them fits none of the pods the group exists for (seen with the real CA: it then found no
+    group for pods a scale-up had just been made for).
+    """
     seen = [snapshot for snapshot in last_ready if snapshot is not None]
+    managed_labels = {labels.GROUP_LABEL: name, **spec.node_labels}
     if seen:
         newest = max(seen, key=lambda snapshot: (snapshot.seen_at is not None, snapshot.seen_at or datetime.min))
         return TemplateSource(
-            labels=dict(newest.labels),
-            taints=tuple(newest.taints),
+            labels={**newest.labels, **managed_labels},
+            taints=_with_managed_taints(tuple(newest.taints), spec),
             capacity=dict(newest.capacity),
             allocatable=dict(newest.allocatable or newest.capacity),
             origin="observed",
@@ -208,16 +216,17 @@ def template_source(spec: GroupSpec, name: str, last_ready: Iterable[NodeSnapsho
     declared = spec.template
     if declared is None:
         return None
-    # A member would carry the group label and the Group's managed labels and taints as well.
-    managed_labels = {labels.GROUP_LABEL: name, **spec.node_labels}
-    taints = (*declared.taints, *(taint for taint in spec.node_taints if taint not in declared.taints))
     return TemplateSource(
         labels={**declared.labels, **managed_labels},
-        taints=taints,
+        taints=_with_managed_taints(declared.taints, spec),
         capacity=dict(declared.capacity),
         allocatable=dict(declared.allocatable or declared.capacity),
         origin="declared",
     )
+
+
+def _with_managed_taints(taints: tuple[Taint, ...], spec: GroupSpec) -> tuple[Taint, ...]:
+    return (*taints, *(taint for taint in spec.node_taints if taint not in taints))
 
 
 def group_status(group: Group, views: Iterable[MachineView]) -> GroupStatus:

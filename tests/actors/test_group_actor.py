@@ -584,10 +584,25 @@ def test_template_source(snapshots: list[NodeSnapshot | None], origin: str, cpu:
     source = template_source(spec, "workers", snapshots)
     assert source is not None
     assert (source.origin, source.capacity["cpu"]) == (origin, cpu)
+    # A snapshot taken as the member turned Ready may predate the Group's labels and taints: the template has them.
+    assert source.labels == {labels.GROUP_LABEL: "workers", "tier": "gpu"}
+    assert source.taints == (taint,)
     if origin == "declared":
-        assert source.labels == {labels.GROUP_LABEL: "workers", "tier": "gpu"}
-        assert source.taints == (taint,)
         assert source.allocatable == {"cpu": "2"}
+
+
+def test_an_observed_template_keeps_what_the_member_had_besides_the_managed_labels_and_taints() -> None:
+    own_taint = Taint(key="dedicated", value="ci", effect=TaintEffect.NO_EXECUTE)
+    managed_taint = Taint(key="gpu", effect=TaintEffect.NO_SCHEDULE)
+    spec = GroupSpec(max_size=3, node_labels={"tier": "gpu"}, node_taints=(managed_taint,))
+    seen = NodeSnapshot(
+        labels={"kubernetes.io/arch": "arm64", "tier": "old"}, taints=(own_taint, managed_taint),
+        capacity={"cpu": "8"}, seen_at=START,
+    )
+    source = template_source(spec, "workers", [seen])
+    assert source is not None
+    assert source.labels == {"kubernetes.io/arch": "arm64", labels.GROUP_LABEL: "workers", "tier": "gpu"}
+    assert source.taints == (own_taint, managed_taint)
 
 
 def test_no_template_without_a_ready_member_or_a_declared_one() -> None:
