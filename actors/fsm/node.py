@@ -354,15 +354,24 @@ def _stamp_missing_provider_id(machine: Machine) -> tuple[Machine, tuple[fx.Effe
     return _update(machine, provider_id=stamped), (fx.SetProviderID(stamped),)
 
 
+def _usable_node_effects(stamp: tuple[fx.Effect, ...]) -> list[fx.Effect]:
+    """What makes a member's Kubernetes Node usable, the providerID stamp (if any) last. Pure.
+
+    Cluster Autoscaler counts a member as registered from the moment its Node's providerID matches an instance.
+    Stamped before the Group's labels and taints are on the Node, CA's scheduling simulation finds no room on a
+    registered member that is missing them and scales the group up again for pods the machine was booted for
+    (seen with the real CA). Stamped last, the Node is still an upcoming instance to CA until it is complete.
+    """
+    return [fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints(), *stamp]
+
+
 def _become_ready(
     machine: Machine, event: NodeReady, now: datetime, reason: str, message: str, event_type: fx.EventType
 ) -> Transition:
     """The machine is on and its Kubernetes Node Ready: make the Node usable and forget past failures."""
     effects: list[fx.Effect] = list(_abandon_job(machine))
     provider_id = event.provider_id or stamped_provider_id(machine.config)
-    if not event.provider_id:
-        effects.append(fx.SetProviderID(provider_id))
-    effects += [fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints()]
+    effects += _usable_node_effects(() if event.provider_id else (fx.SetProviderID(provider_id),))
     ready = _enter(
         _without_operation(machine),
         NodeState.READY,
@@ -474,7 +483,7 @@ def _leave_maintenance(machine: Machine, now: datetime) -> Transition:
     if machine.kube_node is KubeNodePresence.READY:
         message = f"maintenance over (powerPolicy {policy}); the Kubernetes Node is Ready"
         back, stamp = _stamp_missing_provider_id(_enter(released, NodeState.READY, "MaintenanceEnded", message))
-        effects += [*stamp, fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints()]
+        effects += _usable_node_effects(stamp)
     else:
         message = f"maintenance over (powerPolicy {policy}); the Kubernetes Node is not Ready"
         back = _enter(released, NodeState.SHUTDOWN, "MaintenanceEnded", message)
