@@ -56,6 +56,9 @@ CLUSTER_NAME: Final = "homelab-k8s"
 SERVICE_CLUSTER_IP_RANGE: Final = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
 READY_PATHS: Final = ("/readyz", "/openapi/v2", "/openapi/v3")
+START_ATTEMPTS: Final = 3
+PORT_TAKEN: Final = "bind: address already in use"
+"""What Go's net package logs when a listen fails because the port is taken."""
 REQUEST_TIMEOUT: Final = 5.0
 """Seconds one readiness probe may take: a probe that hangs must not eat the whole start deadline."""
 
@@ -119,17 +122,28 @@ class ControlPlane:
     # ---- lifecycle
 
     def start(self, timeout: float = 120.0) -> None:
-        """Start every component and wait until each is ready; ControlPlaneStartFailed (all stopped) otherwise."""
+        """Start every component and wait until each is ready; ControlPlaneStartFailed (all stopped) otherwise.
+
+        `timeout` bounds the whole start. A start that failed only because a port was taken is retried with new
+        ports, up to START_ATTEMPTS times in all."""
         if self.running():
             raise ControlPlaneError(f"control plane in {self.directory} is already running")
         deadline = time.monotonic() + timeout
-        try:
-            self._prepare()
-            for name in self.components:
-                self._launch(name, deadline)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._prepare()
+                for name in self.components:
+                    self._launch(name, deadline)
+                return
+            except ControlPlaneStartFailed as failure:
+                self.stop()
+                # A port found free was taken before the component bound it (another test's outgoing connection
+                # can land on it): new ports are a fresh chance, any other failure would only repeat.
+                if PORT_TAKEN not in failure.log_tail or attempt == START_ATTEMPTS:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
 
     def stop(self) -> None:
         """Stop every component this control plane started, last started first. Idempotent; never raises for a
@@ -223,6 +237,9 @@ class ControlPlane:
                 )
             if ready():
                 return
+            if PORT_TAKEN in process.tail():
+                # Some components (etcd) take seconds to exit after a failed listen; the start is lost already.
+                raise ControlPlaneStartFailed(name, "could not listen: a port was taken", process.tail())
             if time.monotonic() >= deadline:
                 raise ControlPlaneStartFailed(name, "was not ready before the start deadline", process.tail())
             time.sleep(self.poll_interval)
