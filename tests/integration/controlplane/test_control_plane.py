@@ -8,6 +8,7 @@ start takes a few seconds, so the file keeps to the few starts that each check s
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,15 @@ import pytest
 import yaml
 
 from actors.adapters.kube_client import KubeApi, KubeNotFound, KubeTransient, new_api_client
-from sim.controlplane import COMPONENTS, Binaries, ControlPlane, ControlPlaneStartFailed, ManagedProcess, free_ports
+from sim.controlplane import (
+    COMPONENTS,
+    Binaries,
+    ControlPlane,
+    ControlPlaneStartFailed,
+    ManagedProcess,
+    cluster,
+    free_ports,
+)
 from tests.support.control_plane import running_control_plane, stray_children
 from tests.support.polling import wait_for
 
@@ -149,3 +158,19 @@ def test_a_process_left_behind_fails_the_test_and_is_killed(
 
     assert not stray.alive
     assert stray_children(binaries) == []
+
+
+def test_a_port_taken_before_the_start_is_replaced_by_a_free_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, binaries: Binaries
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        first_pick = [port, *cluster.free_ports(4)]  # etcd's client port is the taken one
+        picks = iter([first_pick])
+        monkeypatch.setattr(cluster, "free_ports", lambda count: next(picks, None) or free_ports(count))
+
+        with ControlPlane(binaries, tmp_path, controller_manager=False, scheduler=False) as control_plane:
+            assert control_plane.ports["etcd"] != port
+            assert control_plane.server != ""
