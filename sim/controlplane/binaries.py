@@ -37,8 +37,8 @@ OPTIONAL: Final = ("kube-controller-manager", "kube-scheduler", "cluster-autosca
 XZ_SUFFIX: Final = ".xz"
 
 HOW_TO_ENABLE: Final = (
-    f"set {FOLDER_VARIABLE} (or {ENVTEST_VARIABLE}) to a folder of kube-apiserver, etcd, kube-controller-manager, "
-    "kube-scheduler and cluster-autoscaler binaries or .xz files"
+    f"set {FOLDER_VARIABLE} (or envtest's {ENVTEST_VARIABLE}) to a folder of kube-apiserver, etcd and optionally "
+    "kube-controller-manager, kube-scheduler, cluster-autoscaler binaries or .xz files"
 )
 
 ELF_MAGIC: Final = b"\x7fELF"
@@ -150,7 +150,7 @@ def _configured_folder(environ: Mapping[str, str]) -> Path:
             if not folder.is_dir():
                 raise BinariesNotFound(f"{variable}={folder}: no such folder; {HOW_TO_ENABLE}")
             return folder
-    raise BinariesNotFound(f"no real Kubernetes binaries: {HOW_TO_ENABLE}")
+    raise BinariesNotFound(f"no Kubernetes binaries configured: {HOW_TO_ENABLE}")
 
 
 def _source_in(folder: Path, name: str) -> Path | None:

@@ -4,9 +4,12 @@
   (`BadBinary`) fails the test instead: the environment promised binaries and did not deliver.
 - `running_control_plane(request, tmp_path, **options)`: a context manager that starts a `ControlPlane` in a fresh
   folder under tmp_path, yields it and stops it. When the test fails, every component's log tail is attached to
-  the failure report ("control plane logs" section). After the stop, any process it started that is still alive,
+  the failure report ("control plane logs" section). A component binary that is absent (envtest's assets have no
+kube-controller-manager) skips the test too. After the stop, any process it started that is still alive,
   and any child of this pytest process running one of the binaries (outside the control planes still running),
-  fails the test and is killed: a leftover process would slow down or confuse every test after it.
+  fails the test and is killed: a leftover process would slow down or confuse every test after it. So a test that
+  runs Cluster Autoscaler from the same binaries stops it before the control plane's teardown (a fixture that
+  depends on the control plane's fixture is torn down first).
 
 Use it in a test body or in a fixture:
 
@@ -42,13 +45,12 @@ from sim.controlplane import Binaries, BinariesNotFound, ControlPlane, find_bina
 LOG_LINES: Final = 40
 SECTION: Final = "control plane logs"
 
-_CONTROL_PLANES: Final = pytest.StashKey[list[ControlPlane]]()
-"""The control planes a test item has running right now, for the report hook."""
 _REPORTS: Final = pytest.StashKey[dict[str, pytest.TestReport]]()
 """Each finished phase's report ("setup", "call", "teardown") of a test item, kept by the report hook."""
 _RUNNING: Final[dict[int, ControlPlane]] = {}
-"""Every control plane started through this module and not yet stopped, so the leak scan after one stop does not
-mistake another's processes (two in one test, or one a module-scoped fixture keeps) for leftovers."""
+"""Every control plane started through this module and not yet stopped: the report hook attaches their logs, and
+the leak scan after one stop does not mistake another's processes (two in one test, or one a module-scoped fixture
+keeps) for leftovers."""
 
 
 def binaries_or_skip() -> Binaries:
@@ -56,19 +58,22 @@ def binaries_or_skip() -> Binaries:
     try:
         return find_binaries()
     except BinariesNotFound as error:
-        pytest.skip(
-            f"no real control plane: {error}. Enable with HOMELAB_K8S_BIN=/work/shared/k8s/bin "
-            "(a folder of kube-apiserver, etcd, ... binaries or .xz files) or KUBEBUILDER_ASSETS=<envtest assets>"
-        )
+        pytest.skip(_skip_reason(error))
+
+
+def _skip_reason(error: BinariesNotFound) -> str:
+    # One line that says what is missing and how to provide it, e.g. HOMELAB_K8S_BIN=/work/shared/k8s/bin.
+    return f"no real control plane: {error}"
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Attach the logs of the item's running control planes to a failed setup or call report; keep every report."""
+    """Attach the logs of every running control plane to a failed setup or call report; keep every report."""
     report: pytest.TestReport = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     if report.failed and report.when in ("setup", "call"):
-        for control_plane in item.stash.get(_CONTROL_PLANES, []):
+        # Every running one, not only the item's own: a module-scoped control plane matters to its tests too.
+        for control_plane in _RUNNING.values():
             report.sections.append((f"{SECTION} ({control_plane.directory})", control_plane.log_tail(LOG_LINES)))
     return report
 
@@ -89,30 +94,32 @@ def running_control_plane(
     **options: Any,
 ) -> Iterator[ControlPlane]:
     """Start a ControlPlane (`options` go to its constructor) in a new folder under `tmp_path`; see the module."""
-    control_plane = ControlPlane(binaries or binaries_or_skip(), _fresh_folder(tmp_path), **options)
+    try:
+        control_plane = ControlPlane(binaries or binaries_or_skip(), _fresh_folder(tmp_path), **options)
+    except BinariesNotFound as error:  # e.g. envtest's assets have no kube-controller-manager
+        pytest.skip(_skip_reason(error))
     control_plane.start(timeout)  # on failure it has stopped itself, and its message holds the log tail
-    item = request.node
-    running = item.stash.setdefault(_CONTROL_PLANES, [])
-    running.append(control_plane)
     _RUNNING[id(control_plane)] = control_plane
     failing = False
     try:
         yield control_plane
-    except BaseException:
+    except BaseException as error:
         failing = True
-        # The test failed inside the block: attach the logs now, the report hook will no longer see this one.
-        item.add_report_section("call", SECTION, control_plane.log_tail(LOG_LINES))
+        # The test failed inside the block: attach the logs now, as the report hook will no longer see this one.
+        if isinstance(request.node, pytest.Item) and not isinstance(error, pytest.skip.Exception):
+            request.node.add_report_section("call", SECTION, control_plane.log_tail(LOG_LINES))
         raise
     finally:
-        running.remove(control_plane)
         try:
             control_plane.stop()
         finally:
             del _RUNNING[id(control_plane)]
             leftovers = _kill_leftovers(control_plane)
         if leftovers and not failing:
-            pytest.fail(f"processes left running after the control plane in {control_plane.directory} stopped "
-                        f"(now killed): {', '.join(leftovers)}")
+            pytest.fail(
+                f"processes left running after the control plane in {control_plane.directory} stopped "
+                f"(now killed): {', '.join(leftovers)}"
+            )
 
 
 def _fresh_folder(tmp_path: Path) -> Path:
