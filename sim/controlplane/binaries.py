@@ -68,7 +68,8 @@ class Binaries:
         attribute = name.replace("-", "_")
         path = getattr(self, attribute, None) if attribute in _COMPONENT_ATTRIBUTES else None
         if not isinstance(path, Path):
-            raise BinariesNotFound(f"{name} not found in {self.folder}: {HOW_TO_ENABLE}")
+            override = f" or {CLUSTER_AUTOSCALER_VARIABLE} to the binary" if attribute == "cluster_autoscaler" else ""
+            raise BinariesNotFound(f"{name} not found in {self.folder}: {HOW_TO_ENABLE}{override}")
         return path
 
 

@@ -89,7 +89,7 @@ class ControlPlane:
         scheduler_args: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries
-        self.directory = directory
+        self.directory = directory.absolute()  # every flag and config file names it; components may chdir
         self.components = tuple(
             name
             for name, wanted in (
@@ -108,9 +108,9 @@ class ControlPlane:
         }
         # Resolved now, so a missing optional binary fails at construction rather than halfway through a start.
         self._executables = {name: binaries.require(name) for name in self.components}
-        self.kubeconfig = directory / "kubeconfig"
-        self.ca_certificate = directory / "pki" / "ca.crt"
-        self.logs: dict[str, Path] = {name: directory / "logs" / f"{name}.log" for name in self.components}
+        self.kubeconfig = self.directory / "kubeconfig"
+        self.ca_certificate = self.directory / "pki" / "ca.crt"
+        self.logs: dict[str, Path] = {name: self.directory / "logs" / f"{name}.log" for name in self.components}
         self.ports: dict[str, int] = {}
         self.server = ""
         self._processes: dict[str, ManagedProcess] = {}

@@ -199,3 +199,9 @@ def test_a_missing_homelab_ca_bin_is_named(tmp_path: Path, folder: Path) -> None
 )
 def test_cache_folder_comes_from_the_environment(variables: dict[str, str], expected: str) -> None:
     assert cache_folder(variables) == Path(expected)
+
+
+def test_a_missing_cluster_autoscaler_points_at_its_override(tmp_path: Path, folder: Path) -> None:
+    binaries = find_binaries(environment(tmp_path, HOMELAB_K8S_BIN=str(folder)))
+    with pytest.raises(BinariesNotFound, match=r"^cluster-autoscaler not found in .* or HOMELAB_CA_BIN to the binary$"):
+        binaries.require("cluster-autoscaler")
