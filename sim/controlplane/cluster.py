@@ -235,11 +235,11 @@ class ControlPlane:
                 raise ControlPlaneStartFailed(
                     name, f"exited with status {process.returncode} while starting", process.tail()
                 )
-            if ready():
-                return
             if PORT_TAKEN in process.tail():
                 # Some components (etcd) take seconds to exit after a failed listen; the start is lost already.
                 raise ControlPlaneStartFailed(name, "could not listen: a port was taken", process.tail())
+            if ready():
+                return
             if time.monotonic() >= deadline:
                 raise ControlPlaneStartFailed(name, "was not ready before the start deadline", process.tail())
             time.sleep(self.poll_interval)

@@ -164,8 +164,7 @@ def test_a_port_taken_before_the_start_is_replaced_by_a_free_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, binaries: Binaries
 ) -> None:
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: etcd cannot bind it, and a probe is refused at once
         port = taken.getsockname()[1]
         first_pick = [port, *cluster.free_ports(4)]  # etcd's client port is the taken one
         picks = iter([first_pick])
