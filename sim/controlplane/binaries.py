@@ -37,8 +37,8 @@ OPTIONAL: Final = ("kube-controller-manager", "kube-scheduler", "cluster-autosca
 XZ_SUFFIX: Final = ".xz"
 
 HOW_TO_ENABLE: Final = (
-    f"set {FOLDER_VARIABLE} (or envtest's {ENVTEST_VARIABLE}) to a folder of kube-apiserver, etcd and optionally "
-    "kube-controller-manager, kube-scheduler, cluster-autoscaler binaries or .xz files"
+    f"set {FOLDER_VARIABLE}=<folder> (or envtest's {ENVTEST_VARIABLE}=<folder>) holding kube-apiserver, etcd and "
+    "optionally kube-controller-manager, kube-scheduler, cluster-autoscaler, as binaries or .xz files"
 )
 
 ELF_MAGIC: Final = b"\x7fELF"

@@ -1,4 +1,5 @@
-"""Finding the real Kubernetes binaries: what the environment must say, what counts as broken, and the unpack cache.
+"""Finding the real Kubernetes binaries: what the environment must say, what counts as broken, and the unpack cache;
+and what a test needing them does without them (skips) or with a broken one (fails).
 
 No real binaries here: tiny fake ELF files (just the header the checks read) in tmp_path, plain or xz-compressed.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sim.controlplane import BadBinary, Binaries, BinariesNotFound, ControlPlaneError, cache_folder, find_binaries
+from tests.support.control_plane import binaries_or_skip
 
 MACHINES = {"x86_64": 62, "aarch64": 183}
 HOST_MACHINE = MACHINES.get(platform.machine(), 62)
@@ -205,3 +207,23 @@ def test_a_missing_cluster_autoscaler_points_at_its_override(tmp_path: Path, fol
     binaries = find_binaries(environment(tmp_path, HOMELAB_K8S_BIN=str(folder)))
     with pytest.raises(BinariesNotFound, match=r"^cluster-autoscaler not found in .* or HOMELAB_CA_BIN to the binary$"):
         binaries.require("cluster-autoscaler")
+
+
+def test_without_binaries_a_test_is_skipped_with_how_to_enable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOMELAB_K8S_BIN", raising=False)
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        binaries_or_skip()
+    assert "HOMELAB_K8S_BIN=<folder>" in str(skipped.value)
+    assert "KUBEBUILDER_ASSETS=<folder>" in str(skipped.value)
+    assert "\n" not in str(skipped.value)
+
+
+def test_with_a_broken_binary_a_test_fails_instead_of_skipping(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, folder: Path
+) -> None:
+    (folder / "etcd.xz").write_bytes(b"not xz")
+    monkeypatch.setenv("HOMELAB_K8S_BIN", str(folder))
+    monkeypatch.setenv("HOMELAB_K8S_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(BadBinary, match=r"etcd\.xz: cannot unpack"):
+        binaries_or_skip()
