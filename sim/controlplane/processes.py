@@ -9,6 +9,9 @@ subprocesses, so every such program gets the same guarantees:
   from /dev/null, so it never waits for a terminal;
 - `stop()` sends SIGTERM to the group, waits `grace` seconds, then SIGKILLs the group; `kill()` SIGKILLs at once.
   Both reap the child before returning, so no zombie is left, and both are no-ops for a process that already ended.
+- whatever is still running when the Python process exits (an uncaught exception in a script, pytest ending after
+  an interrupt) is SIGKILLed by an exit handler: its own session keeps it from dying with a terminal, so nothing
+  else would end it. A SIGKILLed Python process runs no handler, so this is a backstop, not a substitute for stop().
 
 The group is signalled only while its leader has not been reaped (an exited leader is waited for with WNOWAIT, which
 keeps its pid reserved), so the number signalled can never belong to an unrelated process.
@@ -22,6 +25,7 @@ keeps its pid reserved), so the number signalled can never belong to an unrelate
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import errno
@@ -40,6 +44,16 @@ TEXT_BUSY_RETRIES: Final = 20
 by a child another thread forked in the meantime, for the instant until that child execs."""
 TAIL_WINDOW: Final = 256 * 1024
 """Bytes read from the end of a log for `tail`: many lines of even a verbose Kubernetes component."""
+
+
+_STARTED: Final[set[ManagedProcess]] = set()
+"""Started and not yet reaped by stop() or kill(): what the exit handler ends."""
+
+
+@atexit.register
+def _kill_survivors() -> None:
+    for process in list(_STARTED):
+        process.kill()
 
 
 class ManagedProcess:
@@ -102,6 +116,7 @@ class ManagedProcess:
                         cwd=self.cwd,
                         start_new_session=True,
                     )
+                    _STARTED.add(self)
                     break
                 except OSError as error:
                     if error.errno != errno.ETXTBSY or attempt == TEXT_BUSY_RETRIES - 1:
@@ -185,4 +200,5 @@ class ManagedProcess:
             self._exited(5.0)
             self._signal_group(signal.SIGKILL)
             process.wait()
+        _STARTED.discard(self)
         return process.returncode

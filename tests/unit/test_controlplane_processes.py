@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,23 @@ def test_a_missing_executable_raises_at_start(tmp_path: Path) -> None:
         process.start()
     assert (process.alive, process.stop()) == (False, None)
     assert os.path.exists(process.log_path), "the log says what was attempted"
+
+
+def test_a_program_still_running_when_python_exits_is_killed(tmp_path: Path) -> None:
+    # A script that starts a program and ends with an uncaught exception, never calling stop().
+    program = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sim.controlplane import ManagedProcess\n"
+        f"process = ManagedProcess('sleeper', ['sleep', '60'], Path({str(tmp_path / 'sleeper.log')!r}))\n"
+        "process.start()\n"
+        "print(process.pid, flush=True)\n"
+        "raise RuntimeError('the script fails without stopping its program')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert "the script fails" in result.stderr
+    pid = int(result.stdout.split()[0])
+    wait_for(lambda: gone(pid), what="the program to be killed when its Python process exited")
