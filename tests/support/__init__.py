@@ -8,6 +8,8 @@ conftest files are not meant to be imported by name.
 
 - `operator_homelab`: the operator on a homelab of the fake API and its CA-side gRPC client (operator and
   reliability integration tests, the e2e harness).
+- `control_plane`: the real control plane of `sim.controlplane` in a test: a skip without binaries, component logs
+  on failure, a failure for a process left running (the control-plane integration tests, later the e2e suite).
 - `polling`: `wait_for`, the one poll loop every integration and e2e test waits with.
 - `actor_fakes`: the recording effect port, a hand-moved clock, resource builders and a small lab for the actors
   (actor tests, the gateway fuzzer, bench/actors.py).
