@@ -157,7 +157,10 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         self, request: externalgrpc.NodeGroupForNodeRequest, context: Any
     ) -> externalgrpc.NodeGroupForNodeResponse:
         node = request.node
-        found = self._read_model.machine_for(node.providerID, node.name)
+        # A Node without a providerID is not one of our instances yet: the operator stamps it once the Group's labels
+        # and taints are on it. Claimed earlier by name, CA counts it as a registered member while its instance is
+        # still unregistered, finds no room on it for the pods it was booted for, and scales up again.
+        found = self._read_model.machine_for(node.providerID, node.name) if node.providerID else None
         if found is None:
             # Control plane, unmanaged hosts, machines in maintenance: "not autoscaled" is an answer, not an error.
             LOGGER.debug("NodeGroupForNode: %r (providerID %r) is in no group", node.name, node.providerID)

@@ -72,7 +72,7 @@ def test_node_groups_lists_every_group_with_its_bounds(gateway: Gateway) -> None
         pytest.param(node("gpu-1", "homelab://lab/gpu-1"), "lab/gpu", id="registered-node"),
         pytest.param(node("w-1", ODD_PROVIDER_ID), "lab/workers", id="provider-id-byte-for-byte"),
         pytest.param(node("gpu-1", "k3s://gpu-1"), "lab/gpu", id="unexpected-provider-id-found-by-name"),
-        pytest.param(node("gpu-1"), "lab/gpu", id="empty-provider-id-found-by-name"),
+        pytest.param(node("gpu-1"), "", id="empty-provider-id-not-an-instance-yet"),
         pytest.param(stand_in("homelab://lab/gpu-2"), "lab/gpu", id="stand-in-for-booting-machine"),
         pytest.param(stand_in("homelab://lab/w-2"), "lab/workers", id="stand-in-for-failed-boot"),
         pytest.param(node("pi-1", "homelab://garage/pi-1"), "garage/pis", id="other-namespace"),
