@@ -12,10 +12,13 @@ of range) raises the gateway's `InvalidRequest`, naming the field, so CA gets IN
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
+
+from google.protobuf.message import DecodeError
 
 from actors.fsm.group import InstanceState, InstanceView
 from actors.read_model import GroupSnapshot, MachineSnapshot
@@ -23,15 +26,17 @@ from grpc_gateway.errors import InvalidRequest
 from grpc_gateway.views import NodeGroupView, NodeRef, TemplateNode
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import k8s_node_pb2 as kubernetes
-from schemas.common import parse_duration
+from schemas.common import parse_duration, parse_quantity
 from schemas.group import AutoscalingOptions
 from schemas.labels import (
     CA_DELETION_CANDIDATE_TAINT,
     CA_FAKE_NODE_REASON_ANNOTATION,
     CA_TO_BE_DELETED_TAINT,
     MACHINE_LABEL,
+    NODE_GROUP_ANNOTATION,
     UNSCHEDULABLE_TAINT,
 )
+from schemas.node import NodeState
 
 OS_LABEL: Final = "kubernetes.io/os"
 ARCH_LABEL: Final = "kubernetes.io/arch"
@@ -49,6 +54,9 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SECONDS_PER_HOUR: Final = Decimal(3600)
+_DEFAULT_CPU_REQUEST: Final = Decimal("0.1")
+_DEFAULT_MEMORY_REQUEST: Final = Decimal(200 * 1024 * 1024)
+"""What the scheduler counts for a container that requests no CPU or memory (100m, 200Mi)."""
 _WATTS_PER_KILOWATT: Final = Decimal(1000)
 
 PER_MACHINE_LABELS: Final = frozenset({HOSTNAME_LABEL, MACHINE_LABEL})
@@ -135,6 +143,7 @@ def template_node(group: GroupSnapshot) -> TemplateNode | None:
         return None
     return TemplateNode(
         name=f"template-{group.namespace}-{group.name}",
+        group_id=group.id,
         labels={key: value for key, value in source.labels.items() if key not in PER_MACHINE_LABELS},
         taints=tuple(taint for taint in source.taints if taint.key not in TRANSIENT_TAINTS),
         capacity=dict(source.capacity),
@@ -150,6 +159,8 @@ def to_pb_node(template: TemplateNode) -> kubernetes.Node:
     node = kubernetes.Node()
     node.metadata.name = template.name
     node.metadata.labels.update(_template_labels(template))
+    if template.group_id:
+        node.metadata.annotations[NODE_GROUP_ANNOTATION] = template.group_id
     if template.provider_id:
         node.spec.providerID = template.provider_id
     for taint in template.taints:
@@ -285,15 +296,129 @@ def node_price(
     The machine's hourly price wins; a machine with only a power draw is priced by energy (kilowatts times hours
     times the operator's price per kWh) when the operator was given one. The caller checks that end is not before start.
     """
+    hourly = hourly_price(machine, price_per_kwh)
+    return None if hourly is None else hourly * hours(start, end)
+
+
+def hourly_price(machine: MachineSnapshot, price_per_kwh: Decimal | None) -> Decimal | None:
+    """What an hour of `machine` powered on costs (see `node_price`), or None when nothing prices it. Pure."""
+    if machine.hourly_price is not None:
+        return machine.hourly_price
+    if machine.power_watts is not None and price_per_kwh is not None:
+        return Decimal(machine.power_watts) / _WATTS_PER_KILOWATT * price_per_kwh
+    return None
+
+
+def template_group_id(node: externalgrpc.ExternalGrpcNode) -> str:
+    """The node group a template node was made for ("" for any other node), from the annotation we put on it. Pure.
+
+    CA's price expander prices each expansion option by its template node, renamed by CA, so the annotation is
+    the one stable way back to the group.
+    """
+    return str(node.annotations.get(NODE_GROUP_ANNOTATION, ""))
+
+
+def next_machine_price(group: GroupSnapshot, price_per_kwh: Decimal | None) -> Decimal | None:
+    """The hourly price of the cheapest powered-off machine of `group`: what one more member would cost. Pure.
+
+    Scale-up powers on higher-priority machines first and, among equals, the cheaper one, so for a group without
+    priorities this is the machine IncreaseSize would choose. None when no powered-off machine is priced.
+    """
+    prices = [
+        price
+        for machine in group.machines
+        if machine.state is NodeState.SHUTDOWN and (price := hourly_price(machine, price_per_kwh)) is not None
+    ]
+    return min(prices, default=None)
+
+
+@dataclass(frozen=True)
+class ReferenceMachine:
+    """The machine a pod's price is measured against: an hour of it and the CPU and memory it offers."""
+
+    hourly_price: Decimal
+    cpu: Decimal
+    """Cores."""
+    memory: Decimal
+    """Bytes."""
+
+
+def reference_machine(groups: Iterable[GroupSnapshot], price_per_kwh: Decimal | None) -> ReferenceMachine | None:
+    """The cheapest priced machine of the homelab with a known size (its group's template), or None. Pure."""
+    best: ReferenceMachine | None = None
+    for group in groups:
+        if group.template is None:
+            continue
+        try:
+            cpu = parse_quantity(group.template.capacity.get("cpu", "0"))
+            memory = parse_quantity(group.template.capacity.get("memory", "0"))
+        except ValueError:
+            continue
+        if cpu <= 0 or memory <= 0:
+            continue
+        for machine in group.machines:
+            price = hourly_price(machine, price_per_kwh)
+            if price is not None and price > 0 and (best is None or price < best.hourly_price):
+                best = ReferenceMachine(price, cpu, memory)
+    return best
+
+
+def pod_requests(serialized: bytes) -> tuple[Decimal, Decimal]:
+    """The CPU (cores) and memory (bytes) a serialized v1.Pod requests, as the scheduler counts them. Pure.
+
+    A container that requests no CPU or memory counts the scheduler's defaults (100m, 200Mi), so every pod has a
+    price; init containers run one at a time before the others, so the larger of the two sums counts; the pod's
+    overhead is added. Raises `InvalidRequest` for bytes that are no Pod or a request that is no quantity.
+    """
+    pod = kubernetes.Pod()
+    try:
+        pod.ParseFromString(serialized)
+    except DecodeError as error:
+        raise InvalidRequest(f"the pod to price is not a serialized v1.Pod: {error}") from error
+
+    def summed(containers: Iterable[kubernetes.Container]) -> tuple[Decimal, Decimal]:
+        cpu = memory = Decimal(0)
+        for container in containers:
+            requests = container.resources.requests
+            cpu += _request(requests, "cpu") or _DEFAULT_CPU_REQUEST
+            memory += _request(requests, "memory") or _DEFAULT_MEMORY_REQUEST
+        return cpu, memory
+
+    cpu, memory = summed(pod.spec.containers)
+    for init in pod.spec.initContainers:
+        init_cpu, init_memory = summed((init,))
+        cpu, memory = max(cpu, init_cpu), max(memory, init_memory)
+    return (
+        cpu + (_request(pod.spec.overhead, "cpu") or Decimal(0)),
+        memory + (_request(pod.spec.overhead, "memory") or Decimal(0)),
+    )
+
+
+def pod_price(
+    requests: tuple[Decimal, Decimal], reference: ReferenceMachine, start: datetime, end: datetime
+) -> Decimal:
+    """A pod's share of the reference machine (its larger share, of CPU or of memory) for the window. Pure."""
+    cpu, memory = requests
+    share = max(cpu / reference.cpu, memory / reference.memory)
+    return share * reference.hourly_price * hours(start, end)
+
+
+def _request(resources: Mapping[str, kubernetes.Quantity], name: str) -> Decimal | None:
+    quantity = resources.get(name)
+    if quantity is None or not quantity.string:
+        return None
+    try:
+        return parse_quantity(quantity.string)
+    except ValueError as error:
+        raise InvalidRequest(f"the pod to price requests {name} {quantity.string!r}: {error}") from error
+
+
+def hours(start: datetime, end: datetime) -> Decimal:
+    """The length of a pricing window in hours, exact. Pure."""
     window = end - start
     # From the timedelta's integer parts, so an hour is exactly 1 and not a float's neighbour of it.
     seconds = Decimal(window.days * 86_400 + window.seconds) + Decimal(window.microseconds) / 1_000_000
-    hours = seconds / _SECONDS_PER_HOUR
-    if machine.hourly_price is not None:
-        return machine.hourly_price * hours
-    if machine.power_watts is not None and price_per_kwh is not None:
-        return Decimal(machine.power_watts) / _WATTS_PER_KILOWATT * hours * price_per_kwh
-    return None
+    return seconds / _SECONDS_PER_HOUR
 
 
 def pod_bytes(request: externalgrpc.PricingPodPriceRequest) -> bytes:

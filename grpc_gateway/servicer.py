@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -268,6 +269,9 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
             raise InvalidRequest(
                 f"pricing node {node.name!r}: end {end.isoformat()} is before start {start.isoformat()}"
             )
+        group_id = convert.template_group_id(node)
+        if group_id:
+            return self._template_price(group_id, node.name, start, end)
         found = self._read_model.machine_for(node.providerID, node.name)
         if found is None:
             raise NotOffered(f"node {node.name!r} (providerID {node.providerID!r}) is no machine of ours to price")
@@ -280,17 +284,41 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
             )
         return externalgrpc.PricingNodePriceResponse(price=float(price))
 
+    def _template_price(
+        self, group_id: str, node_name: str, start: datetime, end: datetime
+    ) -> externalgrpc.PricingNodePriceResponse:
+        """The price of one more member of the group: CA's price expander asking about a scale-up option."""
+        hourly = convert.next_machine_price(self._group(group_id), self._price_per_kwh)
+        if hourly is None:
+            raise NotOffered(
+                f"template node {node_name!r}: no powered-off machine of node group {group_id!r} is priced"
+            )
+        return externalgrpc.PricingNodePriceResponse(price=float(hourly * convert.hours(start, end)))
+
     @_rpc
     def PricingPodPrice(
         self, request: externalgrpc.PricingPodPriceRequest, context: Any
     ) -> externalgrpc.PricingPodPriceResponse:
-        """Not offered: a powered-on homelab machine costs the same whether it runs one pod or twenty.
+        """The pod's share, by its CPU and memory requests, of the homelab's cheapest priced machine.
 
-        Any per-pod figure (a share of the machine by requests, say) would be invented, and CA's price expander
-        only compares it against node prices it already has, so UNIMPLEMENTED (CA: "not implemented") is the
-        honest answer.
+        A powered-on machine costs the same whether it runs one pod or twenty, so this is a yardstick rather than a
+        bill: CA's price expander divides each scale-up option's node cost by the cost of the pods it would place,
+        and skips an option whose pods it cannot price. The same pods get the same price for every option, so the
+        group whose next machine costs least wins, which is what a user of `--expander=price` wants.
         """
-        raise NotOffered("pod pricing is not offered: a machine costs the same whatever pods it runs")
+        start, end = convert.pricing_window(request)
+        if start is None or end is None:
+            raise InvalidRequest("pricing a pod needs both a start and an end timestamp")
+        if end < start:
+            raise InvalidRequest(f"pricing a pod: end {end.isoformat()} is before start {start.isoformat()}")
+        requests = convert.pod_requests(convert.pod_bytes(request))
+        reference = convert.reference_machine(self._read_model.groups(), self._price_per_kwh)
+        if reference is None:
+            raise NotOffered(
+                "pod pricing needs a priced machine whose group has a template or a member seen Ready"
+                + ("" if self._price_per_kwh is not None else "; no machine has an hourly price or a price per kWh")
+            )
+        return externalgrpc.PricingPodPriceResponse(price=float(convert.pod_price(requests, reference, start, end)))
 
     @_rpc
     def GPULabel(self, request: externalgrpc.GPULabelRequest, context: Any) -> externalgrpc.GPULabelResponse:

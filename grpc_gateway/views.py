@@ -42,6 +42,8 @@ class TemplateNode:
     allocatable: Mapping[str, str] = field(default_factory=dict)
     provider_id: str = ""
     architecture: str = ""
+    group_id: str = ""
+    """Annotated on the node (`infra.homecluster.dev/node-group`), so a price CA asks for the template finds it."""
 
 
 @dataclass(frozen=True, slots=True)

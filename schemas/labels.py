@@ -32,6 +32,10 @@ CA_TO_BE_DELETED_TAINT: Final = "ToBeDeletedByClusterAutoscaler"
 CA_DELETION_CANDIDATE_TAINT: Final = "DeletionCandidateOfClusterAutoscaler"
 UNSCHEDULABLE_TAINT: Final = "node.kubernetes.io/unschedulable"
 
+NODE_GROUP_ANNOTATION: Final = f"{API_GROUP}/node-group"
+"""On the template node CA is given for scale-from-zero: the node group's id (`<namespace>/<name>`). CA renames
+the template, so its price expander's PricingNodePrice finds the group through this annotation."""
+
 CA_FAKE_NODE_REASON_ANNOTATION: Final = "k8s.io/cluster-autoscaler/fake-node-reason"
 """CA puts this on the stand-in nodes it builds for unregistered or failed instances."""
 

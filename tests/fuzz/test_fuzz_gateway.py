@@ -75,7 +75,7 @@ EXPECTED_CODES: Final[dict[str, frozenset[Code]]] = {
         {Code.OK, Code.NOT_FOUND, Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION}
     ),
     "PricingNodePrice": frozenset({Code.OK, Code.INVALID_ARGUMENT, Code.UNIMPLEMENTED}),
-    "PricingPodPrice": frozenset({Code.UNIMPLEMENTED}),
+    "PricingPodPrice": frozenset({Code.OK, Code.INVALID_ARGUMENT, Code.UNIMPLEMENTED}),
     "GPULabel": frozenset({Code.OK}),
     "GetAvailableGPUTypes": frozenset({Code.OK}),
     "Refresh": frozenset({Code.OK}),

@@ -21,7 +21,7 @@ from actors import metrics as operator_metrics
 from actors.base import ShellActor
 from actors.fsm.group import InstanceState, InstanceView
 from actors.messages import DecreaseTargetSize, DeleteNodes, ErrorKind, IncreaseSize, MutationReply, NodeIdentity
-from actors.read_model import ReadModel
+from actors.read_model import MachineSnapshot, ReadModel
 from actors.runtime import ActorRuntime
 from grpc_gateway.mutations import ActorMutations, MutationRefused, MutationTimedOut, MutationUnavailable
 from grpc_gateway.server import create_server, stop_server
@@ -29,7 +29,8 @@ from grpc_gateway.servicer import CloudProviderServicer
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from protos import k8s_node_pb2 as kubernetes
-from tests.gateway.conftest import ODD_PROVIDER_ID, Gateway, GatewayFactory
+from schemas.node import NodeState
+from tests.gateway.conftest import ODD_PROVIDER_ID, Gateway, GatewayFactory, machine
 
 FAKE_NODE_REASON = "k8s.io/cluster-autoscaler/fake-node-reason"
 States = externalgrpc.InstanceStatus
@@ -414,6 +415,109 @@ def test_pricing_node_price(
     assert response.price == pytest.approx(want)
 
 
+def _template_as_ca_sends_it(gateway: Gateway, group_id: str) -> externalgrpc.ExternalGrpcNode:
+    """The group's template node the way CA's price expander passes it back: renamed, our annotation kept."""
+    served = kubernetes.Node.FromString(template(gateway, group_id).nodeBytes)
+    return externalgrpc.ExternalGrpcNode(
+        name=f"template-node-for-{group_id}-4242", labels=dict(served.metadata.labels),
+        annotations=dict(served.metadata.annotations),
+    )
+
+
+def _with_machines(gateway: Gateway, group_id: str, *machines: MachineSnapshot) -> None:
+    group = gateway.read_model.group(group_id)
+    assert group is not None
+    gateway.read_model.publish(dataclasses.replace(group, machines=machines, version=group.version + 1))
+
+
+def test_a_template_node_is_priced_as_the_cheapest_powered_off_machine_of_its_group(gateway: Gateway) -> None:
+    _with_machines(
+        gateway, "garage/pis",
+        machine("garage", "pi-1", NodeState.SHUTDOWN, hourly_price="0.08"),
+        machine("garage", "pi-2", NodeState.SHUTDOWN, hourly_price="0.05"),
+        machine("garage", "pi-3", NodeState.READY, hourly_price="0.01"),  # already on: not what a scale-up buys
+        machine("garage", "pi-4", NodeState.SHUTDOWN),
+    )
+    window = {"startTimestamp": stamp(12), "endTimestamp": stamp(14)}
+
+    response = gateway.stub.PricingNodePrice(
+        externalgrpc.PricingNodePriceRequest(node=_template_as_ca_sends_it(gateway, "garage/pis"), **window)
+    )
+
+    assert response.price == pytest.approx(0.10)
+
+
+def test_a_template_node_whose_group_has_no_priced_spare_is_not_priced(gateway: Gateway) -> None:
+    error = rpc_error(gateway, "PricingNodePrice", externalgrpc.PricingNodePriceRequest(
+        node=_template_as_ca_sends_it(gateway, "lab/gpu"), startTimestamp=stamp(12), endTimestamp=stamp(13),
+    ))
+
+    assert error.code() == Code.UNIMPLEMENTED
+    assert "no powered-off machine of node group 'lab/gpu' is priced" in error.details()
+
+
+def _pod(*containers: dict[str, str], init: tuple[dict[str, str], ...] = (), **overhead: str) -> bytes:
+    pod = kubernetes.Pod()
+    for number, requests in enumerate(containers):
+        container = pod.spec.containers.add(name=f"c{number}")
+        for resource, quantity in requests.items():
+            container.resources.requests[resource].string = quantity
+    for number, requests in enumerate(init):
+        container = pod.spec.initContainers.add(name=f"i{number}")
+        for resource, quantity in requests.items():
+            container.resources.requests[resource].string = quantity
+    for resource, quantity in overhead.items():
+        pod.spec.overhead[resource].string = quantity
+    serialized: bytes = pod.SerializeToString()
+    return serialized
+
+
+@pytest.mark.parametrize(
+    ("pod_bytes", "want"),
+    [
+        # The reference is gpu-1, $0.12/h, of a group whose template offers 16 CPUs and 64Gi: a pod pays its larger
+        # share of that machine for the window (one hour here).
+        pytest.param(_pod({"cpu": "2", "memory": "1Gi"}), 0.12 * 2 / 16, id="cpu-share"),
+        pytest.param(_pod({"cpu": "1", "memory": "32Gi"}), 0.12 * 32 / 64, id="memory-share"),
+        pytest.param(_pod({"cpu": "1"}, {"cpu": "500m"}), 0.12 * 1.5 / 16, id="containers-add-up"),
+        pytest.param(_pod({}), 0.12 * 0.1 / 16, id="no-requests-count-the-scheduler-default"),
+        pytest.param(_pod({"cpu": "1"}, init=({"cpu": "8"},)), 0.12 * 8 / 16, id="larger-init-container"),
+        pytest.param(_pod({"cpu": "1"}, cpu="250m"), 0.12 * 1.25 / 16, id="overhead-added"),
+    ],
+)
+def test_pricing_pod_price(gateway: Gateway, pod_bytes: bytes, want: float) -> None:
+    response = gateway.stub.PricingPodPrice(
+        externalgrpc.PricingPodPriceRequest(pod_bytes=pod_bytes, startTimestamp=stamp(12), endTimestamp=stamp(13))
+    )
+
+    assert response.price == pytest.approx(want)
+
+
+def test_a_pod_is_priced_alike_whichever_group_would_run_it(gateway: Gateway) -> None:
+    # CA's price expander compares options by node cost over pod cost: the pod's price must not depend on them.
+    request = externalgrpc.PricingPodPriceRequest(
+        pod_bytes=_pod({"cpu": "2"}), startTimestamp=stamp(12), endTimestamp=stamp(13)
+    )
+    before = gateway.stub.PricingPodPrice(request).price
+    _with_machines(gateway, "garage/pis", machine("garage", "pi-1", NodeState.SHUTDOWN, hourly_price="0.01"))
+
+    after = gateway.stub.PricingPodPrice(request).price
+
+    assert before == pytest.approx(0.12 * 2 / 16)
+    assert after == pytest.approx(0.01 * 2 / 4), "the cheaper machine of a known size became the reference"
+
+
+def test_a_pod_is_not_priced_without_a_priced_machine_of_known_size(gateway: Gateway) -> None:
+    _with_machines(gateway, "lab/gpu", machine("lab", "gpu-1", NodeState.READY))
+
+    error = rpc_error(gateway, "PricingPodPrice", externalgrpc.PricingPodPriceRequest(
+        pod_bytes=_pod({"cpu": "1"}), startTimestamp=stamp(12), endTimestamp=stamp(13),
+    ))
+
+    assert error.code() == Code.UNIMPLEMENTED
+    assert "needs a priced machine" in error.details()
+
+
 def test_gpu_label_is_the_first_groups_that_sets_one(gateway: Gateway) -> None:
     assert gateway.stub.GPULabel(externalgrpc.GPULabelRequest()).label == "accelerator"
 
@@ -555,7 +659,12 @@ ERROR_CASES = [
     ),
     pytest.param(
         "PricingPodPrice", externalgrpc.PricingPodPriceRequest(pod_bytes=b"\n\x00"),
-        None, Code.UNIMPLEMENTED, "pod pricing is not offered", id="pod-price",
+        None, Code.INVALID_ARGUMENT, "needs both a start and an end", id="pod-price-without-window",
+    ),
+    pytest.param(
+        "PricingPodPrice",
+        externalgrpc.PricingPodPriceRequest(pod_bytes=b"\x12\xff", startTimestamp=stamp(12), endTimestamp=stamp(13)),
+        None, Code.INVALID_ARGUMENT, "is not a serialized v1.Pod", id="pod-price-of-garbage",
     ),
 ]  # fmt: skip
 
