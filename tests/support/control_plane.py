@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +45,8 @@ from sim.controlplane import Binaries, BinariesNotFound, ControlPlane, find_bina
 LOG_LINES: Final = 40
 SECTION: Final = "control plane logs"
 
+_LOG_SOURCES: Final = pytest.StashKey[list[tuple[str, Callable[[], str]]]]()
+"""Other logs a test item wants shown when it fails, registered with `show_on_failure`."""
 _REPORTS: Final = pytest.StashKey[dict[str, pytest.TestReport]]()
 """Each finished phase's report ("setup", "call", "teardown") of a test item, kept by the report hook."""
 _RUNNING: Final[dict[int, ControlPlane]] = {}
@@ -75,7 +77,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # Every running one, not only the item's own: a module-scoped control plane matters to its tests too.
         for control_plane in _RUNNING.values():
             report.sections.append((f"{SECTION} ({control_plane.directory})", control_plane.log_tail(LOG_LINES)))
+        for title, source in item.stash.get(_LOG_SOURCES, []):
+            report.sections.append((title, source()))
     return report
+
+
+def show_on_failure(request: pytest.FixtureRequest, title: str, source: Callable[[], str]) -> None:
+    """Have the report hook add `source()` (read when the test fails) as a section headed `title`: the logs of
+    programs a test runs beside the control plane (the operator, Cluster Autoscaler)."""
+    request.node.stash.setdefault(_LOG_SOURCES, []).append((title, source))
 
 
 def phase_failed(request: pytest.FixtureRequest) -> bool:
