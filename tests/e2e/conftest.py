@@ -1,11 +1,13 @@
 """The e2e suite's pytest plugin: which cluster to run against, the cluster fixture, a homelab per scenario.
 
     pytest tests/e2e --kubeconfig ~/.kube/config     # a real cluster (kind, k3d, k3s, a homelab)
-    pytest tests/e2e --e2e-fake                      # our fake API, started by the suite (what CI runs)
+    pytest tests/e2e --e2e-fake                      # our fake API, started by the suite
+    pytest tests/e2e --e2e-control-plane             # a real control plane from HOMELAB_K8S_BIN, started by the
+                                                     # suite, and the real Cluster Autoscaler (tests/e2e/autoscaler)
 
-Without either, every scenario is skipped with the reason. The options only exist when pytest is pointed at
-tests/e2e (pytest reads options from the conftest files of the paths it is given); the environment variables work
-from anywhere. Guide: docs/development/e2e.md.
+CI runs the last two. Without any of them, every scenario is skipped with the reason. The options only exist
+when pytest is pointed at tests/e2e (pytest reads options from the conftest files of the paths it is given); the
+environment variables work from anywhere. Guide: docs/development/e2e.md.
 """
 
 from __future__ import annotations
@@ -17,18 +19,25 @@ from pathlib import Path
 
 import pytest
 from e2e_support import (
+    CONTROL_PLANE_TIMEOUT_SECONDS,
     FAKE_PACE,
     REAL_TIMEOUT_SECONDS,
     Cluster,
     E2eHomelab,
     apply_crds,
+    control_plane_pace,
     is_fake_api,
     new_homelab,
     real_pace,
 )
 
 from actors.adapters.kube_client import KubeError, new_api_client
+from sim.controlplane import ControlPlane
 from sim.fakeapi import FakeApiServer
+from tests.support.control_plane import (
+    pytest_runtest_makereport,  # noqa: F401  # control-plane logs on failure
+    running_control_plane,
+)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JOB_IMAGE = "busybox:1.36"
@@ -39,8 +48,10 @@ CLUSTER_THREAD_PREFIX = "fakeapi-"
 """Threads of the fake API server, which plays the cluster for the whole session and stops at its end."""
 SKIP_REASON = (
     "no cluster for the e2e suite: give --kubeconfig FILE (or E2E_KUBECONFIG=FILE) to run against a real cluster, "
-    "or --e2e-fake (or E2E_FAKE=1) to run against the fake API the suite starts itself; see docs/development/e2e.md"
+    "--e2e-control-plane (or E2E_CONTROL_PLANE=1) with HOMELAB_K8S_BIN=DIR to run against a real control plane the "
+    "suite starts itself, or --e2e-fake (or E2E_FAKE=1) for the fake API; see docs/development/e2e.md"
 )
+
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,6 +67,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--e2e-fake", action="store_true", default=False,
         help="start the fake API server (sim.fakeapi) and run the e2e scenarios against it [env E2E_FAKE=1]",
+    )
+    group.addoption(
+        "--e2e-control-plane", action="store_true", default=False,
+        help="start a real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) from the "
+        "binaries in HOMELAB_K8S_BIN (or KUBEBUILDER_ASSETS) and run the e2e scenarios against it, and the "
+        "scenarios with the real Cluster Autoscaler [env E2E_CONTROL_PLANE=1]",
     )
     group.addoption(
         "--e2e-complete-jobs", action="store_true", default=False,
@@ -99,6 +116,10 @@ def _kubeconfig(config: pytest.Config) -> str | None:
     return _option(config, "--kubeconfig", "E2E_KUBECONFIG")
 
 
+def _wants_control_plane(config: pytest.Config) -> bool:
+    return _flag(config, "--e2e-control-plane", "E2E_CONTROL_PLANE")
+
+
 def _in_this_suite(item: pytest.Item) -> bool:
     return HERE in item.path.resolve().parents
 
@@ -107,23 +128,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ours = [item for item in items if _in_this_suite(item)]
     if not ours:
         return
-    if _wants_fake(config) and _kubeconfig(config):
-        raise pytest.UsageError("e2e: give either a kubeconfig or --e2e-fake (E2E_FAKE), not both")
-    if not _wants_fake(config) and not _kubeconfig(config):
+    modes = [_wants_fake(config), bool(_kubeconfig(config)), _wants_control_plane(config)]
+    if sum(modes) > 1:
+        raise pytest.UsageError(
+            "e2e: give one of a kubeconfig, --e2e-control-plane (E2E_CONTROL_PLANE) or --e2e-fake (E2E_FAKE)"
+        )
+    if not any(modes):
         for item in ours:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
         return
     # A scenario on a real cluster waits for several slow steps; the suite-wide pytest timeout is for the fake.
-    step = float(_option(config, "--e2e-timeout", "E2E_TIMEOUT") or REAL_TIMEOUT_SECONDS)
+    step = float(_option(config, "--e2e-timeout", "E2E_TIMEOUT") or _default_step(config))
     budget = FAKE_SCENARIO_TIMEOUT if _wants_fake(config) else step * 8
     for item in ours:
         item.add_marker(pytest.mark.e2e)
         item.add_marker(pytest.mark.timeout(budget))
 
 
+def _default_step(config: pytest.Config) -> float:
+    return CONTROL_PLANE_TIMEOUT_SECONDS if _wants_control_plane(config) else REAL_TIMEOUT_SECONDS
+
+
 @pytest.fixture(scope="session")
-def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The cluster of the whole session, our CRDs applied; with --e2e-fake, the fake API started for it."""
+def cluster(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """The cluster of the whole session, our CRDs applied; with --e2e-fake or --e2e-control-plane, started for it."""
+    if _wants_control_plane(pytestconfig):
+        with running_control_plane(
+            request, tmp_path_factory.mktemp("control-plane"), controller_manager_args=ControlPlane.fast_node_lifecycle
+        ) as control_plane:
+            yield from _prepared_cluster(pytestconfig, control_plane.kubeconfig, None, runs_pods=True)
+        return
     fake: FakeApiServer | None = None
     kubeconfig_text = _kubeconfig(pytestconfig)
     if kubeconfig_text is not None:
@@ -136,27 +172,35 @@ def cluster(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactor
         kubeconfig = fake.write_kubeconfig(tmp_path_factory.mktemp("fake-api") / "kubeconfig")
         context = None
     try:
-        api_client = new_api_client(kubeconfig, context)
-        try:
-            is_fake = is_fake_api(api_client)
-            apply_crds(api_client)
-        except KubeError as error:
-            pytest.fail(f"e2e: cannot prepare the cluster of {kubeconfig}: {error}", pytrace=False)
-        finally:
-            api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
-        step = float(_option(pytestconfig, "--e2e-timeout", "E2E_TIMEOUT") or REAL_TIMEOUT_SECONDS)
-        yield Cluster(
-            kubeconfig=kubeconfig,
-            context=context,
-            is_fake=is_fake,
-            plays_controllers=is_fake or _flag(pytestconfig, "--e2e-complete-jobs", "E2E_COMPLETE_JOBS"),
-            pace=FAKE_PACE if is_fake else real_pace(step),
-            job_image=_option(pytestconfig, "--e2e-job-image", "E2E_JOB_IMAGE") or DEFAULT_JOB_IMAGE,
-            runs_pods=not is_fake and _flag(pytestconfig, "--e2e-no-kubelet", "E2E_NO_KUBELET"),
-        )
+        runs_pods = _flag(pytestconfig, "--e2e-no-kubelet", "E2E_NO_KUBELET")
+        yield from _prepared_cluster(pytestconfig, kubeconfig, context, runs_pods=runs_pods)
     finally:
         if fake is not None:
             fake.stop()
+
+
+def _prepared_cluster(
+    pytestconfig: pytest.Config, kubeconfig: Path, context: str | None, *, runs_pods: bool
+) -> Iterator[Cluster]:
+    api_client = new_api_client(kubeconfig, context)
+    try:
+        is_fake = is_fake_api(api_client)
+        apply_crds(api_client)
+    except KubeError as error:
+        pytest.fail(f"e2e: cannot prepare the cluster of {kubeconfig}: {error}", pytrace=False)
+    finally:
+        api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+    step = float(_option(pytestconfig, "--e2e-timeout", "E2E_TIMEOUT") or _default_step(pytestconfig))
+    own_control_plane = _wants_control_plane(pytestconfig)
+    yield Cluster(
+        kubeconfig=kubeconfig,
+        context=context,
+        is_fake=is_fake,
+        plays_controllers=is_fake or _flag(pytestconfig, "--e2e-complete-jobs", "E2E_COMPLETE_JOBS"),
+        pace=FAKE_PACE if is_fake else control_plane_pace(step) if own_control_plane else real_pace(step),
+        job_image=_option(pytestconfig, "--e2e-job-image", "E2E_JOB_IMAGE") or DEFAULT_JOB_IMAGE,
+        runs_pods=runs_pods and not is_fake,
+    )
 
 
 @pytest.fixture(autouse=True)

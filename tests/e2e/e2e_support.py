@@ -105,12 +105,10 @@ def real_pace(step_timeout: float) -> Pace:
 
 
 CONTROL_PLANE_TIMEOUT_SECONDS: Final = 60.0
-NODE_MONITOR_ARGS: Final = ("--node-monitor-period=1s", "--node-monitor-grace-period=8s")
-"""The suite's own control plane marks a silent Node NotReady after 8 s instead of 50 s (kube-controller-manager)."""
 
 
 def control_plane_pace(step_timeout: float) -> Pace:
-    """The suite's own control plane: real controllers, but tuned node monitoring and no image pulls."""
+    """The suite's own control plane: real controllers, node monitoring tuned to seconds, no image to pull."""
     return Pace(
         step_timeout=step_timeout, boot_seconds=1.0, shutdown_seconds=0.5, heartbeat_seconds=2.0, job_seconds=1.0,
         slow_job_seconds=8.0, cooldown="10s",
