@@ -14,6 +14,14 @@ echo "== ruff";          ruff check .
 echo "== mypy --strict"; mypy schemas actors grpc_gateway webhooks sim homelab_autoscaler
 echo "== import-linter"; lint-imports
 echo "== pytest";        python -m pytest "$@"
-# The end-to-end scenarios, once, against the fake API the suite starts itself (docs/development/e2e.md). The main
-# run above skips them unless a cluster was given; a kubeconfig in the environment is not used here.
+# The end-to-end scenarios, once against the fake API the suite starts itself, and once on a real control plane
+# with the real Cluster Autoscaler when real binaries are given (docs/development/e2e.md). The main run above skips
+# them unless a cluster was given; a kubeconfig in the environment is not used here.
 echo "== e2e (fake API)"; E2E_KUBECONFIG= python -m pytest tests/e2e --e2e-fake -q
+if [ -n "${HOMELAB_K8S_BIN:-}${KUBEBUILDER_ASSETS:-}" ]; then
+    echo "== e2e (real control plane and Cluster Autoscaler from ${HOMELAB_K8S_BIN:-$KUBEBUILDER_ASSETS})"
+    E2E_KUBECONFIG= python -m pytest tests/e2e --e2e-control-plane -q
+else
+    echo "== e2e (real control plane): skipped, no Kubernetes binaries; set HOMELAB_K8S_BIN to a folder of" \
+        "kube-apiserver, etcd, kube-controller-manager, kube-scheduler and cluster-autoscaler (.xz allowed)"
+fi
