@@ -13,12 +13,8 @@ maxSize (a sampler reads the operator's NodeGroupTargetSize the way CA does, sev
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +31,9 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.node import OperationKind, default_provider_id
-from sim.controlplane import ControlPlane, ManagedProcess, free_ports
+from sim.controlplane import ControlPlane, free_ports
+from sim.controlplane.autoscaler import ClusterAutoscaler, OperatorProcess
 from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
-from sim.machines.jobs import job_selector
 from tests.support.polling import wait_for
 
 NAMESPACE: Final = "homelab"
@@ -51,110 +47,9 @@ NOT_FOUND: Final = 404
 CAPACITY: Final = {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"}
 JOB_TEMPLATE_IMAGE: Final = "busybox:1.36"
 
-CA_BASE_ARGS: Final = (
-    "--cloud-provider=externalgrpc",
-    f"--namespace={CA_NAMESPACE}",
-    "--leader-elect=false",
-    "--scan-interval=2s",
-    "--scale-down-unneeded-time=6s",
-    "--scale-down-delay-after-add=4s",
-    "--scale-down-delay-after-delete=0s",
-    "--scale-down-delay-after-failure=4s",
-    "--unremovable-node-recheck-timeout=5s",
-    "--max-node-provision-time=60s",
-    "--new-pod-scale-up-delay=0s",
-    "--skip-nodes-with-local-storage=false",
-    "--skip-nodes-with-system-pods=false",
-    "--initial-node-group-backoff-duration=20s",
-    "--max-node-group-backoff-duration=40s",
-    "--v=5",
-)
-"""A fast CA loop that logs every gRPC call it makes (`--v=5`). A scenario passes what it needs on top (the
-expander, a shorter max-node-provision-time)."""
-
 PROVIDER_ERROR: Final = re.compile(r"^[EW]\d{4} .*(?:gRPC call|externalgrpc|rpc error)")
 """A warning or error line of CA's (klog `E1206`, `W1206`) about a call to us."""
 UNREGISTERED_REMOVED: Final = re.compile(r"Remov(?:ed|ing) unregistered node")
-
-
-class Operator:
-    """`homelab-autoscaler run` as a process of its own, on a fixed gRPC port that CA's cloud config names."""
-
-    def __init__(self, kubeconfig: Path, directory: Path, grpc_port: int, metrics_port: int) -> None:
-        self.grpc_port = grpc_port
-        self.metrics_port = metrics_port
-        executable = shutil.which("homelab-autoscaler", path=str(Path(sys.executable).parent))
-        command = [executable] if executable else [sys.executable, "-m", "homelab_autoscaler.cli"]
-        self.process = ManagedProcess(
-            "homelab-autoscaler",
-            [
-                *command, "run",
-                f"--kubeconfig={kubeconfig}",
-                f"--namespace={NAMESPACE}",
-                f"--watch-namespace={NAMESPACE}",
-                f"--grpc-address=127.0.0.1:{grpc_port}",
-                f"--metrics-address=127.0.0.1:{metrics_port}",
-                "--webhook-address=",
-                "--no-leader-elect",
-                "--shutdown-grace-seconds=5",
-            ],
-            directory / "logs" / "homelab-autoscaler.log",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.process.start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        try:
-            stub = externalgrpc_grpc.CloudProviderStub(channel)
-
-            def answers() -> bool:
-                if not self.process.alive:
-                    pytest.fail(f"the operator exited with {self.process.returncode}:\n{self.process.tail()}")
-                try:
-                    stub.NodeGroups(externalgrpc.NodeGroupsRequest(), timeout=1.0)
-                except grpc.RpcError:
-                    return False
-                return True
-
-            wait_for(answers, timeout, "the operator to answer NodeGroups")
-        finally:
-            channel.close()
-
-    def kill(self) -> None:
-        """SIGKILL: nothing finished, nothing released, as a crash or an OOM kill leaves it."""
-        self.process.kill()
-
-    def stop(self) -> None:
-        self.process.stop(grace=10.0)
-
-
-class Autoscaler:
-    """The real `cluster-autoscaler` (externalgrpc build) with a cloud config naming the operator's port."""
-
-    def __init__(self, binary: Path, kubeconfig: Path, directory: Path, grpc_port: int, args: tuple[str, ...]) -> None:
-        cloud_config = directory / "cloud-config.yaml"
-        cloud_config.write_text(f'address: "127.0.0.1:{grpc_port}"\ngrpc_timeout: 5s\n')
-        (port,) = free_ports(1)
-        self.log_path = directory / "logs" / "cluster-autoscaler.log"
-        self.process = ManagedProcess(
-            "cluster-autoscaler",
-            [binary, *CA_BASE_ARGS, f"--cloud-config={cloud_config}", f"--kubeconfig={kubeconfig}",
-             f"--address=127.0.0.1:{port}", *args],
-            self.log_path,
-        )
-
-    def start(self) -> None:
-        self.process.start()
-
-    def stop(self) -> None:
-        self.process.stop(grace=5.0)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_lines(self, pattern: re.Pattern[str]) -> list[str]:
-        return [line for line in self.log().splitlines() if pattern.search(line)]
 
 
 @dataclass
@@ -173,8 +68,8 @@ class AutoscaledHomelab:
     machines: dict[str, SimulatedMachine] = field(default_factory=dict)
     groups: dict[str, GroupSpec] = field(default_factory=dict)
     simulator: MachineSimulator | None = None
-    operator: Operator | None = None
-    autoscaler: Autoscaler | None = None
+    operator: OperatorProcess | None = None
+    autoscaler: ClusterAutoscaler | None = None
 
     def __post_init__(self) -> None:
         self.api_client = new_api_client(self.control_plane.kubeconfig)
@@ -256,15 +151,20 @@ class AutoscaledHomelab:
         wait_for(lambda: self._schedulable(ALWAYS_ON), STEP_SECONDS, "the always-on machine to be schedulable")
         return self.simulator
 
-    def start_operator(self) -> Operator:
-        self.operator = Operator(self.control_plane.kubeconfig, self.directory, self.grpc_port, self.metrics_port)
+    def start_operator(self) -> OperatorProcess:
+        self.operator = OperatorProcess(
+            self.control_plane.kubeconfig, self.directory, namespace=NAMESPACE, grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+        )
         self.operator.start()
         self._sampler.watch(self.groups)
         return self.operator
 
-    def start_autoscaler(self, *args: str) -> Autoscaler:
+    def start_autoscaler(self, *args: str) -> ClusterAutoscaler:
         binary = self.control_plane.binaries.require("cluster-autoscaler")
-        self.autoscaler = Autoscaler(binary, self.control_plane.kubeconfig, self.directory, self.grpc_port, args)
+        self.autoscaler = ClusterAutoscaler(
+            binary, self.control_plane.kubeconfig, self.directory, grpc_port=self.grpc_port, args=args
+        )
         self.autoscaler.start()
         return self.autoscaler
 
@@ -325,10 +225,6 @@ class AutoscaledHomelab:
         return dict(self.rest.get(f"/apis/{GROUP_VERSION}/namespaces/{NAMESPACE}/nodes/{machine}").get("status")
                     or {})
 
-    def created_jobs(self, machine: str | None = None, operation: OperationKind | None = None) -> list[str]:
-        assert self.recorder is not None
-        return self.recorder.created(machine, operation)
-
     def jobs_per_machine(self, operation: OperationKind) -> dict[str, int]:
         """How many power Jobs of `operation` were ever created for each machine (none: not listed)."""
         assert self.recorder is not None
@@ -372,10 +268,10 @@ class AutoscaledHomelab:
         """CA's own view: no provider error (but those allowed), no unregistered node removed (unless the scenario
         is about one), its status ConfigMap lists every group with its maxSize, no target ever above maxSize."""
         assert self.autoscaler is not None, "the scenario ran CA"
-        errors = [line for line in self.autoscaler.log_lines(PROVIDER_ERROR)
+        errors = [line for line in self.autoscaler.lines(PROVIDER_ERROR)
                   if not any(allowed in line for allowed in allowed_provider_errors)]
         assert errors == [], "CA logged provider errors:\n" + "\n".join(errors[:20])
-        removed = self.autoscaler.log_lines(UNREGISTERED_REMOVED)
+        removed = self.autoscaler.lines(UNREGISTERED_REMOVED)
         assert bool(removed) == unregistered_removed, "CA removed unregistered nodes:\n" + "\n".join(removed)
         status = self.ca_status()
         assert status is not None, "CA writes its status ConfigMap"
@@ -465,13 +361,3 @@ class TargetSampler:
         finally:
             channel.close()
 
-
-def job_names(homelab: AutoscaledHomelab) -> list[str]:
-    """Every power Job there is now in the homelab."""
-    path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
-    return sorted(job["metadata"]["name"] for job in homelab.rest.get(path, {"labelSelector": job_selector()})
-                  .get("items") or ())
-
-
-def seconds_since(start: float) -> float:
-    return time.monotonic() - start

@@ -56,7 +56,7 @@ def test_the_price_expander_picks_the_group_whose_machines_cost_less(autoscaled:
     assert homelab.jobs_per_machine(OperationKind.STARTUP) == {"cheap-1": 1}
     assert homelab.highest_target("dear") == 0
     assert homelab.autoscaler is not None
-    assert homelab.autoscaler.log_lines(_PRICED), "CA priced the groups through PricingNodePrice"
+    assert homelab.autoscaler.lines(_PRICED), "CA priced the groups through PricingNodePrice"
     homelab.assert_ca_was_content()
 
 

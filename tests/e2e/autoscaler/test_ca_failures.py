@@ -40,8 +40,8 @@ def test_a_failed_boot_is_backed_off_by_ca_and_the_other_machine_takes_the_pod(
 
     homelab.add_workload("build", replicas=1, node_selector={POOL_LABEL: GROUP})
 
-    homelab.wait(lambda: autoscaler.log_lines(CA_BACKED_OFF), "CA to back the group off after the failed boot")
-    assert autoscaler.log_lines(CA_DELETED), "CA deleted the instance whose creation failed"
+    homelab.wait(lambda: autoscaler.lines(CA_BACKED_OFF), "CA to back the group off after the failed boot")
+    assert autoscaler.lines(CA_DELETED), "CA deleted the instance whose creation failed"
     failed = homelab.wait(lambda: (status := homelab.status("dead-bmc")).get("cooldownUntil") and status,
                           "the failed machine to cool down")
     assert failed["consecutiveFailures"] == 1
@@ -68,7 +68,7 @@ def test_a_machine_that_never_registers_is_given_up_by_ca_and_its_boot_cancelled
     cancelled = homelab.wait(lambda: (status := homelab.status("hangs")).get("reason") == "BootCancelled" and status,
                              "CA to give up on the unregistered instance and the operator to cancel the boot")
     assert cancelled["state"] == "Shutdown"
-    assert autoscaler.log_lines(CA_DELETED), "CA deleted the instance that never registered"
+    assert autoscaler.lines(CA_DELETED), "CA deleted the instance that never registered"
     assert homelab.kube_node("hangs") is None
     assert homelab.jobs_per_machine(OperationKind.STARTUP) == {"hangs": 1}
     homelab.assert_ca_was_content(unregistered_removed=True)

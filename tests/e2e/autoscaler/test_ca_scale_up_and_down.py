@@ -44,7 +44,7 @@ def test_ca_scales_up_from_zero_for_pending_pods_then_removes_the_empty_nodes(au
     assert homelab.state("m1") == "Shutdown"
     assert homelab.jobs_per_machine(OperationKind.STARTUP) == {"m2": 1, "m3": 1}
     assert homelab.autoscaler is not None
-    assert homelab.autoscaler.log_lines(_TEMPLATE_CALL), "CA built the scale-from-zero option from our template"
+    assert homelab.autoscaler.lines(_TEMPLATE_CALL), "CA built the scale-from-zero option from our template"
 
     homelab.scale_workload("build", 0)
 
