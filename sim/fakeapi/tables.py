@@ -3,7 +3,11 @@
 Separate because it is presentation only, chosen per request by the ``Accept`` header
 (``as=Table;g=meta.k8s.io;v=v1``). Columns are a short fixed set for built-ins and a CRD's
 ``additionalPrinterColumns`` for custom resources (``Age`` when it declares none), evaluated with a small
-JSONPath subset: ``.a.b``, ``[n]`` and ``[?(@.key=="value")]``.
+JSONPath subset: ``.a.b``, ``[n]`` and ``[?(@.key=="value")]``. Nodes and events are what a user of the demo
+looks at most, so they are printed by code ported from the real server's printers (``printNode``,
+``printEvent``): a node's STATUS is ``Ready``/``NotReady``/``Unknown`` plus ``SchedulingDisabled``, and an
+event has no NAME column first but LAST SEEN, TYPE, REASON, OBJECT and MESSAGE. Ages are phrased like the
+real server's ``duration.HumanDuration`` (``7m57s``, ``3h20m``, ``2d4h``).
 """
 
 from __future__ import annotations
@@ -18,8 +22,6 @@ from sim.fakeapi.resources import PrinterColumn, ResourceType
 
 _AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
 _BUILTIN_COLUMNS: dict[tuple[str, str], tuple[PrinterColumn, ...]] = {
-    ("", "nodes"): (PrinterColumn("Status", "string", '.status.conditions[?(@.type=="Ready")].status'), _AGE,
-                    PrinterColumn("Version", "string", ".status.nodeInfo.kubeletVersion")),
     ("", "pods"): (PrinterColumn("Status", "string", ".status.phase"),
                    PrinterColumn("Node", "string", ".spec.nodeName", priority=1), _AGE),
     ("", "namespaces"): (PrinterColumn("Status", "string", ".status.phase"), _AGE),
@@ -62,16 +64,51 @@ def evaluate(obj: Any, path: str) -> Any:
     return current
 
 
-def human_age(created: str, now: float) -> str:
+def _parse_timestamp(text: Any) -> float | None:
+    """Seconds since the epoch of an RFC 3339 timestamp (``MicroTime`` fractions allowed), None if unset."""
+    if not isinstance(text, str) or not text:
+        return None
+    whole, _, fraction = text.rstrip("Z").partition(".")
     try:
-        seconds = int(now - calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")))
-    except (TypeError, ValueError):
-        return "<unknown>"
-    seconds = max(seconds, 0)
-    for limit, unit, size in ((120, "s", 1), (120 * 60, "m", 60), (48 * 3600, "h", 3600)):
-        if seconds < limit:
-            return f"{seconds // size}{unit}"
-    return f"{seconds // 86400}d"
+        seconds = float(calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")))
+        return seconds + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
+
+
+def human_duration(seconds_total: float) -> str:
+    """The real server's ``duration.HumanDuration``: two units while the smaller still says something."""
+    seconds = int(seconds_total)
+    if seconds < -1:
+        return "<invalid>"
+    if seconds < 0:
+        return "0s"
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // 24 // 365}y{days}d" if days else f"{hours // 24 // 365}y"
+    return f"{hours // 24 // 365}y"
+
+
+def human_age(created: Any, now: float) -> str:
+    """Time since ``created`` as ``kubectl get`` shows it; ``<unknown>`` for a missing timestamp."""
+    when = _parse_timestamp(created)
+    return "<unknown>" if when is None else human_duration(now - when)
 
 
 def _cell(column: PrinterColumn, obj: dict[str, Any], now: float) -> Any:
@@ -85,16 +122,133 @@ def _cell(column: PrinterColumn, obj: dict[str, Any], now: float) -> Any:
     return value
 
 
+_NAME_DESCRIPTION = "Name must be unique within a namespace."
+
+
+def _definition(name: str, description: str, *, priority: int = 0, type_: str = "string",
+                format_: str = "") -> dict[str, Any]:
+    return {"name": name, "type": type_, "format": format_, "priority": priority, "description": description}
+
+
+_NODE_DEFINITIONS = [
+    _definition("Name", _NAME_DESCRIPTION, format_="name"),
+    _definition("Status", "The status of the node"),
+    _definition("Roles", "The roles of the node"),
+    _definition("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    _definition("Version", "Kubelet Version reported by the node."),
+    _definition("Internal-IP", "List of addresses reachable to the node.", priority=1),
+    _definition("External-IP", "List of addresses reachable to the node.", priority=1),
+    _definition("OS-Image", "OS Image reported by the node from /etc/os-release.", priority=1),
+    _definition("Kernel-Version", "Kernel Version reported by the node from 'uname -r'.", priority=1),
+    _definition("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.",
+                priority=1),
+]
+_ROLE_PREFIX = "node-role.kubernetes.io/"
+
+
+def _node_cells(node: dict[str, Any], now: float) -> list[Any]:
+    """``printNode``: the Ready condition as Ready/NotReady (Unknown without one), then SchedulingDisabled."""
+    status = node.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"),
+                 None)
+    states = ["Unknown" if ready is None else "Ready" if ready.get("status") == "True" else "NotReady"]
+    if (node.get("spec") or {}).get("unschedulable"):
+        states.append("SchedulingDisabled")
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    roles = {key[len(_ROLE_PREFIX):] for key in labels if key.startswith(_ROLE_PREFIX) and key != _ROLE_PREFIX}
+    if labels.get("kubernetes.io/role"):
+        roles.add(labels["kubernetes.io/role"])
+    info = status.get("nodeInfo") or {}
+
+    def address(kind: str) -> str:
+        return next((a.get("address", "") for a in status.get("addresses") or []
+                     if isinstance(a, dict) and a.get("type") == kind), "<none>")
+
+    return [node["metadata"]["name"], ",".join(states), ",".join(sorted(roles)) or "<none>",
+            human_age(node["metadata"].get("creationTimestamp"), now), info.get("kubeletVersion", ""),
+            address("InternalIP"), address("ExternalIP"), info.get("osImage") or "<unknown>",
+            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+
+
+_EVENT_DEFINITIONS = [
+    _definition("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
+    _definition("Type", "Type of this event (Normal, Warning), new types could be added in the future."),
+    _definition("Reason", "This should be a short, machine understandable string that gives the reason for the "
+                          "transition into the object's current status."),
+    _definition("Object", "The object that this event is about."),
+    _definition("Subobject", "If referring to a piece of an object instead of an entire object, this string "
+                             "should contain a valid JSON/Go field access statement.", priority=1),
+    _definition("Source", "The component reporting this event.", priority=1),
+    _definition("Message", "A human-readable description of the status of this operation."),
+    _definition("First Seen", "The time at which the event was first recorded.", priority=1),
+    _definition("Count", "The number of times this event has occurred.", priority=1),
+    _definition("Name", _NAME_DESCRIPTION, priority=1, format_="name"),
+]
+
+
+def _as_core_event(event: dict[str, Any]) -> dict[str, Any]:
+    """An events.k8s.io/v1 Event in core/v1 field names, as the real server converts it before printing."""
+    if "regarding" not in event and "note" not in event and "deprecatedSource" not in event:
+        return event
+    return {"metadata": event.get("metadata") or {}, "involvedObject": event.get("regarding") or {},
+            "reason": event.get("reason"), "message": event.get("note"), "type": event.get("type"),
+            "source": event.get("deprecatedSource") or {}, "firstTimestamp": event.get("deprecatedFirstTimestamp"),
+            "lastTimestamp": event.get("deprecatedLastTimestamp"), "count": event.get("deprecatedCount"),
+            "series": event.get("series"), "eventTime": event.get("eventTime"),
+            "reportingComponent": event.get("reportingController"),
+            "reportingInstance": event.get("reportingInstance")}
+
+
+def _event_cells(raw: dict[str, Any], now: float) -> list[Any]:
+    """``printEvent``: ages fall back from lastTimestamp to firstTimestamp to eventTime; a series wins."""
+    event = _as_core_event(raw)
+    first = human_age(event.get("firstTimestamp") or event.get("eventTime"), now)
+    last = human_age(event["lastTimestamp"], now) if event.get("lastTimestamp") else first
+    count = event.get("count") or 1  # singleton events of the newer API carry no count
+    series = event.get("series")
+    if isinstance(series, dict):
+        last = human_age(series.get("lastObservedTime"), now)
+        count = series.get("count") or count
+    involved = event.get("involvedObject") or {}
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = event.get("source") or {}
+    component = source.get("component") or event.get("reportingComponent") or ""
+    instance = source.get("host") or event.get("reportingInstance") or ""
+    source_text = ", ".join(part for part in (component, instance) if part) if component else ""
+    return [last, event.get("type") or "", event.get("reason") or "", target, involved.get("fieldPath") or "",
+            source_text, str(event.get("message") or "").strip(), first, int(count),
+            event["metadata"].get("name", "")]
+
+
+_PRINTERS: dict[tuple[str, str], tuple[list[dict[str, Any]], Callable[[dict[str, Any], float], list[Any]]]] = {
+    ("", "nodes"): (_NODE_DEFINITIONS, _node_cells),
+    ("", "events"): (_EVENT_DEFINITIONS, _event_cells),
+    ("events.k8s.io", "events"): (_EVENT_DEFINITIONS, _event_cells),
+}
+
+
+def _definitions_and_cells(resource: ResourceType) -> tuple[list[dict[str, Any]],
+                                                            Callable[[dict[str, Any], float], list[Any]]]:
+    if not resource.custom and (resource.group, resource.plural) in _PRINTERS:
+        return _PRINTERS[(resource.group, resource.plural)]
+    columns = columns_for(resource)
+    definitions = [_definition("Name", _NAME_DESCRIPTION, format_="name")]
+    definitions += [_definition(c.name, c.description, priority=c.priority, format_=c.format,
+                                type_="string" if c.type == "date" else c.type) for c in columns]
+
+    def cells(obj: dict[str, Any], now: float) -> list[Any]:
+        return [obj["metadata"]["name"], *(_cell(c, obj, now) for c in columns)]
+
+    return definitions, cells
+
+
 def table(resource: ResourceType, objects: list[dict[str, Any]], *, include_object: str, now: float,
           metadata: dict[str, Any], row_object: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-    columns = columns_for(resource)
-    definitions = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
-                    "description": "Name must be unique within a namespace."}]
-    definitions += [{"name": c.name, "type": "string" if c.type == "date" else c.type, "format": c.format,
-                     "priority": c.priority, "description": c.description} for c in columns]
+    definitions, cells = _definitions_and_cells(resource)
     rows = []
     for obj in objects:
-        row: dict[str, Any] = {"cells": [obj["metadata"]["name"], *(_cell(c, obj, now) for c in columns)]}
+        row: dict[str, Any] = {"cells": cells(obj, now)}
         if include_object == "Object":
             row["object"] = row_object(obj)
         elif include_object == "Metadata":

@@ -4,11 +4,13 @@ and poke the operator's objects. Skipped where kubectl is not installed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakeapi_test_support import WIDGET_CRD
@@ -115,3 +117,65 @@ def test_get_watch_prints_changes_as_they_happen(fake_api: FakeApiServer, kubeco
 
     assert first.split()[0] == "watched"
     assert second.split()[0] == "arrived"
+
+
+def _ready(status: str) -> dict[str, Any]:
+    return {"conditions": [{"type": "Ready", "status": status}], "nodeInfo": {"kubeletVersion": "v1.32.0"}}
+
+
+# name, labels, spec, status -> the STATUS, ROLES and VERSION a real server prints for it
+NODE_ROWS = [
+    ("table-ready", {}, {}, _ready("True"), "Ready", "<none>", "v1.32.0"),
+    ("table-not-ready", {}, {}, _ready("False"), "NotReady", "<none>", "v1.32.0"),
+    ("table-unknown-ready", {}, {}, _ready("Unknown"), "NotReady", "<none>", "v1.32.0"),
+    ("table-cordoned", {}, {"unschedulable": True}, _ready("True"), "Ready,SchedulingDisabled", "<none>", "v1.32.0"),
+    ("table-no-condition", {}, {}, {}, "Unknown", "<none>", ""),
+    ("table-roles", {"node-role.kubernetes.io/worker": "", "node-role.kubernetes.io/control-plane": ""}, {},
+     _ready("True"), "Ready", "control-plane,worker", "v1.32.0"),
+    ("table-legacy-role", {"kubernetes.io/role": "edge"}, {}, _ready("True"), "Ready", "edge", "v1.32.0"),
+]
+
+
+def test_get_nodes_prints_the_real_servers_status_and_roles(fake_api: FakeApiServer, kubectl: Kubectl) -> None:
+    for name, labels, spec, status, *_ in NODE_ROWS:
+        fake_api.store.create("v1", "nodes", {"metadata": {"name": name, "labels": labels}, "spec": spec,
+                                              "status": status})
+    try:
+        printed = kubectl("get", "nodes", *(row[0] for row in NODE_ROWS)).stdout.splitlines()
+    finally:
+        for name, *_ in NODE_ROWS:
+            fake_api.store.delete("v1", "nodes", name)
+
+    assert printed[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    # Columns are separated by at least three spaces; a blank VERSION leaves the row one cell short.
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{3,}", line.strip()) for line in printed[1:])}
+    for name, _labels, _spec, _status, shown_status, roles, version in NODE_ROWS:
+        assert rows[name][0] == shown_status, name
+        assert rows[name][1] == roles, name
+        assert rows[name][3:] == ([version] if version else []), name
+
+
+def test_get_events_prints_what_happened_to_which_object(fake_api: FakeApiServer, kubectl: Kubectl,
+                                                         namespace: str) -> None:
+    fake_api.store.create("v1", "events", {
+        "metadata": {"name": "power-on.1"}, "involvedObject": {"kind": "Node", "name": "machine-1"},
+        "reason": "PowerOn", "message": "Powering on machine-1 ", "type": "Normal",
+        "source": {"component": "homelab-autoscaler"}, "firstTimestamp": "2020-01-01T00:00:00Z",
+        "lastTimestamp": "2020-01-01T00:00:00Z", "count": 3}, namespace)
+    fake_api.store.create("events.k8s.io/v1", "events", {
+        "metadata": {"name": "boot-failed.1"}, "regarding": {"kind": "Node", "name": "machine-2"},
+        "reason": "BootFailed", "note": "not Ready after 10m", "type": "Warning", "action": "Boot",
+        "reportingController": "homelab-autoscaler", "reportingInstance": "operator-0",
+        "eventTime": "2020-01-01T00:00:00.000000Z"}, namespace)
+
+    printed = kubectl("get", "events", "-n", namespace).stdout.splitlines()
+    wide = kubectl("get", "events.v1.events.k8s.io", "-n", namespace, "-o", "wide").stdout.splitlines()
+
+    assert printed[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert [re.split(r"\s{3,}", line.strip())[1:] for line in printed[1:]] == [
+        ["Normal", "PowerOn", "node/machine-1", "Powering on machine-1"]]
+    assert re.split(r"\s{2,}", wide[0].strip()) == ["LAST SEEN", "TYPE", "REASON", "OBJECT", "SUBOBJECT", "SOURCE",
+                                                    "MESSAGE", "FIRST SEEN", "COUNT", "NAME"]
+    assert re.split(r"\s{3,}", wide[1].strip())[1:] == [
+        "Warning", "BootFailed", "node/machine-2", "homelab-autoscaler, operator-0", "not Ready after 10m",
+        wide[1].split()[0], "1", "boot-failed.1"]
