@@ -135,6 +135,8 @@ def prepare_create(
         _raise_if(resource, name, _pod_template_causes(result, "spec.template.spec", needs_restart_policy=True))
     elif not resource.custom and resource.plural == "pods":
         _raise_if(resource, name, _pod_template_causes(result, "spec", needs_restart_policy=False))
+    elif not resource.custom and resource.plural == "secrets" and not resource.group:
+        result["type"] = result.get("type") or "Opaque"  # SetDefaults_Secret
     elif _is_budget(resource):
         result = disruption.default_budget(result)
         _raise_if(resource, name, disruption.budget_causes(result))

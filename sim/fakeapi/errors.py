@@ -154,6 +154,12 @@ def unsupported_media_type(content_type: str, accepted: Sequence[str]) -> ApiErr
     return ApiError(415, "UnsupportedMediaType", message)
 
 
+def unknown_body_format(accepted: Sequence[str]) -> ApiError:
+    """415 for a create/update body in a media type the server does not decode (e.g. protobuf here)."""
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                                                 "media types include: " + ", ".join(accepted))
+
+
 def internal(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}")
 

@@ -179,3 +179,45 @@ def test_get_events_prints_what_happened_to_which_object(fake_api: FakeApiServer
     assert re.split(r"\s{3,}", wide[1].strip())[1:] == [
         "Warning", "BootFailed", "node/machine-2", "homelab-autoscaler, operator-0", "not Ready after 10m",
         wide[1].split()[0], "1", "boot-failed.1"]
+
+
+# kubectl's generators send protobuf for built-in kinds: each command, and what the server then holds.
+CREATE_COMMANDS = [
+    pytest.param(["namespace", "kubectl-made"], "v1", "namespaces", "kubectl-made",
+                 {"spec": {"finalizers": ["kubernetes"]}}, id="namespace"),
+    pytest.param(["secret", "generic", "creds", "--from-literal=user=admin", "--from-literal=password=s3cret"],
+                 "v1", "secrets", "creds",
+                 {"type": "Opaque", "data": {"user": "YWRtaW4=", "password": "czNjcmV0"}}, id="secret-generic"),
+    pytest.param(["configmap", "settings", "--from-literal=mode=fast"], "v1", "configmaps", "settings",
+                 {"data": {"mode": "fast"}}, id="configmap"),
+    pytest.param(["serviceaccount", "robot"], "v1", "serviceaccounts", "robot", {}, id="serviceaccount"),
+    pytest.param(["poddisruptionbudget", "keep-one", "--selector=app=web", "--min-available=1"], "policy/v1",
+                 "poddisruptionbudgets", "keep-one",
+                 {"spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}, id="pdb"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "api_version", "plural", "name", "expected"), CREATE_COMMANDS)
+def test_kubectl_create_of_a_built_in_kind_stores_what_was_asked(
+        fake_api: FakeApiServer, kubectl: Kubectl, namespace: str, arguments: list[str], api_version: str,
+        plural: str, name: str, expected: dict[str, Any]) -> None:
+    scope = [] if plural == "namespaces" else ["-n", namespace]
+
+    created = kubectl("create", *arguments, *scope, check=False)
+
+    assert created.returncode == 0, created.stderr
+    assert "created" in created.stdout
+    stored = fake_api.store.get(api_version, plural, name, None if plural == "namespaces" else namespace)
+    for key, value in expected.items():
+        assert stored[key] == value, key
+    if plural == "namespaces":
+        fake_api.store.delete("v1", "namespaces", name)
+
+
+def test_kubectl_create_job_runs_the_given_command(fake_api: FakeApiServer, kubectl: Kubectl,
+                                                   namespace: str) -> None:
+    kubectl("create", "job", "once", "-n", namespace, "--image=busybox", "--", "echo", "hello")
+
+    pod_spec = fake_api.store.get("batch/v1", "jobs", "once", namespace)["spec"]["template"]["spec"]
+    assert pod_spec["restartPolicy"] == "Never"
+    assert pod_spec["containers"] == [{"name": "once", "image": "busybox", "command": ["echo", "hello"]}]
