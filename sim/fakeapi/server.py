@@ -222,19 +222,24 @@ class _Router:
             return self._list(target, query, accept)
         if verb == "watch":
             return self._watch(target, query, accept)
+        field_validation = _field_validation(query)
+        warnings: list[str] = []
         if verb == "create":
             created = self.store.create_object(resource, target.namespace, _decode_body(headers, body),
-                                               dry_run=dry_run)
-            return Reply(201, created)
+                                               dry_run=dry_run, field_validation=field_validation,
+                                               warnings=warnings)
+            return Reply(201, created, _warning_headers(warnings))
         if verb == "update":
             updated = self.store.replace_object(resource, target.namespace, name, _decode_body(headers, body),
-                                                subresource=target.subresource, dry_run=dry_run)
-            return Reply(200, updated)
+                                                subresource=target.subresource, dry_run=dry_run,
+                                                field_validation=field_validation, warnings=warnings)
+            return Reply(200, updated, _warning_headers(warnings))
         if verb == "patch":
-            return Reply(200, self._patch(target, headers, body, dry_run))
-        options, warnings = self._delete_options(resource, query,
-                                                 _decode_body(headers, body) if body.strip() else {})
-        reply_headers = {"Warning": f'299 - "{warnings}"'} if warnings else {}
+            patched = self._patch(target, headers, body, dry_run, field_validation, warnings)
+            return Reply(200, patched, _warning_headers(warnings))
+        options, warning = self._delete_options(resource, query,
+                                                _decode_body(headers, body) if body.strip() else {})
+        reply_headers = {"Warning": f'299 - "{warning}"'} if warning else {}
         if verb == "delete":
             deleted = self.store.delete_object(resource, target.namespace, name, options, dry_run=dry_run)
             return Reply(200, deleted, reply_headers)
@@ -297,7 +302,8 @@ class _Router:
             return WatchReply(resource, None, timeout, bookmarks, as_table, error)
         return WatchReply(resource, watcher, timeout, bookmarks, as_table)
 
-    def _patch(self, target: _Target, headers: dict[str, str], body: bytes, dry_run: bool) -> dict[str, Any]:
+    def _patch(self, target: _Target, headers: dict[str, str], body: bytes, dry_run: bool,
+               field_validation: str, warnings: list[str]) -> dict[str, Any]:
         resource = target.resource
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         patch_type = _PATCH_TYPES.get(content_type)
@@ -306,7 +312,8 @@ class _Router:
         if patch_type is None or (patch_type == "strategic" and resource.merge_strategies is None):
             raise errors.unsupported_media_type(content_type, accepted)
         return self.store.patch_object(resource, target.namespace, target.name or "", patch_type,
-                                       _decode_json(body), subresource=target.subresource, dry_run=dry_run)
+                                       _decode_json(body), subresource=target.subresource, dry_run=dry_run,
+                                       field_validation=field_validation, warnings=warnings)
 
     @staticmethod
     def _delete_options(resource: ResourceType, query: dict[str, str], document: Any) -> tuple[DeleteOptions, str]:
@@ -350,6 +357,22 @@ def _decode_body(headers: dict[str, str], body: bytes) -> Any:
     if content_type == protobuf.MEDIA_TYPE:
         return protobuf.decode(body, _BODY_TYPES)
     raise errors.unknown_body_format(_BODY_TYPES)
+
+
+def _field_validation(query: dict[str, str]) -> str:
+    """The ``fieldValidation`` of a write: Strict refuses unknown fields, Warn (the default) prunes and warns."""
+    value = query.get("fieldValidation") or "Warn"
+    if value not in ("Strict", "Warn", "Ignore"):
+        raise errors.bad_request(f'fieldValidation parameter {value!r} is invalid: valid values are "Ignore", '
+                                 '"Warn", or "Strict"')
+    return value
+
+
+def _warning_headers(warnings: list[str]) -> dict[str, str]:
+    """One ``Warning: 299 - "..."`` entry per warning, comma-joined as HTTP allows (kubectl splits them)."""
+    if not warnings:
+        return {}
+    return {"Warning": ", ".join("299 - " + json.dumps(text) for text in warnings)}
 
 
 def _decode_json(body: bytes) -> Any:
