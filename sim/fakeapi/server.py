@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from sim.fakeapi import discovery, disruption, errors, openapi, protobuf, tables, watch
+from sim.fakeapi import discovery, disruption, errors, openapi, protobuf, tables, watch, webhooks
 from sim.fakeapi.errors import ApiError
 from sim.fakeapi.faults import FaultInjector
 from sim.fakeapi.garbage import GarbageCollector
@@ -44,6 +44,7 @@ _PATCH_TYPES: dict[str, PatchType] = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
 }
+_WEBHOOK_OPERATIONS = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete": "DELETE"}
 _BUILTIN_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                         "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 
@@ -224,6 +225,10 @@ class _Router:
             return self._watch(target, query, accept)
         field_validation = _field_validation(query)
         warnings: list[str] = []
+        if verb in _WEBHOOK_OPERATIONS:
+            # Validating webhooks see the object as it would be stored, after its own validation, as on a
+            # real server; their warnings lead the ones the write itself produces.
+            warnings += self._admit_through_webhooks(verb, target, headers, body, dry_run, field_validation)
         if verb == "create":
             created = self.store.create_object(resource, target.namespace, _decode_body(headers, body),
                                                dry_run=dry_run, field_validation=field_validation,
@@ -239,7 +244,7 @@ class _Router:
             return Reply(200, patched, _warning_headers(warnings))
         options, warning = self._delete_options(resource, query,
                                                 _decode_body(headers, body) if body.strip() else {})
-        reply_headers = {"Warning": f'299 - "{warning}"'} if warning else {}
+        reply_headers = _warning_headers(warnings + ([warning] if warning else []))
         if verb == "delete":
             deleted = self.store.delete_object(resource, target.namespace, name, options, dry_run=dry_run)
             return Reply(200, deleted, reply_headers)
@@ -249,6 +254,38 @@ class _Router:
         return Reply(200, {"kind": resource.list_kind, "apiVersion": resource.api_version,
                            "metadata": {"resourceVersion": str(self.store.resource_version)},
                            "items": removed}, reply_headers)
+
+    def _admit_through_webhooks(self, verb: str, target: _Target, headers: dict[str, str], body: bytes,
+                                dry_run: bool, field_validation: str) -> list[str]:
+        """Call the validating webhooks that match this write (see ``webhooks``); their warnings, or raise."""
+        configuration_type = self.registry.lookup(webhooks.ADMISSION_GROUP, "v1", webhooks.CONFIGURATIONS[1])
+        if configuration_type is None or target.resource.group == webhooks.ADMISSION_GROUP:
+            return []
+        configurations = self.store.list_objects(configuration_type, None, ListQuery()).items
+        if not configurations:
+            return []
+        resource, namespace, name = target.resource, target.namespace, target.name or ""
+        old = None if verb == "create" else self.store.get_object(resource, namespace, name)
+        obj: dict[str, Any] | None = None
+        if verb == "create":
+            obj = self.store.create_object(resource, namespace, _decode_body(headers, body), dry_run=True,
+                                           field_validation=field_validation, warnings=[])
+            name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
+        elif verb == "update":
+            obj = self.store.replace_object(resource, namespace, name, _decode_body(headers, body),
+                                            subresource=target.subresource, dry_run=True,
+                                            field_validation=field_validation, warnings=[])
+        elif verb == "patch":
+            obj = self._patch(target, headers, body, True, field_validation, [])
+        namespace_labels: dict[str, str] = {}
+        if resource.namespaced and namespace:
+            namespace_type = self.registry.lookup("", "v1", "namespaces")
+            assert namespace_type is not None
+            namespace_obj = self.store.get_object(namespace_type, None, namespace)
+            namespace_labels = namespace_obj["metadata"].get("labels") or {}
+        return self.api.webhooks.admit(configurations, webhooks.AdmissionCall(
+            operation=_WEBHOOK_OPERATIONS[verb], resource=resource, subresource=target.subresource,
+            namespace=namespace, name=name, obj=obj, old=old, dry_run=dry_run, namespace_labels=namespace_labels))
 
     def _evict(self, target: _Target, query: dict[str, str], body: Any) -> Reply:
         namespace, name = target.namespace or "", target.name or ""
@@ -575,6 +612,7 @@ class FakeApiServer:
                            clock=clock)
         self.garbage = GarbageCollector(self.store)
         self.faults = FaultInjector(self.store)
+        self.webhooks = webhooks.WebhookCaller()
         self.on_request: list[RequestHook] = []
         self.stopping = threading.Event()
         self.router = _Router(self)
@@ -616,6 +654,10 @@ class FakeApiServer:
         self.garbage.stop(timeout)
         self._http = None
         self._serve_thread = None
+
+    def expose_service(self, namespace: str, name: str, port: int, address: tuple[str, int]) -> None:
+        """Let a webhook's ``clientConfig.service`` ``namespace/name:port`` reach ``address`` (e.g. loopback)."""
+        self.webhooks.expose_service(namespace, name, port, address)
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
         return write_kubeconfig(path, self.url, namespace)
