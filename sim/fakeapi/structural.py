@@ -274,7 +274,13 @@ def _rule_field(path: str, field_path: str) -> str:
 
 
 def cel_causes(value: Any, schema: Schema, path: str, old: Any = None) -> list[FieldCause]:
-    """The ``x-kubernetes-validations`` rules ``value`` breaks, at every level of the schema."""
+    """The ``x-kubernetes-validations`` rules ``value`` breaks, at every level of the schema.
+
+    A subtree equal to its old version is skipped: ratcheting would drop whatever it found there, and this
+    keeps a ``/status`` write from re-evaluating every rule of an unchanged spec.
+    """
+    if old is not None and value == old:
+        return []
     causes: list[FieldCause] = []
     for rule in schema.get("x-kubernetes-validations") or []:
         text = rule.get("rule", "")
@@ -302,8 +308,18 @@ def cel_causes(value: Any, schema: Schema, path: str, old: Any = None) -> list[F
                 causes.extend(cel_causes(item, child, _join(path, key), old_item))
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
-            causes.extend(cel_causes(item, schema["items"], f"{path}[{index}]"))
+            causes.extend(cel_causes(item, schema["items"], f"{path}[{index}]", _correlated(item, old, schema)))
     return causes
+
+
+def _correlated(item: Any, old: Any, schema: Schema) -> Any:
+    """The old version of a list item, found as the real server finds it: by key in a list-map, else none."""
+    keys = schema.get("x-kubernetes-list-map-keys") or []
+    if schema.get("x-kubernetes-list-type") != "map" or not keys or not isinstance(old, list) \
+            or not isinstance(item, dict):
+        return None
+    return next((candidate for candidate in old if isinstance(candidate, dict)
+                 and all(candidate.get(key) == item.get(key) for key in keys)), None)
 
 
 # ----------------------------------------------------------------------------------------------------- entry
