@@ -83,6 +83,16 @@ class WebhookCaller:
                     warnings.extend(self._call(webhook, call))
         return warnings
 
+    @staticmethod
+    def may_match(configurations: list[dict[str, Any]], operation: str, resource: ResourceType,
+                  subresource: str | None) -> bool:
+        """Whether any webhook's rules name this write, before the object is built to test its selectors."""
+        probe = AdmissionCall(operation, resource, subresource, None, "", None, None, False, {})
+        return resource.group != ADMISSION_GROUP and any(
+            _rule_matches(rule, probe) for configuration in configurations
+            for webhook in configuration.get("webhooks") or [] if isinstance(webhook, dict)
+            for rule in webhook.get("rules") or [])
+
     # -- one call
 
     def _call(self, webhook: dict[str, Any], call: AdmissionCall) -> list[str]:
