@@ -230,12 +230,13 @@ class _Router:
             # real server; their warnings lead the ones the write itself produces.
             warnings += self._admit_through_webhooks(verb, target, headers, body, dry_run, field_validation)
         if verb == "create":
-            created = self.store.create_object(resource, target.namespace, _decode_body(headers, body),
+            created = self.store.create_object(resource, target.namespace, _decode_object(resource, headers, body),
                                                dry_run=dry_run, field_validation=field_validation,
                                                warnings=warnings)
             return Reply(201, created, _warning_headers(warnings))
         if verb == "update":
-            updated = self.store.replace_object(resource, target.namespace, name, _decode_body(headers, body),
+            updated = self.store.replace_object(resource, target.namespace, name,
+                                                _decode_object(resource, headers, body),
                                                 subresource=target.subresource, dry_run=dry_run,
                                                 field_validation=field_validation, warnings=warnings)
             return Reply(200, updated, _warning_headers(warnings))
@@ -269,11 +270,11 @@ class _Router:
         old = None if verb == "create" else self.store.get_object(resource, namespace, name)
         obj: dict[str, Any] | None = None
         if verb == "create":
-            obj = self.store.create_object(resource, namespace, _decode_body(headers, body), dry_run=True,
+            obj = self.store.create_object(resource, namespace, _decode_object(resource, headers, body), dry_run=True,
                                            field_validation=field_validation, warnings=[])
             name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
         elif verb == "update":
-            obj = self.store.replace_object(resource, namespace, name, _decode_body(headers, body),
+            obj = self.store.replace_object(resource, namespace, name, _decode_object(resource, headers, body),
                                             subresource=target.subresource, dry_run=True,
                                             field_validation=field_validation, warnings=[])
         elif verb == "patch":
@@ -411,6 +412,20 @@ def _warning_headers(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
     return {"Warning": ", ".join("299 - " + json.dumps(text) for text in warnings)}
+
+
+def _decode_object(resource: ResourceType, headers: dict[str, str], body: bytes) -> Any:
+    """The object of a create or update, refused in the real server's words when it is not JSON."""
+    try:
+        return _decode_body(headers, body)
+    except ApiError as error:
+        if error.code != 400 or not error.message.startswith("the request body is not valid JSON: "):
+            raise
+        why = error.message.removeprefix("the request body is not valid JSON: ")
+        text = body.decode("utf-8", "replace")
+        excerpt = text if len(text) <= 30 else text[:30] + " ..."
+        raise errors.bad_request(f"the object provided is unrecognized (must be of type {resource.kind}): couldn't "
+                                 f"get version/kind; json parse error: {why} ({excerpt})") from error
 
 
 def _decode_json(body: bytes) -> Any:

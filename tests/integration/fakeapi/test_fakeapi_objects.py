@@ -332,3 +332,17 @@ def test_a_body_the_server_cannot_decode_is_refused_and_nothing_is_created(
 
     assert (status, answer["kind"], answer["reason"]) == (code, "Status", reason)
     assert fake_api.store.list("v1", "namespaces", field_selector="metadata.name=pbx") == []
+
+
+def test_a_body_that_is_not_json_is_refused_in_the_real_servers_words(fake_api: FakeApiServer,
+                                                                      namespace: str) -> None:
+    body = '{"metadata": {"name": "x"}, '
+
+    status, _, answer = raw_request(fake_api.url, "POST", f"/api/v1/namespaces/{namespace}/configmaps", body,
+                                    {"Content-Type": "application/json"})
+
+    assert (status, answer["reason"]) == (400, "BadRequest")
+    assert answer["message"].startswith("the object provided is unrecognized (must be of type ConfigMap): couldn't "
+                                        "get version/kind; json parse error: ")
+    assert answer["message"].endswith(' ({"metadata": {"name": "x"}, )')
+    assert fake_api.store.list("v1", "configmaps", namespace) == []
