@@ -3,11 +3,12 @@
 Separate because it is presentation only, chosen per request by the ``Accept`` header
 (``as=Table;g=meta.k8s.io;v=v1``). Columns are a short fixed set for built-ins and a CRD's
 ``additionalPrinterColumns`` for custom resources (``Age`` when it declares none), evaluated with a small
-JSONPath subset: ``.a.b``, ``[n]`` and ``[?(@.key=="value")]``. Nodes and events are what a user of the demo
-looks at most, so they are printed by code ported from the real server's printers (``printNode``,
-``printEvent``): a node's STATUS is ``Ready``/``NotReady``/``Unknown`` plus ``SchedulingDisabled``, and an
-event has no NAME column first but LAST SEEN, TYPE, REASON, OBJECT and MESSAGE. Ages are phrased like the
-real server's ``duration.HumanDuration`` (``7m57s``, ``3h20m``, ``2d4h``).
+JSONPath subset: ``.a.b``, ``[n]`` and ``[?(@.key=="value")]``. Nodes, events, pods and Jobs are what a user
+of the demo looks at most, so they are printed by code ported from the real server's printers (``printNode``,
+``printEvent``, ``printPod``, ``printJob``): a node's STATUS is ``Ready``/``NotReady``/``Unknown`` plus
+``SchedulingDisabled``; an event has no NAME column first but LAST SEEN, TYPE, REASON, OBJECT and MESSAGE; a
+pod shows READY, STATUS and RESTARTS; a Job STATUS, COMPLETIONS and DURATION. Ages are phrased like the real
+server's ``duration.HumanDuration`` (``7m57s``, ``3h20m``, ``2d4h``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,7 @@ from sim.fakeapi.resources import PrinterColumn, ResourceType
 
 _AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
 _BUILTIN_COLUMNS: dict[tuple[str, str], tuple[PrinterColumn, ...]] = {
-    ("", "pods"): (PrinterColumn("Status", "string", ".status.phase"),
-                   PrinterColumn("Node", "string", ".spec.nodeName", priority=1), _AGE),
     ("", "namespaces"): (PrinterColumn("Status", "string", ".status.phase"), _AGE),
-    ("batch", "jobs"): (PrinterColumn("Succeeded", "integer", ".status.succeeded"),
-                        PrinterColumn("Failed", "integer", ".status.failed"), _AGE),
     ("coordination.k8s.io", "leases"): (PrinterColumn("Holder", "string", ".spec.holderIdentity"), _AGE),
     ("policy", "poddisruptionbudgets"): (
         PrinterColumn("Min Available", "string", ".spec.minAvailable", absent="N/A"),
@@ -221,8 +218,123 @@ def _event_cells(raw: dict[str, Any], now: float) -> list[Any]:
             event["metadata"].get("name", "")]
 
 
+_POD_DEFINITIONS = [
+    _definition("Name", _NAME_DESCRIPTION, format_="name"),
+    _definition("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+    _definition("Status", "The aggregate status of the containers in this pod."),
+    _definition("Restarts", "The number of times the containers in this pod have been restarted and when the last "
+                            "container in this pod has restarted."),
+    _definition("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    _definition("IP", "IP address allocated to the pod. Routable at least within the cluster.", priority=1),
+    _definition("Node", "NodeName is a request to schedule this pod onto a specific node.", priority=1),
+    _definition("Nominated Node", "nominatedNodeName is set only when this pod preempts other pods on the node.",
+                priority=1),
+    _definition("Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness.",
+                priority=1),
+]
+
+
+def _pod_cells(pod: dict[str, Any], now: float) -> list[Any]:
+    """``printPod`` without init containers: READY counts ready running containers, STATUS is the phase or the
+    reason a container waits or ended with, ``Terminating`` while being deleted."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    reason = status.get("reason") or status.get("phase") or ""
+    restarts, ready, has_running, last_restart = 0, 0, False, None
+    for container in reversed(status.get("containerStatuses") or []):
+        restarts += int(container.get("restartCount") or 0)
+        finished = _parse_timestamp(((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+        if finished is not None and (last_restart is None or finished > last_restart):
+            last_restart = finished
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting"), state.get("terminated")
+        if waiting and waiting.get("reason"):
+            reason = waiting["reason"]
+        elif terminated and terminated.get("reason"):
+            reason = terminated["reason"]
+        elif terminated:
+            signal = terminated.get("signal")
+            reason = f"Signal:{signal}" if signal else f"ExitCode:{terminated.get('exitCode', 0)}"
+        elif container.get("ready") and state.get("running") is not None:
+            has_running, ready = True, ready + 1
+    if reason == "Completed" and has_running:
+        pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        reason = "Running" if pod_ready else "NotReady"
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        if status.get("reason") == "NodeLost":
+            reason = "Unknown"
+        elif status.get("phase") not in ("Succeeded", "Failed"):
+            reason = "Terminating"
+    restarts_text = str(restarts)
+    if restarts and last_restart is not None:
+        restarts_text = f"{restarts} ({human_duration(now - last_restart)} ago)"
+    pod_ips = status.get("podIPs") or []
+    gates = spec.get("readinessGates") or []
+    gate_text = "<none>"
+    if gates:
+        true_types = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+        gate_text = f"{sum(1 for g in gates if g.get('conditionType') in true_types)}/{len(gates)}"
+    return [pod["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", reason, restarts_text,
+            human_age(pod["metadata"].get("creationTimestamp"), now),
+            (pod_ips[0].get("ip") if pod_ips else "") or "<none>", spec.get("nodeName") or "<none>",
+            status.get("nominatedNodeName") or "<none>", gate_text]
+
+
+_JOB_DEFINITIONS = [
+    _definition("Name", _NAME_DESCRIPTION, format_="name"),
+    _definition("Status", "Status of the job."),
+    _definition("Completions", "The desired number of successfully finished pods the job should be run with."),
+    _definition("Duration", "Time required to complete the job."),
+    _definition("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    _definition("Containers", "Names of each container in the template.", priority=1),
+    _definition("Images", "Images referenced by each container in the template.", priority=1),
+    _definition("Selector", "A label query over pods that should match the pod count.", priority=1),
+]
+_JOB_CONDITION_STATUS = (("Complete", "Complete"), ("Failed", "Failed"), ("Suspended", "Suspended"),
+                         ("FailureTarget", "FailureTarget"), ("SuccessCriteriaMet", "SuccessCriteriaMet"))
+
+
+def format_label_selector(selector: Any) -> str:
+    """``metav1.FormatLabelSelector``: ``k=v`` and ``key in (a,b)`` joined by commas; ``<none>`` when empty."""
+    if not isinstance(selector, dict):
+        return "<none>"
+    parts = [f"{key}={value}" for key, value in (selector.get("matchLabels") or {}).items()]
+    for expression in selector.get("matchExpressions") or []:
+        operator, key = str(expression.get("operator", "")), expression.get("key", "")
+        values = ",".join(sorted(str(v) for v in expression.get("values") or []))
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": str(key),
+                      "DoesNotExist": f"!{key}"}.get(operator, f"{key} {operator} ({values})"))
+    return ",".join(parts) or "<none>"
+
+
+def _job_cells(job: dict[str, Any], now: float) -> list[Any]:
+    """``printJob``: STATUS from the conditions (Running by default), COMPLETIONS succeeded/wanted, DURATION."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    succeeded = int(status.get("succeeded") or 0)
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{spec['completions']}"
+    elif int(spec.get("parallelism") or 1) > 1:
+        completions = f"{succeeded}/1 of {spec['parallelism']}"
+    else:
+        completions = f"{succeeded}/1"
+    started, finished = _parse_timestamp(status.get("startTime")), _parse_timestamp(status.get("completionTime"))
+    duration = "" if started is None else human_duration((finished if finished is not None else now) - started)
+    true_types = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+    state = next((shown for condition, shown in _JOB_CONDITION_STATUS[:2] if condition in true_types), None)
+    if state is None and (job.get("metadata") or {}).get("deletionTimestamp"):
+        state = "Terminating"
+    if state is None:
+        state = next((shown for condition, shown in _JOB_CONDITION_STATUS[2:] if condition in true_types), "Running")
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return [job["metadata"]["name"], state, completions, duration,
+            human_age(job["metadata"].get("creationTimestamp"), now),
+            ",".join(str(c.get("name", "")) for c in containers), ",".join(str(c.get("image", "")) for c in containers),
+            format_label_selector(spec.get("selector"))]
+
+
 _PRINTERS: dict[tuple[str, str], tuple[list[dict[str, Any]], Callable[[dict[str, Any], float], list[Any]]]] = {
     ("", "nodes"): (_NODE_DEFINITIONS, _node_cells),
+    ("", "pods"): (_POD_DEFINITIONS, _pod_cells),
+    ("batch", "jobs"): (_JOB_DEFINITIONS, _job_cells),
     ("", "events"): (_EVENT_DEFINITIONS, _event_cells),
     ("events.k8s.io", "events"): (_EVENT_DEFINITIONS, _event_cells),
 }

@@ -221,3 +221,26 @@ def test_kubectl_create_job_runs_the_given_command(fake_api: FakeApiServer, kube
     pod_spec = fake_api.store.get("batch/v1", "jobs", "once", namespace)["spec"]["template"]["spec"]
     assert pod_spec["restartPolicy"] == "Never"
     assert pod_spec["containers"] == [{"name": "once", "image": "busybox", "command": ["echo", "hello"]}]
+
+
+def test_get_jobs_and_pods_print_the_real_servers_columns(fake_api: FakeApiServer, kubectl: Kubectl,
+                                                          namespace: str) -> None:
+    kubectl("create", "job", "power-on", "-n", namespace, "--image=wol", "--", "wake")
+    fake_api.store.patch("batch/v1", "jobs", "power-on", {"status": {
+        "succeeded": 1, "startTime": "2020-01-01T00:00:00Z", "completionTime": "2020-01-01T00:00:42Z",
+        "conditions": [{"type": "Complete", "status": "True"}]}}, namespace, subresource="status")
+    fake_api.store.create("v1", "pods", {"metadata": {"name": "power-on-x"}, "spec": {
+        "nodeName": "nuc-1", "containers": [{"name": "wake", "image": "wol"}]}}, namespace)
+    fake_api.store.patch("v1", "pods", "power-on-x", {"status": {"phase": "Running", "containerStatuses": [
+        {"name": "wake", "ready": True, "restartCount": 0, "state": {"running": {}}}]}}, namespace,
+        subresource="status")
+
+    jobs = kubectl("get", "jobs", "-n", namespace).stdout.splitlines()
+    pods = kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout.splitlines()
+
+    assert jobs[0].split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert jobs[1].split()[:4] == ["power-on", "Complete", "1/1", "42s"]
+    assert re.split(r"\s{2,}", pods[0].strip()) == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE",
+                                                    "NOMINATED NODE", "READINESS GATES"]
+    cells = re.split(r"\s{2,}", pods[1].strip())
+    assert cells[:4] + cells[5:] == ["power-on-x", "1/1", "Running", "0", "<none>", "nuc-1", "<none>", "<none>"]
