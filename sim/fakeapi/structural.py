@@ -365,5 +365,11 @@ def _ratchet(causes: list[FieldCause], new: dict[str, Any], old: dict[str, Any] 
     """On update, drop problems at fields the update left as they were (the real server's ratcheting)."""
     if old is None:
         return causes
-    return [cause for cause in causes
-            if cause.field == "<nil>" or _value_at(old, cause.field) != _value_at(new, cause.field)]
+    def unchanged(path: str) -> bool:
+        # A path this walk cannot follow (a map key with dots in it) counts as changed: better a true report
+        # than a problem let through.
+        found_old, old_value = _value_at(old, path)
+        found_new, new_value = _value_at(new, path)
+        return found_old and found_new and old_value == new_value
+
+    return [cause for cause in causes if cause.field == "<nil>" or not unchanged(cause.field)]

@@ -93,3 +93,13 @@ def test_an_update_is_not_blamed_for_what_it_did_not_change() -> None:
 
     assert unchanged.causes == []
     assert changed.causes == [FieldCause("spec.window.low", "FieldValueInvalid", "low above high")]
+
+
+def test_a_bad_value_under_a_map_key_with_dots_is_reported_on_update() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"capacity": {
+        "type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9]+$"}}}}}}
+    old = {"spec": {"capacity": {"nvidia.com/gpu": "1"}}}
+
+    outcome = admit({"spec": {"capacity": {"nvidia.com/gpu": "one"}}}, schema, old)
+
+    assert [cause.field for cause in outcome.causes] == ["spec.capacity.nvidia.com/gpu"]
