@@ -35,6 +35,11 @@ from sim.fakeapi.errors import FieldCause
 Schema = Mapping[str, Any]
 _ROOT_FIELDS = ("apiVersion", "kind", "metadata")
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# The fields of ObjectMeta: a custom resource's metadata is decoded as ObjectMeta whatever its schema says.
+_OBJECT_META_FIELDS = frozenset({
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "managedFields"})
 # Schema problems after which the real server does not run the CEL rules (its ``hasBlockingErr``): the rules
 # could not read the object. A bad pattern or an out-of-range number does not block them.
 _BLOCKING = frozenset({"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany",
@@ -349,6 +354,11 @@ def admit(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None = None
     body_schema = {**schema, "properties": root_properties}
     pruned = apply_defaults(prune(body, body_schema, "", unknown), body_schema)
     result = {**{key: obj[key] for key in _ROOT_FIELDS if key in obj}, **pruned}
+    metadata = result.get("metadata")
+    if isinstance(metadata, dict) and not set(metadata) <= _OBJECT_META_FIELDS:
+        unknown += [f"metadata.{key}" for key in metadata if key not in _OBJECT_META_FIELDS]
+        result["metadata"] = {key: value for key, value in metadata.items() if key in _OBJECT_META_FIELDS}
+    unknown.sort()  # the real server lists them sorted
     metadata_schema = (schema.get("properties") or {}).get("metadata") or {}
     causes = [cause for key in ("name", "generateName")
               if key in (metadata_schema.get("properties") or {}) and key in result.get("metadata", {})

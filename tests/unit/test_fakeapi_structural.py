@@ -103,3 +103,13 @@ def test_a_bad_value_under_a_map_key_with_dots_is_reported_on_update() -> None:
     outcome = admit({"spec": {"capacity": {"nvidia.com/gpu": "one"}}}, schema, old)
 
     assert [cause.field for cause in outcome.causes] == ["spec.capacity.nvidia.com/gpu"]
+
+
+def test_unknown_fields_are_reported_sorted_metadata_included() -> None:
+    thing = obj(image="i", zebra=1, apple=2)
+    thing["metadata"]["colour"] = "red"
+
+    outcome = admit(thing, SCHEMA)
+
+    assert outcome.unknown_fields == ["metadata.colour", "spec.apple", "spec.zebra"]
+    assert outcome.obj["metadata"] == {"name": "t"}
