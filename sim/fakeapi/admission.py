@@ -24,7 +24,7 @@ import re
 import time
 from typing import Any
 
-from sim.fakeapi import crds, disruption, structural
+from sim.fakeapi import crds, disruption, structural, webhooks
 from sim.fakeapi.errors import FieldCause, bad_request, internal, invalid
 from sim.fakeapi.resources import ResourceType
 
@@ -161,12 +161,19 @@ def prepare_create(
         _raise_if(resource, name, _pod_template_causes(result, "spec.template.spec", needs_restart_policy=True))
     elif not resource.custom and resource.plural == "pods":
         _raise_if(resource, name, _pod_template_causes(result, "spec", needs_restart_policy=False))
+    elif _is_webhook_configuration(resource):
+        result = webhooks.default_configuration(result)
+        _raise_if(resource, name, webhooks.configuration_causes(result))
     elif not resource.custom and resource.plural == "secrets" and not resource.group:
         result["type"] = result.get("type") or "Opaque"  # SetDefaults_Secret
     elif _is_budget(resource):
         result = disruption.default_budget(result)
         _raise_if(resource, name, disruption.budget_causes(result))
     return _admit_custom(resource, name, result, None, field_validation, warnings)
+
+
+def _is_webhook_configuration(resource: ResourceType) -> bool:
+    return not resource.custom and (resource.group, resource.plural) == webhooks.CONFIGURATIONS
 
 
 def _is_budget(resource: ResourceType) -> bool:
@@ -269,6 +276,9 @@ def prepare_update(
     if _is_budget(resource):
         result = disruption.default_budget(result)
         causes.extend(disruption.budget_causes(result))
+    if _is_webhook_configuration(resource):
+        result = webhooks.default_configuration(result)
+        causes.extend(webhooks.configuration_causes(result))
     _raise_if(resource, name, causes)
     result = _admit_custom(resource, name, result, old, field_validation, warnings)
     if spec_changed(resource, old, result):

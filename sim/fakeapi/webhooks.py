@@ -16,15 +16,19 @@ webhook that has them is always called). ``clientConfig.url`` is called as writt
 registered for it with ``FakeApiServer.expose_service`` (TLS still checks the certificate against
 ``<service>.<namespace>.svc``, as a real server does) and otherwise fails like a Service that does not
 exist. TLS trusts ``caBundle`` (the system roots without one). Configurations of admission registration
-itself are never sent to webhooks, as on a real server.
+itself are never sent to webhooks, as on a real server. The configurations are checked and defaulted as the
+real server checks and defaults them (``configuration_causes``, ``default_configuration``), so a webhook
+with an ``http://`` URL or without ``sideEffects`` is refused when it is registered, not when it is called.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import http.client
 import json
+import re
 import ssl
 import threading
 import uuid
@@ -34,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sim.fakeapi.disruption import selector_matches
-from sim.fakeapi.errors import ApiError
+from sim.fakeapi.errors import ApiError, FieldCause
 from sim.fakeapi.resources import ResourceType
 
 ADMISSION_GROUP = "admissionregistration.k8s.io"
@@ -195,6 +199,89 @@ def _context(ca_bundle: Any) -> ssl.SSLContext:
         with contextlib.suppress(ValueError, ssl.SSLError):
             context.load_verify_locations(cadata=base64.b64decode(ca_bundle).decode("ascii"))
     return context
+
+
+# -------------------------------------------------------------------------------- the configuration itself
+
+_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join(f'"{value}"' for value in values)
+
+
+def default_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
+    """The defaults the real server writes into each webhook of a ValidatingWebhookConfiguration."""
+    result = copy.deepcopy(configuration)
+    for webhook in result.get("webhooks") or []:
+        if not isinstance(webhook, dict):
+            continue
+        for key, value in (("failurePolicy", "Fail"), ("matchPolicy", "Equivalent"), ("namespaceSelector", {}),
+                           ("objectSelector", {}), ("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS)):
+            webhook.setdefault(key, value)
+        for rule in webhook.get("rules") or []:
+            if isinstance(rule, dict):
+                rule.setdefault("scope", "*")
+    return result
+
+
+def configuration_causes(configuration: dict[str, Any]) -> list[FieldCause]:
+    """What the real server refuses in a ValidatingWebhookConfiguration, in its words."""
+    causes: list[FieldCause] = []
+    seen: set[str] = set()
+    for index, webhook in enumerate(configuration.get("webhooks") or []):
+        path = f"webhooks[{index}]"
+        if not isinstance(webhook, dict):
+            causes.append(FieldCause(path, "FieldValueInvalid", "must be an object"))
+            continue
+        name = str(webhook.get("name") or "")
+        if not name:
+            causes.append(FieldCause(f"{path}.name", "FieldValueRequired", ""))
+        elif name.count(".") < 2 or not _DOMAIN.match(name):
+            causes.append(FieldCause(f"{path}.name", "FieldValueInvalid",
+                                     f'"{name}": should be a domain with at least three segments separated by dots'))
+        elif name in seen:
+            causes.append(FieldCause(f"{path}.name", "FieldValueDuplicate", f'"{name}"'))
+        seen.add(name)
+        side_effects = webhook.get("sideEffects")
+        if not side_effects:
+            causes.append(FieldCause(f"{path}.sideEffects", "FieldValueRequired",
+                                     "must specify one of None, NoneOnDryRun"))
+        elif side_effects not in ("None", "NoneOnDryRun"):
+            causes.append(FieldCause(f"{path}.sideEffects", "FieldValueNotSupported",
+                                     f'"{side_effects}": supported values: {_quoted(("None", "NoneOnDryRun"))}'))
+        if not any(v in ("v1", "v1beta1") for v in webhook.get("admissionReviewVersions") or []):
+            causes.append(FieldCause(f"{path}.admissionReviewVersions", "FieldValueRequired",
+                                     "must specify one of v1, v1beta1"))
+        for key, supported in (("failurePolicy", ("Fail", "Ignore")), ("matchPolicy", ("Exact", "Equivalent"))):
+            if key in webhook and webhook[key] not in supported:
+                causes.append(FieldCause(f"{path}.{key}", "FieldValueNotSupported",
+                                         f'"{webhook[key]}": supported values: {_quoted(supported)}'))
+        timeout = webhook.get("timeoutSeconds")
+        if timeout is not None and not (isinstance(timeout, int) and 1 <= timeout <= 30):
+            causes.append(FieldCause(f"{path}.timeoutSeconds", "FieldValueInvalid",
+                                     f"{timeout}: the timeout value must be between 1 and 30 seconds"))
+        causes.extend(_client_config_causes(webhook.get("clientConfig") or {}, f"{path}.clientConfig"))
+        for rule_index, rule in enumerate(webhook.get("rules") or []):
+            scope = (rule or {}).get("scope", "*") if isinstance(rule, dict) else "*"
+            if scope not in ("*", "Cluster", "Namespaced"):
+                causes.append(FieldCause(f"{path}.rules[{rule_index}].scope", "FieldValueNotSupported",
+                                         f'"{scope}": supported values: {_quoted(("*", "Cluster", "Namespaced"))}'))
+    return causes
+
+
+def _client_config_causes(client_config: Any, path: str) -> list[FieldCause]:
+    if not isinstance(client_config, dict) or bool(client_config.get("url")) == bool(client_config.get("service")):
+        return [FieldCause(path, "FieldValueRequired", "exactly one of url or service is required")]
+    if client_config.get("url"):
+        scheme = urlsplit(str(client_config["url"])).scheme
+        if scheme != "https":
+            return [FieldCause(f"{path}.url", "FieldValueInvalid", f'"{scheme}": \'https\' is the only allowed URL '
+                                                                    "scheme; desired format: https://host[/path]")]
+        return []
+    service = client_config["service"]
+    return [FieldCause(f"{path}.service.{key}", "FieldValueRequired", "")
+            for key in ("namespace", "name") if not (isinstance(service, dict) and service.get(key))]
 
 
 def _denial(name: str, status: Any, warnings: list[str]) -> ApiError:
