@@ -187,7 +187,9 @@ def _run_with_fake_api(args: argparse.Namespace, stop_requested: threading.Event
     server = FakeApiServer(host=host, port=port)
     server.start()
     try:
-        server.write_kubeconfig(kubeconfig_path)
+        # The context names the simulated namespace, as the demo's does, so `kubectl get` and
+        # `homelab-autoscaler status` with this kubeconfig show the homelab without `-n`.
+        server.write_kubeconfig(kubeconfig_path, namespace=args.namespace)
         configuration = kube_client.Configuration()
         configuration.host = server.url
         with kube_client.ApiClient(configuration) as api_client:

@@ -8,6 +8,7 @@ Nothing here decides anything about the story; it only owns lifetimes: every thr
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from kubernetes import client as kube_client
 
@@ -24,10 +25,12 @@ from actors.adapters.webhook_certs import CertificateMaterial, write_files
 from homelab_autoscaler.demo.homelab import OPERATOR_NAMESPACE, DemoHomelab
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import LogLevel, Settings, WebhookCertSource
+from schemas import API_GROUP, API_VERSION
 from sim.fakeapi import FakeApiServer
 from sim.machines import MachineSimulator
 from sim.seed import install_crds
 from webhooks.certs import create_certificate_authority, create_serving_certificate
+from webhooks.server import VALIDATE_PATH
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ ACTING_TIMEOUT_SECONDS: Final = 20.0
 SHUTDOWN_GRACE_SECONDS: Final = 2.0
 WEBHOOK_DNS_NAMES: Final = ("localhost",)
 WEBHOOK_IP_ADDRESSES: Final = ("127.0.0.1",)
+WEBHOOK_CONFIGURATIONS: Final = "admissionregistration.k8s.io/v1"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class DemoSession:
         self._operator: Operator | None = None
         self._simulator: MachineSimulator | None = None
         self._kubeconfig: Path | None = None
+        self._webhook_ca_pem: bytes | None = None
 
     # --- what the scenario, the command and the tests use --------------------------------------------------------
 
@@ -142,6 +147,7 @@ class DemoSession:
         self._operator.start()
         if not self._operator.wait_acting(ACTING_TIMEOUT_SECONDS):
             raise TimeoutError(f"the operator did not begin acting within {ACTING_TIMEOUT_SECONDS:.0f} s")
+        self._register_webhook(self._fake)
 
         timing = self.homelab.timing
         self._simulator = MachineSimulator(
@@ -164,12 +170,25 @@ class DemoSession:
             for manifest in manifests:
                 store.create(manifest["apiVersion"], plural, manifest, self.homelab.namespace)
 
+    def _register_webhook(self, fake: FakeApiServer) -> None:
+        """Register the operator's webhook with the fake API, as manifests/50-webhook.yaml does on a cluster.
+
+        The fake then sends every create and update of a Group or Node made over HTTP (kubectl apply against
+        `--serve`) to the operator, which refuses what a cluster running it would refuse, such as a Node without
+        its group label. The seeded objects went into the store directly, before, and are valid anyway.
+        """
+        address = self.webhook_address
+        if address is None or self._webhook_ca_pem is None:
+            return
+        fake.store.create(WEBHOOK_CONFIGURATIONS, "validatingwebhookconfigurations", webhook_configuration(
+            f"https://{address}{VALIDATE_PATH}", self._webhook_ca_pem))
+
     def _settings(self, kubeconfig: Path, certificate_directory: Path) -> Settings:
         webhook = bool(self.options.webhook_address)
         if webhook:
-            # No cluster calls this webhook (the fake API does not admit through webhooks) and nothing should be
-            # written to the cluster for it, so its certificate is made here and handed over as files.
-            _write_webhook_certificate(certificate_directory)
+            # Nothing should be written to the cluster for this webhook's certificate, so it is made here and
+            # handed over as files; the CA goes into the configuration registered with the fake API.
+            self._webhook_ca_pem = _write_webhook_certificate(certificate_directory)
         return Settings(
             kubeconfig=kubeconfig,
             namespace=OPERATOR_NAMESPACE,
@@ -213,11 +232,33 @@ class DemoSession:
         self.stop()
 
 
-def _write_webhook_certificate(directory: Path) -> None:
+def _write_webhook_certificate(directory: Path) -> bytes:
+    """Write the webhook's serving certificate and key; returns the CA that signed them (PEM)."""
     now = datetime.now(UTC)
     authority = create_certificate_authority(now)
     serving = create_serving_certificate(authority, WEBHOOK_DNS_NAMES, now, ip_addresses=WEBHOOK_IP_ADDRESSES)
     write_files(directory, CertificateMaterial(serving.cert_pem, serving.key_pem, authority.cert_pem))
+    return authority.cert_pem
+
+
+def webhook_configuration(url: str, ca_pem: bytes) -> dict[str, Any]:
+    """manifests/50-webhook.yaml's configuration, calling `url` (the demo's loopback webhook) and trusting `ca_pem`."""
+    return {
+        "apiVersion": WEBHOOK_CONFIGURATIONS,
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "homelab-autoscaler"},
+        "webhooks": [{
+            "name": "validate.infra.homecluster.dev",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "matchPolicy": "Equivalent",
+            "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode("ascii")},
+            "rules": [{"apiGroups": [API_GROUP], "apiVersions": [API_VERSION], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["groups", "nodes"], "scope": "Namespaced"}],
+        }],
+    }
 
 
 def _host(address: str) -> str:

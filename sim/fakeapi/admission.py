@@ -11,6 +11,8 @@ Rules kept honest on purpose, because the operator depends on them:
 - Status sent on create is dropped for Jobs and for custom resources with a status subresource (Nodes keep it).
 - ``spec.providerID`` of a Node may go from "" to a value once, then never changes (422).
 - No finalizer may be added to an object that is being deleted (422).
+- A custom resource goes through its CRD's structural schema, defaults and CEL rules (``structural``), on
+  create, update and ``/status`` alike: an object the real server would refuse is refused with its message.
 - A PodDisruptionBudget gets ``minAvailable: 1`` when it names no bound and is checked like the real one
   (see ``disruption``); it is created with an all-zero status for the controller to fill in.
 """
@@ -22,7 +24,7 @@ import re
 import time
 from typing import Any
 
-from sim.fakeapi import crds, disruption
+from sim.fakeapi import crds, disruption, structural, webhooks
 from sim.fakeapi.errors import FieldCause, bad_request, internal, invalid
 from sim.fakeapi.resources import ResourceType
 
@@ -96,10 +98,34 @@ def _raise_if(resource: ResourceType, name: str, causes: list[FieldCause]) -> No
         raise invalid(resource.kind, resource.group, name, causes)
 
 
+FieldValidation = str  # "Strict", "Warn" or "Ignore", as in the ``fieldValidation`` query parameter
+
+
+def _admit_custom(resource: ResourceType, name: str, obj: dict[str, Any], old: dict[str, Any] | None,
+                  field_validation: FieldValidation, warnings: list[str] | None) -> dict[str, Any]:
+    """A custom resource through its CRD's structural schema and CEL rules (see ``structural``)."""
+    if not resource.custom or not resource.schema:
+        return obj
+    outcome = structural.admit(obj, resource.schema, old)
+    if outcome.unknown_fields and field_validation == "Strict":
+        unknown = ", ".join(f'unknown field "{path}"' for path in outcome.unknown_fields)
+        raise bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+                          f"strict decoding error: {unknown}")
+    _raise_if(resource, name, outcome.causes)
+    if field_validation == "Warn" and warnings is not None:
+        warnings.extend(f'unknown field "{path}"' for path in outcome.unknown_fields)
+    return outcome.obj
+
+
 def prepare_create(
-    resource: ResourceType, body: dict[str, Any], *, namespace: str | None, name: str, uid: str, now: float
+    resource: ResourceType, body: dict[str, Any], *, namespace: str | None, name: str, uid: str, now: float,
+    field_validation: FieldValidation = "Ignore", warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The object as stored on create (``body`` already passed ``check_type_meta``; ``name`` is final)."""
+    """The object as stored on create (``body`` already passed ``check_type_meta``; ``name`` is final).
+
+    Unknown fields of a custom resource are pruned; with ``field_validation`` "Strict" they are refused (400)
+    and with "Warn" each is appended to ``warnings`` (the HTTP layer sends them as ``Warning`` headers).
+    """
     result = copy.deepcopy(body)
     metadata = result["metadata"]
     if metadata.get("resourceVersion"):
@@ -135,10 +161,19 @@ def prepare_create(
         _raise_if(resource, name, _pod_template_causes(result, "spec.template.spec", needs_restart_policy=True))
     elif not resource.custom and resource.plural == "pods":
         _raise_if(resource, name, _pod_template_causes(result, "spec", needs_restart_policy=False))
+    elif _is_webhook_configuration(resource):
+        result = webhooks.default_configuration(result)
+        _raise_if(resource, name, webhooks.configuration_causes(result))
+    elif not resource.custom and resource.plural == "secrets" and not resource.group:
+        result["type"] = result.get("type") or "Opaque"  # SetDefaults_Secret
     elif _is_budget(resource):
         result = disruption.default_budget(result)
         _raise_if(resource, name, disruption.budget_causes(result))
-    return result
+    return _admit_custom(resource, name, result, None, field_validation, warnings)
+
+
+def _is_webhook_configuration(resource: ResourceType) -> bool:
+    return not resource.custom and (resource.group, resource.plural) == webhooks.CONFIGURATIONS
 
 
 def _is_budget(resource: ResourceType) -> bool:
@@ -194,7 +229,8 @@ def spec_changed(resource: ResourceType, old: dict[str, Any], new: dict[str, Any
 
 
 def prepare_update(
-    resource: ResourceType, old: dict[str, Any], body: dict[str, Any], *, subresource: str | None, now: float
+    resource: ResourceType, old: dict[str, Any], body: dict[str, Any], *, subresource: str | None, now: float,
+    field_validation: FieldValidation = "Ignore", warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The object as stored after an update/patch of ``old`` to ``body`` (type meta already checked)."""
     del now  # kept for symmetry with prepare_create; no rule here depends on time yet
@@ -205,7 +241,7 @@ def prepare_update(
         else:
             result.pop("status", None)
         result["metadata"]["resourceVersion"] = (body.get("metadata") or {}).get("resourceVersion")
-        return result
+        return _admit_custom(resource, old["metadata"]["name"], result, old, field_validation, warnings)
     result = copy.deepcopy(body)
     metadata = result["metadata"]
     old_metadata = old["metadata"]
@@ -240,7 +276,11 @@ def prepare_update(
     if _is_budget(resource):
         result = disruption.default_budget(result)
         causes.extend(disruption.budget_causes(result))
+    if _is_webhook_configuration(resource):
+        result = webhooks.default_configuration(result)
+        causes.extend(webhooks.configuration_causes(result))
     _raise_if(resource, name, causes)
+    result = _admit_custom(resource, name, result, old, field_validation, warnings)
     if spec_changed(resource, old, result):
         result["metadata"]["generation"] = int(old_metadata.get("generation", 1)) + 1
     return result

@@ -101,5 +101,6 @@ def custom_resource_types(crd: dict[str, Any]) -> list[ResourceType]:
             categories=tuple(names.get("categories") or ()), has_status=has_status,
             status_on_create="clear" if has_status else "keep", selectable_fields=selectable,
             merge_strategies=None, custom=True, printer_columns=_printer_columns(version),
+            schema=copy.deepcopy((version.get("schema") or {}).get("openAPIV3Schema")),
         ))
     return served

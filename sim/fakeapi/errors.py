@@ -94,13 +94,12 @@ STALE_OBJECT = "the object has been modified; please apply your changes to the l
 def invalid(kind: str, group: str, name: str, causes: Sequence[FieldCause]) -> ApiError:
     """422 Invalid, phrased like the real server: ``Kind.group "name" is invalid: field: Reason: detail``."""
     qualified_kind = kind if not group else f"{kind}.{group}"
-    texts = [f"{cause.field}: {_reason_text(cause.reason)}: {cause.message}" for cause in causes]
+    texts = [f"{cause.field}: {_cause_text(cause)}" for cause in causes]
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     details: dict[str, Any] = {
         "name": name,
         "kind": kind,
-        "causes": [{"reason": c.reason, "message": f"{_reason_text(c.reason)}: {c.message}", "field": c.field}
-                   for c in causes],
+        "causes": [{"reason": c.reason, "message": _cause_text(c), "field": c.field} for c in causes],
     }
     if group:
         details["group"] = group
@@ -113,7 +112,16 @@ _REASON_TEXTS = {
     "FieldValueInvalid": "Invalid value",
     "FieldValueNotSupported": "Unsupported value",
     "FieldValueDuplicate": "Duplicate value",
+    "FieldValueTypeInvalid": "Invalid value",
+    "FieldValueTooLong": "Too long",
+    "FieldValueTooMany": "Too many",
 }
+
+
+def _cause_text(cause: FieldCause) -> str:
+    """``Reason text: detail``, or the reason text alone when there is no detail (``Required value``)."""
+    text = _reason_text(cause.reason)
+    return f"{text}: {cause.message}" if cause.message else text
 
 
 def _reason_text(reason: str) -> str:
@@ -152,6 +160,12 @@ def unsupported_media_type(content_type: str, accepted: Sequence[str]) -> ApiErr
         + ", ".join(accepted)
     )
     return ApiError(415, "UnsupportedMediaType", message)
+
+
+def unknown_body_format(accepted: Sequence[str]) -> ApiError:
+    """415 for a create/update body in a media type the server does not decode (e.g. protobuf here)."""
+    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                                                 "media types include: " + ", ".join(accepted))
 
 
 def internal(message: str) -> ApiError:

@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from sim.fakeapi.errors import GroupResource
 
@@ -76,6 +76,8 @@ class ResourceType:
     custom: bool = False
     printer_columns: tuple[PrinterColumn, ...] = field(default=())
     actions: tuple[ActionSubresource, ...] = ()
+    # A custom resource's openAPIV3Schema for this version (see ``structural``); not part of its identity.
+    schema: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def action(self, name: str | None) -> ActionSubresource | None:
         return next((action for action in self.actions if action.name == name), None)
@@ -187,6 +189,9 @@ BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, merge_strategies=PLAIN_MERGE),
     ResourceType("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
                  ("pdb",), has_status=True, status_on_create="disruption-budget", merge_strategies=BUDGET_MERGE),
+    ResourceType("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+                 "validatingwebhookconfiguration", "ValidatingWebhookConfiguration", False,
+                 categories=("api-extensions",), merge_strategies={**_OBJECT_META_LISTS, "webhooks": "name"}),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition",
                  "CustomResourceDefinition", False, ("crd", "crds"), ("api-extensions",), has_status=True,
                  status_on_create="keep", merge_strategies=PLAIN_MERGE),

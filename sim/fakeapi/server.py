@@ -25,7 +25,9 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sim.fakeapi import discovery, disruption, errors, openapi, tables, watch
+import yaml
+
+from sim.fakeapi import discovery, disruption, errors, openapi, protobuf, tables, watch, webhooks
 from sim.fakeapi.errors import ApiError
 from sim.fakeapi.faults import FaultInjector
 from sim.fakeapi.garbage import GarbageCollector
@@ -42,6 +44,7 @@ _PATCH_TYPES: dict[str, PatchType] = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
 }
+_WEBHOOK_OPERATIONS = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete": "DELETE"}
 _BUILTIN_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                         "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 
@@ -212,7 +215,7 @@ class _Router:
         accept = headers.get("accept", "")
         name = target.name or ""
         if resource.action(target.subresource) is not None:
-            return self._evict(target, query, body)
+            return self._evict(target, query, _decode_body(headers, body))
         if verb == "get":
             obj = self.store.get_object(resource, target.namespace, name)
             return self._object_reply(200, resource, obj, accept, query)
@@ -220,17 +223,29 @@ class _Router:
             return self._list(target, query, accept)
         if verb == "watch":
             return self._watch(target, query, accept)
+        field_validation = _field_validation(query)
+        warnings: list[str] = []
+        if verb in _WEBHOOK_OPERATIONS:
+            # Validating webhooks see the object as it would be stored, after its own validation, as on a
+            # real server; their warnings lead the ones the write itself produces.
+            warnings += self._admit_through_webhooks(verb, target, headers, body, dry_run, field_validation)
         if verb == "create":
-            created = self.store.create_object(resource, target.namespace, _decode_json(body), dry_run=dry_run)
-            return Reply(201, created)
+            created = self.store.create_object(resource, target.namespace, _decode_object(resource, headers, body),
+                                               dry_run=dry_run, field_validation=field_validation,
+                                               warnings=warnings)
+            return Reply(201, created, _warning_headers(warnings))
         if verb == "update":
-            updated = self.store.replace_object(resource, target.namespace, name, _decode_json(body),
-                                                subresource=target.subresource, dry_run=dry_run)
-            return Reply(200, updated)
+            updated = self.store.replace_object(resource, target.namespace, name,
+                                                _decode_object(resource, headers, body),
+                                                subresource=target.subresource, dry_run=dry_run,
+                                                field_validation=field_validation, warnings=warnings)
+            return Reply(200, updated, _warning_headers(warnings))
         if verb == "patch":
-            return Reply(200, self._patch(target, headers, body, dry_run))
-        options, warnings = self._delete_options(resource, query, _decode_json(body) if body.strip() else {})
-        reply_headers = {"Warning": f'299 - "{warnings}"'} if warnings else {}
+            patched = self._patch(target, headers, body, dry_run, field_validation, warnings)
+            return Reply(200, patched, _warning_headers(warnings))
+        options, warning = self._delete_options(resource, query,
+                                                _decode_body(headers, body) if body.strip() else {})
+        reply_headers = _warning_headers(warnings + ([warning] if warning else []))
         if verb == "delete":
             deleted = self.store.delete_object(resource, target.namespace, name, options, dry_run=dry_run)
             return Reply(200, deleted, reply_headers)
@@ -241,9 +256,42 @@ class _Router:
                            "metadata": {"resourceVersion": str(self.store.resource_version)},
                            "items": removed}, reply_headers)
 
-    def _evict(self, target: _Target, query: dict[str, str], body: bytes) -> Reply:
+    def _admit_through_webhooks(self, verb: str, target: _Target, headers: dict[str, str], body: bytes,
+                                dry_run: bool, field_validation: str) -> list[str]:
+        """Call the validating webhooks that match this write (see ``webhooks``); their warnings, or raise."""
+        configuration_type = self.registry.lookup(webhooks.ADMISSION_GROUP, "v1", webhooks.CONFIGURATIONS[1])
+        if configuration_type is None or target.resource.group == webhooks.ADMISSION_GROUP:
+            return []
+        configurations = self.store.list_objects(configuration_type, None, ListQuery()).items
+        if not self.api.webhooks.may_match(configurations, _WEBHOOK_OPERATIONS[verb], target.resource,
+                                           target.subresource):
+            return []  # most writes (leases, jobs, events) concern no webhook: no dry run for them
+        resource, namespace, name = target.resource, target.namespace, target.name or ""
+        old = None if verb == "create" else self.store.get_object(resource, namespace, name)
+        obj: dict[str, Any] | None = None
+        if verb == "create":
+            obj = self.store.create_object(resource, namespace, _decode_object(resource, headers, body), dry_run=True,
+                                           field_validation=field_validation, warnings=[])
+            name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
+        elif verb == "update":
+            obj = self.store.replace_object(resource, namespace, name, _decode_object(resource, headers, body),
+                                            subresource=target.subresource, dry_run=True,
+                                            field_validation=field_validation, warnings=[])
+        elif verb == "patch":
+            obj = self._patch(target, headers, body, True, field_validation, [])
+        namespace_labels: dict[str, str] = {}
+        if resource.namespaced and namespace:
+            namespace_type = self.registry.lookup("", "v1", "namespaces")
+            assert namespace_type is not None
+            namespace_obj = self.store.get_object(namespace_type, None, namespace)
+            namespace_labels = namespace_obj["metadata"].get("labels") or {}
+        return self.api.webhooks.admit(configurations, webhooks.AdmissionCall(
+            operation=_WEBHOOK_OPERATIONS[verb], resource=resource, subresource=target.subresource,
+            namespace=namespace, name=name, obj=obj, old=old, dry_run=dry_run, namespace_labels=namespace_labels))
+
+    def _evict(self, target: _Target, query: dict[str, str], body: Any) -> Reply:
         namespace, name = target.namespace or "", target.name or ""
-        document = disruption.deletion_options_of(_decode_json(body), namespace, name)
+        document = disruption.deletion_options_of(body, namespace, name)
         options, _ = self._delete_options(target.resource, {}, document)
         dry_run = "All" in query.get("dryRun", "") or "All" in (document.get("dryRun") or [])
         return Reply(201, self.store.evict_pod(namespace, name, options, dry_run=dry_run))
@@ -293,7 +341,8 @@ class _Router:
             return WatchReply(resource, None, timeout, bookmarks, as_table, error)
         return WatchReply(resource, watcher, timeout, bookmarks, as_table)
 
-    def _patch(self, target: _Target, headers: dict[str, str], body: bytes, dry_run: bool) -> dict[str, Any]:
+    def _patch(self, target: _Target, headers: dict[str, str], body: bytes, dry_run: bool,
+               field_validation: str, warnings: list[str]) -> dict[str, Any]:
         resource = target.resource
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         patch_type = _PATCH_TYPES.get(content_type)
@@ -302,7 +351,8 @@ class _Router:
         if patch_type is None or (patch_type == "strategic" and resource.merge_strategies is None):
             raise errors.unsupported_media_type(content_type, accepted)
         return self.store.patch_object(resource, target.namespace, target.name or "", patch_type,
-                                       _decode_json(body), subresource=target.subresource, dry_run=dry_run)
+                                       _decode_json(body), subresource=target.subresource, dry_run=dry_run,
+                                       field_validation=field_validation, warnings=warnings)
 
     @staticmethod
     def _delete_options(resource: ResourceType, query: dict[str, str], document: Any) -> tuple[DeleteOptions, str]:
@@ -325,6 +375,57 @@ class _Router:
                        "to remove them or set propagationPolicy=Orphan to suppress this warning")
         typed_policy = cast(Propagation | None, policy)
         return DeleteOptions(typed_policy, preconditions.get("uid"), preconditions.get("resourceVersion")), warning
+
+
+# What a body may be sent as, as on a real server: JSON, YAML, and protobuf, which kubectl 1.32 sends for
+# built-in kinds (`kubectl create namespace|secret|configmap|...`) and does not retry as JSON after a 415. Any
+# other type is answered 415 like a real server's. A request without Content-Type is read as JSON (a real
+# server answers it 415): the tests' raw HTTP helpers send none.
+_BODY_TYPES = ("application/json", "application/yaml", protobuf.MEDIA_TYPE)
+
+
+def _decode_body(headers: dict[str, str], body: bytes) -> Any:
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("", "application/json"):
+        return _decode_json(body)
+    if content_type == "application/yaml":
+        try:
+            return yaml.safe_load(body.decode("utf-8")) if body else None
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            raise errors.bad_request(f"the request body is not valid YAML: {error}") from error
+    if content_type == protobuf.MEDIA_TYPE:
+        return protobuf.decode(body, _BODY_TYPES)
+    raise errors.unknown_body_format(_BODY_TYPES)
+
+
+def _field_validation(query: dict[str, str]) -> str:
+    """The ``fieldValidation`` of a write: Strict refuses unknown fields, Warn (the default) prunes and warns."""
+    value = query.get("fieldValidation") or "Warn"
+    if value not in ("Strict", "Warn", "Ignore"):
+        raise errors.bad_request(f'fieldValidation parameter {value!r} is invalid: valid values are "Ignore", '
+                                 '"Warn", or "Strict"')
+    return value
+
+
+def _warning_headers(warnings: list[str]) -> dict[str, str]:
+    """One ``Warning: 299 - "..."`` entry per warning, comma-joined as HTTP allows (kubectl splits them)."""
+    if not warnings:
+        return {}
+    return {"Warning": ", ".join("299 - " + json.dumps(text) for text in warnings)}
+
+
+def _decode_object(resource: ResourceType, headers: dict[str, str], body: bytes) -> Any:
+    """The object of a create or update, refused in the real server's words when it is not JSON."""
+    try:
+        return _decode_body(headers, body)
+    except ApiError as error:
+        if error.code != 400 or not error.message.startswith("the request body is not valid JSON: "):
+            raise
+        why = error.message.removeprefix("the request body is not valid JSON: ")
+        text = body.decode("utf-8", "replace")
+        excerpt = text if len(text) <= 30 else text[:30] + " ..."
+        raise errors.bad_request(f"the object provided is unrecognized (must be of type {resource.kind}): couldn't "
+                                 f"get version/kind; json parse error: {why} ({excerpt})") from error
 
 
 def _decode_json(body: bytes) -> Any:
@@ -527,6 +628,7 @@ class FakeApiServer:
                            clock=clock)
         self.garbage = GarbageCollector(self.store)
         self.faults = FaultInjector(self.store)
+        self.webhooks = webhooks.WebhookCaller()
         self.on_request: list[RequestHook] = []
         self.stopping = threading.Event()
         self.router = _Router(self)
@@ -568,6 +670,10 @@ class FakeApiServer:
         self.garbage.stop(timeout)
         self._http = None
         self._serve_thread = None
+
+    def expose_service(self, namespace: str, name: str, port: int, address: tuple[str, int]) -> None:
+        """Let a webhook's ``clientConfig.service`` ``namespace/name:port`` reach ``address`` (e.g. loopback)."""
+        self.webhooks.expose_service(namespace, name, port, address)
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
         return write_kubeconfig(path, self.url, namespace)

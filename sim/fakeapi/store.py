@@ -349,7 +349,8 @@ class Store:
     # ------------------------------------------------------------------------------------------- create
 
     def create_object(self, resource: ResourceType, namespace: str | None, body: Any, *,
-                      dry_run: bool = False) -> dict[str, Any]:
+                      dry_run: bool = False, field_validation: admission.FieldValidation = "Ignore",
+                      warnings: list[str] | None = None) -> dict[str, Any]:
         candidate = admission.check_type_meta(resource, body)
         metadata = candidate["metadata"]
         if resource.namespaced:
@@ -375,7 +376,8 @@ class Store:
             elif self._key(resource, namespace, name) in objects:
                 raise errors.already_exists(resource.group_resource, name)
             stored = admission.prepare_create(resource, candidate, namespace=namespace, name=name,
-                                              uid=str(uuid.uuid4()), now=self._clock())
+                                              uid=str(uuid.uuid4()), now=self._clock(),
+                                              field_validation=field_validation, warnings=warnings)
             if not resource.custom and resource.group == crds.CRD_GROUP:
                 stored["metadata"]["finalizers"] = sorted({*_finalizers(stored), FINALIZER_CRD_CLEANUP})
             if dry_run:
@@ -457,7 +459,9 @@ class Store:
     # ------------------------------------------------------------------------------------------- writing
 
     def replace_object(self, resource: ResourceType, namespace: str | None, name: str, body: Any, *,
-                       subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+                       subresource: str | None = None, dry_run: bool = False,
+                       field_validation: admission.FieldValidation = "Ignore",
+                       warnings: list[str] | None = None) -> dict[str, Any]:
         candidate = admission.check_type_meta(resource, body)
         metadata = candidate["metadata"]
         if metadata.get("name") != name:
@@ -468,10 +472,13 @@ class Store:
                                      "on the request")
         with self._lock:
             old = self._require(resource, namespace, name)
-            return self._update(resource, old, candidate, subresource=subresource, dry_run=dry_run)
+            return self._update(resource, old, candidate, subresource=subresource, dry_run=dry_run,
+                                field_validation=field_validation, warnings=warnings)
 
     def patch_object(self, resource: ResourceType, namespace: str | None, name: str, patch_type: PatchType,
-                     document: Any, *, subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+                     document: Any, *, subresource: str | None = None, dry_run: bool = False,
+                     field_validation: admission.FieldValidation = "Ignore",
+                     warnings: list[str] | None = None) -> dict[str, Any]:
         with self._lock:
             old = self._require(resource, namespace, name)
             seen = self.view(resource, old)
@@ -494,16 +501,19 @@ class Store:
             if candidate["metadata"].get("name") != name:
                 raise errors.invalid(resource.kind, resource.group, name, [errors.FieldCause(
                     "metadata.name", "FieldValueInvalid", "field is immutable")])
-            return self._update(resource, old, candidate, subresource=subresource, dry_run=dry_run)
+            return self._update(resource, old, candidate, subresource=subresource, dry_run=dry_run,
+                                field_validation=field_validation, warnings=warnings)
 
     def _update(self, resource: ResourceType, old: dict[str, Any], candidate: dict[str, Any], *,
-                subresource: str | None, dry_run: bool) -> dict[str, Any]:
+                subresource: str | None, dry_run: bool, field_validation: admission.FieldValidation = "Ignore",
+                warnings: list[str] | None = None) -> dict[str, Any]:
         name = old["metadata"]["name"]
         wanted_version = candidate["metadata"].get("resourceVersion")
         if wanted_version and wanted_version != old["metadata"]["resourceVersion"]:
             raise errors.conflict(resource.group_resource, name, errors.STALE_OBJECT)
         seen = self.view(resource, old)
-        stored = admission.prepare_update(resource, seen, candidate, subresource=subresource, now=self._clock())
+        stored = admission.prepare_update(resource, seen, candidate, subresource=subresource, now=self._clock(),
+                                          field_validation=field_validation, warnings=warnings)
         stored["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if stored == seen:
             return seen  # a no-op write keeps its resourceVersion and emits no event, as on a real server

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -244,6 +245,22 @@ def demo_processes() -> Iterator[list[DemoProcess]]:
         process.kill()
 
 
+BAD_MANIFESTS = {
+    "group-min-above-max": textwrap.dedent("""\
+        apiVersion: infra.homecluster.dev/v1alpha1
+        kind: Group
+        metadata: {name: backwards}
+        spec: {minSize: 5, maxSize: 2}
+        """),
+    "node-without-group": textwrap.dedent("""\
+        apiVersion: infra.homecluster.dev/v1alpha1
+        kind: Node
+        metadata: {name: stray}
+        spec: {startupJob: {image: wol}, shutdownJob: {image: ssh}}
+        """),
+}
+
+
 def test_serve_keeps_the_homelab_up_for_kubectl_and_a_real_ca_until_ctrl_c(
     demo_processes: list[DemoProcess],
 ) -> None:
@@ -261,6 +278,10 @@ def test_serve_keeps_the_homelab_up_for_kubectl_and_a_real_ca_until_ctrl_c(
         timeout=EXIT_TIMEOUT,
         check=False,
     )
+    # What a real cluster refuses, the demo's API refuses too: the CRD's CEL rule, and the operator's webhook.
+    refused = {name: subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-"], input=manifest, capture_output=True, text=True,
+        timeout=EXIT_TIMEOUT, check=False) for name, manifest in BAD_MANIFESTS.items()}
     with grpc.insecure_channel(grpc_address) as channel:
         groups = externalgrpc_grpc.CloudProviderStub(channel).NodeGroups(externalgrpc.NodeGroupsRequest(), timeout=5)
     status, stderr = demo.interrupt()
@@ -270,6 +291,14 @@ def test_serve_keeps_the_homelab_up_for_kubectl_and_a_real_ca_until_ctrl_c(
         f"node.infra.homecluster.dev/{name}" for name in ("elitedesk-1", "gpu-1", "gpu-2", "nuc-1", "nuc-2", "nuc-3")
     ]
     assert sorted(group.id for group in groups.nodeGroups) == ["homelab/gpu", "homelab/minis"]
+    assert refused["group-min-above-max"].returncode == 1
+    assert refused["group-min-above-max"].stderr.strip() == (
+        'The Group "backwards" is invalid: spec.minSize: Invalid value: minSize must not be greater than maxSize')
+    assert refused["node-without-group"].returncode == 1
+    # kubectl prints the webhook's causes (after its warnings), as it does for a real cluster's webhook.
+    assert refused["node-without-group"].stderr.splitlines()[-1] == (
+        "The request is invalid: metadata.labels: labels must include infra.homecluster.dev/group naming the "
+        "machine's Group (a Group in the same namespace)")
     assert cloud_config == grpc_address
     assert re.fullmatch(r"127\.0\.0\.1:\d+", grpc_address)
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", metrics_url)

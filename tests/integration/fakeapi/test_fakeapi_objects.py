@@ -309,3 +309,40 @@ def test_custom_resources_refuse_strategic_merge_patch(
         {"Content-Type": "application/strategic-merge-patch+json"})
 
     assert (status, answer["reason"]) == (415, "UnsupportedMediaType")
+
+
+# A body in a media type the server does not decode, or protobuf it cannot read in full, is refused whole.
+PROTOBUF_NAMESPACE_WITH_AN_UNKNOWN_FIELD = (
+    b"k8s\x00\n\x0f\n\x02v1\x12\tNamespace\x12\x0b\n\x05\n\x03pbx\xfa\x01\x01z")
+UNDECODED_BODIES = [
+    pytest.param("application/x-www-form-urlencoded", b"name=x", 415, "UnsupportedMediaType", id="form"),
+    pytest.param("application/cbor", b"\xa0", 415, "UnsupportedMediaType", id="cbor"),
+    pytest.param("application/vnd.kubernetes.protobuf", PROTOBUF_NAMESPACE_WITH_AN_UNKNOWN_FIELD, 415,
+                 "UnsupportedMediaType", id="protobuf-field-not-understood"),
+    pytest.param("application/vnd.kubernetes.protobuf", b'{"metadata": {"name": "pbx"}}', 400, "BadRequest",
+                 id="protobuf-without-envelope"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body", "code", "reason"), UNDECODED_BODIES)
+def test_a_body_the_server_cannot_decode_is_refused_and_nothing_is_created(
+        fake_api: FakeApiServer, content_type: str, body: bytes, code: int, reason: str) -> None:
+    status, _, answer = raw_request(fake_api.url, "POST", "/api/v1/namespaces", body,
+                                    {"Content-Type": content_type})
+
+    assert (status, answer["kind"], answer["reason"]) == (code, "Status", reason)
+    assert fake_api.store.list("v1", "namespaces", field_selector="metadata.name=pbx") == []
+
+
+def test_a_body_that_is_not_json_is_refused_in_the_real_servers_words(fake_api: FakeApiServer,
+                                                                      namespace: str) -> None:
+    body = '{"metadata": {"name": "x"}, '
+
+    status, _, answer = raw_request(fake_api.url, "POST", f"/api/v1/namespaces/{namespace}/configmaps", body,
+                                    {"Content-Type": "application/json"})
+
+    assert (status, answer["reason"]) == (400, "BadRequest")
+    assert answer["message"].startswith("the object provided is unrecognized (must be of type ConfigMap): couldn't "
+                                        "get version/kind; json parse error: ")
+    assert answer["message"].endswith(' ({"metadata": {"name": "x"}, )')
+    assert fake_api.store.list("v1", "configmaps", namespace) == []

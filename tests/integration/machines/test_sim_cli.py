@@ -117,8 +117,15 @@ def test_the_sim_serves_a_homelab_kubectl_can_see_and_stops_cleanly(
         timeout=STARTUP_TIMEOUT,
         what="kubectl to list the machine that powered itself on",
     )
-    node_resources = kubectl(kubeconfig, "get", "nodes.infra.homecluster.dev", "-n", "homelab", "-o", "name")
+    # The kubeconfig's context is the simulated namespace: no `-n` needed, for kubectl or for `status`.
+    node_resources = kubectl(kubeconfig, "get", "nodes.infra.homecluster.dev", "-o", "name")
     assert len(node_resources.split()) == 3
+    status = subprocess.run(
+        [sys.executable, "-m", "homelab_autoscaler.cli", "status", "--kubeconfig", kubeconfig],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "machine-0002" in status.stdout
     exit_status, stderr = sim.stop(stop_signal)
     assert exit_status == 0, stderr
     assert not Path(kubeconfig).exists()  # the temporary kubeconfig is removed with the server

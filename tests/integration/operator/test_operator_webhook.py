@@ -1,8 +1,7 @@
 """The admission webhook as the operator runs it: its certificate kept in a Secret, the caBundle that trusts it,
 rotation before expiry, and the answers it gives from its watch caches.
 
-The fake API server serves no ValidatingWebhookConfiguration, so these tests teach it that one resource (a real
-cluster serves it, of course) and create the configuration from manifests/50-webhook.yaml.
+Each test creates the webhook configuration of manifests/50-webhook.yaml in the fake API server.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from cryptography import x509
 from actors.adapters.admission_lookup import CachedAdmissionLookup
 from actors.adapters.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from homelab_autoscaler.operator import WebhookCertificateIssuer
-from sim.fakeapi import ApiError, ResourceType
+from sim.fakeapi import ApiError
 from tests.support.operator_homelab import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest
 from tests.support.polling import wait_for
 from webhooks.admission import KnownMachine
@@ -39,11 +38,6 @@ WEBHOOK_API: Final = "admissionregistration.k8s.io/v1"
 @pytest.fixture
 def cluster(homelab: Homelab) -> Homelab:
     """The homelab, with the webhook configuration of the manifests installed."""
-    resource = ResourceType(
-        "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "validatingwebhookconfiguration",
-        "ValidatingWebhookConfiguration", False,
-    )
-    homelab.fake.registry.replace_custom(resource.storage_key, [resource])
     manifest = yaml.safe_load((ROOT / "manifests" / "50-webhook.yaml").read_text())
     homelab.fake.store.create(WEBHOOK_API, "validatingwebhookconfigurations", manifest)
     return homelab

@@ -2,8 +2,7 @@
 
 A plain module (conftest files are not importable by name). Every test gets its own `FakeApiServer` with our
 CRDs, the machines' namespace and the operator's namespace (names as the rendered manifests have them), and the
-one resource the fake does not serve by itself: the ValidatingWebhookConfiguration, created from
-manifests/50-webhook.yaml so the certificate keeper has a caBundle to keep.
+ValidatingWebhookConfiguration of manifests/50-webhook.yaml, so the certificate keeper has a caBundle to keep.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from homelab_autoscaler.settings import Settings
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.crds import render_crds
-from sim.fakeapi import FakeApiServer, ResourceType
+from sim.fakeapi import FakeApiServer
 from tests.support.polling import wait_for
 from tests.support.rbac import MANIFESTS, ApiRequest, classify_request
 
@@ -139,12 +138,7 @@ class Cluster:
 
 
 def serve_webhook_configurations(fake: FakeApiServer) -> None:
-    """Teach the fake the ValidatingWebhookConfiguration resource and create ours from the manifests."""
-    resource = ResourceType(
-        "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "validatingwebhookconfiguration",
-        "ValidatingWebhookConfiguration", False,
-    )
-    fake.registry.replace_custom(resource.storage_key, [resource])
+    """Create our ValidatingWebhookConfiguration from the manifests."""
     manifest = yaml.safe_load((MANIFESTS / "50-webhook.yaml").read_text())
     fake.store.create(WEBHOOK_API, "validatingwebhookconfigurations", manifest)
 

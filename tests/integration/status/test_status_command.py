@@ -18,10 +18,12 @@ import pytest
 from homelab_autoscaler.cli import build_parser, main
 from homelab_autoscaler.commands.status import run
 from schemas import GROUP_VERSION
+from schemas.crds import NODE_CRD_NAME
 from schemas.labels import CONDITION_OPERATION_FAILED, GROUP_LABEL
 from sim.fakeapi import FakeApiServer
 from sim.fakeapi.kubeconfig import write_kubeconfig
 from sim.seed import seed_homelab
+from tests.support.crds import looser_crd
 from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 NAMESPACE = "homelab"
@@ -100,18 +102,20 @@ def fake_api() -> Iterator[FakeApiServer]:
                 ],
             },
         )
-        # A Node CR our schemas refuse (the fake API, like a cluster without the webhook, accepts it).
-        server.store.create(
-            GROUP_VERSION,
-            "nodes",
-            {
-                "apiVersion": GROUP_VERSION,
-                "kind": "Node",
-                "metadata": {"name": "machine-broken", "labels": {GROUP_LABEL: "group-2"}},
-                "spec": {"priority": "high"},
-            },
-            NAMESPACE,
-        )
+        # A Node CR our schemas refuse. The CRD refuses it too, as a real API server would, so it is stored the
+        # one way such an object reaches a cluster: under an older, looser CRD, before the current one.
+        with looser_crd(server, NODE_CRD_NAME):
+            server.store.create(
+                GROUP_VERSION,
+                "nodes",
+                {
+                    "apiVersion": GROUP_VERSION,
+                    "kind": "Node",
+                    "metadata": {"name": "machine-broken", "labels": {GROUP_LABEL: "group-2"}},
+                    "spec": {"priority": "high"},
+                },
+                NAMESPACE,
+            )
         yield server
 
 
