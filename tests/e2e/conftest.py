@@ -40,6 +40,11 @@ from tests.support.control_plane import (
 )
 
 HERE = Path(__file__).resolve().parent
+AUTOSCALER_SCENARIOS = HERE / "autoscaler"
+AUTOSCALER_SKIP_REASON = (
+    "the scenarios with the real Cluster Autoscaler start their own control planes: they run with "
+    "--e2e-control-plane (E2E_CONTROL_PLANE=1) and HOMELAB_K8S_BIN; see docs/development/e2e.md"
+)
 DEFAULT_JOB_IMAGE = "busybox:1.36"
 FAKE_SCENARIO_TIMEOUT = 120.0
 THREAD_EXIT_BACKSTOP = 5.0
@@ -137,6 +142,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in ours:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
         return
+    if not _wants_control_plane(config):
+        for item in ours:
+            if AUTOSCALER_SCENARIOS in item.path.resolve().parents:
+                item.add_marker(pytest.mark.skip(reason=AUTOSCALER_SKIP_REASON))
     # A scenario on a real cluster waits for several slow steps; the suite-wide pytest timeout is for the fake.
     step = float(_option(config, "--e2e-timeout", "E2E_TIMEOUT") or _default_step(config))
     budget = FAKE_SCENARIO_TIMEOUT if _wants_fake(config) else step * 8
