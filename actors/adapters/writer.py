@@ -17,6 +17,10 @@ changes, so every rule about doing it safely lives here:
   it is ours, deletes of missing objects succeed, status writes replace the whole status.
 - Optimistic concurrency. Node taints, labels and providerID are read-modify-written with the resourceVersion
   that was read, so a concurrent change by CA or the kubelet makes our write fail (409) instead of erasing theirs.
+- One write per Node change. Consecutive effects that only change the machine's Kubernetes Node (`NODE_WRITES`:
+  uncordon, drop CA's taints, the Group's labels and taints, the providerID) are applied as one read and one patch
+  (`node_patch`), so a member turns usable all at once: the scheduler and CA never see it half done, and it takes
+  one round trip instead of four on the way from Node Ready to a bound pod.
 
 Status writes replace the whole `.status` with one JSON patch `add /status` operation: conflict-free (no
 resourceVersion involved) like a merge patch, but a merge patch would merge nested maps and so keep keys the
@@ -182,10 +186,6 @@ class KubeWriter:
             effects.DeleteJob: self._delete_job,
             effects.PatchStatus: self._patch_status,
             effects.Cordon: self._cordon,
-            effects.Uncordon: self._uncordon,
-            effects.RemoveAutoscalerTaints: self._remove_autoscaler_taints,
-            effects.SetProviderID: self._set_provider_id,
-            effects.ApplyManagedLabelsAndTaints: self._apply_managed_labels_and_taints,
             effects.DeleteKubeNode: self._delete_kube_node,
             effects.RecordEvent: self._record_event,
         }
@@ -318,6 +318,12 @@ class KubeWriter:
                     continue
                 self._drains.put(_DrainTask(key, batch, index))
                 return True
+            if isinstance(effect, NODE_WRITES):
+                if index > start and isinstance(batch.effects[index - 1], NODE_WRITES):
+                    continue  # applied with the first of its run
+                run = _node_write_run(batch.effects, index)
+                self._with_retries(functools.partial(self._write_node, batch, run), batch, *run)
+                continue
             applier = self._appliers.get(type(effect))
             if applier is None:
                 # Timers belong to the ticker; anything else unknown is a wiring bug worth a loud log.
@@ -329,8 +335,11 @@ class KubeWriter:
                 self._report(batch.stored_notice.recipient, batch.stored_notice.message)
         return False
 
-    def _with_retries(self, apply: Callable[[], None], batch: Batch, effect: effects.Effect | None) -> bool:
-        """Apply with retries; True when it was applied, False when it failed (and the failure was reported)."""
+    def _with_retries(
+        self, apply: Callable[[], None], batch: Batch, effect: effects.Effect | None, *together: effects.Effect
+    ) -> bool:
+        """Apply with retries; True when it was applied, False when it failed (and the failure was reported, for
+        `effect` and every effect applied `together` with it in the same write)."""
         failures = 0
         while True:
             try:
@@ -339,17 +348,21 @@ class KubeWriter:
             except (KubeTransient, KubeConflict) as error:
                 failures += 1
                 if failures > self._max_retries or self._abort.is_set():
-                    self._failed(batch, effect, f"gave up after {failures} tries: {error.message}", permanent=False)
+                    message = f"gave up after {failures} tries: {error.message}"
+                    for failed in (effect, *together):
+                        self._failed(batch, failed, message, permanent=False)
                     return False
                 delay = self._backoff(failures, error)
                 logger.info("kube writer: %s (retry %d in %.2f s)", error.message, failures, delay)
                 self._abort.wait(delay)
             except KubeError as error:
-                self._failed(batch, effect, error.message, permanent=True)
+                for failed in (effect, *together):
+                    self._failed(batch, failed, error.message, permanent=True)
                 return False
             except Exception as error:  # a bug here must not kill the worker, and the actor must hear of it
                 logger.exception("kube writer: applying %r failed", effect)
-                self._failed(batch, effect, f"{type(error).__name__}: {error}", permanent=True)
+                for failed in (effect, *together):
+                    self._failed(batch, failed, f"{type(error).__name__}: {error}", permanent=True)
                 return False
 
     def _backoff(self, failures: int, error: KubeError | None = None) -> float:
@@ -442,60 +455,23 @@ class KubeWriter:
     def _cordon(self, batch: EffectBatch, effect: effects.Cordon) -> None:
         self._patch_node(batch, {"spec": {"unschedulable": True}})
 
-    def _uncordon(self, batch: EffectBatch, effect: effects.Uncordon) -> None:
-        self._patch_node(batch, {"spec": {"unschedulable": False}})
-
-    def _remove_autoscaler_taints(self, batch: EffectBatch, effect: effects.RemoveAutoscalerTaints) -> None:
-        node = self._read_node(batch)
-        if node is None:
-            return
-        taints = (node.get("spec") or {}).get("taints") or []
-        kept = [taint for taint in taints if taint.get("key") not in AUTOSCALER_TAINTS]
-        if len(kept) == len(taints):
-            return
-        # The full list goes back with the resourceVersion we read: taints are replaced as a whole, so a taint
-        # someone added since our read must make this write fail (409, re-read, retry), not vanish.
-        self._patch_node(batch, {"metadata": {"resourceVersion": _version(node)}, "spec": {"taints": kept}})
-
-    def _set_provider_id(self, batch: EffectBatch, effect: effects.SetProviderID) -> None:
-        node = self._read_node(batch)
-        if node is None:
-            return
-        current = (node.get("spec") or {}).get("providerID") or ""
-        if current:
-            if current != effect.provider_id:
-                logger.info(
-                    "kube writer: Node %s already has providerID %s; keeping it (it is immutable)",
-                    batch.machine.kubernetes_node_name,
-                    current,
-                )
-            return
-        patch = {"metadata": {"resourceVersion": _version(node)}, "spec": {"providerID": effect.provider_id}}
-        self._patch_node(batch, patch)
-
-    def _apply_managed_labels_and_taints(
-        self, batch: EffectBatch, effect: effects.ApplyManagedLabelsAndTaints
-    ) -> None:
+    def _write_node(self, batch: EffectBatch, writes: tuple[effects.Effect, ...]) -> None:
         node = self._read_node(batch)
         if node is None:
             return
         spec = batch.group_spec
-        wanted_labels = dict(spec.node_labels) if spec else {}
-        wanted_labels[label_names.GROUP_LABEL] = batch.machine.group
-        wanted_labels[label_names.MACHINE_LABEL] = batch.machine.name
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        changed_labels = {key: value for key, value in wanted_labels.items() if labels.get(key) != value}
-        taints = list((node.get("spec") or {}).get("taints") or [])
-        merged = merge_taints(taints, spec.node_taints if spec else ())
-        if not changed_labels and merged == taints:
-            return
-        metadata: dict[str, Any] = {"resourceVersion": _version(node)}
-        if changed_labels:
-            metadata["labels"] = changed_labels
-        patch: dict[str, Any] = {"metadata": metadata}
-        if merged != taints:
-            patch["spec"] = {"taints": merged}
-        self._patch_node(batch, patch)
+        managed_labels = dict(spec.node_labels) if spec else {}
+        managed_labels[label_names.GROUP_LABEL] = batch.machine.group
+        managed_labels[label_names.MACHINE_LABEL] = batch.machine.name
+        patch, kept_provider_id = node_patch(node, writes, managed_labels, spec.node_taints if spec else ())
+        if kept_provider_id:
+            logger.info(
+                "kube writer: Node %s already has providerID %s; keeping it (it is immutable)",
+                batch.machine.kubernetes_node_name,
+                kept_provider_id,
+            )
+        if patch is not None:
+            self._patch_node(batch, patch)
 
     def _delete_kube_node(self, batch: EffectBatch, effect: effects.DeleteKubeNode) -> None:
         with contextlib.suppress(KubeNotFound):
@@ -672,6 +648,68 @@ def _default_deadline(spec: GroupSpec | None, kind: OperationKind) -> int:
     else:
         seconds = parse_duration(spec.shutdown_timeout) if spec else DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
     return max(1, math.ceil(seconds))
+
+
+NODE_WRITES: Final = (
+    effects.Uncordon,
+    effects.RemoveAutoscalerTaints,
+    effects.ApplyManagedLabelsAndTaints,
+    effects.SetProviderID,
+)
+"""Effects that change only the machine's Kubernetes Node; consecutive ones are applied as one patch."""
+
+
+def _node_write_run(batch_effects: tuple[effects.Effect, ...], first: int) -> tuple[effects.Effect, ...]:
+    end = first
+    while end < len(batch_effects) and isinstance(batch_effects[end], NODE_WRITES):
+        end += 1
+    return batch_effects[first:end]
+
+
+def node_patch(
+    node: dict[str, Any],
+    writes: tuple[effects.Effect, ...],
+    managed_labels: dict[str, str],
+    managed_taints: tuple[Taint, ...],
+) -> tuple[dict[str, Any] | None, str]:
+    """The one merge patch that makes `writes` true of `node`, or None when they already are; and the providerID
+    the Node already has when a SetProviderID asked for another (it is immutable, so ours is dropped). Pure.
+
+    The patch carries the resourceVersion that was read: taints are replaced as a whole list, so a taint someone
+    added since our read must make the write fail (409, re-read, retry), not vanish.
+    """
+    spec = node.get("spec") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    current_taints = list(spec.get("taints") or [])
+    taints = current_taints
+    changed_spec: dict[str, Any] = {}
+    changed_labels: dict[str, str] = {}
+    kept_provider_id = ""
+    for write in writes:
+        if isinstance(write, effects.Uncordon) and spec.get("unschedulable"):
+            changed_spec["unschedulable"] = False
+        elif isinstance(write, effects.RemoveAutoscalerTaints):
+            taints = [taint for taint in taints if taint.get("key") not in AUTOSCALER_TAINTS]
+        elif isinstance(write, effects.ApplyManagedLabelsAndTaints):
+            changed_labels = {key: value for key, value in managed_labels.items() if labels.get(key) != value}
+            taints = merge_taints(taints, managed_taints)
+        elif isinstance(write, effects.SetProviderID):
+            current = spec.get("providerID") or ""
+            if not current:
+                changed_spec["providerID"] = write.provider_id
+            elif current != write.provider_id:
+                kept_provider_id = current
+    if taints != current_taints:
+        changed_spec["taints"] = taints
+    if not changed_spec and not changed_labels:
+        return None, kept_provider_id
+    metadata: dict[str, Any] = {"resourceVersion": _version(node)}
+    if changed_labels:
+        metadata["labels"] = changed_labels
+    patch: dict[str, Any] = {"metadata": metadata}
+    if changed_spec:
+        patch["spec"] = changed_spec
+    return patch, kept_provider_id
 
 
 def taint_dict(taint: Taint) -> dict[str, str]:

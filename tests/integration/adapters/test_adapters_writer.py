@@ -302,6 +302,55 @@ def test_managed_labels_and_taints_are_applied_and_merged(
     ]
 
 
+MAKE_USABLE = (
+    effects.Uncordon(),
+    effects.RemoveAutoscalerTaints(),
+    effects.ApplyManagedLabelsAndTaints(),
+    effects.SetProviderID("homelab://x/m1"),
+)
+"""What a member's Node gets on the way to Ready, in the order the state machine emits it."""
+
+
+def test_a_node_becomes_usable_in_one_write(
+    fake_api: FakeApiServer, namespace: str, writer: KubeWriter, reports: Reports
+) -> None:
+    node = create_machine(fake_api, namespace, "m1")
+    name = kube_node_name(namespace, "m1")
+    create_kube_node(fake_api, name, taints=[{"key": label_names.CA_TO_BE_DELETED_TAINT, "effect": "NoSchedule"}])
+    fake_api.store.patch("v1", "nodes", name, {"spec": {"unschedulable": True}})
+    spec = group_spec(nodeLabels={"homelab.example/pool": "gpu"}, nodeTaints=[{"key": "gpu", "effect": "NoSchedule"}])
+    requests: list[str] = []
+    fake_api.on_request.append(
+        lambda method, target, body: requests.append(method) if target.startswith(f"/api/v1/nodes/{name}") else None
+    )
+
+    _apply(writer, batch_for(node, *MAKE_USABLE, spec=spec))
+
+    # The scheduler and CA see the member complete at once: labels, taints, schedulable and providerID together.
+    assert requests == ["GET", "PATCH"]
+    stored = _kube_node(fake_api, name)
+    assert stored is not None
+    assert stored["spec"]["providerID"] == "homelab://x/m1"
+    assert not stored["spec"].get("unschedulable")
+    assert stored["spec"]["taints"] == [{"key": "gpu", "effect": "NoSchedule"}]
+    assert stored["metadata"]["labels"]["homelab.example/pool"] == "gpu"
+    assert reports.messages == []
+
+
+def test_a_node_write_that_keeps_failing_is_reported_for_every_effect_it_carried(
+    fake_api: FakeApiServer, namespace: str, writer: KubeWriter, reports: Reports
+) -> None:
+    node = create_machine(fake_api, namespace, "m1")
+    create_kube_node(fake_api, kube_node_name(namespace, "m1"))
+    fake_api.faults.fail("patch", "nodes", count=50, code=500)
+
+    _apply(writer, batch_for(node, *MAKE_USABLE))
+
+    failures = reports.of_type(EffectFailed)
+    assert [failure.effect for failure in failures] == list(MAKE_USABLE)
+    assert not any(failure.permanent for failure in failures)
+
+
 def test_delete_kube_node(fake_api: FakeApiServer, namespace: str, writer: KubeWriter) -> None:
     node = create_machine(fake_api, namespace, "m1")
     name = kube_node_name(namespace, "m1")
