@@ -467,6 +467,7 @@ class Operator:
     def _stop_acting(self) -> None:
         with self._lock:
             self._health.set_serving(False)
+            self.read_model.set_inventory_applied(False)
             self._acting.clear()
             metrics.LEADER.set(0)
             if self._term is not None:
@@ -526,6 +527,7 @@ class Operator:
             if self._stopping.is_set() or (self._elector is not None and not self._elector.is_leader):
                 return  # a stop or a follow command is on its way; it tears the term down
             term.acting = True
+            self.read_model.set_inventory_applied(True)
             self._health.set_serving(True)
             if self._certificates is not None:
                 self._certificates.set_may_write(True)
