@@ -71,6 +71,7 @@ from grpc_gateway.mutations import ActorMutations
 from grpc_gateway.server import ServingHealth, TlsFiles, create_server, stop_server
 from grpc_gateway.servicer import CloudProviderServicer
 from homelab_autoscaler.http_server import HealthServer
+from homelab_autoscaler.listeners import Listener, check_free, unavailable
 from homelab_autoscaler.settings import Settings, WebhookCertSource
 from schemas import API_GROUP
 from webhooks.admission import AdmissionRules, KnownMachine
@@ -370,27 +371,41 @@ class Operator:
         try:
             self._start()
         except BaseException:
-            LOGGER.error("the operator could not start; stopping what did")
+            # The caller reports why in one line; what was already started is stopped quietly.
+            LOGGER.debug("the operator could not start; stopping what did")
             self.kill()
             raise
 
     def _start(self) -> None:
         settings = self.settings
+        # Every configured address is tried before anything else happens: a port in use is the most common reason
+        # a start fails, and finding it first means one line naming the flag, no library noise from half-started
+        # servers, and nothing written to the cluster.
+        for listener in self._listeners():
+            check_free(listener)
         if self._api_client is None:
             self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
         api_client = self._api_client
-        self._pod_label = PodLabel(api_client, settings.pod_namespace or settings.namespace, settings.pod_name)
-        self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
         self._start_grpc()
         if settings.webhook_enabled:
             self._start_webhook(api_client)
+        metrics_listener = Listener("--metrics-address", settings.metrics_address)
         host, port = parse_address(settings.metrics_address)
         self._health_server = HealthServer(
             (host, port), liveness=self.liveness_problem, readiness=self.readiness_problem,
             leading=lambda: self.acting,
         )
-        self._health_server.start()
+        try:
+            self._health_server.start()
+        except OSError as error:
+            self._health_server = None
+            raise unavailable(metrics_listener, error) from error
         self._listening = True
+        # Only now, with every listener bound, does the operator write to the cluster: a start that fails on a
+        # port must leave the cluster as it found it.
+        self._pod_label = PodLabel(api_client, settings.pod_namespace or settings.namespace, settings.pod_name)
+        self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
+        self._start_certificate_keeper()
         self._control = threading.Thread(target=self._run_control, name="operator-control", daemon=True)
         self._control.start()
         if settings.leader_elect:
@@ -412,6 +427,16 @@ class Operator:
             self._commands.put("lead")
             LOGGER.info("operator %s started without leader election", self.identity)
 
+    def _listeners(self) -> list[Listener]:
+        settings = self.settings
+        listeners = [
+            Listener("--grpc-address", settings.grpc_address),
+            Listener("--metrics-address", settings.metrics_address),
+        ]
+        if settings.webhook_enabled:
+            listeners.append(Listener("--webhook-address", settings.webhook_address))
+        return listeners
+
     def _start_grpc(self) -> None:
         settings = self.settings
         tls = None
@@ -419,11 +444,17 @@ class Operator:
             tls = TlsFiles(settings.grpc_cert, settings.grpc_key, settings.grpc_client_ca)
         mutations = ActorMutations(_TermRuntime(self), self._supervisor_address)
         servicer = CloudProviderServicer(self.read_model, mutations, price_per_kwh=settings.price_per_kwh)
-        self._grpc_server, self._grpc_port = create_server(
-            settings.grpc_address, servicer, tls=tls, health=self._health
-        )
+        try:
+            self._grpc_server, self._grpc_port = create_server(
+                settings.grpc_address, servicer, tls=tls, health=self._health
+            )
+        except FileNotFoundError:
+            raise  # a TLS file that is not there: its own message names the file
+        except OSError as error:
+            raise unavailable(Listener("--grpc-address", settings.grpc_address), error) from error
 
     def _start_webhook(self, api_client: ApiClient) -> None:
+        """Bind the webhook with the certificate at hand; nothing is written until `_start_certificate_keeper`."""
         settings = self.settings
         source = settings.webhook_cert_source
         store = None
@@ -433,9 +464,9 @@ class Operator:
                 api_client, settings.namespace, settings.webhook_secret, settings.webhook_config
             )
             issuer = WebhookCertificateIssuer(settings.webhook_service, settings.namespace)
+        # May not write yet: this round only reads the Secret (or falls back to a temporary certificate on disk).
         self._certificates = WebhookCertificates(
-            source.value, settings.webhook_cert_dir, store=store, issuer=issuer,
-            may_write=not settings.leader_elect, clock=self._clock,
+            source.value, settings.webhook_cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
         )
         self._certificates.prepare()
         self._admission = CachedAdmissionLookup(api_client, KnownMachine, settings.watch_namespace)
@@ -446,9 +477,22 @@ class Operator:
             self._certificates.key_file,
             AdmissionRules(self._admission),
         )
-        webhook.start()
+        try:
+            webhook.start()
+        except OSError as error:
+            raise unavailable(Listener("--webhook-address", settings.webhook_address), error) from error
         self._webhook = webhook
-        self._certificates.start(on_change=webhook.reload_certificate)
+
+    def _start_certificate_keeper(self) -> None:
+        """Without leader election, store (or rotate) the Secret now, as before serving; then keep it current."""
+        certificates, webhook = self._certificates, self._webhook
+        if certificates is None or webhook is None:
+            return
+        if not self.settings.leader_elect:
+            certificates.set_may_write(True)
+            if certificates.refresh():
+                webhook.reload_certificate()
+        certificates.start(on_change=webhook.reload_certificate)
 
     # --- leadership ------------------------------------------------------------------------------------------
 
@@ -566,7 +610,9 @@ class Operator:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        LOGGER.info("operator %s: %s", self.identity, "stopping" if graceful else "killed")
+        # A start that failed half-way is reported by its caller in one line; its teardown is detail.
+        level = logging.INFO if self._control is not None else logging.DEBUG
+        LOGGER.log(level, "operator %s: %s", self.identity, "stopping" if graceful else "killed")
         self._health.enter_graceful_shutdown()
         self._stop_acting()
         self._commands.put("stop")
@@ -587,7 +633,7 @@ class Operator:
             except Exception:
                 LOGGER.exception("operator %s: stopping %s failed; stopping the rest", self.identity, part)
         self._listening = False
-        LOGGER.info("operator %s: stopped", self.identity)
+        LOGGER.log(level, "operator %s: stopped", self.identity)
 
     def _join_control(self) -> None:
         if self._control is not None:
