@@ -63,3 +63,6 @@ def configure_logging(log_format: LogFormat, level: LogLevel, stream: TextIO | N
     quiet = logging.DEBUG if level is LogLevel.DEBUG else logging.WARNING
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    # urllib3 warns about every retry of a call that cannot connect, in its own nested repr; the call's failure
+    # after the retries is reported once, in one line, by the code that made it.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.DEBUG if level is LogLevel.DEBUG else logging.ERROR)

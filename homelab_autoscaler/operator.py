@@ -386,6 +386,7 @@ class Operator:
         if self._api_client is None:
             self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
         api_client = self._api_client
+        self._check_api_server(api_client)
         self._start_grpc()
         if settings.webhook_enabled:
             self._start_webhook(api_client)
@@ -426,6 +427,20 @@ class Operator:
         else:
             self._commands.put("lead")
             LOGGER.info("operator %s started without leader election", self.identity)
+
+    def _check_api_server(self, api_client: ApiClient) -> None:
+        """Fail the start, in one line naming the server, when the API server does not answer at all.
+
+        Without this the operator would start, bind its ports and then log every watch's connection failure,
+        retry after retry; a server that answers with an error (RBAC, missing CRDs) is left to the parts that
+        know what they asked for.
+        """
+        try:
+            KubeApi(api_client).get("/version", what="GET /version")
+        except KubeError as error:
+            if error.status == 0:
+                raise
+            LOGGER.debug("the API server answered /version with %s; carrying on", error.message)
 
     def _listeners(self) -> list[Listener]:
         settings = self.settings

@@ -1,5 +1,5 @@
-"""What a person sees when `run` cannot start: one line naming the flag, the address and what to do, and a cluster
-left exactly as it was (no webhook Secret, no pod label, nothing written before every listener is bound).
+"""What a person sees when `run` cannot start: one line naming the flag and the address, the kubeconfig file or the
+API server, and what to do; and a cluster left exactly as it was (nothing written before every listener is bound).
 """
 
 from __future__ import annotations
@@ -7,13 +7,16 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from actors.adapters.kube_client import KubeConfigError, KubeError
 from homelab_autoscaler.cli import build_parser
 from homelab_autoscaler.listeners import ListenerUnavailable
 from homelab_autoscaler.operator import Operator
+from sim.fakeapi.kubeconfig import write_kubeconfig
 from tests.support.operator_homelab import OPERATOR_NAMESPACE, Homelab
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -80,4 +83,33 @@ def test_the_run_command_says_it_in_one_line_without_library_noise(
         f"homelab-autoscaler run: cannot start: --grpc-address 127.0.0.1:{taken_port}: the address is already in "
         "use; stop the other process listening there or pick a free port (change --grpc-address or "
         "HOMELAB_AUTOSCALER_GRPC_ADDRESS)"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_missing_kubeconfig_is_one_line_naming_the_file(homelab: Homelab, tmp_path: Path) -> None:
+    operator = Operator(homelab.settings(kubeconfig=tmp_path / "absent"))
+
+    with pytest.raises(KubeConfigError) as raised:
+        operator.start()
+
+    assert str(raised.value) == f"kubeconfig {tmp_path / 'absent'} does not exist"
+
+
+def test_an_unreachable_api_server_stops_the_start_in_one_line_naming_it(homelab: Homelab, tmp_path: Path) -> None:
+    port = _free_port()
+    kubeconfig = write_kubeconfig(tmp_path / "unreachable", f"http://127.0.0.1:{port}")
+    operator = Operator(homelab.settings(kubeconfig=kubeconfig))
+
+    with pytest.raises(KubeError) as raised:
+        operator.start()
+
+    assert str(raised.value) == (
+        f"GET /version: cannot reach the API server http://127.0.0.1:{port}: connection refused "
+        "(is the API server running, and is this the right address?)"
     )
