@@ -73,7 +73,7 @@ from grpc_gateway.servicer import CloudProviderServicer
 from homelab_autoscaler.http_server import HealthServer
 from homelab_autoscaler.listeners import Listener, check_free, unavailable
 from homelab_autoscaler.settings import Settings, WebhookCertSource
-from schemas import API_GROUP
+from schemas import API_GROUP, API_VERSION
 from webhooks.admission import AdmissionRules, KnownMachine
 from webhooks.certs import (
     CertificateAuthority,
@@ -158,6 +158,25 @@ class WebhookCertificateIssuer:
 
 
 # --- small helpers around the API ------------------------------------------------------------------------------
+
+
+def check_api_server(api_client: ApiClient, watch_namespace: str) -> None:
+    """Raise KubeError, one line naming the server, when the API server does not answer at all.
+
+    `run` calls it before binding anything: without it the operator would start, bind its ports and then log every
+    watch's connection failure, retry after retry. A server that answers with an error (RBAC, missing CRDs) is
+    left to the parts that know what they asked for. A list of one Group is a request our RBAC already grants (a
+    non-resource URL such as /version would need a rule of its own), and as cheap as any.
+    """
+    namespace_part = f"/namespaces/{watch_namespace}" if watch_namespace else ""
+    try:
+        KubeApi(api_client).get(
+            f"/apis/{API_GROUP}/{API_VERSION}{namespace_part}/groups", {"limit": "1"}, what="list Group resources"
+        )
+    except KubeError as error:
+        if error.status == 0:
+            raise
+        LOGGER.debug("listing Group resources at start answered %s; the watches report it", error.message)
 
 
 class PodLabel:
@@ -386,7 +405,7 @@ class Operator:
         if self._api_client is None:
             self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
         api_client = self._api_client
-        self._check_api_server(api_client)
+        check_api_server(api_client, settings.watch_namespace)
         self._start_grpc()
         if settings.webhook_enabled:
             self._start_webhook(api_client)
@@ -427,20 +446,6 @@ class Operator:
         else:
             self._commands.put("lead")
             LOGGER.info("operator %s started without leader election", self.identity)
-
-    def _check_api_server(self, api_client: ApiClient) -> None:
-        """Fail the start, in one line naming the server, when the API server does not answer at all.
-
-        Without this the operator would start, bind its ports and then log every watch's connection failure,
-        retry after retry; a server that answers with an error (RBAC, missing CRDs) is left to the parts that
-        know what they asked for.
-        """
-        try:
-            KubeApi(api_client).get("/version", what="GET /version")
-        except KubeError as error:
-            if error.status == 0:
-                raise
-            LOGGER.debug("the API server answered /version with %s; carrying on", error.message)
 
     def _listeners(self) -> list[Listener]:
         settings = self.settings

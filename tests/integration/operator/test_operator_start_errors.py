@@ -110,6 +110,6 @@ def test_an_unreachable_api_server_stops_the_start_in_one_line_naming_it(homelab
         operator.start()
 
     assert str(raised.value) == (
-        f"GET /version: cannot reach the API server http://127.0.0.1:{port}: connection refused "
+        f"list Group resources: cannot reach the API server http://127.0.0.1:{port}: connection refused "
         "(is the API server running, and is this the right address?)"
     )
