@@ -104,6 +104,24 @@ class GroupSnapshot:
         return self._by_node_name.get(node_name)
 
 
+def describe_inventory(groups: tuple[GroupSnapshot, ...]) -> str:
+    """`2 groups, 6 machines: Ready 1, Shutdown 5`: the one line a start logs instead of one line per machine. Pure.
+
+    States are in the order of `NodeState`, and only those that occur are named.
+    """
+    counts = {state: 0 for state in NodeState}
+    for group in groups:
+        for machine in group.machines:
+            counts[machine.state] += 1
+    total = sum(counts.values())
+    by_state = ", ".join(f"{state.value} {count}" for state, count in counts.items() if count)
+    return f"{_count(len(groups), 'group')}, {_count(total, 'machine')}" + (f": {by_state}" if by_state else "")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def group_id(namespace: str, name: str) -> str:
     """The node group id CA sees; namespaced so two same-named Groups never merge. Pure."""
     return f"{namespace}/{name}"

@@ -208,7 +208,7 @@ class SupervisorActor(ShellActor):
         for gid in [gid for gid in self._groups if gid not in listed_groups]:
             self._group_removed(gid)
         self._inventory_listed = True
-        LOGGER.info("inventory applied: %d groups, %d machines, %d Kubernetes Nodes, %d Jobs", len(message.groups),
+        LOGGER.debug("inventory applied: %d groups, %d machines, %d Kubernetes Nodes, %d Jobs", len(message.groups),
                     len(message.machines), len(message.kube_nodes), len(message.jobs))
 
     def receiveMsg_GroupObserved(self, message: GroupObserved, sender: Any) -> None:

@@ -452,7 +452,7 @@ class KubeWatcherActor(ShellActor):
         listed = inventory(self._pending)
         self._pending.clear()
         self._inventory_sent = True
-        LOGGER.info("watch: every resource listed; inventory of %d groups, %d machines, %d Kubernetes Nodes and "
+        LOGGER.debug("watch: every resource listed; inventory of %d groups, %d machines, %d Kubernetes Nodes and "
                     "%d Jobs goes to the supervisor", len(listed.groups), len(listed.machines),
                     len(listed.kube_nodes), len(listed.jobs))
         self._route(listed)

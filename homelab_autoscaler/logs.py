@@ -21,7 +21,9 @@ from typing import Final, TextIO
 from homelab_autoscaler.settings import LogFormat, LogLevel
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-CHATTY_LOGGERS: Final = ("urllib3", "kubernetes", "grpc")
+CHATTY_LOGGERS: Final = ("urllib3", "kubernetes", "grpc", "Thespian")
+"""Libraries kept at WARNING unless the level is DEBUG. Thespian logs each registration of a global actor at INFO
+("Registered ActorAddr-/A~b as global ..."), which tells an operator's reader nothing."""
 _HANDLER_NAME: Final = "homelab-autoscaler"
 
 
