@@ -118,10 +118,13 @@ class Settings(BaseModel):
         json_schema_extra=_flag("--metrics-address", "where /metrics, /healthz and /readyz are served (HTTP)",
                                 "HOST:PORT"),
     )
+    # Off unless asked for: a run on a workstation has no ValidatingWebhookConfiguration pointing at it, and an HTTPS
+    # port on every interface that nobody calls is only exposure. The Deployment passes its address explicitly.
     webhook_address: str = Field(
-        default="0.0.0.0:9443",
+        default="",
         json_schema_extra=_flag(
-            "--webhook-address", "where the validating admission webhook is served (HTTPS); empty disables it",
+            "--webhook-address", "where the validating admission webhook is served (HTTPS), e.g. 0.0.0.0:9443; "
+            "empty (the default) serves no webhook",
             "HOST:PORT",
         ),
     )

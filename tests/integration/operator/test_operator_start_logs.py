@@ -1,5 +1,5 @@
-"""What `run` says when it starts: one INFO line for the whole inventory however many machines there are, and no
-library chatter."""
+"""What `run` says when it starts: one INFO line for the whole inventory however many machines there are, no
+library chatter, and no listener nobody asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from homelab_autoscaler.logs import configure_logging
-from homelab_autoscaler.settings import LogFormat, LogLevel
+from homelab_autoscaler.operator import Operator
+from homelab_autoscaler.settings import LogFormat, LogLevel, Settings
 from tests.support.operator_homelab import Homelab
 
 
@@ -28,6 +29,16 @@ def test_a_start_summarises_the_inventory_in_one_info_line(
     about_machines = [message for message in infos if "m0" in message or "machines" in message]
     assert len(about_machines) == 1, infos
     assert "(1 group, 5 machines: Shutdown 5); serving Cluster Autoscaler" in about_machines[0]
+
+
+def test_without_a_webhook_address_no_webhook_listens(homelab: Homelab) -> None:
+    settings = homelab.settings().model_dump(exclude={"webhook_address"})
+    operator = Operator(Settings(**settings))
+    operator.start()
+    try:
+        assert operator.webhook_port is None
+    finally:
+        operator.stop()
 
 
 @pytest.fixture
