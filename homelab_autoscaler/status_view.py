@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -31,7 +31,13 @@ INVALID: Final = "Invalid"
 """The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
 
 STATE_NAMES: Final = (*(state.value for state in NodeState), INVALID)
-"""Every STATE a machine row can show, in the order counts are listed."""
+"""Every STATE a group's members can be counted in, in the order counts are listed."""
+
+UNMANAGED: Final = "Unmanaged"
+"""The STATE of a machine no Group claims: it has no group label, or its label names a Group that does not exist.
+
+The operator starts no actor for such a machine, so its stored status (often the initial `Shutdown`) says nothing
+about it; showing that would pass a forgotten machine off as a healthy spare. It is never counted in a group."""
 
 REPORTED_PROBLEMS: Final = 3
 """Schema problems named in an Invalid row's reason; the rest are counted."""
@@ -49,6 +55,7 @@ _STATE_COLOURS: Final = {
     NodeState.MAINTENANCE.value: "\x1b[34m",
     NodeState.QUARANTINED.value: "\x1b[1;31m",  # bold red: needs a person
     INVALID: "\x1b[1;31m",
+    UNMANAGED: "\x1b[33m",  # yellow: nothing happens to it until someone labels it or creates its Group
 }
 
 
@@ -172,14 +179,41 @@ def _raw_identity(raw: Mapping[str, Any]) -> tuple[str, str, str | None]:
 def build_view(
     groups: Iterable[Group | InvalidResource], nodes: Iterable[Node | InvalidResource], now: datetime
 ) -> StatusView:
-    """Rows for these resources at `now` (an aware datetime). Pure."""
-    machines = tuple(sorted((machine_row(node, now) for node in nodes), key=_machine_order))
+    """Rows for these resources at `now` (an aware datetime). Pure.
+
+    `groups` must be every Group of the namespaces the nodes come from: a machine whose group is not among them is
+    shown as `Unmanaged` (see `unmanaged_reason`).
+    """
+    groups = list(groups)
+    known = {_group_key(group) for group in groups}
+    machines = tuple(sorted((_managed_row(machine_row(node, now), known) for node in nodes), key=_machine_order))
     members: dict[tuple[str, str], Counter[str]] = {}
     for machine in machines:
-        if machine.group is not None:
+        if machine.group is not None and machine.state != UNMANAGED:
             members.setdefault((machine.namespace, machine.group), Counter())[machine.state] += 1
     rows = [group_row(group, members.get(_group_key(group), Counter())) for group in groups]
     return StatusView(tuple(sorted(rows, key=lambda row: (row.namespace, row.name))), machines)
+
+
+def unmanaged_reason(namespace: str, group: str | None, known_groups: Iterable[tuple[str, str]]) -> str:
+    """Why no Group claims a machine of `namespace` labelled with `group`, or "" when one does. Pure."""
+    if group is None:
+        return (
+            f"no {labels.GROUP_LABEL} label, so the operator does not manage it; label it with the name of its Group"
+        )
+    if (namespace, group) not in set(known_groups):
+        return (
+            f"its {labels.GROUP_LABEL} label names Group {group!r}, which does not exist in namespace {namespace}; "
+            "create that Group or fix the label"
+        )
+    return ""
+
+
+def _managed_row(row: MachineRow, known_groups: set[tuple[str, str]]) -> MachineRow:
+    if row.state == INVALID:
+        return row  # its own reason is the more urgent one
+    reason = unmanaged_reason(row.namespace, row.group, known_groups)
+    return replace(row, state=UNMANAGED, last_error=reason) if reason else row
 
 
 def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
