@@ -19,13 +19,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
 from schemas.common import ConditionStatus
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
+from schemas.validation import summarise_validation_error
 
 INVALID: Final = "Invalid"
 """The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
@@ -137,7 +138,7 @@ def parse_group(raw: Mapping[str, Any]) -> Group | InvalidResource:
         return Group.model_validate(raw)
     except ValidationError as error:
         namespace, name, _group = _raw_identity(raw)
-        return InvalidResource(namespace, name, validation_reason(error))
+        return InvalidResource(namespace, name, validation_reason(error, Group))
 
 
 def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
@@ -146,17 +147,12 @@ def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
         return Node.model_validate(raw)
     except ValidationError as error:
         namespace, name, group = _raw_identity(raw)
-        return InvalidResource(namespace, name, validation_reason(error), group)
+        return InvalidResource(namespace, name, validation_reason(error, Node), group)
 
 
-def validation_reason(error: ValidationError) -> str:
-    """The first problems of a failed parse as `field.path: message`, spelled as the operator logs them. Pure."""
-    problems = [
-        f"{'.'.join(str(part) for part in problem['loc']) or '(object)'}: {problem['msg']}"
-        for problem in error.errors()[:REPORTED_PROBLEMS]
-    ]
-    hidden = error.error_count() - len(problems)
-    return "; ".join(problems) + (f"; and {hidden} more" if hidden > 0 else "")
+def validation_reason(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first problems of a failed parse, spelled as the webhook and the operator spell them. Pure."""
+    return summarise_validation_error(error, model, REPORTED_PROBLEMS)
 
 
 def _raw_identity(raw: Mapping[str, Any]) -> tuple[str, str, str | None]:
