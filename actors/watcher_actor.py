@@ -49,6 +49,7 @@ from actors.adapters.watch import (
 )
 from actors.base import ShellActor
 from actors.messages import (
+    GroupInvalid,
     GroupObserved,
     GroupRemoved,
     InventoryListed,
@@ -119,6 +120,19 @@ def is_newer(candidate: str, known: str) -> bool:
 def describe_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
     """The first few problems of a validation error, spelled as the webhook spells them (one source). Pure."""
     return summarise_validation_error(error, model, MAX_REPORTED_ERRORS)
+
+
+def group_invalid(raw: Mapping[str, Any], reason: str) -> GroupInvalid:
+    """The message that a Group resource failed our schemas, from what its metadata plainly holds. Pure."""
+    metadata = raw.get("metadata") or {}
+    generation = metadata.get("generation")
+    return GroupInvalid(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        uid=str(metadata.get("uid") or ""),
+        generation=generation if isinstance(generation, int) else None,
+        reason=reason,
+    )
 
 
 def parse_group(raw: Mapping[str, Any]) -> Group:
@@ -437,6 +451,9 @@ class KubeWatcherActor(ShellActor):
             metrics.WATCH_OBJECTS_SKIPPED.labels(resource).inc()
             kept = " (its last readable version stays in use)" if previous is not None else ""
             LOGGER.warning("watch %s: skipping %s at resourceVersion %s%s: %s", resource, key, version, kept, error)
+            if resource == GROUPS:
+                # The Group's owner must see it where they look (its status and Events), not only in our log.
+                self._route(group_invalid(raw, str(error)))
             return known, None
         if isinstance(observation, MachineObserved) and observation.node.status.reason == "StatusRebuilt":
             LOGGER.warning("watch %s: %s: %s", resource, key, observation.node.status.message)
