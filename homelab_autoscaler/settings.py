@@ -334,6 +334,12 @@ def describe(error: ValidationError) -> str:
     for problem in error.errors():
         location = problem["loc"][0] if problem["loc"] else ""
         extra = flags.get(str(location))
-        where = f"{extra['flag']} (env {env_name(extra['flag'])})" if extra else str(location or "settings")
-        problems.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+        message = problem["msg"].removeprefix("Value error, ")
+        if extra:
+            problems.append(f"{extra['flag']} (env {env_name(extra['flag'])}): {message}")
+        elif location:
+            problems.append(f"{location}: {message}")
+        else:
+            # A rule over several flags names them itself; the caller already says "invalid settings".
+            problems.append(message)
     return "; ".join(problems)

@@ -84,6 +84,15 @@ def test_invalid_settings_name_the_flag_and_its_variable(
         settings_from(parse(*argv), environ)
 
 
+def test_a_rule_over_several_flags_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = parse("--grpc-cert", "/tls.crt")
+
+    assert arguments.handler(arguments) == 2
+    assert capsys.readouterr().err == (
+        "homelab-autoscaler run: invalid settings: --grpc-cert and --grpc-key go together\n"
+    )
+
+
 def test_the_command_refuses_invalid_settings_with_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     arguments = parse("--metrics-address", "8080")
 
