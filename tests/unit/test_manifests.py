@@ -660,3 +660,11 @@ def test_the_dockerfile_builds_every_package_and_runs_unprivileged() -> None:
     # The Deployment runs the same user the image declares.
     deployment = yaml.safe_load((MANIFESTS / "30-deployment.yaml").read_text())
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 65532
+
+
+@pytest.mark.parametrize("path", _example_files(), ids=lambda path: path.name)
+def test_example_instructions_create_the_namespace_before_a_secret_in_it(path: Path) -> None:
+    header = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    steps = [line for line in header if "kubectl create namespace homelab" in line or "create secret" in line]
+    assert "kubectl create namespace homelab" in steps[0], "the Secret's namespace does not exist yet at that step"
+    assert any("kubectl -n homelab create secret" in line for line in steps[1:])
