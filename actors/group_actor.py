@@ -262,7 +262,7 @@ def invalid_spec_event(reason: str, running: bool) -> fx.RecordEvent:
         if running
         else "the operator does not run this group until it is fixed"
     )
-    return fx.RecordEvent(fx.EventType.WARNING, "InvalidSpec", f"Invalid spec, {consequence}: {reason}")
+    return fx.RecordEvent(fx.EventType.WARNING, "InvalidSpec", f"invalid spec, {consequence}: {reason}")
 
 
 # --- the actor ---------------------------------------------------------------------------------------------------

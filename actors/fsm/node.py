@@ -321,7 +321,7 @@ def _start_boot(machine: Machine, now: datetime) -> Transition:
     started, create = _start_job(machine, OperationKind.STARTUP, now, tries=1)
     message = f"startup Job {create.job_name} created"
     booting = _enter(started, NodeState.STARTING_UP, "PoweringOn", message)
-    return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"Powering on: {message}")))
+    return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"powering on: {message}")))
 
 
 def _start_shutdown_job(machine: Machine, now: datetime, tries: int, cause: str = "") -> Transition:
@@ -331,7 +331,7 @@ def _start_shutdown_job(machine: Machine, now: datetime, tries: int, cause: str 
         message += f" because {cause}"
     stopping = _enter(started, NodeState.SHUTTING_DOWN, "PoweringOff", message)
     return Transition(
-        stopping, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOff", f"Powering off: {message}"))
+        stopping, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOff", f"powering off: {message}"))
     )
 
 
@@ -340,7 +340,7 @@ def _begin_power_off(machine: Machine, now: datetime, drain: bool) -> Transition
         draining = _enter(
             _without_operation(machine), NodeState.SHUTTING_DOWN, "Draining", "draining the Kubernetes Node"
         )
-        event = fx.RecordEvent(fx.EventType.NORMAL, "Draining", "Draining the Kubernetes Node before power-off")
+        event = fx.RecordEvent(fx.EventType.NORMAL, "Draining", "draining the Kubernetes Node before power-off")
         return Transition(draining, (fx.Cordon(), fx.Drain(), event))
     started = _start_shutdown_job(_without_operation(machine), now, tries=1)
     return Transition(started.machine, (fx.Cordon(), *started.effects))

@@ -35,7 +35,7 @@ def test_a_group_invalid_from_the_start_gets_a_condition_and_a_warning_event(hom
     condition = wait_for(lambda: invalid_spec(homelab), what="the InvalidSpec condition")
     assert (condition["status"], condition["message"]) == ("True", REASON)
     assert wait_for(lambda: warnings(homelab), what="the Warning Event") == [
-        f"Invalid spec, the operator does not run this group until it is fixed: {REASON}"
+        f"invalid spec, the operator does not run this group until it is fixed: {REASON}"
     ]
     shown = parse_group(group_resource(homelab))
     assert isinstance(shown, InvalidResource)
@@ -53,7 +53,7 @@ def test_a_group_made_invalid_keeps_its_last_spec_and_is_cleared_once_fixed(home
     condition = wait_for(lambda: invalid_spec(homelab), what="the InvalidSpec condition")
     assert (condition["status"], condition["message"]) == ("True", REASON)
     assert wait_for(lambda: warnings(homelab), what="the Warning Event") == [
-        f"Invalid spec, the operator keeps running its last valid spec until it is fixed: {REASON}"
+        f"invalid spec, the operator keeps running its last valid spec until it is fixed: {REASON}"
     ]
     assert running.target_size() == 0  # the group still answers Cluster Autoscaler
 
