@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
-from schemas.common import ConditionStatus
+from schemas.common import ConditionStatus, human_duration
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
 from schemas.validation import summarise_validation_error
@@ -330,18 +330,7 @@ def exit_code(view: StatusView) -> int:
 
 def human_age(seconds: float) -> str:
     """A short age: the two largest units, e.g. `45s`, `3m12s`, `2h5m`, `3d4h`; negative counts as 0. Pure."""
-    whole = max(0, math.floor(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    for big, big_unit, small, small_unit in (
-        (days, "d", hours, "h"),
-        (hours, "h", minutes, "m"),
-        (minutes, "m", secs, "s"),
-    ):
-        if big:
-            return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
-    return f"{secs}s"
+    return human_duration(seconds)
 
 
 def operation_text(machine: MachineRow) -> str:

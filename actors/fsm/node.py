@@ -65,7 +65,14 @@ from actors.fsm.events import (
     WriteFailed,
 )
 from schemas import labels
-from schemas.common import Condition, ConditionStatus, format_duration, parse_duration, set_condition
+from schemas.common import (
+    Condition,
+    ConditionStatus,
+    format_duration,
+    human_moment,
+    parse_duration,
+    set_condition,
+)
 from schemas.group import GroupSpec, PowerOffNodePolicy
 from schemas.node import (
     Node,
@@ -422,7 +429,7 @@ def _release_failed_boot(machine: Machine, now: datetime) -> Transition:
         quarantined = _enter(machine, NodeState.QUARANTINED, "Quarantined", message)
         return Transition(quarantined, (fx.RecordEvent(fx.EventType.WARNING, "Quarantined", message),))
     until = machine.status.cooldown_until
-    when = until.isoformat() if until else "now"
+    when = human_moment(until, now) if until else "now"
     message = f"released after a failed boot; not powered on again before {when}"
     return Transition(_enter(machine, NodeState.SHUTDOWN, "CoolingDown", message))
 
@@ -500,7 +507,9 @@ def _power_on(machine: Machine, event: PowerOnRequested, now: datetime) -> Trans
         assert until is not None  # is_cooling_down checked it
         failures = machine.status.consecutive_failures
         raise InvalidTransition(
-            machine.status.state, event, f"in cooldown until {until.isoformat()} after {failures} failed boot(s)"
+            machine.status.state,
+            event,
+            f"in cooldown until {human_moment(until, now)} after {failures} failed boot(s)",
         )
     if event.start_now:
         return _start_boot(machine, now)

@@ -241,7 +241,7 @@ def test_a_queued_power_on_waits_for_its_boot_slot() -> None:
     [
         pytest.param(
             machine_in(NodeState.SHUTDOWN, consecutive_failures=2, cooldown_until=NOW + timedelta(seconds=45)),
-            re.escape("in cooldown until 2026-03-01T12:00:45+00:00 after 2 failed boot(s)"),
+            re.escape("in cooldown until 12:00:45 UTC (in 45s) after 2 failed boot(s)"),
             id="cooling-down",
         ),
         pytest.param(
@@ -958,3 +958,14 @@ def test_leaving_maintenance_stamps_a_node_that_reregistered_without_provider_id
     assert back.machine.status.state is NodeState.READY
     assert back.machine.status.provider_id == "homelab://homelab/m1"
     assert fx.SetProviderID("homelab://homelab/m1") in back.effects
+
+
+def test_a_released_failed_boot_says_when_it_may_boot_again_in_human_terms() -> None:
+    failed = machine_in(NodeState.BOOT_FAILED, consecutive_failures=1, cooldown_until=NOW + timedelta(seconds=102))
+
+    released = step(failed, ev.CancelBoot(), NOW).machine
+
+    assert released.status.state is NodeState.SHUTDOWN
+    assert released.status.message == (
+        "released after a failed boot; not powered on again before 12:01:42 UTC (in 1m42s)"
+    )
