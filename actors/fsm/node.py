@@ -314,6 +314,17 @@ def _attempts_text(config: MachineConfig, tries: int) -> str:
     return f"try {tries} of {1 + config.shutdown_retries}"
 
 
+def _created_text(create: fx.CreateJob) -> str:
+    """`shutdown #2: Job nuc-2-shutdown-2 created`. Pure.
+
+    The number in a Job's name counts every power Job the machine has had (`status.attempts`, startups and
+    shutdowns alike, so a name is never reused), not the tries of this operation; spelling it `#2` next to the
+    name, as the status command's OPERATION column does, keeps `nuc-2-shutdown-2 ... (try 1 of 3)` from reading
+    like a second try. The names themselves stay as they are: restarts adopt Jobs in flight by these names.
+    """
+    return f"{create.kind.value} #{create.attempt}: Job {create.job_name} created"
+
+
 def _start_job(machine: Machine, kind: OperationKind, now: datetime, tries: int) -> tuple[Machine, fx.CreateJob]:
     attempt = machine.status.attempts + 1
     name = job_name(machine.config.name, kind, attempt)
@@ -326,14 +337,14 @@ def _start_job(machine: Machine, kind: OperationKind, now: datetime, tries: int)
 
 def _start_boot(machine: Machine, now: datetime) -> Transition:
     started, create = _start_job(machine, OperationKind.STARTUP, now, tries=1)
-    message = f"startup Job {create.job_name} created"
+    message = _created_text(create)
     booting = _enter(started, NodeState.STARTING_UP, "PoweringOn", message)
     return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"powering on: {message}")))
 
 
 def _start_shutdown_job(machine: Machine, now: datetime, tries: int, cause: str = "") -> Transition:
     started, create = _start_job(machine, OperationKind.SHUTDOWN, now, tries=tries)
-    message = f"shutdown Job {create.job_name} created ({_attempts_text(machine.config, tries)})"
+    message = f"{_created_text(create)} ({_attempts_text(machine.config, tries)})"
     if cause:
         message += f" because {cause}"
     stopping = _enter(started, NodeState.SHUTTING_DOWN, "PoweringOff", message)

@@ -969,3 +969,22 @@ def test_a_released_failed_boot_says_when_it_may_boot_again_in_human_terms() -> 
     assert released.status.message == (
         "released after a failed boot; not powered on again before 12:01:42 UTC (in 1m42s)"
     )
+
+
+def _created_events(transition: Transition) -> list[str]:
+    return [e.message for e in transition.effects if isinstance(e, fx.RecordEvent) and "created" in e.message]
+
+
+def test_the_number_in_a_job_name_is_named_as_the_operation_number_not_a_try() -> None:
+    # The Job number counts every power Job of the machine; the try counts this shutdown's Jobs.
+    boot = step(machine_in(NodeState.SHUTDOWN, attempts=4), ev.PowerOnRequested(start_now=True), NOW)
+    shutting_down = machine_in(NodeState.SHUTTING_DOWN)
+    operation = shutting_down.status.operation
+    assert operation is not None
+    retry = step(shutting_down, ev.JobFailed(OperationKind.SHUTDOWN, operation.job_name, "ipmitool: timeout"), NOW)
+
+    assert _created_events(boot) == ["powering on: startup #5: Job m1-startup-5 created"]
+    assert _created_events(retry) == [
+        "powering off: shutdown #3: Job m1-shutdown-3 created (try 2 of 3) because shutdown Job m1-shutdown-2 "
+        "failed: ipmitool: timeout"
+    ]
