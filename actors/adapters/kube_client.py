@@ -195,6 +195,9 @@ def translate(error: BaseException, what: str) -> KubeError:
     ):
         # Never connected: say which server and why in words, not urllib3's nested repr.
         return KubeTransient(f"{what}: cannot reach the API server {_server_of(error)}: {_why_unreachable(error)}")
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        # Connected, but every try ended without an answer (read timeouts, dropped connections).
+        return KubeTransient(f"{what}: no answer from the API server {_server_of(error)}: {_why_unreachable(error)}")
     if isinstance(error, urllib3.exceptions.HTTPError | OSError | TimeoutError):
         # Connection refused/reset, read timeouts and urllib3's own exhausted 429/503 retries all land here.
         return KubeTransient(f"{what}: {type(error).__name__}: {error}")
