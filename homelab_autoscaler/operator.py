@@ -90,8 +90,6 @@ LOGGER = logging.getLogger(__name__)
 LEADER_LABEL: Final = f"{API_GROUP}/leader"
 """On the acting replica's pod; the gRPC and webhook Services select on it."""
 INVENTORY_POLL_SECONDS: Final = 0.05
-GROUPS_PUBLISHED_WAIT_SECONDS: Final = 10.0
-"""How long a replica that applied its inventory waits for every group's first snapshot before it serves."""
 LEADERSHIP_LOSS_WRITER_SECONDS: Final = 2.0
 """A replica that lost its Lease gives writes already in progress this long, and starts none."""
 STOP_TIMEOUT_SECONDS: Final = 5.0
@@ -276,13 +274,13 @@ class _Term:
             resource_watch.start()
         return cls(runtime, writer, key, supervisor, watcher, watches)
 
-    def inventory_applied(self) -> int | None:
-        """How many groups the Supervisor runs once it has applied the first complete inventory, else None."""
+    def inventory_applied(self) -> bool:
+        """Whether the Supervisor has applied the first complete inventory (so every group answers)."""
         try:
             pong = self.runtime.ask(self.supervisor, Ping(self.runtime.new_request_id()), 2.0, Pong).result(3.0)
         except (ActorTimeout, RuntimeStopped, TimeoutError):
-            return None
-        return pong.groups if pong.inventory_listed else None
+            return False
+        return pong.inventory_listed
 
     def end(self, read_model: ReadModel, *, writer_grace: float, writer_timeout: float) -> None:
         """Stop watching, stop the actors, let the writer finish for up to `writer_grace`, forget the groups."""
@@ -580,22 +578,10 @@ class Operator:
         with self._lock:
             self._term = term
         LOGGER.info("operator %s: acting; listing everything to rebuild every machine", self.identity)
-        while (groups := term.inventory_applied()) is None:
+        while not term.inventory_applied():
             if self._stopping.is_set() or (self._elector is not None and not self._elector.is_leader):
                 return  # a stop or a follow command is on its way; it tears the term down
             time.sleep(INVENTORY_POLL_SECONDS)
-        # The Supervisor has handed every machine to its actors, but a group publishes its snapshot only once each
-        # member has reported: until then the read model lacks that group, and answering NodeGroups from it would
-        # tell CA the group does not exist. Bounded, so one member that never reports cannot stop the replica.
-        deadline = time.monotonic() + GROUPS_PUBLISHED_WAIT_SECONDS
-        while len(self.read_model.groups()) < groups and time.monotonic() < deadline:
-            if self._stopping.is_set() or (self._elector is not None and not self._elector.is_leader):
-                return
-            time.sleep(INVENTORY_POLL_SECONDS)
-        if len(self.read_model.groups()) < groups:
-            LOGGER.warning("operator %s: %d of %d groups have not published their machines after %.0f s; serving "
-                           "the others", self.identity, groups - len(self.read_model.groups()), groups,
-                           GROUPS_PUBLISHED_WAIT_SECONDS)
         # Before serving, while no mutation waits on the pause of a full collection.
         settle_heap_after_inventory()
         assert self._pod_label is not None

@@ -72,17 +72,3 @@ def test_library_chatter_stays_out_of_an_info_log(
     logging.getLogger(logger).log(level, message)
 
     assert stream.getvalue() == ""
-
-
-def test_once_acting_every_group_is_in_the_read_model(homelab: Homelab) -> None:
-    # NodeGroups is answered from the read model the moment the replica acts: a group missing from it then would
-    # read to CA as a group that does not exist.
-    for group_index in range(8):
-        homelab.add_group(f"g{group_index}")
-        for machine_index in range(6):
-            homelab.add_machine(f"g{group_index}-m{machine_index}", group=f"g{group_index}")
-
-    running = homelab.start_operator()
-
-    assert running.operator.read_model.inventory_applied
-    assert len(running.operator.read_model.groups()) == 8
