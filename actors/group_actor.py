@@ -69,6 +69,7 @@ from actors.messages import (
     ErrorKind,
     Forwarded,
     GroupChanged,
+    GroupInvalid,
     IncreaseSize,
     IntentStored,
     MachineEvent,
@@ -82,7 +83,7 @@ from actors.messages import (
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource, group_id
 from actors.ticker_actor import CancelTimer, StartTimer, TimerFired, ticker_address
 from schemas import labels
-from schemas.common import Taint
+from schemas.common import Condition, ConditionStatus, Taint
 from schemas.group import Group, GroupSpec, GroupStatus
 from schemas.node import NodeSnapshot, NodeState
 
@@ -229,16 +230,47 @@ def _with_managed_taints(taints: tuple[Taint, ...], spec: GroupSpec) -> tuple[Ta
     return (*taints, *(taint for taint in spec.node_taints if taint not in taints))
 
 
-def group_status(group: Group, views: Iterable[MachineView]) -> GroupStatus:
-    """The Group resource's status for these members (its target is `target_size` of the same views). Pure."""
+def group_status(
+    group: Group, views: Iterable[MachineView], invalid_spec: Condition | None = None
+) -> GroupStatus:
+    """The Group resource's status for these members (its target is `target_size` of the same views). Pure.
+
+    `group` is the last valid version; `invalid_spec` the InvalidSpec condition while a newer version fails our
+    schemas. A stored InvalidSpec condition is dropped otherwise: a Group that parsed has a valid spec.
+    """
     counts = state_counts(views)
+    conditions = tuple(
+        condition for condition in group.status.conditions if condition.type != labels.CONDITION_INVALID_SPEC
+    )
     return GroupStatus(
         target_size=sum(counts[state.value] for state in TARGET_STATES),
         ready_count=counts[NodeState.READY.value],
         machines=counts,
-        conditions=group.status.conditions,
+        conditions=(*conditions, invalid_spec) if invalid_spec is not None else conditions,
         observed_generation=group.metadata.generation,
     )
+
+
+def invalid_spec_condition(reason: str, generation: int | None, now: datetime) -> Condition:
+    """The InvalidSpec condition of a Group whose spec fails our schemas. Pure."""
+    return Condition(
+        type=labels.CONDITION_INVALID_SPEC,
+        status=ConditionStatus.TRUE,
+        reason="SchemaValidationFailed",
+        message=reason,
+        last_transition_time=now,
+        observed_generation=generation,
+    )
+
+
+def invalid_spec_event(reason: str, running: bool) -> fx.RecordEvent:
+    """The Warning Event recorded once per new problem on a Group whose spec fails our schemas. Pure."""
+    consequence = (
+        "the operator keeps running its last valid spec until it is fixed"
+        if running
+        else "the operator does not run this group until it is fixed"
+    )
+    return fx.RecordEvent(fx.EventType.WARNING, "InvalidSpec", f"invalid spec, {consequence}: {reason}")
 
 
 # --- the actor ---------------------------------------------------------------------------------------------------
@@ -288,6 +320,8 @@ class GroupActor(ShellActor):
         self._commanded: dict[str, int] | None = None  # while a mutation runs: what it commanded
         self._held: dict[str, _HeldReply] = {}  # by timer token
         self._ticker: Any = None
+        self._invalid_spec: Condition | None = None
+        """While the newest version of the Group fails our schemas: the condition its status carries."""
 
     # --- configuration and membership ------------------------------------------------------------------------
 
@@ -297,7 +331,17 @@ class GroupActor(ShellActor):
         self._schedule_publish()
 
     def receiveMsg_GroupChanged(self, message: GroupChanged, sender: Any) -> None:
+        self._invalid_spec = None  # a version that parsed replaces the invalid one
         self._adopt(message.group)
+        self._schedule_publish()
+
+    def receiveMsg_GroupInvalid(self, message: GroupInvalid, sender: Any) -> None:
+        # The last valid spec keeps running (stopping the group would strand its machines); the owner is told
+        # through the status and an Event, where `kubectl describe` shows them.
+        self._invalid_spec = invalid_spec_condition(message.reason, message.generation, self._now())
+        LOGGER.warning("group=%s: the new spec is invalid; keeping the last valid one: %s", self._id, message.reason)
+        event = invalid_spec_event(message.reason, running=True)
+        self._record_event(event.type, event.reason, event.message)
         self._schedule_publish()
 
     def receiveMsg_MemberAssigned(self, message: MemberAssigned, sender: Any) -> None:
@@ -531,7 +575,7 @@ class GroupActor(ShellActor):
         if self._sorted_names is None:
             self._sorted_names = sorted(self._members)
         members = [self._members[name] for name in self._sorted_names]
-        status = group_status(group, (member.view for member in members))
+        status = group_status(group, (member.view for member in members), self._invalid_spec)
         self._version += 1
         snapshot = GroupSnapshot(
             id=self._id,

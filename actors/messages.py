@@ -146,6 +146,17 @@ class GroupObserved:
 
 
 @dataclass(frozen=True)
+class GroupInvalid:
+    """A Group custom resource our schemas refuse; `reason` names the problems as the webhook spells them."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class GroupRemoved:
     """A Group custom resource was deleted."""
 

@@ -132,7 +132,8 @@ class NodeActor(ShellActor):
         self._execute(derived.effects)
         state = derived.machine.status.state
         self._export_state()
-        LOGGER.info("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
+        # DEBUG: every machine derives at each start; the operator logs one summary line for all of them.
+        LOGGER.debug("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
                     _names(derived.effects))
         self._apply_reset_annotation()
         self._report(force=True)

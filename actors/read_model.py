@@ -11,6 +11,12 @@ only ever do single-key gets (never iterate a dict being changed), so a reader s
 of each key. A reader may briefly find a provider id indexed to a group whose snapshot no longer lists it (or the
 reverse); lookups therefore re-check membership in the snapshot they got, so answers are always self-consistent.
 
+Until the first complete inventory is applied the model is *not ready*: its groups are missing or partial, and an
+empty list would read to CA as "this cluster has no node groups". `inventory_applied` says which; the operator sets
+it once the Supervisor reports the inventory applied and clears it when the replica stops acting, and the gateway
+answers UNAVAILABLE (CA retries next loop) while it is false. It is a plain bool read by one attribute load, so the
+hot calls stay as cheap as before.
+
 Maintenance machines are never indexed: CA must see them in no group at all (NodeGroupForNode answers "not
 autoscaled"), so it never tries to scale them down.
 """
@@ -98,6 +104,24 @@ class GroupSnapshot:
         return self._by_node_name.get(node_name)
 
 
+def describe_inventory(groups: tuple[GroupSnapshot, ...]) -> str:
+    """`2 groups, 6 machines: Ready 1, Shutdown 5`: the one line a start logs instead of one line per machine. Pure.
+
+    States are in the order of `NodeState`, and only those that occur are named.
+    """
+    counts = {state: 0 for state in NodeState}
+    for group in groups:
+        for machine in group.machines:
+            counts[machine.state] += 1
+    total = sum(counts.values())
+    by_state = ", ".join(f"{state.value} {count}" for state, count in counts.items() if count)
+    return f"{_count(len(groups), 'group')}, {_count(total, 'machine')}" + (f": {by_state}" if by_state else "")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def group_id(namespace: str, name: str) -> str:
     """The node group id CA sees; namespaced so two same-named Groups never merge. Pure."""
     return f"{namespace}/{name}"
@@ -114,6 +138,16 @@ class ReadModel:
         self._ordered: tuple[GroupSnapshot, ...] = ()
         self._group_by_provider_id: dict[str, str] = {}
         self._group_by_node_name: dict[str, str] = {}
+        self._inventory_applied = False
+
+    @property
+    def inventory_applied(self) -> bool:
+        """True once the first complete inventory is in the model, until this replica stops acting."""
+        return self._inventory_applied
+
+    def set_inventory_applied(self, applied: bool) -> None:
+        """Say whether the model holds a complete inventory (the operator's control thread; one atomic store)."""
+        self._inventory_applied = applied
 
     def publish(self, snapshot: GroupSnapshot) -> None:
         """Make `snapshot` the group's current state (writer thread only)."""

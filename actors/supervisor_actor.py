@@ -35,10 +35,10 @@ from thespian.actors import ActorExitRequest, ChildActorExited
 
 from actors import metrics, wiring
 from actors.base import ShellActor
-from actors.effects_port import EffectBatch, MachineRef
+from actors.effects_port import EffectBatch, GroupEventBatch, GroupStatusBatch, MachineRef
 from actors.fsm import effects as fx
 from actors.fsm.events import Event, NodeGone
-from actors.group_actor import GroupActor
+from actors.group_actor import GroupActor, invalid_spec_condition, invalid_spec_event
 from actors.messages import (
     ConfigureGroup,
     ConfigureMachine,
@@ -48,6 +48,7 @@ from actors.messages import (
     ErrorKind,
     Forwarded,
     GroupChanged,
+    GroupInvalid,
     GroupObserved,
     GroupRemoved,
     IncreaseSize,
@@ -74,7 +75,7 @@ from actors.node_actor import NodeActor
 from actors.read_model import group_id
 from actors.runtime import ActorRuntime
 from schemas import labels
-from schemas.group import Group
+from schemas.group import Group, GroupStatus
 from schemas.node import Node, NodeStatus, kubernetes_node_name
 
 LOGGER = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ class SupervisorActor(ShellActor):
         self._machine_by_node_name: dict[str, str] = {}
         self._children: dict[str, tuple[str, str]] = {}
         self._inventory_listed = False
+        self._invalid_groups: dict[str, str] = {}
+        """Group id → why its newest version fails our schemas (each new reason is reported once)."""
 
     # --- setup and probes --------------------------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class SupervisorActor(ShellActor):
         for gid in [gid for gid in self._groups if gid not in listed_groups]:
             self._group_removed(gid)
         self._inventory_listed = True
-        LOGGER.info("inventory applied: %d groups, %d machines, %d Kubernetes Nodes, %d Jobs", len(message.groups),
+        LOGGER.debug("inventory applied: %d groups, %d machines, %d Kubernetes Nodes, %d Jobs", len(message.groups),
                     len(message.machines), len(message.kube_nodes), len(message.jobs))
 
     def receiveMsg_GroupObserved(self, message: GroupObserved, sender: Any) -> None:
@@ -216,6 +219,24 @@ class SupervisorActor(ShellActor):
 
     def receiveMsg_GroupRemoved(self, message: GroupRemoved, sender: Any) -> None:
         self._group_removed(group_id(message.namespace, message.name))
+
+    def receiveMsg_GroupInvalid(self, message: GroupInvalid, sender: Any) -> None:
+        gid = group_id(message.namespace, message.name)
+        if self._invalid_groups.get(gid) == message.reason:
+            return  # already reported: a relist or a change elsewhere in the object
+        self._invalid_groups[gid] = message.reason
+        entry = self._groups.get(gid)
+        if entry is not None and entry.address is not None:
+            self.send(entry.address, message)  # it runs the last valid spec, and carries the condition in its status
+            return
+        # Nobody runs this group, so the Supervisor writes what its owner must see: the condition and an Event.
+        LOGGER.warning("group=%s: invalid spec; not running it: %s", gid, message.reason)
+        wiring_ = self._require_wiring()
+        condition = invalid_spec_condition(message.reason, message.generation, wiring_.clock())
+        wiring_.effects.submit(GroupStatusBatch(message.namespace, message.name, GroupStatus(conditions=(condition,))))
+        wiring_.effects.submit(GroupEventBatch(
+            message.namespace, message.name, message.uid, invalid_spec_event(message.reason, running=False)
+        ))
 
     def receiveMsg_MachineObserved(self, message: MachineObserved, sender: Any) -> None:
         self._machine_observed(message.node)
@@ -254,6 +275,7 @@ class SupervisorActor(ShellActor):
 
     def _group_observed(self, group: Group) -> None:
         gid = group_id(group.metadata.namespace, group.metadata.name)
+        was_invalid = self._invalid_groups.pop(gid, None) is not None
         entry = self._groups.get(gid)
         if entry is None:
             self._groups[gid] = _GroupEntry(group)
@@ -261,11 +283,12 @@ class SupervisorActor(ShellActor):
             return
         changed = group_spec_changed(entry.group, group)
         entry.group = group
-        if changed:
+        if changed or was_invalid:  # fixed back to the very spec it ran: its InvalidSpec condition must still go
             self.send(entry.address, GroupChanged(group))
             self._attach_members(gid, only_running=True)
 
     def _group_removed(self, gid: str) -> None:
+        self._invalid_groups.pop(gid, None)
         entry = self._groups.pop(gid, None)
         if entry is not None and entry.address is not None:
             LOGGER.info("group=%s removed; its machines keep their last configuration, unlisted", gid)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from actors import metrics
 from actors.adapters.watch import (
@@ -49,6 +49,7 @@ from actors.adapters.watch import (
 )
 from actors.base import ShellActor
 from actors.messages import (
+    GroupInvalid,
     GroupObserved,
     GroupRemoved,
     InventoryListed,
@@ -64,6 +65,7 @@ from schemas import labels
 from schemas.common import Taint
 from schemas.group import Group
 from schemas.node import Node, NodeSnapshot, NodeStatus, OperationKind
+from schemas.validation import summarise_validation_error
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,14 +117,22 @@ def is_newer(candidate: str, known: str) -> bool:
     return candidate != known
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """The first few problems of a validation error as `field.path: message`. Pure."""
-    problems = [
-        f"{'.'.join(str(part) for part in problem['loc']) or '(object)'}: {problem['msg']}"
-        for problem in error.errors()[:MAX_REPORTED_ERRORS]
-    ]
-    hidden = error.error_count() - len(problems)
-    return "; ".join(problems) + (f"; and {hidden} more" if hidden > 0 else "")
+def describe_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first few problems of a validation error, spelled as the webhook spells them (one source). Pure."""
+    return summarise_validation_error(error, model, MAX_REPORTED_ERRORS)
+
+
+def group_invalid(raw: Mapping[str, Any], reason: str) -> GroupInvalid:
+    """The message that a Group resource failed our schemas, from what its metadata plainly holds. Pure."""
+    metadata = raw.get("metadata") or {}
+    generation = metadata.get("generation")
+    return GroupInvalid(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        uid=str(metadata.get("uid") or ""),
+        generation=generation if isinstance(generation, int) else None,
+        reason=reason,
+    )
 
 
 def parse_group(raw: Mapping[str, Any]) -> Group:
@@ -130,7 +140,7 @@ def parse_group(raw: Mapping[str, Any]) -> Group:
     try:
         return Group.model_validate(raw)
     except ValidationError as error:
-        raise MalformedObjectError(describe_validation_error(error)) from error
+        raise MalformedObjectError(describe_validation_error(error, Group)) from error
 
 
 def parse_machine(raw: Mapping[str, Any]) -> Node:
@@ -139,8 +149,8 @@ def parse_machine(raw: Mapping[str, Any]) -> Node:
         return Node.model_validate(raw)
     except ValidationError as error:
         if not all(problem["loc"][:1] == ("status",) for problem in error.errors()):
-            raise MalformedObjectError(describe_validation_error(error)) from error
-        why = describe_validation_error(error)
+            raise MalformedObjectError(describe_validation_error(error, Node)) from error
+        why = describe_validation_error(error, Node)
     status = raw.get("status")
     attempts = status.get("attempts") if isinstance(status, Mapping) else None
     rebuilt = NodeStatus(
@@ -151,7 +161,7 @@ def parse_machine(raw: Mapping[str, Any]) -> Node:
     try:
         node = Node.model_validate({**raw, "status": {}})
     except ValidationError as error:  # pragma: no cover  # the status was the only problem
-        raise MalformedObjectError(describe_validation_error(error)) from error
+        raise MalformedObjectError(describe_validation_error(error, Node)) from error
     return node.model_copy(update={"status": rebuilt})
 
 
@@ -208,7 +218,7 @@ def parse_kube_node(raw: Mapping[str, Any]) -> KubeNodeObserved:
             allocatable=_quantities(status.get("allocatable")),
         )
     except ValidationError as error:
-        raise MalformedObjectError(describe_validation_error(error)) from error
+        raise MalformedObjectError(describe_validation_error(error, NodeSnapshot)) from error
     return KubeNodeObserved(
         name=name,
         ready=_is_ready(status),
@@ -441,6 +451,9 @@ class KubeWatcherActor(ShellActor):
             metrics.WATCH_OBJECTS_SKIPPED.labels(resource).inc()
             kept = " (its last readable version stays in use)" if previous is not None else ""
             LOGGER.warning("watch %s: skipping %s at resourceVersion %s%s: %s", resource, key, version, kept, error)
+            if resource == GROUPS:
+                # The Group's owner must see it where they look (its status and Events), not only in our log.
+                self._route(group_invalid(raw, str(error)))
             return known, None
         if isinstance(observation, MachineObserved) and observation.node.status.reason == "StatusRebuilt":
             LOGGER.warning("watch %s: %s: %s", resource, key, observation.node.status.message)
@@ -452,7 +465,7 @@ class KubeWatcherActor(ShellActor):
         listed = inventory(self._pending)
         self._pending.clear()
         self._inventory_sent = True
-        LOGGER.info("watch: every resource listed; inventory of %d groups, %d machines, %d Kubernetes Nodes and "
+        LOGGER.debug("watch: every resource listed; inventory of %d groups, %d machines, %d Kubernetes Nodes and "
                     "%d Jobs goes to the supervisor", len(listed.groups), len(listed.machines),
                     len(listed.kube_nodes), len(listed.jobs))
         self._route(listed)

@@ -228,6 +228,7 @@ def measure(machine_count: int) -> dict[str, Any]:
     read_model = ReadModel()
     for group in fleet(machine_count):
         read_model.publish(group)
+    read_model.set_inventory_applied(True)
     server, port = create_server("127.0.0.1:0", CloudProviderServicer(read_model, _NoMutations()), tls=None)
     try:
         root = Path(__file__).resolve().parent.parent

@@ -11,7 +11,8 @@ Errors the servicer raises itself (the mutation errors come from `grpc_gateway.m
     GatewayError
     ├── UnknownGroup     the request names a group that does not exist            → NOT_FOUND
     ├── InvalidRequest   the request itself is wrong (delta sign, empty node list) → INVALID_ARGUMENT
-    └── NotOffered       an optional call we cannot answer honestly               → UNIMPLEMENTED
+    ├── NotOffered       an optional call we cannot answer honestly               → UNIMPLEMENTED
+    └── NotReady         the first inventory is not applied yet (start, standby)  → UNAVAILABLE
 
 Anything not in the table is a bug of ours: INTERNAL, naming the exception type (the servicer logs the
 traceback). Without that catch-all grpcio would answer UNKNOWN with no hint at all.
@@ -51,6 +52,19 @@ class NotOffered(GatewayError):  # noqa: N818
     """An optional call with no honest answer here; CA reads UNIMPLEMENTED as "not offered" and carries on."""
 
 
+class NotReady(GatewayError):  # noqa: N818
+    """The read model holds no complete inventory yet: any answer would be a guess (an empty list means "no groups").
+
+    UNAVAILABLE is what CA's client also sees while the server is down, and it retries on its next loop.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the operator has not applied its inventory of Groups and Node resources yet (it is starting, or "
+            "this replica is not the leader); retry shortly"
+        )
+
+
 @dataclass(frozen=True)
 class Status:
     """A gRPC status code with the message that says what was wrong."""
@@ -64,6 +78,7 @@ STATUS_CODES: Final[Mapping[type[Exception] | ErrorKind, grpc.StatusCode]] = {
     UnknownGroup:                                      grpc.StatusCode.NOT_FOUND,
     InvalidRequest:                                    grpc.StatusCode.INVALID_ARGUMENT,
     NotOffered:                                        grpc.StatusCode.UNIMPLEMENTED,
+    NotReady:                                          grpc.StatusCode.UNAVAILABLE,
     # A group refused a mutation (MutationRefused.kind):
     ErrorKind.NOT_FOUND:                               grpc.StatusCode.NOT_FOUND,
     ErrorKind.INVALID_ARGUMENT:                        grpc.StatusCode.INVALID_ARGUMENT,

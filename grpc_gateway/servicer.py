@@ -9,6 +9,13 @@ UNKNOWN), added by one decorator.
 The hot calls (NodeGroups, NodeGroupForNode, NodeGroupTargetSize, NodeGroupNodes, NodeGroupGetOptions) never
 wait for an actor or the API server: they read immutable snapshots, so one unreachable BMC cannot abort a CA
 loop. They log at DEBUG only; each size change is logged at INFO with its outcome.
+
+Until the first inventory is applied (`ReadModel.inventory_applied`), every call that reads the inventory answers
+UNAVAILABLE instead of an empty or partial answer: an empty NodeGroups reads to CA as "no groups", an empty
+GPULabel is cached by CA for the life of its process, and "not autoscaled" from NodeGroupForNode is taken at its
+word. Refresh answers UNAVAILABLE too although it reads nothing: it opens every CA loop, and its error is what
+makes CA skip the whole loop and retry ten seconds later, instead of going on with the empty list its client
+substitutes for a failed NodeGroups.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from google.protobuf import any_pb2
 from actors.messages import NodeIdentity
 from actors.read_model import GroupSnapshot, ReadModel
 from grpc_gateway import convert, errors, metrics
-from grpc_gateway.errors import InvalidRequest, NotOffered, UnknownGroup
+from grpc_gateway.errors import InvalidRequest, NotOffered, NotReady, UnknownGroup
 from grpc_gateway.mutations import MutationError, MutationPort
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
@@ -146,7 +153,7 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
     def NodeGroups(
         self, request: externalgrpc.NodeGroupsRequest, context: Any
     ) -> externalgrpc.NodeGroupsResponse:
-        groups = self._read_model.groups()
+        groups = self._inventory().groups()
         self._forget_answers_except({group.id for group in groups})
         LOGGER.debug("NodeGroups: %d groups", len(groups))
         return externalgrpc.NodeGroupsResponse(
@@ -158,10 +165,11 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         self, request: externalgrpc.NodeGroupForNodeRequest, context: Any
     ) -> externalgrpc.NodeGroupForNodeResponse:
         node = request.node
+        inventory = self._inventory()
         # A Node without a providerID is not one of our instances yet: the operator stamps it once the Group's labels
         # and taints are on it. Claimed earlier by name, CA counts it as a registered member while its instance is
         # still unregistered, finds no room on it for the pods it was booted for, and scales up again.
-        found = self._read_model.machine_for(node.providerID, node.name) if node.providerID else None
+        found = inventory.machine_for(node.providerID, node.name) if node.providerID else None
         if found is None:
             # Control plane, unmanaged hosts, machines in maintenance: "not autoscaled" is an answer, not an error.
             LOGGER.debug("NodeGroupForNode: %r (providerID %r) is in no group", node.name, node.providerID)
@@ -272,7 +280,7 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         group_id = convert.template_group_id(node)
         if group_id:
             return self._template_price(group_id, node.name, start, end)
-        found = self._read_model.machine_for(node.providerID, node.name)
+        found = self._inventory().machine_for(node.providerID, node.name)
         if found is None:
             raise NotOffered(f"node {node.name!r} (providerID {node.providerID!r}) is no machine of ours to price")
         _group, machine = found
@@ -312,7 +320,7 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         if end < start:
             raise InvalidRequest(f"pricing a pod: end {end.isoformat()} is before start {start.isoformat()}")
         requests = convert.pod_requests(convert.pod_bytes(request))
-        reference = convert.reference_machine(self._read_model.groups(), self._price_per_kwh)
+        reference = convert.reference_machine(self._inventory().groups(), self._price_per_kwh)
         if reference is None:
             raise NotOffered(
                 "pod pricing needs a priced machine whose group has a template or a member seen Ready"
@@ -327,7 +335,7 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         CA caches the first successful answer for the life of its process, "" included: a label set on a Group
         later only takes effect when CA restarts.
         """
-        label = next((group.gpu_label for group in self._read_model.groups() if group.gpu_label), "")
+        label = next((group.gpu_label for group in self._inventory().groups() if group.gpu_label), "")
         return externalgrpc.GPULabelResponse(label=label)
 
     @_rpc
@@ -335,12 +343,16 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         self, request: externalgrpc.GetAvailableGPUTypesRequest, context: Any
     ) -> externalgrpc.GetAvailableGPUTypesResponse:
         """Every GPU type any group offers (CA reads the keys only, and caches the first answer forever)."""
-        types = sorted({gpu_type for group in self._read_model.groups() for gpu_type in group.gpu_types})
+        types = sorted({gpu_type for group in self._inventory().groups() for gpu_type in group.gpu_types})
         return externalgrpc.GetAvailableGPUTypesResponse(gpuTypes={gpu_type: any_pb2.Any() for gpu_type in types})
 
     @_rpc
     def Refresh(self, request: externalgrpc.RefreshRequest, context: Any) -> externalgrpc.RefreshResponse:
-        """Start of a CA loop. Nothing to do: the read model is always current."""
+        """Start of a CA loop. Nothing to do once the inventory is applied: the read model is always current.
+
+        Before that, UNAVAILABLE: CA aborts this loop and retries on the next one (see the module docstring).
+        """
+        self._inventory()
         return externalgrpc.RefreshResponse()
 
     @_rpc
@@ -351,8 +363,14 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
 
     # --- helpers -------------------------------------------------------------------------------------------
 
+    def _inventory(self) -> ReadModel:
+        """The read model, or NotReady (UNAVAILABLE) while it holds no complete inventory."""
+        if not self._read_model.inventory_applied:
+            raise NotReady()
+        return self._read_model
+
     def _group(self, group_id: str) -> GroupSnapshot:
-        group = self._read_model.group(group_id)
+        group = self._inventory().group(group_id)
         if group is None:
             raise UnknownGroup(group_id, (known.id for known in self._read_model.groups()))
         return group

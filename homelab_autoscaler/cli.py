@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Protocol, cast
 
-from homelab_autoscaler import __version__, commands
+from homelab_autoscaler import commands
+from homelab_autoscaler.commands.version import version_line
 
 
 class Command(Protocol):
@@ -44,7 +45,7 @@ def build_parser(available: Sequence[Command] | None = None) -> argparse.Argumen
         prog="homelab-autoscaler",
         description="Powers physical homelab machines on and off for the Kubernetes Cluster Autoscaler.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     for command in discover_commands() if available is None else available:
         known = set(subparsers.choices)

@@ -21,7 +21,9 @@ from typing import Final, TextIO
 from homelab_autoscaler.settings import LogFormat, LogLevel
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-CHATTY_LOGGERS: Final = ("urllib3", "kubernetes", "grpc")
+CHATTY_LOGGERS: Final = ("urllib3", "kubernetes", "grpc", "Thespian")
+"""Libraries kept at WARNING unless the level is DEBUG. Thespian logs each registration of a global actor at INFO
+("Registered ActorAddr-/A~b as global ..."), which tells an operator's reader nothing."""
 _HANDLER_NAME: Final = "homelab-autoscaler"
 
 
@@ -63,3 +65,6 @@ def configure_logging(log_format: LogFormat, level: LogLevel, stream: TextIO | N
     quiet = logging.DEBUG if level is LogLevel.DEBUG else logging.WARNING
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    # urllib3 warns about every retry of a call that cannot connect, in its own nested repr; the call's failure
+    # after the retries is reported once, in one line, by the code that made it.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.DEBUG if level is LogLevel.DEBUG else logging.ERROR)

@@ -63,7 +63,7 @@ from actors.adapters.webhook_certs import (
 from actors.adapters.writer import KubeWriter
 from actors.errors import ActorTimeout, RuntimeStopped
 from actors.messages import Ping, Pong
-from actors.read_model import ReadModel
+from actors.read_model import ReadModel, describe_inventory
 from actors.runtime import ActorRuntime
 from actors.supervisor_actor import start_supervisor
 from actors.watcher_actor import start_watcher
@@ -71,8 +71,9 @@ from grpc_gateway.mutations import ActorMutations
 from grpc_gateway.server import ServingHealth, TlsFiles, create_server, stop_server
 from grpc_gateway.servicer import CloudProviderServicer
 from homelab_autoscaler.http_server import HealthServer
+from homelab_autoscaler.listeners import Listener, check_free, unavailable
 from homelab_autoscaler.settings import Settings, WebhookCertSource
-from schemas import API_GROUP
+from schemas import API_GROUP, API_VERSION
 from webhooks.admission import AdmissionRules, KnownMachine
 from webhooks.certs import (
     CertificateAuthority,
@@ -157,6 +158,25 @@ class WebhookCertificateIssuer:
 
 
 # --- small helpers around the API ------------------------------------------------------------------------------
+
+
+def check_api_server(api_client: ApiClient, watch_namespace: str) -> None:
+    """Raise KubeError, one line naming the server, when the API server does not answer at all.
+
+    `run` calls it before binding anything: without it the operator would start, bind its ports and then log every
+    watch's connection failure, retry after retry. A server that answers with an error (RBAC, missing CRDs) is
+    left to the parts that know what they asked for. A list of one Group is a request our RBAC already grants (a
+    non-resource URL such as /version would need a rule of its own), and as cheap as any.
+    """
+    namespace_part = f"/namespaces/{watch_namespace}" if watch_namespace else ""
+    try:
+        KubeApi(api_client).get(
+            f"/apis/{API_GROUP}/{API_VERSION}{namespace_part}/groups", {"limit": "1"}, what="list Group resources"
+        )
+    except KubeError as error:
+        if error.status == 0:
+            raise
+        LOGGER.debug("listing Group resources at start answered %s; the watches report it", error.message)
 
 
 class PodLabel:
@@ -370,27 +390,42 @@ class Operator:
         try:
             self._start()
         except BaseException:
-            LOGGER.error("the operator could not start; stopping what did")
+            # The caller reports why in one line; what was already started is stopped quietly.
+            LOGGER.debug("the operator could not start; stopping what did")
             self.kill()
             raise
 
     def _start(self) -> None:
         settings = self.settings
+        # Every configured address is tried before anything else happens: a port in use is the most common reason
+        # a start fails, and finding it first means one line naming the flag, no library noise from half-started
+        # servers, and nothing written to the cluster.
+        for listener in self._listeners():
+            check_free(listener)
         if self._api_client is None:
             self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
         api_client = self._api_client
-        self._pod_label = PodLabel(api_client, settings.pod_namespace or settings.namespace, settings.pod_name)
-        self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
+        check_api_server(api_client, settings.watch_namespace)
         self._start_grpc()
         if settings.webhook_enabled:
             self._start_webhook(api_client)
+        metrics_listener = Listener("--metrics-address", settings.metrics_address)
         host, port = parse_address(settings.metrics_address)
         self._health_server = HealthServer(
             (host, port), liveness=self.liveness_problem, readiness=self.readiness_problem,
             leading=lambda: self.acting,
         )
-        self._health_server.start()
+        try:
+            self._health_server.start()
+        except OSError as error:
+            self._health_server = None
+            raise unavailable(metrics_listener, error) from error
         self._listening = True
+        # Only now, with every listener bound, does the operator write to the cluster: a start that fails on a
+        # port must leave the cluster as it found it.
+        self._pod_label = PodLabel(api_client, settings.pod_namespace or settings.namespace, settings.pod_name)
+        self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
+        self._start_certificate_keeper()
         self._control = threading.Thread(target=self._run_control, name="operator-control", daemon=True)
         self._control.start()
         if settings.leader_elect:
@@ -412,6 +447,16 @@ class Operator:
             self._commands.put("lead")
             LOGGER.info("operator %s started without leader election", self.identity)
 
+    def _listeners(self) -> list[Listener]:
+        settings = self.settings
+        listeners = [
+            Listener("--grpc-address", settings.grpc_address),
+            Listener("--metrics-address", settings.metrics_address),
+        ]
+        if settings.webhook_enabled:
+            listeners.append(Listener("--webhook-address", settings.webhook_address))
+        return listeners
+
     def _start_grpc(self) -> None:
         settings = self.settings
         tls = None
@@ -419,11 +464,17 @@ class Operator:
             tls = TlsFiles(settings.grpc_cert, settings.grpc_key, settings.grpc_client_ca)
         mutations = ActorMutations(_TermRuntime(self), self._supervisor_address)
         servicer = CloudProviderServicer(self.read_model, mutations, price_per_kwh=settings.price_per_kwh)
-        self._grpc_server, self._grpc_port = create_server(
-            settings.grpc_address, servicer, tls=tls, health=self._health
-        )
+        try:
+            self._grpc_server, self._grpc_port = create_server(
+                settings.grpc_address, servicer, tls=tls, health=self._health
+            )
+        except FileNotFoundError:
+            raise  # a TLS file that is not there: its own message names the file
+        except OSError as error:
+            raise unavailable(Listener("--grpc-address", settings.grpc_address), error) from error
 
     def _start_webhook(self, api_client: ApiClient) -> None:
+        """Bind the webhook with the certificate at hand; nothing is written until `_start_certificate_keeper`."""
         settings = self.settings
         source = settings.webhook_cert_source
         store = None
@@ -433,9 +484,9 @@ class Operator:
                 api_client, settings.namespace, settings.webhook_secret, settings.webhook_config
             )
             issuer = WebhookCertificateIssuer(settings.webhook_service, settings.namespace)
+        # May not write yet: this round only reads the Secret (or falls back to a temporary certificate on disk).
         self._certificates = WebhookCertificates(
-            source.value, settings.webhook_cert_dir, store=store, issuer=issuer,
-            may_write=not settings.leader_elect, clock=self._clock,
+            source.value, settings.webhook_cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
         )
         self._certificates.prepare()
         self._admission = CachedAdmissionLookup(api_client, KnownMachine, settings.watch_namespace)
@@ -446,9 +497,22 @@ class Operator:
             self._certificates.key_file,
             AdmissionRules(self._admission),
         )
-        webhook.start()
+        try:
+            webhook.start()
+        except OSError as error:
+            raise unavailable(Listener("--webhook-address", settings.webhook_address), error) from error
         self._webhook = webhook
-        self._certificates.start(on_change=webhook.reload_certificate)
+
+    def _start_certificate_keeper(self) -> None:
+        """Without leader election, store (or rotate) the Secret now, as before serving; then keep it current."""
+        certificates, webhook = self._certificates, self._webhook
+        if certificates is None or webhook is None:
+            return
+        if not self.settings.leader_elect:
+            certificates.set_may_write(True)
+            if certificates.refresh():
+                webhook.reload_certificate()
+        certificates.start(on_change=webhook.reload_certificate)
 
     # --- leadership ------------------------------------------------------------------------------------------
 
@@ -467,6 +531,7 @@ class Operator:
     def _stop_acting(self) -> None:
         with self._lock:
             self._health.set_serving(False)
+            self.read_model.set_inventory_applied(False)
             self._acting.clear()
             metrics.LEADER.set(0)
             if self._term is not None:
@@ -526,13 +591,16 @@ class Operator:
             if self._stopping.is_set() or (self._elector is not None and not self._elector.is_leader):
                 return  # a stop or a follow command is on its way; it tears the term down
             term.acting = True
+            self.read_model.set_inventory_applied(True)
             self._health.set_serving(True)
             if self._certificates is not None:
                 self._certificates.set_may_write(True)
             self._acting.set()
             metrics.LEADER.set(1)
-        LOGGER.info("operator %s: inventory applied in %.2f s; serving Cluster Autoscaler", self.identity,
-                    time.monotonic() - started)
+        # One line for the whole inventory (each machine's derivation is logged at DEBUG): at 5000 machines a line
+        # per machine would bury everything else a start says.
+        LOGGER.info("operator %s: inventory applied in %.2f s (%s); serving Cluster Autoscaler", self.identity,
+                    time.monotonic() - started, describe_inventory(self.read_model.groups()))
 
     def _follow(self) -> None:
         self._stop_acting()
@@ -564,7 +632,9 @@ class Operator:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        LOGGER.info("operator %s: %s", self.identity, "stopping" if graceful else "killed")
+        # A start that failed half-way is reported by its caller in one line; its teardown is detail.
+        level = logging.INFO if self._control is not None else logging.DEBUG
+        LOGGER.log(level, "operator %s: %s", self.identity, "stopping" if graceful else "killed")
         self._health.enter_graceful_shutdown()
         self._stop_acting()
         self._commands.put("stop")
@@ -585,7 +655,7 @@ class Operator:
             except Exception:
                 LOGGER.exception("operator %s: stopping %s failed; stopping the rest", self.identity, part)
         self._listening = False
-        LOGGER.info("operator %s: stopped", self.identity)
+        LOGGER.log(level, "operator %s: stopped", self.identity)
 
     def _join_control(self) -> None:
         if self._control is not None:

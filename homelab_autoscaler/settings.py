@@ -118,10 +118,13 @@ class Settings(BaseModel):
         json_schema_extra=_flag("--metrics-address", "where /metrics, /healthz and /readyz are served (HTTP)",
                                 "HOST:PORT"),
     )
+    # Off unless asked for: a run on a workstation has no ValidatingWebhookConfiguration pointing at it, and an HTTPS
+    # port on every interface that nobody calls is only exposure. The Deployment passes its address explicitly.
     webhook_address: str = Field(
-        default="0.0.0.0:9443",
+        default="",
         json_schema_extra=_flag(
-            "--webhook-address", "where the validating admission webhook is served (HTTPS); empty disables it",
+            "--webhook-address", "where the validating admission webhook is served (HTTPS), e.g. 0.0.0.0:9443; "
+            "empty (the default) serves no webhook",
             "HOST:PORT",
         ),
     )
@@ -331,6 +334,12 @@ def describe(error: ValidationError) -> str:
     for problem in error.errors():
         location = problem["loc"][0] if problem["loc"] else ""
         extra = flags.get(str(location))
-        where = f"{extra['flag']} (env {env_name(extra['flag'])})" if extra else str(location or "settings")
-        problems.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+        message = problem["msg"].removeprefix("Value error, ")
+        if extra:
+            problems.append(f"{extra['flag']} (env {env_name(extra['flag'])}): {message}")
+        elif location:
+            problems.append(f"{location}: {message}")
+        else:
+            # A rule over several flags names them itself; the caller already says "invalid settings".
+            problems.append(message)
     return "; ".join(problems)

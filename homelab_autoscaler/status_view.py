@@ -15,23 +15,30 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
-from schemas.common import ConditionStatus
+from schemas.common import ConditionStatus, human_duration
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
+from schemas.validation import summarise_validation_error
 
 INVALID: Final = "Invalid"
 """The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
 
 STATE_NAMES: Final = (*(state.value for state in NodeState), INVALID)
-"""Every STATE a machine row can show, in the order counts are listed."""
+"""Every STATE a group's members can be counted in, in the order counts are listed."""
+
+UNMANAGED: Final = "Unmanaged"
+"""The STATE of a machine no Group claims: it has no group label, or its label names a Group that does not exist.
+
+The operator starts no actor for such a machine, so its stored status (often the initial `Shutdown`) says nothing
+about it; showing that would pass a forgotten machine off as a healthy spare. It is never counted in a group."""
 
 REPORTED_PROBLEMS: Final = 3
 """Schema problems named in an Invalid row's reason; the rest are counted."""
@@ -49,6 +56,7 @@ _STATE_COLOURS: Final = {
     NodeState.MAINTENANCE.value: "\x1b[34m",
     NodeState.QUARANTINED.value: "\x1b[1;31m",  # bold red: needs a person
     INVALID: "\x1b[1;31m",
+    UNMANAGED: "\x1b[33m",  # yellow: nothing happens to it until someone labels it or creates its Group
 }
 
 
@@ -130,7 +138,7 @@ def parse_group(raw: Mapping[str, Any]) -> Group | InvalidResource:
         return Group.model_validate(raw)
     except ValidationError as error:
         namespace, name, _group = _raw_identity(raw)
-        return InvalidResource(namespace, name, validation_reason(error))
+        return InvalidResource(namespace, name, validation_reason(error, Group))
 
 
 def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
@@ -139,17 +147,12 @@ def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
         return Node.model_validate(raw)
     except ValidationError as error:
         namespace, name, group = _raw_identity(raw)
-        return InvalidResource(namespace, name, validation_reason(error), group)
+        return InvalidResource(namespace, name, validation_reason(error, Node), group)
 
 
-def validation_reason(error: ValidationError) -> str:
-    """The first problems of a failed parse as `field.path: message`, spelled as the operator logs them. Pure."""
-    problems = [
-        f"{'.'.join(str(part) for part in problem['loc']) or '(object)'}: {problem['msg']}"
-        for problem in error.errors()[:REPORTED_PROBLEMS]
-    ]
-    hidden = error.error_count() - len(problems)
-    return "; ".join(problems) + (f"; and {hidden} more" if hidden > 0 else "")
+def validation_reason(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first problems of a failed parse, spelled as the webhook and the operator spell them. Pure."""
+    return summarise_validation_error(error, model, REPORTED_PROBLEMS)
 
 
 def _raw_identity(raw: Mapping[str, Any]) -> tuple[str, str, str | None]:
@@ -172,14 +175,41 @@ def _raw_identity(raw: Mapping[str, Any]) -> tuple[str, str, str | None]:
 def build_view(
     groups: Iterable[Group | InvalidResource], nodes: Iterable[Node | InvalidResource], now: datetime
 ) -> StatusView:
-    """Rows for these resources at `now` (an aware datetime). Pure."""
-    machines = tuple(sorted((machine_row(node, now) for node in nodes), key=_machine_order))
+    """Rows for these resources at `now` (an aware datetime). Pure.
+
+    `groups` must be every Group of the namespaces the nodes come from: a machine whose group is not among them is
+    shown as `Unmanaged` (see `unmanaged_reason`).
+    """
+    groups = list(groups)
+    known = {_group_key(group) for group in groups}
+    machines = tuple(sorted((_managed_row(machine_row(node, now), known) for node in nodes), key=_machine_order))
     members: dict[tuple[str, str], Counter[str]] = {}
     for machine in machines:
-        if machine.group is not None:
+        if machine.group is not None and machine.state != UNMANAGED:
             members.setdefault((machine.namespace, machine.group), Counter())[machine.state] += 1
     rows = [group_row(group, members.get(_group_key(group), Counter())) for group in groups]
     return StatusView(tuple(sorted(rows, key=lambda row: (row.namespace, row.name))), machines)
+
+
+def unmanaged_reason(namespace: str, group: str | None, known_groups: Iterable[tuple[str, str]]) -> str:
+    """Why no Group claims a machine of `namespace` labelled with `group`, or "" when one does. Pure."""
+    if group is None:
+        return (
+            f"no {labels.GROUP_LABEL} label, so the operator does not manage it; label it with the name of its Group"
+        )
+    if (namespace, group) not in set(known_groups):
+        return (
+            f"its {labels.GROUP_LABEL} label names Group {group!r}, which does not exist in namespace {namespace}; "
+            "create that Group or fix the label"
+        )
+    return ""
+
+
+def _managed_row(row: MachineRow, known_groups: set[tuple[str, str]]) -> MachineRow:
+    if row.state == INVALID:
+        return row  # its own reason is the more urgent one
+    reason = unmanaged_reason(row.namespace, row.group, known_groups)
+    return replace(row, state=UNMANAGED, last_error=reason) if reason else row
 
 
 def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
@@ -300,18 +330,7 @@ def exit_code(view: StatusView) -> int:
 
 def human_age(seconds: float) -> str:
     """A short age: the two largest units, e.g. `45s`, `3m12s`, `2h5m`, `3d4h`; negative counts as 0. Pure."""
-    whole = max(0, math.floor(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    for big, big_unit, small, small_unit in (
-        (days, "d", hours, "h"),
-        (hours, "h", minutes, "m"),
-        (minutes, "m", secs, "s"),
-    ):
-        if big:
-            return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
-    return f"{secs}s"
+    return human_duration(seconds)
 
 
 def operation_text(machine: MachineRow) -> str:

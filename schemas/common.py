@@ -8,10 +8,11 @@ state machines agree on one grammar.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self
@@ -81,6 +82,45 @@ def format_duration(seconds: float) -> str:
         text = f"{secs + fraction:.3f}".rstrip("0").rstrip(".")
         parts.append(f"{text}s")
     return "".join(parts)
+
+
+def human_duration(seconds: float) -> str:
+    """A duration for people: the two largest units, whole seconds (`45s`, `1m42s`, `2h5m`, `3d4h`). Pure.
+
+    Unlike `format_duration` (a Go duration for specs), it never shows fractions: nobody acts on 0.3 s.
+    Negative counts as 0.
+    """
+    whole = max(0, math.floor(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    for big, big_unit, small, small_unit in (
+        (days, "d", hours, "h"),
+        (hours, "h", minutes, "m"),
+        (minutes, "m", secs, "s"),
+    ):
+        if big:
+            return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
+    return f"{secs}s"
+
+
+def human_moment(moment: datetime, now: datetime) -> str:
+    """A moment for people, relative to `now`: `06:01:13 UTC (in 1m42s)`, with the date when it is another day. Pure.
+
+    Shown in Events, statuses and refusals instead of an ISO timestamp with microseconds; both are UTC, the
+    operator's clock and the API server's.
+    """
+    moment_utc, now_utc = _utc(moment), _utc(now)
+    clock = moment_utc.strftime("%H:%M:%S UTC")
+    if moment_utc.date() != now_utc.date():
+        clock = f"{moment_utc.date().isoformat()} {clock}"
+    seconds = (moment_utc - now_utc).total_seconds()
+    relative = f"in {human_duration(seconds)}" if seconds >= 0 else f"{human_duration(-seconds)} ago"
+    return f"{clock} ({relative})"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def parse_quantity(text: str) -> Decimal:

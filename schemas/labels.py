@@ -44,6 +44,9 @@ CONDITION_READY: Final = "Ready"
 CONDITION_QUARANTINED: Final = "Quarantined"
 CONDITION_OPERATION_FAILED: Final = "OperationFailed"
 CONDITION_HEALTHY: Final = "Healthy"
+CONDITION_INVALID_SPEC: Final = "InvalidSpec"
+"""On a Group CR: True while its spec fails our schemas (written past the webhook); the message names the problems,
+spelled as the webhook spells them. The operator keeps the last valid spec running, if it ever saw one."""
 CONDITION_WRITE_FAILED: Final = "KubernetesWriteFailed"
 """On a Node CR: a change the operator made to Kubernetes for this machine (cordon, providerID, labels, ...) was
 refused or kept failing; reason is the effect's name. Set False when the machine next changes state."""

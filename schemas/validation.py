@@ -237,6 +237,25 @@ def field_errors_from_validation_error(
     return errors
 
 
+REPORTED_PROBLEMS: Final = 3
+"""Problems named in a one-line summary (an operator log line, a `status` row); the rest are counted."""
+
+
+def summarise_validation_error(
+    error: ValidationError, model: type[BaseModel] | None = None, limit: int = REPORTED_PROBLEMS
+) -> str:
+    """The first `limit` problems as `path: message`, then how many more, on one line. Pure.
+
+    The one spelling of a schema problem everywhere a person reads it: the webhook's refusal, the operator's log
+    and Events, the Group's InvalidSpec condition and `homelab-autoscaler status` all use these messages, so a
+    bad duration reads "bootTimeout must be a duration such as 90s, 10m or 1h30m" in each, never a regex.
+    """
+    errors = field_errors_from_validation_error(error, model)
+    shown = "; ".join(str(problem) for problem in errors[:limit])
+    hidden = len(errors) - limit
+    return shown + (f"; and {hidden} more" if hidden > 0 else "")
+
+
 # --- rules shared by both kinds -------------------------------------------------------------------------
 
 

@@ -7,12 +7,28 @@ venv="${HOMELAB_AUTOSCALER_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24" "setuptools>=69"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Tools that print banners on success (setuptools' editable-install warning, import-linter's ASCII art) run through
+# `quietly`: their output is kept and shown only when they fail, so a green run reads as a list of steps and a red
+# one still shows everything the failing tool said.
+quietly() {
+    local log
+    log="$(mktemp)"
+    if "$@" >"$log" 2>&1; then
+        rm -f "$log"
+    else
+        local status=$?
+        cat "$log" >&2
+        rm -f "$log"
+        echo "FAILED ($status): $*" >&2
+        return "$status"
+    fi
+}
+quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24" "setuptools>=69"
+quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/$venv/bin:$PATH"
 echo "== ruff";          ruff check .
 echo "== mypy --strict"; mypy schemas actors grpc_gateway webhooks sim homelab_autoscaler
-echo "== import-linter"; lint-imports
+echo "== import-linter"; quietly lint-imports; echo "contracts kept"
 echo "== pytest";        python -m pytest "$@"
 # The end-to-end scenarios, once against the fake API the suite starts itself, and once on a real control plane
 # with the real Cluster Autoscaler when real binaries are given (docs/development/e2e.md). The main run above skips

@@ -171,6 +171,9 @@ API_CALLS: Final[tuple[ApiCall, ...]] = (
     ApiCall(("list", "watch"), CORE, "nodes", Scope.CLUSTER, ADMISSION_LOOKUP, "`CachedAdmissionLookup`",
             "warn about a machine whose Kubernetes Node does not exist"),
     # --- the composition root --------------------------------------------------------------------------------
+    ApiCall(("list",), API_GROUP, "groups", Scope.WATCHED_NAMESPACES, OPERATOR, "`check_api_server`",
+            "before binding anything, fail the start in one line when the API server does not answer at all",
+            detail="`limit=1`"),
     ApiCall(("patch",), CORE, "pods", Scope.OPERATOR_NAMESPACE, OPERATOR, "`PodLabel`",
             "set and clear the leader label the gRPC and webhook Services select on, on the operator's own pod"),
 )  # fmt: skip

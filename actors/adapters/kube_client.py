@@ -13,6 +13,12 @@ one of these, raised `from` the original so the traceback keeps the cause:
         │   └── KubeAlreadyExists      409 AlreadyExists on create (adopt or refuse, never retry blindly)
         ├── KubeTransient              5xx, 429, timeouts, connection errors: retrying later may succeed
         └── KubePermanent              every other 4xx (invalid, forbidden, gone): retrying will not help
+    KubeConfigError                    no client could be configured: the kubeconfig is missing, unreadable, not
+                                       YAML, or lacks the context asked for
+
+Every message is one line a person can act on: a kubeconfig problem names the file, an unreachable API server
+names the server and why (`cannot reach the API server https://10.0.0.1:6443: connection refused`), never a
+urllib3 repr or a multi-line YAML trace.
 
 410 Gone (an expired watch or list resourceVersion) is a `KubePermanent` with `status == 410`: the watch relists.
 """
@@ -21,13 +27,16 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import urllib3
+import yaml
 from kubernetes import client as kube
 from kubernetes import config as kube_config
+from kubernetes.config import ConfigException
 
 from actors.errors import OperatorError
 
@@ -77,6 +86,13 @@ class KubePermanent(KubeError):  # noqa: N818
     """The API server refused the request for a reason retrying does not change (4xx other than 404/409/429)."""
 
 
+class KubeConfigError(OperatorError):
+    """No client could be configured; the message is one line naming the kubeconfig file (or its absence)."""
+
+
+DEFAULT_KUBECONFIG: Final = "~/.kube/config"
+
+
 def new_api_client(
     kubeconfig: str | Path | None = None,
     context: str | None = None,
@@ -87,19 +103,80 @@ def new_api_client(
 
     Without a path: in-cluster configuration inside a pod (KUBERNETES_SERVICE_HOST set), else the user's default
     kubeconfig (`KUBECONFIG` or ~/.kube/config), which is what `homelab-autoscaler run` on a workstation wants.
+    Raises KubeConfigError, one line naming the file, when that configuration cannot be loaded.
     """
     configuration = kube.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except ConfigException as error:
+            raise KubeConfigError(f"in-cluster service account: {_one_line(str(error))}") from error
     else:
-        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig) if kubeconfig is not None else None,
-            context=context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
+        source = _kubeconfig_source(kubeconfig)
+        try:
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=source,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except yaml.YAMLError as error:
+            raise KubeConfigError(f"kubeconfig {source} is not valid YAML: {_yaml_problem(error)}") from error
+        except ConfigException as error:
+            raise KubeConfigError(_config_problem(source, context, error)) from error
     configuration.connection_pool_maxsize = pool_size
     return kube.ApiClient(configuration)
+
+
+def _kubeconfig_source(kubeconfig: str | Path | None) -> str:
+    """The kubeconfig file(s) to load, as the client takes them; KubeConfigError when none of them exists.
+
+    Read from the environment now, not when the kubernetes package was imported (it reads KUBECONFIG once).
+    """
+    if kubeconfig is not None:
+        path = Path(kubeconfig).expanduser()
+        if not path.is_file():
+            raise KubeConfigError(f"kubeconfig {kubeconfig} does not exist" if not path.exists()
+                                  else f"kubeconfig {kubeconfig} is not a file")
+        return str(path)
+    from_env = os.environ.get("KUBECONFIG", "")
+    if from_env:
+        paths = [item for item in from_env.split(os.pathsep) if item]
+        if not any(Path(item).expanduser().is_file() for item in paths):
+            raise KubeConfigError(
+                f"no kubeconfig: none of the files KUBECONFIG names exists ({', '.join(paths)}); "
+                "pass --kubeconfig FILE"
+            )
+        return from_env
+    if not Path(DEFAULT_KUBECONFIG).expanduser().is_file():
+        raise KubeConfigError(
+            f"no kubeconfig: {DEFAULT_KUBECONFIG} does not exist and KUBECONFIG is not set; pass --kubeconfig FILE"
+        )
+    return str(Path(DEFAULT_KUBECONFIG).expanduser())
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`expected ',' or '}', but got '<scalar>' at line 4, column 3`: PyYAML's own text is several lines. Pure."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "unreadable"
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+    return _one_line(str(error))
+
+
+def _config_problem(source: str, context: str | None, error: ConfigException) -> str:
+    text = _one_line(str(error)).removeprefix("Invalid kube-config file.").strip()
+    if context is not None and "Expected object with name" in text and "contexts" in text:
+        return f"kubeconfig {source} has no context {context!r}"
+    if text.startswith("Expected key current-context"):
+        return f"kubeconfig {source} sets no current-context; pass --context NAME"
+    if text.startswith("No configuration found"):
+        return f"kubeconfig {source} holds no configuration (no clusters, users or contexts)"
+    return f"kubeconfig {source}: {text}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def translate(error: BaseException, what: str) -> KubeError:
@@ -113,10 +190,48 @@ def translate(error: BaseException, what: str) -> KubeError:
         detail = str(body.get("message") or error.reason or "no message")
         message = f"{what}: HTTP {status} {reason}: {detail}" if status else f"{what}: {detail}"
         return _classify(status, reason)(message, status, reason, body)
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and isinstance(
+        error.reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.SSLError
+    ):
+        # Never connected: say which server and why in words, not urllib3's nested repr.
+        return KubeTransient(f"{what}: cannot reach the API server {_server_of(error)}: {_why_unreachable(error)}")
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        # Connected, but every try ended without an answer (read timeouts, dropped connections).
+        return KubeTransient(f"{what}: no answer from the API server {_server_of(error)}: {_why_unreachable(error)}")
     if isinstance(error, urllib3.exceptions.HTTPError | OSError | TimeoutError):
         # Connection refused/reset, read timeouts and urllib3's own exhausted 429/503 retries all land here.
         return KubeTransient(f"{what}: {type(error).__name__}: {error}")
     return KubePermanent(f"{what}: {type(error).__name__}: {error}")
+
+
+def _server_of(error: urllib3.exceptions.MaxRetryError) -> str:
+    pool = error.pool
+    host = getattr(pool, "host", None)
+    if host is None:
+        return "(unknown address)"
+    return f"{getattr(pool, 'scheme', 'https')}://{host}:{getattr(pool, 'port', '')}".removesuffix(":")
+
+
+def _why_unreachable(error: urllib3.exceptions.MaxRetryError) -> str:
+    """Why the connection failed, in a few words. Pure."""
+    reason = error.reason
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "its host name does not resolve"
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        cause = reason.args[0] if reason.args else reason
+        detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+        return f"TLS failed ({_one_line(str(detail))})"
+    seen: BaseException | None = reason
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused (is the API server running, and is this the right address?)"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed ({_one_line(str(seen))})"
+        seen = seen.__cause__ or seen.__context__
+    # urllib3's NewConnectionError is a ConnectTimeoutError too, so this is asked only after the refusal above.
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) and "timed out" in str(reason):
+        return "the connection timed out"
+    return _one_line(str(reason)).rpartition(": ")[2] or type(reason).__name__
 
 
 def outcome(error: KubeError) -> str:

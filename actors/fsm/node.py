@@ -65,7 +65,14 @@ from actors.fsm.events import (
     WriteFailed,
 )
 from schemas import labels
-from schemas.common import Condition, ConditionStatus, format_duration, parse_duration, set_condition
+from schemas.common import (
+    Condition,
+    ConditionStatus,
+    format_duration,
+    human_moment,
+    parse_duration,
+    set_condition,
+)
 from schemas.group import GroupSpec, PowerOffNodePolicy
 from schemas.node import (
     Node,
@@ -307,6 +314,17 @@ def _attempts_text(config: MachineConfig, tries: int) -> str:
     return f"try {tries} of {1 + config.shutdown_retries}"
 
 
+def _created_text(create: fx.CreateJob) -> str:
+    """`shutdown #2: Job nuc-2-shutdown-2 created`. Pure.
+
+    The number in a Job's name counts every power Job the machine has had (`status.attempts`, startups and
+    shutdowns alike, so a name is never reused), not the tries of this operation; spelling it `#2` next to the
+    name, as the status command's OPERATION column does, keeps `nuc-2-shutdown-2 ... (try 1 of 3)` from reading
+    like a second try. The names themselves stay as they are: restarts adopt Jobs in flight by these names.
+    """
+    return f"{create.kind.value} #{create.attempt}: Job {create.job_name} created"
+
+
 def _start_job(machine: Machine, kind: OperationKind, now: datetime, tries: int) -> tuple[Machine, fx.CreateJob]:
     attempt = machine.status.attempts + 1
     name = job_name(machine.config.name, kind, attempt)
@@ -319,19 +337,19 @@ def _start_job(machine: Machine, kind: OperationKind, now: datetime, tries: int)
 
 def _start_boot(machine: Machine, now: datetime) -> Transition:
     started, create = _start_job(machine, OperationKind.STARTUP, now, tries=1)
-    message = f"startup Job {create.job_name} created"
+    message = _created_text(create)
     booting = _enter(started, NodeState.STARTING_UP, "PoweringOn", message)
-    return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"Powering on: {message}")))
+    return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"powering on: {message}")))
 
 
 def _start_shutdown_job(machine: Machine, now: datetime, tries: int, cause: str = "") -> Transition:
     started, create = _start_job(machine, OperationKind.SHUTDOWN, now, tries=tries)
-    message = f"shutdown Job {create.job_name} created ({_attempts_text(machine.config, tries)})"
+    message = f"{_created_text(create)} ({_attempts_text(machine.config, tries)})"
     if cause:
         message += f" because {cause}"
     stopping = _enter(started, NodeState.SHUTTING_DOWN, "PoweringOff", message)
     return Transition(
-        stopping, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOff", f"Powering off: {message}"))
+        stopping, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOff", f"powering off: {message}"))
     )
 
 
@@ -340,7 +358,7 @@ def _begin_power_off(machine: Machine, now: datetime, drain: bool) -> Transition
         draining = _enter(
             _without_operation(machine), NodeState.SHUTTING_DOWN, "Draining", "draining the Kubernetes Node"
         )
-        event = fx.RecordEvent(fx.EventType.NORMAL, "Draining", "Draining the Kubernetes Node before power-off")
+        event = fx.RecordEvent(fx.EventType.NORMAL, "Draining", "draining the Kubernetes Node before power-off")
         return Transition(draining, (fx.Cordon(), fx.Drain(), event))
     started = _start_shutdown_job(_without_operation(machine), now, tries=1)
     return Transition(started.machine, (fx.Cordon(), *started.effects))
@@ -431,7 +449,7 @@ def _release_failed_boot(machine: Machine, now: datetime) -> Transition:
         quarantined = _enter(machine, NodeState.QUARANTINED, "Quarantined", message)
         return Transition(quarantined, (fx.RecordEvent(fx.EventType.WARNING, "Quarantined", message),))
     until = machine.status.cooldown_until
-    when = until.isoformat() if until else "now"
+    when = human_moment(until, now) if until else "now"
     message = f"released after a failed boot; not powered on again before {when}"
     return Transition(_enter(machine, NodeState.SHUTDOWN, "CoolingDown", message))
 
@@ -509,7 +527,9 @@ def _power_on(machine: Machine, event: PowerOnRequested, now: datetime) -> Trans
         assert until is not None  # is_cooling_down checked it
         failures = machine.status.consecutive_failures
         raise InvalidTransition(
-            machine.status.state, event, f"in cooldown until {until.isoformat()} after {failures} failed boot(s)"
+            machine.status.state,
+            event,
+            f"in cooldown until {human_moment(until, now)} after {failures} failed boot(s)",
         )
     if event.start_now:
         return _start_boot(machine, now)

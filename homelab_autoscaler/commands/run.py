@@ -8,7 +8,9 @@ the settings are invalid; exit 1 that the operator could not start (an address i
 Against the simulator on a workstation:
 
     homelab-autoscaler sim --kubeconfig-out /tmp/homelab.kubeconfig &
-    homelab-autoscaler run --kubeconfig /tmp/homelab.kubeconfig --watch-namespace homelab --webhook-address ""
+    homelab-autoscaler run --kubeconfig /tmp/homelab.kubeconfig --watch-namespace homelab
+
+The admission webhook is served only when `--webhook-address` is given (the Deployment gives it).
 """
 
 from __future__ import annotations

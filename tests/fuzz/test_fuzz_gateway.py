@@ -159,6 +159,7 @@ def running_gateway() -> Iterator[RunningGateway]:
         with start_lab(runtime) as lab:
             lab.list_inventory(*_inventory())
             assert lab.machine(READY_MACHINE).state is NodeState.READY
+            lab.read_model.set_inventory_applied(True)  # what the operator does once the Supervisor has it
             mutations = ActorMutations(runtime, lambda: lab.supervisor, timeout_seconds=MUTATION_TIMEOUT)
             servicer = CloudProviderServicer(lab.read_model, mutations, price_per_kwh=Decimal("0.30"))
             server, port = create_server("127.0.0.1:0", servicer, tls=None, max_workers=4)

@@ -138,6 +138,7 @@ def lab() -> ReadModel:
     read_model = ReadModel()
     for group in lab_groups():
         read_model.publish(group)
+    read_model.set_inventory_applied(True)
     return read_model
 
 

@@ -110,6 +110,7 @@ def ca_client() -> Iterator[tuple[externalgrpc_grpc.CloudProviderStub, tuple[Gro
     read_model = ReadModel()
     for group in groups:
         read_model.publish(group)
+    read_model.set_inventory_applied(True)
     server, port = create_server(
         "127.0.0.1:0", CloudProviderServicer(read_model, FakeMutations(read_model)), tls=None
     )

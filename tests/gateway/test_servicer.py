@@ -549,6 +549,60 @@ def test_refresh_and_cleanup_answer_ok(gateway: Gateway, rpc: str, request_messa
     assert gateway.mutations.calls == []
 
 
+# ---- before the first inventory -----------------------------------------------------------------------
+
+BEFORE_INVENTORY = [
+    # Every call whose answer comes from the inventory, and Refresh, whose error makes CA skip the loop.
+    pytest.param("Refresh", externalgrpc.RefreshRequest(), id="refresh"),
+    pytest.param("NodeGroups", externalgrpc.NodeGroupsRequest(), id="node-groups"),
+    pytest.param(
+        "NodeGroupForNode", externalgrpc.NodeGroupForNodeRequest(node=node("w-1-node", "homelab://lab/w-1")),
+        id="group-for-node",
+    ),
+    pytest.param("NodeGroupTargetSize", externalgrpc.NodeGroupTargetSizeRequest(id="lab/workers"), id="target"),
+    pytest.param("NodeGroupNodes", externalgrpc.NodeGroupNodesRequest(id="lab/workers"), id="nodes"),
+    pytest.param(
+        "NodeGroupGetOptions", externalgrpc.NodeGroupAutoscalingOptionsRequest(id="lab/workers"), id="options"
+    ),
+    pytest.param(
+        "NodeGroupTemplateNodeInfo", externalgrpc.NodeGroupTemplateNodeInfoRequest(id="lab/gpu"), id="template"
+    ),
+    pytest.param(
+        "PricingNodePrice",
+        externalgrpc.PricingNodePriceRequest(
+            node=node("w-1-node", "homelab://lab/w-1"),
+            startTimestamp={"seconds": 0}, endTimestamp={"seconds": 3600},
+        ),
+        id="node-price",
+    ),
+    pytest.param("GPULabel", externalgrpc.GPULabelRequest(), id="gpu-label"),
+    pytest.param("GetAvailableGPUTypes", externalgrpc.GetAvailableGPUTypesRequest(), id="gpu-types"),
+]
+
+
+@pytest.mark.parametrize(("rpc", "request_message"), BEFORE_INVENTORY)
+def test_before_the_first_inventory_is_applied_every_inventory_call_is_unavailable(
+    gateway: Gateway, rpc: str, request_message: Any
+) -> None:
+    # An empty NodeGroups would read to CA as "no node groups"; UNAVAILABLE makes it retry on its next loop.
+    gateway.read_model.set_inventory_applied(False)
+
+    error = rpc_error(gateway, rpc, request_message)
+
+    assert error.code() is Code.UNAVAILABLE
+    assert "has not applied its inventory" in (error.details() or "")
+
+
+def test_once_the_inventory_is_applied_the_same_calls_answer(gateway: Gateway) -> None:
+    gateway.read_model.set_inventory_applied(False)
+    rpc_error(gateway, "NodeGroups", externalgrpc.NodeGroupsRequest())
+    gateway.read_model.set_inventory_applied(True)
+
+    response = gateway.stub.NodeGroups(externalgrpc.NodeGroupsRequest(), timeout=10)
+
+    assert [group.id for group in response.nodeGroups] == ["garage/pis", "lab/gpu", "lab/workers"]
+
+
 # ---- every error path ---------------------------------------------------------------------------------
 
 ERROR_CASES = [

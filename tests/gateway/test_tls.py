@@ -142,6 +142,7 @@ def serve(pki: Pki) -> Iterator[Serve]:
             client_ca=pki.files / "ca.crt" if require_client_certificate else None,
         )
         read_model = ReadModel()
+        read_model.set_inventory_applied(True)
         servicer = CloudProviderServicer(read_model, FakeMutations(read_model))
         server, port = create_server("127.0.0.1:0", servicer, tls=tls)
         servers.append(server)

@@ -791,7 +791,16 @@ def test_cli_writes_and_checks_the_crds(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_cli_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
-    assert capsys.readouterr().out == f"{__version__}\n"
+    assert capsys.readouterr().out == f"homelab-autoscaler {__version__}\n"
+
+
+def test_version_and_dash_dash_version_print_the_same_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    command = capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == command
 
 
 def test_cli_without_a_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:

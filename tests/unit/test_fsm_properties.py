@@ -7,10 +7,12 @@ world must agree with the machine, and a restart (`derive` from the world) must 
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -236,6 +238,31 @@ def check_restart(machine: Machine, world: World) -> None:
     assert needed <= restarted
 
 
+PROPER_NOUNS = (
+    "Kubernetes", "Cluster Autoscaler", "Group", "Node", "Job",
+    # Effect names, as a failed write names the effect (`Cordon is still failing after retries: ...`).
+    *(effect.__name__ for effect in typing.get_args(fx.Effect)),
+)
+"""Names that keep their capital at the start of an Event message; every other first word is lower case."""
+
+
+def event_message_is_in_house_style(message: str) -> bool:
+    """One capitalisation for every Event: the first word in lower case, like the status messages it repeats."""
+    return message[:1].islower() or message.startswith(PROPER_NOUNS)
+
+
+@pytest.mark.parametrize(
+    ("message", "ok"),
+    [
+        pytest.param("powering on: startup Job m1-startup-1 created", True, id="lower"),
+        pytest.param("Kubernetes Node m1 is Ready", True, id="proper-noun"),
+        pytest.param("Powering on: startup Job m1-startup-1 created", False, id="capitalised"),
+    ],
+)
+def test_the_event_style_rule(message: str, ok: bool) -> None:
+    assert event_message_is_in_house_style(message) is ok
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=CONFIGS, actions=st.lists(ACTIONS, min_size=15, max_size=60))
 def test_random_histories_keep_the_world_and_a_restart_in_agreement(
@@ -261,6 +288,9 @@ def test_random_histories_keep_the_world_and_a_restart_in_agreement(
                 if event.effect in ("PatchStatus", "RecordEvent"):
                     assert result.effects == (), "a failed status or Event write must not start another write"
             machine = result.machine
+            for effect in result.effects:
+                if isinstance(effect, fx.RecordEvent):
+                    assert event_message_is_in_house_style(effect.message), effect.message
             pending += world.apply(result.effects)
         # Checked once the cluster's answers (a fired timer, a deleted Node) have been delivered.
         check_agreement(machine, world)

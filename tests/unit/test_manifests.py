@@ -660,3 +660,18 @@ def test_the_dockerfile_builds_every_package_and_runs_unprivileged() -> None:
     # The Deployment runs the same user the image declares.
     deployment = yaml.safe_load((MANIFESTS / "30-deployment.yaml").read_text())
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 65532
+
+
+@pytest.mark.parametrize("path", _example_files(), ids=lambda path: path.name)
+def test_example_instructions_create_the_namespace_before_a_secret_in_it(path: Path) -> None:
+    header = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    steps = [line for line in header if "kubectl create namespace homelab" in line or "create secret" in line]
+    assert "kubectl create namespace homelab" in steps[0], "the Secret's namespace does not exist yet at that step"
+    assert any("kubectl -n homelab create secret" in line for line in steps[1:])
+
+
+def test_the_install_page_lists_every_optional_component() -> None:
+    page = (ROOT / "docs" / "operations" / "install.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in page.splitlines() if line.startswith("| `")}
+    shipped = {path.name for path in (ROOT / "manifests" / "components").iterdir() if path.is_dir()}
+    assert shipped <= rows, f"components missing from docs/operations/install.md: {sorted(shipped - rows)}"

@@ -57,6 +57,7 @@ EXAMPLES: dict[type, object] = {
     messages.MachineFound: messages.MachineFound("r5", ADDRESS, "lab/workers", ADDRESS),
     messages.GroupObserved: messages.GroupObserved(GROUP),
     messages.GroupRemoved: messages.GroupRemoved("lab", "workers"),
+    messages.GroupInvalid: messages.GroupInvalid("lab", "workers", "uid-1", 3, "spec.maxSize: maxSize is required"),
     messages.MachineObserved: messages.MachineObserved(NODE),
     messages.MachineRemoved: messages.MachineRemoved("lab", "m1"),
     messages.KubeNodeObserved: KUBE_NODE,

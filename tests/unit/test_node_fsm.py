@@ -241,7 +241,7 @@ def test_a_queued_power_on_waits_for_its_boot_slot() -> None:
     [
         pytest.param(
             machine_in(NodeState.SHUTDOWN, consecutive_failures=2, cooldown_until=NOW + timedelta(seconds=45)),
-            re.escape("in cooldown until 2026-03-01T12:00:45+00:00 after 2 failed boot(s)"),
+            re.escape("in cooldown until 12:00:45 UTC (in 45s) after 2 failed boot(s)"),
             id="cooling-down",
         ),
         pytest.param(
@@ -966,3 +966,33 @@ def test_leaving_maintenance_stamps_a_node_that_reregistered_without_provider_id
     assert [effect for effect in back.effects if isinstance(effect, _NODE_WRITES)][-1] == fx.SetProviderID(
         "homelab://homelab/m1"
     )
+
+
+def test_a_released_failed_boot_says_when_it_may_boot_again_in_human_terms() -> None:
+    failed = machine_in(NodeState.BOOT_FAILED, consecutive_failures=1, cooldown_until=NOW + timedelta(seconds=102))
+
+    released = step(failed, ev.CancelBoot(), NOW).machine
+
+    assert released.status.state is NodeState.SHUTDOWN
+    assert released.status.message == (
+        "released after a failed boot; not powered on again before 12:01:42 UTC (in 1m42s)"
+    )
+
+
+def _created_events(transition: Transition) -> list[str]:
+    return [e.message for e in transition.effects if isinstance(e, fx.RecordEvent) and "created" in e.message]
+
+
+def test_the_number_in_a_job_name_is_named_as_the_operation_number_not_a_try() -> None:
+    # The Job number counts every power Job of the machine; the try counts this shutdown's Jobs.
+    boot = step(machine_in(NodeState.SHUTDOWN, attempts=4), ev.PowerOnRequested(start_now=True), NOW)
+    shutting_down = machine_in(NodeState.SHUTTING_DOWN)
+    operation = shutting_down.status.operation
+    assert operation is not None
+    retry = step(shutting_down, ev.JobFailed(OperationKind.SHUTDOWN, operation.job_name, "ipmitool: timeout"), NOW)
+
+    assert _created_events(boot) == ["powering on: startup #5: Job m1-startup-5 created"]
+    assert _created_events(retry) == [
+        "powering off: shutdown #3: Job m1-shutdown-3 created (try 2 of 3) because shutdown Job m1-shutdown-2 "
+        "failed: ipmitool: timeout"
+    ]

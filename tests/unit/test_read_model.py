@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.fsm.group import InstanceState, InstanceView
-from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, group_id
+from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, describe_inventory, group_id
 from schemas.node import NodeState, PowerPolicy
 
 
@@ -91,3 +91,22 @@ def test_groups_are_listed_in_id_order() -> None:
     for name in ("c", "a", "b"):
         model.publish(group(name))
     assert [snapshot.name for snapshot in model.groups()] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        pytest.param((), "0 groups, 0 machines", id="empty"),
+        pytest.param((group("a", machine("m1")),), "1 group, 1 machine: Ready 1", id="one-of-each"),
+        pytest.param(
+            (
+                group("a", machine("m1"), machine("m2", NodeState.SHUTDOWN), machine("m3", NodeState.SHUTDOWN)),
+                group("b", machine("m4", NodeState.QUARANTINED), machine("m5", NodeState.STARTING_UP)),
+            ),
+            "2 groups, 5 machines: Shutdown 2, StartingUp 1, Ready 1, Quarantined 1",
+            id="by-state-in-state-order",
+        ),
+    ],
+)
+def test_an_inventory_is_described_in_one_line_by_state(groups: tuple[GroupSnapshot, ...], expected: str) -> None:
+    assert describe_inventory(groups) == expected

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import pickle
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from schemas import common, group, node
-from schemas.common import Condition, Metadata, Model, Taint
+from schemas.common import Condition, Metadata, Model, Taint, human_moment
 from schemas.group import Group, GroupSpec, GroupStatus, NodeTemplate, PowerOffNodePolicy
 from schemas.node import JobTemplate, Node, NodeSpec, NodeState, NodeStatus, PowerPolicy
 
@@ -362,3 +363,18 @@ def test_parsed_strings_read_as_given() -> None:
     assert first == second
     assert first.model_dump(mode="json", by_alias=True, exclude_unset=True) == wire
     assert first.command == ("sh", "-c", "echo on")
+
+
+_HUMAN_NOW = datetime(2026, 3, 1, 6, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        pytest.param(_HUMAN_NOW + timedelta(seconds=73.9), "06:01:14 UTC (in 1m13s)", id="soon"),
+        pytest.param(_HUMAN_NOW - timedelta(minutes=5), "05:55:00 UTC (5m ago)", id="past"),
+        pytest.param(_HUMAN_NOW + timedelta(days=1, hours=2), "2026-03-02 08:00:00 UTC (in 1d2h)", id="another-day"),
+    ],
+)
+def test_moments_are_shown_to_people_as_a_clock_time_and_a_distance(moment: datetime, expected: str) -> None:
+    assert human_moment(moment, _HUMAN_NOW) == expected

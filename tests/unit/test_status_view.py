@@ -13,6 +13,7 @@ import pytest
 from homelab_autoscaler.status_view import (
     INVALID,
     STATE_NAMES,
+    UNMANAGED,
     InvalidResource,
     MachineRow,
     StatusView,
@@ -410,3 +411,37 @@ def test_json_of_an_invalid_machine_keeps_every_key() -> None:
     assert entry["state"] == INVALID
     assert entry["lastError"] == "spec: Field required"
     assert set(entry) == set(to_document(sample_view())["machines"][0])
+
+
+# --- machines no Group claims --------------------------------------------------------------------------------
+
+NO_LABEL_REASON = (
+    f"no {GROUP_LABEL} label, so the operator does not manage it; label it with the name of its Group"
+)
+MISSING_GROUP_REASON = (
+    f"its {GROUP_LABEL} label names Group 'attic', which does not exist in namespace lab; "
+    "create that Group or fix the label"
+)
+
+
+@pytest.mark.parametrize(
+    ("machine_group", "groups", "state", "reason"),
+    [
+        pytest.param("rack", ["rack"], "Shutdown", "", id="member-of-an-existing-group"),
+        pytest.param(None, ["rack"], UNMANAGED, NO_LABEL_REASON, id="no-group-label"),
+        pytest.param("attic", ["rack"], UNMANAGED, MISSING_GROUP_REASON, id="label-names-a-missing-group"),
+        pytest.param("attic", [], UNMANAGED, MISSING_GROUP_REASON, id="no-group-at-all"),
+    ],
+)
+def test_a_machine_no_group_claims_is_unmanaged_not_a_healthy_spare(
+    machine_group: str | None, groups: list[str], state: str, reason: str
+) -> None:
+    view = build_view([group(name) for name in groups], [node("nas-1", machine_group, state="Shutdown")], NOW)
+
+    (machine,) = view.machines
+    assert (machine.state, machine.last_error) == (state, reason)
+    (row,) = table_rows(render_text(view, wide=True).split("\n\n")[-1])
+    assert row["STATE"] == state
+    assert row["LAST ERROR"] == (reason or "-")
+    assert to_document(view)["machines"][0]["state"] == state
+    assert sum(count for group_row in view.groups for count in group_row.machines.values()) == (0 if reason else 1)

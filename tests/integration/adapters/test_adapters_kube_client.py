@@ -121,3 +121,34 @@ def test_translate(error: BaseException, expected: type[KubeError]) -> None:
     translated = translate(error, "get thing")
     assert type(translated) is expected
     assert translated.message.startswith("get thing")
+
+
+def _pool() -> urllib3.HTTPSConnectionPool:
+    return urllib3.HTTPSConnectionPool("192.168.1.10", 6443)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        pytest.param(
+            urllib3.exceptions.NameResolutionError(
+                "k8s.lan", urllib3.connection.HTTPSConnection("k8s.lan"), socket.gaierror(-2, "Name not known")
+            ),
+            "list Group resources: cannot reach the API server https://192.168.1.10:6443: its host name does not "
+            "resolve",
+            id="dns",
+        ),
+        pytest.param(
+            urllib3.exceptions.ReadTimeoutError(_pool(), "/apis", "Read timed out. (read timeout=30.0)"),
+            "list Group resources: no answer from the API server https://192.168.1.10:6443: Read timed out. "
+            "(read timeout=30.0)",
+            id="read-timeout",
+        ),
+    ],
+)
+def test_a_server_without_an_answer_is_one_line_naming_it(reason: Exception, expected: str) -> None:
+    error = translate(urllib3.exceptions.MaxRetryError(_pool(), "/apis", reason), "list Group resources")
+
+    assert isinstance(error, KubeTransient)
+    assert str(error) == expected
+    assert "\n" not in str(error)

@@ -52,7 +52,9 @@ def parse(*argv: str) -> argparse.Namespace:
         pytest.param((), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "true"}, "leader_elect", True, id="boolean-from-env"),
         pytest.param(("--no-leader-elect",), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "true"}, "leader_elect", False,
                      id="boolean-flag-over-env"),
-        pytest.param((), {"HOMELAB_AUTOSCALER_WEBHOOK_ADDRESS": ""}, "webhook_address", "", id="webhook-disabled"),
+        pytest.param((), {}, "webhook_address", "", id="no-webhook-unless-asked"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_WEBHOOK_ADDRESS": "0.0.0.0:9443"}, "webhook_address", "0.0.0.0:9443",
+                     id="webhook-where-asked"),
         pytest.param((), {"HOMELAB_AUTOSCALER_KUBECONFIG": ""}, "kubeconfig", None, id="empty-means-unset"),
         pytest.param(("--log-format", "json"), {}, "log_format", LogFormat.JSON, id="choice"),
         pytest.param((), {"POD_NAME": "operator-7d9f"}, "pod_name", "operator-7d9f", id="downward-api"),
@@ -80,6 +82,15 @@ def test_invalid_settings_name_the_flag_and_its_variable(
 ) -> None:
     with pytest.raises(SettingsError, match=named.replace("(", r"\(").replace(")", r"\)")):
         settings_from(parse(*argv), environ)
+
+
+def test_a_rule_over_several_flags_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    arguments = parse("--grpc-cert", "/tls.crt")
+
+    assert arguments.handler(arguments) == 2
+    assert capsys.readouterr().err == (
+        "homelab-autoscaler run: invalid settings: --grpc-cert and --grpc-key go together\n"
+    )
 
 
 def test_the_command_refuses_invalid_settings_with_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:

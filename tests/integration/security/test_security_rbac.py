@@ -41,7 +41,7 @@ from actors.adapters.writer import KubeWriter
 from actors.effects_port import EffectBatch, GroupStatusBatch, MachineRef
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
-from homelab_autoscaler.operator import PodLabel, WebhookCertificateIssuer
+from homelab_autoscaler.operator import PodLabel, WebhookCertificateIssuer, check_api_server
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import labels as label_names
@@ -190,7 +190,8 @@ def drive_admission_lookup(cluster: Cluster, setup: Installation) -> None:
         lookup.stop()
 
 
-def drive_pod_label(cluster: Cluster, setup: Installation) -> None:
+def drive_composition_root(cluster: Cluster, setup: Installation) -> None:
+    check_api_server(cluster.api_client, setup.watch_namespace)
     label = PodLabel(cluster.api_client, setup.operator_namespace, OPERATOR_POD)
     label.set(True)
     label.set(False)
@@ -241,7 +242,7 @@ def exercise(tmp_path_factory: pytest.TempPathFactory) -> Exercise:
         with recorder.driving(api_calls.ADMISSION_LOOKUP):
             drive_admission_lookup(cluster, setup)
         with recorder.driving(api_calls.OPERATOR):
-            drive_pod_label(cluster, setup)
+            drive_composition_root(cluster, setup)
         with recorder.driving(None):
             drive_operator(cluster, setup, directory / "operator")
         records, unclassified = tuple(recorder.records), tuple(recorder.unclassified)

@@ -227,17 +227,6 @@ def test_unknown_group_is_an_error(capsys: pytest.CaptureFixture[str], kubeconfi
     assert "no-such-group" in err
 
 
-def test_unreachable_api_exits_1_without_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    path = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
-    code, out, err = status(capsys, "--kubeconfig", str(path))
-    assert (code, out) == (1, "")
-    assert err.startswith("homelab-autoscaler status: ")
-    assert "Traceback" not in err
-
-
 def test_cluster_without_our_crds_names_the_cause(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with FakeApiServer(host="127.0.0.1", port=0) as bare:
         code, out, err = status(capsys, "--kubeconfig", str(bare.write_kubeconfig(tmp_path / "kubeconfig")))
@@ -245,10 +234,64 @@ def test_cluster_without_our_crds_names_the_cause(capsys: pytest.CaptureFixture[
     assert "CRDs installed" in err
 
 
-def test_missing_kubeconfig_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _out, err = status(capsys, "--kubeconfig", str(tmp_path / "absent"))
+def _free_port() -> int:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _unreachable(tmp_path: Path) -> tuple[Path, str]:
+    port = _free_port()
+    path = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
+    return path, (
+        f"list Group resources: cannot reach the API server http://127.0.0.1:{port}: connection refused "
+        "(is the API server running, and is this the right address?)"
+    )
+
+
+def _malformed(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "kubeconfig"
+    path.write_text('apiVersion: v1\nclusters:\n- cluster: {server: "x"\n  name: [\n')
+    return path, f"kubeconfig {path} is not valid YAML: expected ',' or '}}', but got '<scalar>' at line 4, column 3"
+
+
+def _absent(tmp_path: Path) -> tuple[Path, str]:
+    return tmp_path / "absent", f"kubeconfig {tmp_path / 'absent'} does not exist"
+
+
+@pytest.mark.parametrize("case", [_absent, _malformed, _unreachable], ids=["missing", "malformed", "unreachable"])
+def test_an_unusable_cluster_is_one_line_naming_the_file_or_the_server(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: Any
+) -> None:
+    path, why = case(tmp_path)
+
+    code, out, err = status(capsys, "--kubeconfig", str(path))
+
+    assert (code, out) == (1, "")
+    assert err == f"homelab-autoscaler status: {why}\n"
+
+
+def test_no_kubeconfig_at_all_says_where_it_looked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    code, out, err = status(capsys)
+
+    assert (code, out) == (1, "")
+    assert err == (
+        "homelab-autoscaler status: no kubeconfig: ~/.kube/config does not exist and KUBECONFIG is not set; "
+        "pass --kubeconfig FILE\n"
+    )
+
+
+def test_a_context_the_kubeconfig_lacks_is_named(capsys: pytest.CaptureFixture[str], kubeconfig: Path) -> None:
+    code, _out, err = status(capsys, "--kubeconfig", str(kubeconfig), "--context", "nope")
+
     assert code == 1
-    assert err.startswith("homelab-autoscaler status: ")
+    assert err == f"homelab-autoscaler status: kubeconfig {kubeconfig} has no context 'nope'\n"
 
 
 @pytest.mark.parametrize(
