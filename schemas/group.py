@@ -72,8 +72,14 @@ class NodeTemplate(Model):
     allocatable: dict[str, Quantity] = Field(
         default_factory=dict, description="Allocatable resources; defaults to capacity."
     )
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels a member Kubernetes Node carries.")
-    taints: tuple[Taint, ...] = Field(default=(), description="Taints a member Kubernetes Node carries.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels a member Kubernetes Node carries; the operator adds those a member's Node lacks, "
+        "never overwriting a value set there (a difference is logged).",
+    )
+    taints: tuple[Taint, ...] = Field(
+        default=(), description="Taints a member Kubernetes Node carries; the operator puts them on each member's Node."
+    )
 
 
 class GroupSpec(Model):

@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -460,10 +460,25 @@ class KubeWriter:
         if node is None:
             return
         spec = batch.group_spec
+        template = spec.template if spec else None
         managed_labels = dict(spec.node_labels) if spec else {}
         managed_labels[label_names.GROUP_LABEL] = batch.machine.group
         managed_labels[label_names.MACHINE_LABEL] = batch.machine.name
-        patch, kept_provider_id = node_patch(node, writes, managed_labels, spec.node_taints if spec else ())
+        patch, kept_provider_id, conflicts = node_patch(
+            node,
+            writes,
+            managed_labels,
+            (*(spec.node_taints if spec else ()), *(template.taints if template else ())),
+            template_labels=template.labels if template else {},
+        )
+        if conflicts:
+            logger.warning(
+                "kube writer: Node %s has %s, where its Group's scale-from-zero template says %s; Cluster Autoscaler "
+                "plans new members with the template's values, so pods it scales up for may not fit this machine",
+                batch.machine.kubernetes_node_name,
+                ", ".join(f"{key}={value}" for key, (value, _) in sorted(conflicts.items())),
+                ", ".join(f"{key}={wanted}" for key, (_, wanted) in sorted(conflicts.items())),
+            )
         if kept_provider_id:
             logger.info(
                 "kube writer: Node %s already has providerID %s; keeping it (it is immutable)",
@@ -671,12 +686,19 @@ def node_patch(
     writes: tuple[effects.Effect, ...],
     managed_labels: dict[str, str],
     managed_taints: tuple[Taint, ...],
-) -> tuple[dict[str, Any] | None, str]:
-    """The one merge patch that makes `writes` true of `node`, or None when they already are; and the providerID
-    the Node already has when a SetProviderID asked for another (it is immutable, so ours is dropped). Pure.
+    *,
+    template_labels: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, str, dict[str, tuple[str, str]]]:
+    """The one merge patch that makes `writes` true of `node`, or None when they already are; the providerID the
+    Node already has when a SetProviderID asked for another (it is immutable, so ours is dropped); and the template
+    labels the Node has with another value (label: (the Node's, the template's)). Pure.
 
-    The patch carries the resourceVersion that was read: taints are replaced as a whole list, so a taint someone
-    added since our read must make the write fail (409, re-read, retry), not vanish.
+    `managed_labels` (the Group's `nodeLabels`, its group and machine labels) are set whatever the Node has.
+    `template_labels` (the Group's scale-from-zero `template.labels`) are added where the Node lacks them but never
+    overwrite a value the kubelet or a person set (`kubernetes.io/arch` must stay true); a difference is returned
+    for the caller to report, since CA plans with the template's value. The patch carries the resourceVersion that
+    was read: taints are replaced as a whole list, so a taint someone added since our read must make the write fail
+    (409, re-read, retry), not vanish.
     """
     spec = node.get("spec") or {}
     labels = (node.get("metadata") or {}).get("labels") or {}
@@ -685,13 +707,19 @@ def node_patch(
     changed_spec: dict[str, Any] = {}
     changed_labels: dict[str, str] = {}
     kept_provider_id = ""
+    conflicts: dict[str, tuple[str, str]] = {}
     for write in writes:
         if isinstance(write, effects.Uncordon) and spec.get("unschedulable"):
             changed_spec["unschedulable"] = False
         elif isinstance(write, effects.RemoveAutoscalerTaints):
             taints = [taint for taint in taints if taint.get("key") not in AUTOSCALER_TAINTS]
         elif isinstance(write, effects.ApplyManagedLabelsAndTaints):
-            changed_labels = {key: value for key, value in managed_labels.items() if labels.get(key) != value}
+            for key, value in (template_labels or {}).items():
+                if key not in labels:
+                    changed_labels[key] = value
+                elif labels[key] != value and key not in managed_labels:
+                    conflicts[key] = (str(labels[key]), value)
+            changed_labels.update({key: value for key, value in managed_labels.items() if labels.get(key) != value})
             taints = merge_taints(taints, managed_taints)
         elif isinstance(write, effects.SetProviderID):
             current = spec.get("providerID") or ""
@@ -702,14 +730,14 @@ def node_patch(
     if taints != current_taints:
         changed_spec["taints"] = taints
     if not changed_spec and not changed_labels:
-        return None, kept_provider_id
+        return None, kept_provider_id, conflicts
     metadata: dict[str, Any] = {"resourceVersion": _version(node)}
     if changed_labels:
         metadata["labels"] = changed_labels
     patch: dict[str, Any] = {"metadata": metadata}
     if changed_spec:
         patch["spec"] = changed_spec
-    return patch, kept_provider_id
+    return patch, kept_provider_id, conflicts
 
 
 def taint_dict(taint: Taint) -> dict[str, str]:

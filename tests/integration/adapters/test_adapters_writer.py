@@ -4,6 +4,7 @@ per-machine ordering under load, retries of transient failures and reports of pe
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -349,6 +350,34 @@ def test_a_node_write_that_keeps_failing_is_reported_for_every_effect_it_carried
     failures = reports.of_type(EffectFailed)
     assert [failure.effect for failure in failures] == list(MAKE_USABLE)
     assert not any(failure.permanent for failure in failures)
+
+
+def test_the_scale_from_zero_template_is_made_true_of_a_member_without_overwriting_the_kubelet(
+    fake_api: FakeApiServer, namespace: str, writer: KubeWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # CA plans a new member from the template: a label the Node lacked would leave the pods CA scaled up for
+    # pending on the machine booted for them (seen with the real CA).
+    node = create_machine(fake_api, namespace, "m1")
+    name = kube_node_name(namespace, "m1")
+    create_kube_node(fake_api, name)
+    fake_api.store.patch("v1", "nodes", name, {"metadata": {"labels": {"kubernetes.io/arch": "amd64"}}})
+    spec = group_spec(template={
+        "capacity": {"cpu": "4", "pods": "110"},
+        "labels": {"homelab.example/disk": "ssd", "kubernetes.io/arch": "arm64"},
+        "taints": [{"key": "homelab.example/loud", "effect": "PreferNoSchedule"}],
+    })
+
+    with caplog.at_level(logging.WARNING, logger="actors.adapters.writer"):
+        _apply(writer, batch_for(node, effects.ApplyManagedLabelsAndTaints(), spec=spec))
+
+    stored = _kube_node(fake_api, name)
+    assert stored is not None
+    assert stored["metadata"]["labels"]["homelab.example/disk"] == "ssd", "a missing template label is added"
+    assert stored["metadata"]["labels"]["kubernetes.io/arch"] == "amd64", "what the kubelet set is kept"
+    assert {"key": "homelab.example/loud", "effect": "PreferNoSchedule"} in stored["spec"]["taints"]
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert "kubernetes.io/arch=amd64" in warning
+    assert "kubernetes.io/arch=arm64" in warning
 
 
 def test_delete_kube_node(fake_api: FakeApiServer, namespace: str, writer: KubeWriter) -> None:
