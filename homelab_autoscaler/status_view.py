@@ -26,7 +26,7 @@ from schemas import labels
 from schemas.common import ConditionStatus, human_duration
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
-from schemas.validation import summarise_validation_error
+from schemas.validation import power_job_placement_warnings, summarise_validation_error
 
 INVALID: Final = "Invalid"
 """The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
@@ -119,6 +119,8 @@ class MachineRow:
     provider_id: str | None = None
     powered_on_seconds: int | None = None
     consecutive_failures: int | None = None
+    warnings: tuple[str, ...] = ()
+    """Configuration that works but invites trouble (a power Job that may run on a powered-off machine)."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ def machine_row(node: Node | InvalidResource, now: datetime) -> MachineRow:
         provider_id=status.provider_id or node.spec.provider_id,
         powered_on_seconds=math.floor(powered_on_seconds(status, now)),
         consecutive_failures=status.consecutive_failures,
+        warnings=power_job_placement_warnings(node.spec),
     )
 
 
@@ -349,6 +352,16 @@ def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = 
         blocks.append(_group_table(view.groups, wide=wide, show_namespace=show_namespace, colour=colour))
     if view.machines:
         blocks.append(_machine_table(view.machines, wide=wide, show_namespace=show_namespace, colour=colour))
+    warned = [machine for machine in view.machines if machine.warnings]
+    if warned:
+        blocks.append("\n".join(
+            ["WARNINGS"]
+            + [
+                f"{machine.namespace}/{machine.name}: {warning}" if show_namespace else f"{machine.name}: {warning}"
+                for machine in warned
+                for warning in machine.warnings
+            ]
+        ))
     return "\n\n".join(blocks) + "\n" if blocks else ""
 
 
@@ -493,6 +506,7 @@ def _machine_document(machine: MachineRow) -> dict[str, Any]:
         "providerID": machine.provider_id,
         "poweredOnSeconds": machine.powered_on_seconds,
         "consecutiveFailures": machine.consecutive_failures,
+        "warnings": list(machine.warnings),
     }
 
 

@@ -556,6 +556,22 @@ def _node_spec_errors(spec: NodeSpec, path: str) -> Iterator[FieldError]:
     yield from _job_errors(spec.shutdown_job, _child(path, "shutdownJob"))
 
 
+def power_job_placement_warnings(spec: NodeSpec) -> tuple[str, ...]:
+    """Power Jobs whose pods may be scheduled on any machine, each with what to do about it. Pure.
+
+    A power Job without a nodeSelector may land on a machine this operator powers off, and while its pod is pending
+    Cluster Autoscaler counts it like any other pod and may scale a group up just to run it (seen with the real CA).
+    A warning, not a refusal: a cluster whose every node stays on has nothing to fear.
+    """
+    return tuple(
+        f"spec.{field} has no nodeSelector: its pod may be scheduled on a machine this operator powers off, and "
+        "while it is pending Cluster Autoscaler may scale a group up to run it; pin power Jobs to a machine that "
+        "stays on (see examples/)"
+        for field, job in (("startupJob", spec.startup_job), ("shutdownJob", spec.shutdown_job))
+        if not job.node_selector
+    )
+
+
 def validate_node(node: Node | NodeSpec | Mapping[str, Any]) -> list[FieldError]:
     """Every reason `node` would be refused; empty when it is acceptable. Pure.
 

@@ -21,6 +21,7 @@ from kubernetes import client as kube_client
 from actors.adapters.kube_client import KubeApi, KubeError, KubeNotFound
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
+from schemas.common import TaintEffect, Toleration, TolerationOperator
 from schemas.crds import render_crds
 from schemas.group import GroupSpec, NodeTemplate
 from schemas.node import EnvVar, JobTemplate, NodeSpec, Pricing, default_provider_id
@@ -28,6 +29,8 @@ from sim.fakeapi import ApiError, FakeApiServer, Store
 from sim.machines.model import ProviderIdMode, SimulatedMachine
 
 logger = logging.getLogger(__name__)
+
+CONTROL_PLANE_ROLE: Final = "node-role.kubernetes.io/control-plane"
 
 PLACEHOLDER_IMAGE: Final = "busybox:1.36"
 RACK_LABEL: Final = "homelab.example/rack"
@@ -140,6 +143,14 @@ def plan_homelab(
     return HomelabPlan(namespace_manifest, group_manifests, node_manifests, planned)
 
 
+ON_THE_CONTROL_PLANE: Final[dict[str, Any]] = {
+    "node_selector": {CONTROL_PLANE_ROLE: ""},
+    "tolerations": (Toleration(key=CONTROL_PLANE_ROLE, operator=TolerationOperator.EXISTS,
+                               effect=TaintEffect.NO_SCHEDULE),),
+}
+"""Power Jobs run on a machine that stays on, as the examples pin them, never on one the operator powers off."""
+
+
 def placeholder_power_jobs(machine: str, host: str, mac_address: str) -> tuple[JobTemplate, JobTemplate]:
     """The startup and shutdown Jobs of a simulated machine: placeholder scripts saying what a real one would do."""
     startup = JobTemplate(
@@ -147,11 +158,13 @@ def placeholder_power_jobs(machine: str, host: str, mac_address: str) -> tuple[J
         command=("sh", "-c", STARTUP_SCRIPT),
         env=(EnvVar(name="MACHINE", value=machine), EnvVar(name="MAC_ADDRESS", value=mac_address)),
         host_network=True,  # Wake-on-LAN broadcasts need the host network
+        **ON_THE_CONTROL_PLANE,
     )
     shutdown = JobTemplate(
         image=PLACEHOLDER_IMAGE,
         command=("sh", "-c", SHUTDOWN_SCRIPT),
         env=(EnvVar(name="MACHINE", value=machine), EnvVar(name="HOST", value=host)),
+        **ON_THE_CONTROL_PLANE,
     )
     return startup, shutdown
 

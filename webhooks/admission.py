@@ -24,7 +24,7 @@ from schemas import API_GROUP, API_VERSION
 from schemas.group import Group
 from schemas.labels import GROUP_LABEL
 from schemas.node import Node, PowerPolicy, kubernetes_node_name
-from schemas.validation import FieldError, validate_group, validate_node
+from schemas.validation import FieldError, power_job_placement_warnings, validate_group, validate_node
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class AdmissionRules:
                 )
             )
         errors.extend(self._uniqueness_errors(node, namespace))
-        warnings = []
+        warnings = list(power_job_placement_warnings(node.spec))
         target = kubernetes_node_name(node)
         if _kubernetes_node_name_changed(request, target) and not self._lookup.kubernetes_node_exists(target):
             warnings.append(

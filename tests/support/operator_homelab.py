@@ -43,7 +43,12 @@ DELETING: Final = externalgrpc.InstanceStatus.instanceDeleting
 
 
 def job_template() -> dict[str, Any]:
-    return {"image": "busybox:1.36", "command": ["sh", "-c", "echo power"]}
+    """A power Job pinned to a machine that stays on, as the examples pin theirs (`status` warns otherwise)."""
+    return {
+        "image": "busybox:1.36",
+        "command": ["sh", "-c", "echo power"],
+        "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+    }
 
 
 def group_manifest(name: str = GROUP, *, max_size: int = 3, **spec: Any) -> dict[str, Any]:

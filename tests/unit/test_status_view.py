@@ -35,7 +35,8 @@ from schemas.node import Node, NodeStatus
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-JOB = {"image": "busybox:1.36"}
+JOB = {"image": "busybox:1.36", "nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}
+"""A power Job pinned to a machine that stays on, as the examples pin theirs."""
 
 
 def stamp(seconds_before_now: float) -> str:
@@ -400,6 +401,7 @@ def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
         "providerID": None,
         "poweredOnSeconds": 0,
         "consecutiveFailures": 0,
+        "warnings": [],
     }
     assert set(stuck) == set(booting)
     assert stuck["lastError"].startswith("quarantined after failures")
@@ -445,3 +447,21 @@ def test_a_machine_no_group_claims_is_unmanaged_not_a_healthy_spare(
     assert row["LAST ERROR"] == (reason or "-")
     assert to_document(view)["machines"][0]["state"] == state
     assert sum(count for group_row in view.groups for count in group_row.machines.values()) == (0 if reason else 1)
+
+
+def test_a_power_job_that_may_run_on_a_powered_off_machine_is_a_warning() -> None:
+    unpinned = Node.model_validate({
+        "metadata": {"name": "nuc-1", "namespace": "lab", "labels": {GROUP_LABEL: "rack"}},
+        "spec": {"startupJob": {"image": "busybox:1.36"}, "shutdownJob": JOB},
+    })
+
+    view = build_view([], [unpinned, node("nuc-2")], NOW)
+
+    (warned,) = [machine for machine in view.machines if machine.warnings]
+    assert warned.name == "nuc-1"
+    (warning,) = warned.warnings
+    assert warning.startswith("spec.startupJob has no nodeSelector")
+    assert "Cluster Autoscaler may scale a group up to run it" in warning
+    text = render_text(view)
+    assert text.split("\n\n")[-1].splitlines() == ["WARNINGS", f"nuc-1: {warning}"]
+    assert to_document(view)["machines"][0]["warnings"] == [warning]

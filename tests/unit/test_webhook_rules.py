@@ -21,6 +21,8 @@ from webhooks.admission import (
 )
 
 NAMESPACE = "homelab"
+ALWAYS_ON = {"node-role.kubernetes.io/control-plane": ""}
+"""Power Jobs pinned to a machine that stays on, as the examples pin theirs (otherwise a warning)."""
 
 
 @dataclass
@@ -73,8 +75,8 @@ def node_object(name: str = "nas-1", group: str | None = "workers", **spec: Any)
         "kind": "Node",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels, "uid": f"uid-{name}"},
         "spec": {
-            "startupJob": {"image": "ghcr.io/example/wol:1"},
-            "shutdownJob": {"image": "ghcr.io/example/ssh:1"},
+            "startupJob": {"image": "ghcr.io/example/wol:1", "nodeSelector": ALWAYS_ON},
+            "shutdownJob": {"image": "ghcr.io/example/ssh:1", "nodeSelector": ALWAYS_ON},
             **spec,
         },
     }
@@ -233,6 +235,28 @@ def test_a_missing_kubernetes_node_warns_but_never_denies(
     warnings = response.get("warnings", [])
     assert bool(warnings) is warned
     assert all("nas-9" in warning and "does not exist" in warning for warning in warnings)
+
+
+@pytest.mark.parametrize(
+    ("spec", "unpinned"),
+    [
+        pytest.param({}, [], id="both-pinned"),
+        pytest.param({"startupJob": {"image": "ghcr.io/example/wol:1"}}, ["startupJob"], id="startup-unpinned"),
+        pytest.param(
+            {"startupJob": {"image": "a:1"}, "shutdownJob": {"image": "b:1"}}, ["startupJob", "shutdownJob"],
+            id="both-unpinned",
+        ),
+    ],
+)
+def test_a_power_job_that_may_run_on_a_powered_off_machine_is_allowed_with_a_warning(
+    spec: dict[str, Any], unpinned: list[str]
+) -> None:
+    # Seen with the real CA: a pending power Job pod that fits a group's template makes CA scale up to run it.
+    response = answer(review_body("Node", "CREATE", node_object("nas-1", **spec)))
+    assert response["allowed"] is True
+    placement = [warning for warning in response.get("warnings", []) if "nodeSelector" in warning]
+    assert [warning.split(" ", 1)[0] for warning in placement] == [f"spec.{field}" for field in unpinned]
+    assert all("Cluster Autoscaler may scale a group up to run it" in warning for warning in placement)
 
 
 # --- Group --------------------------------------------------------------------------------------------

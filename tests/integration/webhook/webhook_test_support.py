@@ -25,6 +25,8 @@ from webhooks.server import WebhookServer
 NOW = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
 SERVICE = "homelab-autoscaler-webhook"
 NAMESPACE = "homelab-autoscaler"
+ALWAYS_ON = {"node-role.kubernetes.io/control-plane": ""}
+"""Power Jobs pinned to a machine that stays on, as the examples pin theirs (otherwise a warning)."""
 
 
 @dataclass
@@ -109,5 +111,8 @@ def node_object(name: str = "nas-1", group: str = "workers") -> dict[str, Any]:
         "apiVersion": GROUP_VERSION,
         "kind": "Node",
         "metadata": {"name": name, "namespace": "homelab", "labels": {GROUP_LABEL: group}},
-        "spec": {"startupJob": {"image": "ghcr.io/example/wol:1"}, "shutdownJob": {"image": "ghcr.io/example/ssh:1"}},
+        "spec": {
+            "startupJob": {"image": "ghcr.io/example/wol:1", "nodeSelector": ALWAYS_ON},
+            "shutdownJob": {"image": "ghcr.io/example/ssh:1", "nodeSelector": ALWAYS_ON},
+        },
     }
