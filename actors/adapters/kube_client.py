@@ -15,11 +15,16 @@ one of these, raised `from` the original so the traceback keeps the cause:
         └── KubePermanent              every other 4xx (invalid, forbidden, gone): retrying will not help
 
 410 Gone (an expired watch or list resourceVersion) is a `KubePermanent` with `status == 410`: the watch relists.
+
+urllib3 retries a broken connection a few times inside each call and logs a WARNING for every one of them; our
+callers retry too and the process's `ApiReachability` tells an outage once, so `new_api_client` demotes those
+lines to DEBUG (`QuietConnectionRetries`): otherwise one API server restart wrote three of them per attempt.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +43,29 @@ DEFAULT_POOL_SIZE: Final = 32
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
 GONE: Final = 410
+URLLIB3_POOL_LOGGER: Final = "urllib3.connectionpool"
+_RETRY_LINE: Final = "Retrying ("
+
+
+class QuietConnectionRetries(logging.Filter):
+    """Turns urllib3's `Retrying (Retry(total=2, ...)) after connection broken by ...` WARNING into DEBUG.
+
+    The record is rewritten rather than dropped, so `--log-level DEBUG` still shows each internal retry; at any
+    other level it is dropped here, since a filter runs after the logger's own level check.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not str(record.msg).startswith(_RETRY_LINE):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_connection_retries() -> None:
+    """Install `QuietConnectionRetries` on urllib3's pool logger, once however often it is called."""
+    pool_logger = logging.getLogger(URLLIB3_POOL_LOGGER)
+    if not any(isinstance(existing, QuietConnectionRetries) for existing in pool_logger.filters):
+        pool_logger.addFilter(QuietConnectionRetries())
 
 
 class KubeError(OperatorError):
@@ -99,6 +127,7 @@ def new_api_client(
             persist_config=False,
         )
     configuration.connection_pool_maxsize = pool_size
+    quiet_connection_retries()
     return kube.ApiClient(configuration)
 
 

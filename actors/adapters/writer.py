@@ -13,6 +13,11 @@ changes, so every rule about doing it safely lives here:
   retried with exponential backoff and jitter, up to `max_retries` times; each retry re-runs the effect from its
   read, so read-modify-write effects see the latest object. A permanent refusal is reported at once as
   `EffectFailed(permanent=True)`; a transient failure that outlives the retries as `EffectFailed(permanent=False)`.
+- Outages. A call that got no answer at all (the API server is unreachable: a control plane rebooting) does not
+  use up the retries: the effect waits for the server's return, reported to and told once by the process's
+  `ApiReachability`, and is applied as soon as the server answers again. Since the machine's FIFO waits with it,
+  every write of the outage lands afterwards in its order, and nothing turns into `EffectFailed` (a startup Job
+  that could not be created during an eight-second reboot must not count as a failed boot).
 - Idempotence. Every effect may be applied twice (a restarted actor resubmits): a Job that exists is adopted when
   it is ours, deletes of missing objects succeed, status writes replace the whole status.
 - Optimistic concurrency. Node taints, labels and providerID are read-modify-written with the resourceVersion
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import queue
@@ -56,6 +62,7 @@ from actors.adapters.kube_client import (
     KubeTransient,
     outcome,
 )
+from actors.adapters.reachability import WRITE_PREFIX, ApiReachability
 from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupStatusBatch
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
@@ -154,6 +161,7 @@ class KubeWriter:
         event_cache_size: int = 1024,
         reporting_instance: str = "",
         clock: Callable[[], datetime] = _utc_now,
+        reachability: ApiReachability | None = None,
     ) -> None:
         if workers < 1 or drain_workers < 1:
             raise ValueError("the writer needs at least one worker and one drain worker")
@@ -167,6 +175,8 @@ class KubeWriter:
         self._event_cache_size = event_cache_size
         self._reporting_instance = reporting_instance
         self._clock = clock
+        self._reachability = reachability
+        self._write_numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending: dict[str, deque[Batch]] = {}
@@ -240,6 +250,8 @@ class KubeWriter:
         for thread in self._threads:
             thread.join(max(0.0, patience - time.monotonic()))
         self._abort.set()
+        if self._reachability is not None:
+            self._reachability.wake()  # writes waiting for the API server's return give up now
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
@@ -332,11 +344,30 @@ class KubeWriter:
     def _with_retries(self, apply: Callable[[], None], batch: Batch, effect: effects.Effect | None) -> bool:
         """Apply with retries; True when it was applied, False when it failed (and the failure was reported)."""
         failures = 0
+        outage_waits = 0
+        pending: str | None = None
+        reachability = self._reachability
         while True:
+            returns = reachability.returns if reachability is not None else 0
             try:
                 apply()
+                if reachability is not None:
+                    reachability.succeeded("kube writer", pending)
                 return True
             except (KubeTransient, KubeConflict) as error:
+                source = f"kube writer ({_describe_effect(batch, effect)})"
+                key = pending or f"{WRITE_PREFIX}{next(self._write_numbers)}"
+                if reachability is not None and reachability.failed(source, error, key):
+                    # No answer at all: wait for the server instead of spending the retries (module docstring).
+                    pending = key
+                    if self._abort.is_set():
+                        reachability.abandoned(pending)
+                        self._failed(batch, effect, f"the API server is unreachable: {error.message}",
+                                     permanent=False)
+                        return False
+                    outage_waits += 1
+                    reachability.wait_for_return(returns, self._backoff(outage_waits), self._abort.is_set)
+                    continue
                 failures += 1
                 if failures > self._max_retries or self._abort.is_set():
                     self._failed(batch, effect, f"gave up after {failures} tries: {error.message}", permanent=False)
