@@ -264,12 +264,29 @@ class ApiReachability:
         self._condition = threading.Condition()
         self._returns = 0
         self._settle_timer: threading.Timer | None = None
+        self._listeners: list[Callable[[Back], None]] = []
         metrics.API_REACHABLE.set(1)
 
     @property
     def reachable(self) -> bool:
         with self._condition:
             return self._state.phase is not Phase.DOWN
+
+    @property
+    def settled(self) -> bool:
+        """True when no outage is under way or still being told (its INFO line has been written)."""
+        with self._condition:
+            return self._state.phase is Phase.UP
+
+    def add_return_listener(self, listener: Callable[[Back], None]) -> None:
+        """Call `listener` with every return as it is told (on the reporting thread, outside any lock here)."""
+        with self._condition:
+            self._listeners.append(listener)
+
+    def remove_return_listener(self, listener: Callable[[Back], None]) -> None:
+        with self._condition:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     @property
     def returns(self) -> int:
@@ -335,8 +352,16 @@ class ApiReachability:
             # Logged under the lock: the WARNING must come before any DEBUG of the same outage, the INFO after.
             for notice in notices:
                 self._tell(notice)
+            listeners = list(self._listeners)
         if timer is not None:
             timer.cancel()
+        for notice in notices:
+            if isinstance(notice, Back):
+                for listener in listeners:
+                    try:
+                        listener(notice)
+                    except Exception:  # a listener's bug must not stop the others, nor the reporting thread
+                        logger.exception("a listener of the API server's return failed")
 
     def _settle(self) -> None:
         with self._condition:

@@ -4,6 +4,7 @@ per-machine ordering under load, retries of transient failures and reports of pe
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -454,7 +455,8 @@ def test_writes_wait_out_an_unavailable_api_server_and_land_in_order(
 ) -> None:
     # A starting kube-apiserver answers 503 for seconds: far more failures than max_retries. The Job and the status
     # written behind it must land afterwards, in their order, without an EffectFailed (a Job that could not be
-    # created during a control plane reboot is not a failed boot), and the outage is told once, not per attempt.
+    # created during a control plane reboot is not a failed boot), and the machine's Events say so once, not per
+    # failed attempt.
     node = create_machine(fake_api, namespace, "m1")
     fake_api.faults.fail("create", "jobs", count=12, code=503, retry_after_seconds=0)
     reachability = ApiReachability("https://api", settle_seconds=5.0)
@@ -463,6 +465,8 @@ def test_writes_wait_out_an_unavailable_api_server_and_land_in_order(
     )
     try:
         _apply(writer, batch_for(node, STARTUP, effects.PatchStatus(NodeStatus(state=NodeState.STARTING_UP))))
+        wait_for(lambda: fake_api.store.list("v1", "events", namespace), what="the WritesDelayed Event")
+        assert writer.wait_idle(5.0)
     finally:
         writer.stop()
         reachability.close()
@@ -471,6 +475,13 @@ def test_writes_wait_out_an_unavailable_api_server_and_land_in_order(
     assert _job(fake_api, namespace, "m1-startup-1") is not None
     assert fake_api.store.get(GROUP_VERSION, "nodes", "m1", namespace)["status"]["state"] == "StartingUp"
     assert reachability.reachable
+    [event] = fake_api.store.list("v1", "events", namespace)
+    assert (event["reason"], event["type"], event["count"]) == ("WritesDelayed", "Normal", 1), "said once"
+    assert event["involvedObject"]["name"] == "m1"
+    assert re.fullmatch(
+        r"1 write waited for the API server, unreachable from \S+ to \S+ UTC \(\d+\.\d s\), and was applied in order",
+        event["message"],
+    ), event["message"]
 
 
 def test_retries_run_out_and_the_failure_is_reported_as_transient(

@@ -184,6 +184,10 @@ class OutageHomelab:
         )
         return sorted(item["metadata"]["name"] for item in answer.get("items") or [])
 
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        answer = self.rest.get(f"/api/v1/namespaces/{NAMESPACE}/events")
+        return [event for event in answer.get("items") or [] if event.get("reason") == reason]
+
     def kill_api_server(self) -> float:
         self.control_plane.stop_component(API_SERVER, kill=True)
         return time.monotonic()

@@ -86,6 +86,14 @@ def test_an_api_server_restart_during_a_boot_is_one_warning_one_info_and_nothing
         assert homelab.metric("homelab_autoscaler_api_outages_total") == 1.0
         assert homelab.metric("homelab_autoscaler_leader") == 1.0, "an outage shorter than the lease keeps the leader"
         assert "stops leading" not in raw
+        # The machine whose writes waited says so once; no write is reported as failed.
+        delayed = homelab.wait(lambda: homelab.events("WritesDelayed"), "the WritesDelayed Event")
+        assert "m2" in [event["involvedObject"]["name"] for event in delayed]
+        assert sorted({event["involvedObject"]["name"] for event in delayed}) == sorted(
+            event["involvedObject"]["name"] for event in delayed
+        ), "one Event per machine"
+        assert [event["count"] for event in delayed] == [1] * len(delayed), "once per outage, not per attempt"
+        assert homelab.events("WriteFailed") == []
         assert homelab.startup_jobs("m1") == ["m1-startup-1"], "no duplicate Job after the outage"
         assert homelab.startup_jobs("m2") == ["m2-startup-1"], "the Job asked for during the outage, once"
 
