@@ -449,10 +449,12 @@ class Operator:
             issuer = WebhookCertificateIssuer(settings.webhook_service, settings.namespace)
         self._certificates = WebhookCertificates(
             source.value, settings.webhook_cert_dir, store=store, issuer=issuer,
-            may_write=not settings.leader_elect, clock=self._clock,
+            may_write=not settings.leader_elect, clock=self._clock, reachability=self._reachability,
         )
         self._certificates.prepare()
-        self._admission = CachedAdmissionLookup(api_client, KnownMachine, settings.watch_namespace)
+        self._admission = CachedAdmissionLookup(
+            api_client, KnownMachine, settings.watch_namespace, watch_options={"reachability": self._reachability}
+        )
         self._admission.start()
         webhook = WebhookServer(
             settings.webhook_address,

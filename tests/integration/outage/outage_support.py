@@ -101,6 +101,23 @@ class OutageHomelab:
         )
         self.simulator.start(sync_timeout=STEP_SECONDS)
 
+    def add_webhook_configuration(self, port: int) -> None:
+        """The ValidatingWebhookConfiguration an install has (manifests/50-webhook.yaml), calling the operator's
+        webhook on this port by URL, as no Service routes to a process. `Ignore`: nothing here tests admission."""
+        self.rest.post(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+             "metadata": {"name": "homelab-autoscaler"},
+             "webhooks": [{
+                 "name": "validate.infra.homecluster.dev", "admissionReviewVersions": ["v1"],
+                 "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 5,
+                 "clientConfig": {"url": f"https://127.0.0.1:{port}/validate"},
+                 "rules": [{"apiGroups": ["infra.homecluster.dev"], "apiVersions": ["v1alpha1"],
+                            "operations": ["CREATE", "UPDATE"], "resources": ["groups", "nodes"],
+                            "scope": "Namespaced"}],
+             }]},
+        )
+
     def start_operator(self, request: pytest.FixtureRequest, *extra_args: str) -> OperatorProcess:
         self.operator = OperatorProcess(
             self.control_plane.kubeconfig, self.directory, namespace=NAMESPACE, grpc_port=self.grpc_port,

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sim.controlplane import Binaries
+from sim.controlplane import Binaries, free_ports
 from tests.integration.outage.outage_support import LogLine, outage_homelab
 from tests.support.control_plane import running_control_plane
 
@@ -41,7 +41,13 @@ def test_an_api_server_restart_during_a_boot_is_one_warning_one_info_and_nothing
         outage_homelab(control_plane, tmp_path) as homelab,
     ):
         homelab.open({"m1": 2, "m2": 1}, boot_seconds=4.0)
-        homelab.start_operator(request, *LEASE_ARGS)
+        # With the admission webhook on, as installed: its caches are three more watches that live through it.
+        (webhook_port,) = free_ports(1)
+        homelab.add_webhook_configuration(webhook_port)
+        homelab.start_operator(
+            request, *LEASE_ARGS, f"--webhook-address=127.0.0.1:{webhook_port}",
+            f"--webhook-cert-dir={tmp_path / 'webhook'}",
+        )
         homelab.wait(lambda: homelab.http("/readyz/leader")[0] == 200, "the operator to lead")
 
         assert homelab.increase_size() == grpc.StatusCode.OK
@@ -77,7 +83,10 @@ def test_an_api_server_restart_during_a_boot_is_one_warning_one_info_and_nothing
         back = [line.message for line in lines if line.logger == REACHABILITY and line.level == "INFO"]
         assert len(back) == 1, back
         assert back[0].startswith(f"API server {control_plane.server} back at ")
-        assert "watches relisted: groups, kube-nodes, machines, power-jobs" in back[0]
+        assert (
+            "watches relisted: admission-groups, admission-kube-nodes, admission-machines, groups, kube-nodes, "
+            "machines, power-jobs;"
+        ) in back[0]
         assert "nothing missed" in back[0]
         assert "Retrying (" not in raw, "urllib3's own retry warnings reach the log"
         assert during in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
