@@ -19,6 +19,9 @@ one of these, raised `from` the original so the traceback keeps the cause:
 urllib3 retries a broken connection a few times inside each call and logs a WARNING for every one of them; our
 callers retry too and the process's `ApiReachability` tells an outage once, so `new_api_client` demotes those
 lines to DEBUG (`QuietConnectionRetries`): otherwise one API server restart wrote three of them per attempt.
+urllib3 would also sleep through a 503's `Retry-After` (five seconds, from a kube-apiserver that is starting)
+inside GET, PUT and DELETE, blind to our deadlines (a Lease renewal) and to the server's return; `RetryPolicy`
+leaves 503 to our callers, who wait for the server through `ApiReachability`. 429 (throttling) is still honoured.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ class QuietConnectionRetries(logging.Filter):
             return True
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+class RetryPolicy(urllib3.Retry):
+    """urllib3's default retries (3, connection errors included), minus its sleep on a 503's Retry-After."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({413, 429})
 
 
 def quiet_connection_retries() -> None:
@@ -127,6 +136,7 @@ def new_api_client(
             persist_config=False,
         )
     configuration.connection_pool_maxsize = pool_size
+    configuration.retries = RetryPolicy(3)
     quiet_connection_retries()
     return kube.ApiClient(configuration)
 
