@@ -42,6 +42,7 @@ from actors.adapters.reachability import ApiReachability
 logger = logging.getLogger(__name__)
 
 LEASE_RESOURCE: Final = "leases"
+STOPPING: Final = "stopping"
 
 
 def _now() -> datetime:
@@ -130,7 +131,7 @@ class LeaderElector:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("leader elector thread did not stop within %.1f s", timeout)
-        if self._step_down("stopping") and release:
+        if self._step_down(STOPPING, asked=True) and release:
             self._release()
 
     # -- the loop
@@ -165,13 +166,16 @@ class LeaderElector:
         except Exception:
             logger.exception("on_started_leading failed")
 
-    def _step_down(self, why: str) -> bool:
+    def _step_down(self, why: str, *, asked: bool = False) -> bool:
         with self._lock:
             was_leading = self._leading
             self._leading = False
         if not was_leading:
             return False
-        logger.warning("leader election: %s stops leading (%s)", self.identity, why)
+        # Losing the Lease is worth a WARNING; handing it over because we were asked to stop (SIGTERM, a rolling
+        # update) is routine and logged at INFO, so that a WARNING from here always means something went wrong.
+        log = logger.info if asked else logger.warning
+        log("leader election: %s stops leading (%s)", self.identity, why)
         try:
             self._on_stopped()
         except Exception:
