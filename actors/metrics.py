@@ -265,6 +265,17 @@ WATCH_RESTARTS = Counter(
     ["resource"],
     registry=REGISTRY,
 )
+API_REACHABLE = Gauge(
+    PREFIX + "api_reachable",
+    "1 while the Kubernetes API server answers this replica's calls; 0 from the first call that found it missing "
+    "(connection refused or reset, a timeout, or 503 while it starts) until the next call it answers.",
+    registry=REGISTRY,
+)
+API_OUTAGES = Counter(
+    PREFIX + "api_outages",
+    "Times the Kubernetes API server stopped answering this replica (each outage once, however many calls failed).",
+    registry=REGISTRY,
+)
 WATCH_OBJECTS_SKIPPED = Counter(
     PREFIX + "watch_objects_skipped",
     "Watched objects that could not be read (a malformed Group or Node resource, a power Job without its "

@@ -55,6 +55,7 @@ from actors.adapters import kube_client, watch
 from actors.adapters.admission_lookup import CachedAdmissionLookup
 from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
 from actors.adapters.leader import LeaderElector
+from actors.adapters.reachability import ApiReachability
 from actors.adapters.webhook_certs import (
     CertificateMaterial,
     WebhookCertificates,
@@ -182,8 +183,11 @@ def check_api_server(api_client: ApiClient, watch_namespace: str) -> None:
 class PodLabel:
     """Sets and clears the leader label on this replica's own pod (nothing when the pod is unknown, e.g. locally)."""
 
-    def __init__(self, api_client: ApiClient, namespace: str, pod_name: str) -> None:
+    def __init__(
+        self, api_client: ApiClient, namespace: str, pod_name: str, reachability: ApiReachability | None = None
+    ) -> None:
         self._api = KubeApi(api_client)
+        self._reachability = reachability
         self._path = f"/api/v1/namespaces/{namespace}/pods/{pod_name}" if namespace and pod_name else ""
 
     def set(self, leading: bool) -> None:
@@ -195,7 +199,8 @@ class PodLabel:
         except KubeNotFound:
             LOGGER.warning("leader label: pod %s does not exist; POD_NAME/POD_NAMESPACE are wrong", self._path)
         except KubeError as error:
-            LOGGER.warning("leader label: could not %s it: %s", "set" if leading else "clear", error.message)
+            if self._reachability is None or not self._reachability.failed("leader label", error):
+                LOGGER.warning("leader label: could not %s it: %s", "set" if leading else "clear", error.message)
 
 
 class _TermRuntime:
@@ -237,7 +242,7 @@ class _Term:
     @classmethod
     def begin(
         cls, api_client: ApiClient, settings: Settings, read_model: ReadModel, clock: Callable[[], datetime],
-        identity: str,
+        identity: str, reachability: ApiReachability,
     ) -> _Term:
         runtime = ActorRuntime(name=f"homelab-autoscaler-term-{next(_term_numbers)}")
         runtime.start()
@@ -248,7 +253,10 @@ class _Term:
             except RuntimeStopped:
                 LOGGER.debug("writer: %s not delivered, the term ended", type(message).__name__)
 
-        writer = KubeWriter(api_client, report, workers=settings.writer_workers, reporting_instance=identity)
+        writer = KubeWriter(
+            api_client, report, workers=settings.writer_workers, reporting_instance=identity,
+            reachability=reachability,
+        )
         key = wiring.register(wiring.Wiring(read_model, writer, clock, runtime.ticker))
         try:
             supervisor = start_supervisor(runtime, key)
@@ -265,10 +273,10 @@ class _Term:
 
         namespace = settings.watch_namespace or None
         watches = [
-            watch.group_watch(api_client, sink, namespace),
-            watch.machine_watch(api_client, sink, namespace),
-            watch.kube_node_watch(api_client, sink),
-            watch.power_job_watch(api_client, sink, namespace),
+            watch.group_watch(api_client, sink, namespace, reachability=reachability),
+            watch.machine_watch(api_client, sink, namespace, reachability=reachability),
+            watch.kube_node_watch(api_client, sink, reachability=reachability),
+            watch.power_job_watch(api_client, sink, namespace, reachability=reachability),
         ]
         for resource_watch in watches:
             resource_watch.start()
@@ -335,6 +343,7 @@ class Operator:
         self._admission: CachedAdmissionLookup[KnownMachine] | None = None
         self._elector: LeaderElector | None = None
         self._pod_label: PodLabel | None = None
+        self._reachability: ApiReachability | None = None
 
     # --- what tests, the bench and the probes read ---------------------------------------------------------------
 
@@ -406,6 +415,8 @@ class Operator:
             self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
         api_client = self._api_client
         check_api_server(api_client, settings.watch_namespace)
+        # One for the process: every watch, the writer and the elector report to it, so an outage is told once.
+        self._reachability = ApiReachability(str(api_client.configuration.host))
         self._start_grpc()
         if settings.webhook_enabled:
             self._start_webhook(api_client)
@@ -423,7 +434,9 @@ class Operator:
         self._listening = True
         # Only now, with every listener bound, does the operator write to the cluster: a start that fails on a
         # port must leave the cluster as it found it.
-        self._pod_label = PodLabel(api_client, settings.pod_namespace or settings.namespace, settings.pod_name)
+        self._pod_label = PodLabel(
+            api_client, settings.pod_namespace or settings.namespace, settings.pod_name, self._reachability
+        )
         self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
         self._start_certificate_keeper()
         self._control = threading.Thread(target=self._run_control, name="operator-control", daemon=True)
@@ -439,6 +452,7 @@ class Operator:
                 retry_seconds=settings.leader_election_retry_seconds,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
+                reachability=self._reachability,
             )
             self._elector.start()
             LOGGER.info("operator %s started; campaigning for lease %s/%s", self.identity, settings.namespace,
@@ -487,9 +501,12 @@ class Operator:
         # May not write yet: this round only reads the Secret (or falls back to a temporary certificate on disk).
         self._certificates = WebhookCertificates(
             source.value, settings.webhook_cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
+            reachability=self._reachability,
         )
         self._certificates.prepare()
-        self._admission = CachedAdmissionLookup(api_client, KnownMachine, settings.watch_namespace)
+        self._admission = CachedAdmissionLookup(
+            api_client, KnownMachine, settings.watch_namespace, watch_options={"reachability": self._reachability}
+        )
         self._admission.start()
         webhook = WebhookServer(
             settings.webhook_address,
@@ -574,7 +591,10 @@ class Operator:
             return  # lost it again before we began
         started = time.monotonic()
         assert self._api_client is not None
-        term = _Term.begin(self._api_client, self.settings, self.read_model, self._clock, self.identity)
+        assert self._reachability is not None
+        term = _Term.begin(
+            self._api_client, self.settings, self.read_model, self._clock, self.identity, self._reachability
+        )
         with self._lock:
             self._term = term
         LOGGER.info("operator %s: acting; listing everything to rebuild every machine", self.identity)
@@ -692,5 +712,7 @@ class Operator:
             self._health_server.stop()
 
     def _close_api_client(self) -> None:
+        if self._reachability is not None:
+            self._reachability.close()
         if self._own_client and self._api_client is not None:
             self._api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream

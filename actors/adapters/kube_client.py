@@ -21,11 +21,19 @@ names the server and why (`cannot reach the API server https://10.0.0.1:6443: co
 urllib3 repr or a multi-line YAML trace.
 
 410 Gone (an expired watch or list resourceVersion) is a `KubePermanent` with `status == 410`: the watch relists.
+
+urllib3 retries a broken connection a few times inside each call and logs a WARNING for every one of them; our
+callers retry too and the process's `ApiReachability` tells an outage once, so `new_api_client` demotes those
+lines to DEBUG (`QuietConnectionRetries`): otherwise one API server restart wrote three of them per attempt.
+urllib3 would also sleep through a 503's `Retry-After` (five seconds, from a kube-apiserver that is starting)
+inside GET, PUT and DELETE, blind to our deadlines (a Lease renewal) and to the server's return; `RetryPolicy`
+leaves 503 to our callers, who wait for the server through `ApiReachability`. 429 (throttling) is still honoured.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -47,6 +55,35 @@ DEFAULT_POOL_SIZE: Final = 32
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
 GONE: Final = 410
+URLLIB3_POOL_LOGGER: Final = "urllib3.connectionpool"
+_RETRY_LINE: Final = "Retrying ("
+
+
+class QuietConnectionRetries(logging.Filter):
+    """Turns urllib3's `Retrying (Retry(total=2, ...)) after connection broken by ...` WARNING into DEBUG.
+
+    The record is rewritten rather than dropped, so `--log-level DEBUG` still shows each internal retry; at any
+    other level it is dropped here, since a filter runs after the logger's own level check.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not str(record.msg).startswith(_RETRY_LINE):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+class RetryPolicy(urllib3.Retry):
+    """urllib3's default retries (3, connection errors included), minus its sleep on a 503's Retry-After."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({413, 429})
+
+
+def quiet_connection_retries() -> None:
+    """Install `QuietConnectionRetries` on urllib3's pool logger, once however often it is called."""
+    pool_logger = logging.getLogger(URLLIB3_POOL_LOGGER)
+    if not any(isinstance(existing, QuietConnectionRetries) for existing in pool_logger.filters):
+        pool_logger.addFilter(QuietConnectionRetries())
 
 
 class KubeError(OperatorError):
@@ -125,6 +162,8 @@ def new_api_client(
         except ConfigException as error:
             raise KubeConfigError(_config_problem(source, context, error)) from error
     configuration.connection_pool_maxsize = pool_size
+    configuration.retries = RetryPolicy(3)
+    quiet_connection_retries()
     return kube.ApiClient(configuration)
 
 

@@ -15,6 +15,11 @@ Rules:
 - `stop()` first tells the process to stop acting, then releases the Lease (clears holderIdentity), so a
   follower takes over at its next retry instead of waiting for expiry.
 
+Through an API server outage the leader keeps leading as long as a renewal succeeds within the renew deadline
+(`lease_seconds - renew_seconds` after the last one); a longer outage makes it step down at that deadline, and it
+takes the Lease again (still its own, or expired) at its first retry after the server is back. Its failed calls
+during an outage go to the process's `ApiReachability`, which tells the outage once.
+
 Callbacks run on the elector's thread (or on the thread calling `stop()`); they must return quickly.
 """
 
@@ -32,10 +37,12 @@ from kubernetes import client as kube
 from actors import metrics
 from actors.adapters import kube_client
 from actors.adapters.kube_client import KubeApi, KubeConflict, KubeError, KubeNotFound
+from actors.adapters.reachability import ApiReachability
 
 logger = logging.getLogger(__name__)
 
 LEASE_RESOURCE: Final = "leases"
+STOPPING: Final = "stopping"
 
 
 def _now() -> datetime:
@@ -75,6 +82,7 @@ class LeaderElector:
         *,
         clock: Callable[[], datetime] = _now,
         monotonic: Callable[[], float] = time.monotonic,
+        reachability: ApiReachability | None = None,
     ) -> None:
         if not 0 < renew_seconds < lease_seconds:
             raise ValueError("renew_seconds must be positive and shorter than lease_seconds")
@@ -90,6 +98,7 @@ class LeaderElector:
         self._on_stopped = on_stopped_leading or (lambda: None)
         self._clock = clock
         self._monotonic = monotonic
+        self._reachability = reachability
         # A request must give up before the renew deadline, or a hung call could outlive our leadership.
         read_timeout = max(0.5, min(kube_client.DEFAULT_TIMEOUT[1], self.renew_deadline_seconds / 2))
         self._timeout = (min(kube_client.DEFAULT_TIMEOUT[0], read_timeout), read_timeout)
@@ -122,7 +131,7 @@ class LeaderElector:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("leader elector thread did not stop within %.1f s", timeout)
-        if self._step_down("stopping") and release:
+        if self._step_down(STOPPING, asked=True) and release:
             self._release()
 
     # -- the loop
@@ -157,13 +166,16 @@ class LeaderElector:
         except Exception:
             logger.exception("on_started_leading failed")
 
-    def _step_down(self, why: str) -> bool:
+    def _step_down(self, why: str, *, asked: bool = False) -> bool:
         with self._lock:
             was_leading = self._leading
             self._leading = False
         if not was_leading:
             return False
-        logger.warning("leader election: %s stops leading (%s)", self.identity, why)
+        # Losing the Lease is worth a WARNING; handing it over because we were asked to stop (SIGTERM, a rolling
+        # update) is routine and logged at INFO, so that a WARNING from here always means something went wrong.
+        log = logger.info if asked else logger.warning
+        log("leader election: %s stops leading (%s)", self.identity, why)
         try:
             self._on_stopped()
         except Exception:
@@ -173,11 +185,16 @@ class LeaderElector:
     def _try_hold(self) -> bool:
         """Acquire or renew the Lease; True when we hold it after this attempt."""
         try:
-            return self._acquire_or_renew()
+            held = self._acquire_or_renew()
         except KubeConflict:
             logger.info("leader election: lost a race for lease %s/%s", self.namespace, self.lease_name)
         except KubeError as error:
-            logger.warning("leader election: %s", error.message)
+            if self._reachability is None or not self._reachability.failed("leader election", error):
+                logger.warning("leader election: %s", error.message)
+        else:
+            if self._reachability is not None:
+                self._reachability.succeeded("leader election")
+            return held
         return False
 
     def _acquire_or_renew(self) -> bool:

@@ -9,7 +9,11 @@ The loop behaves like a client-go reflector, because the consumer's correctness 
 - the watch resumes from the newest resourceVersion seen, bookmarks included, so a dropped connection neither
   replays old events nor loses new ones;
 - an expired resourceVersion (410 Gone, as an ERROR event or an error answer) triggers a relist, never a guess;
-- any other failure backs off with jitter (0.2 s doubling to 30 s), so a broken API server is never hammered.
+- any other failure backs off with jitter (0.2 s doubling to 30 s), so a broken API server is never hammered;
+- a call that got no answer at all (the API server is unreachable) is reported to the process's `ApiReachability`,
+  which tells the outage once instead of each watch at each retry; the watch relists when it reconnects (after an
+  outage the server may have restarted, so the old resourceVersion is likely gone anyway, and a relist proves that
+  nothing was missed), and its back-off ends as soon as any caller finds the server answering again.
 
 Objects stay raw dicts: cheaper than the generated models, and no field is lost but `metadata.managedFields`,
 which nothing here reads and which is often the largest part of an object (dropped as each object arrives, so a
@@ -34,6 +38,7 @@ from kubernetes.client import ApiClient
 from actors import metrics
 from actors.adapters import kube_client
 from actors.adapters.kube_client import KubeApi, KubeError, KubeTransient
+from actors.adapters.reachability import WATCH_PREFIX, ApiReachability
 from schemas import API_GROUP, API_VERSION
 from schemas import labels as label_names
 
@@ -110,6 +115,10 @@ class _ResourceVersionExpiredError(Exception):
     """The resourceVersion we resume from is gone from the server's history: relist."""
 
 
+class WatchStreamBroke(KubeTransient):
+    """An open watch stream broke off: the connection was lost, which alone says nothing about the server."""
+
+
 class WatchStream:
     """One open watch response: iterate for event dicts; `close()` from any thread ends the iteration at once."""
 
@@ -137,7 +146,7 @@ class WatchStream:
                 yield json.loads(pending)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
             if not self._closed.is_set():
-                raise KubeTransient(f"watch stream broke: {type(error).__name__}: {error}") from error
+                raise WatchStreamBroke(f"watch stream broke: {type(error).__name__}: {error}") from error
         finally:
             with self._release_lock:
                 self._finished = True
@@ -193,8 +202,12 @@ class ResourceWatch:
         watch_timeout_seconds: int = DEFAULT_WATCH_SECONDS,
         initial_backoff: float = 0.2,
         max_backoff: float = 30.0,
+        reachability: ApiReachability | None = None,
     ) -> None:
         self.name = name
+        self._reachability = reachability
+        self._returns_seen = 0
+        self._source = f"{WATCH_PREFIX}{name}"
         self._list_fn = list_fn
         self._watch_fn = watch_fn
         self._sink = sink
@@ -234,6 +247,8 @@ class ResourceWatch:
     def stop(self, timeout: float = 5.0) -> None:
         """End the stream now and join the thread."""
         self._stopping.set()
+        if self._reachability is not None:
+            self._reachability.wake()  # a back-off waiting for the server's return must end now
         with self._stream_lock:
             if self._stream is not None:
                 self._stream.close()
@@ -250,6 +265,9 @@ class ResourceWatch:
         expired_in_a_row = 0
         last_list = 0.0
         while not self._stopping.is_set():
+            if self._reachability is not None:
+                # Taken before the attempt: a return while it fails must still end the back-off that follows.
+                self._returns_seen = self._reachability.returns
             try:
                 resync_due = (
                     self._resync_seconds is not None and time.monotonic() - last_list >= self._resync_seconds
@@ -274,7 +292,14 @@ class ResourceWatch:
                     # max_backoff after a few drops.
                     backoff = self._initial_backoff
                     self._watch_delivered = False
-                if isinstance(error, _ResourceVersionExpiredError) or error.status == kube_client.GONE:
+                if isinstance(error, WatchStreamBroke):
+                    # A dropped stream is routine (idle timeouts, a server restart): the reconnect that follows
+                    # says whether the server is gone, through the reachability report.
+                    logger.debug("watch %s: %s", self.name, error.message)
+                elif isinstance(error, KubeError) and self._lost_server(error):
+                    # Told once for the whole process; relist on the return (see the module docstring).
+                    must_list = True
+                elif isinstance(error, _ResourceVersionExpiredError) or error.status == kube_client.GONE:
                     logger.info("watch %s: resourceVersion %s expired, relisting", self.name, self._resource_version)
                     must_list = True
                     expired_in_a_row += 1
@@ -295,9 +320,18 @@ class ResourceWatch:
                 self._back_off(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
+    def _lost_server(self, error: KubeError) -> bool:
+        return self._reachability is not None and self._reachability.failed(self._source, error, self._source)
+
     def _back_off(self, backoff: float) -> None:
         # Jitter in [backoff/2, backoff]: watches of several resources never retry in lockstep.
-        self._stopping.wait(backoff * (0.5 + random.random() / 2))
+        seconds = backoff * (0.5 + random.random() / 2)
+        if self._reachability is None:
+            self._stopping.wait(seconds)
+            return
+        # Ends early when the API server answers again: after a long outage the back-off has grown to 30 s, and
+        # the watch would stay blind that long after the server is back.
+        self._reachability.wait_for_return(self._returns_seen, seconds, self._stopping.is_set)
 
     def _list(self) -> None:
         items: list[dict[str, Any]] = []
@@ -307,6 +341,8 @@ class ResourceWatch:
             if continue_token:
                 query["continue"] = continue_token
             page = self._list_fn(query)
+            if self._reachability is not None and continue_token is None:
+                self._reachability.succeeded(self._source)
             items.extend(_drop_managed_fields(item) for item in page.get("items") or ())
             metadata = page.get("metadata") or {}
             continue_token = metadata.get("continue")
@@ -319,6 +355,8 @@ class ResourceWatch:
         del page
         self._deliver(Listed(self.name, items, resource_version))
         self._synced.set()
+        if self._reachability is not None:
+            self._reachability.succeeded(self._source, self._source, relisted=True)
 
     def _watch(self, last_list: float) -> bool:
         """Stream events until the server ends the watch; True when anything (a bookmark too) arrived."""
@@ -337,6 +375,8 @@ class ResourceWatch:
             "timeoutSeconds": str(timeout_seconds),
         }
         response = self._watch_fn(query, timeout_seconds + READ_TIMEOUT_MARGIN)
+        if self._reachability is not None:
+            self._reachability.succeeded(self._source)
         stream = WatchStream(response)
         with self._stream_lock:
             if self._stopping.is_set():

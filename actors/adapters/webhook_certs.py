@@ -45,6 +45,7 @@ from kubernetes.client import ApiClient
 from actors import metrics
 from actors.adapters import kube_client
 from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeConflict, KubeError, KubeNotFound
+from actors.adapters.reachability import ApiReachability
 
 LOGGER = logging.getLogger(__name__)
 
@@ -235,12 +236,14 @@ class WebhookCertificates:
         check_seconds: float = DEFAULT_CHECK_SECONDS,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
         clock: Callable[[], datetime] = _utc_now,
+        reachability: ApiReachability | None = None,
     ) -> None:
         if source not in ("self", "cert-manager", "files"):
             raise ValueError(f"unknown certificate source {source!r}")
         if source != "files" and (store is None or issuer is None):
             raise ValueError(f"certificate source {source!r} needs a store and an issuer")
         self.source = source
+        self._reachability = reachability
         self.directory = directory
         self._store = store
         self._issuer = issuer
@@ -328,7 +331,11 @@ class WebhookCertificates:
             try:
                 return self._refresh_from_secret()
             except KubeError as error:
-                LOGGER.warning("webhook certificates: %s; retrying in %.0f s", error.message, self._retry_seconds)
+                # An API server outage is told once by the process's reachability report, not by every keeper.
+                if self._reachability is None or not self._reachability.failed("webhook certificates", error):
+                    LOGGER.warning(
+                        "webhook certificates: %s; retrying in %.0f s", error.message, self._retry_seconds
+                    )
                 self.problem = error.message
                 return self._fall_back()
 

@@ -13,6 +13,14 @@ changes, so every rule about doing it safely lives here:
   retried with exponential backoff and jitter, up to `max_retries` times; each retry re-runs the effect from its
   read, so read-modify-write effects see the latest object. A permanent refusal is reported at once as
   `EffectFailed(permanent=True)`; a transient failure that outlives the retries as `EffectFailed(permanent=False)`.
+- Outages. A call that got no answer at all (the API server is unreachable: a control plane rebooting) does not
+  use up the retries: the effect waits for the server's return, reported to and told once by the process's
+  `ApiReachability`, and is applied as soon as the server answers again. Since the machine's FIFO waits with it,
+  every write of the outage lands afterwards in its order, and nothing turns into `EffectFailed` (a startup Job
+  that could not be created during an eight-second reboot must not count as a failed boot). Once the return has
+  been told, each machine whose writes waited gets one Normal `WritesDelayed` Event saying how many and for how
+  long: once per outage, however many attempts failed. It is the one Event the writer records on its own rather
+  than for an actor, because it is about the writes themselves, which no actor sees.
 - Idempotence. Every effect may be applied twice (a restarted actor resubmits): a Job that exists is adopted when
   it is ours, deletes of missing objects succeed, status writes replace the whole status.
 - Optimistic concurrency. Node taints, labels and providerID are read-modify-written with the resourceVersion
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import queue
@@ -60,6 +69,7 @@ from actors.adapters.kube_client import (
     KubeTransient,
     outcome,
 )
+from actors.adapters.reachability import WRITE_PREFIX, ApiReachability, Back
 from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupStatusBatch
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
@@ -82,6 +92,8 @@ CUSTOM_PREFIX: Final = f"/apis/{API_GROUP}/{API_VERSION}"
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 AUTOSCALER_TAINTS: Final = frozenset({label_names.CA_TO_BE_DELETED_TAINT, label_names.CA_DELETION_CANDIDATE_TAINT})
 FINISHED_POD_PHASES: Final = frozenset({"Succeeded", "Failed"})
+WRITES_DELAYED: Final = "WritesDelayed"
+"""Reason of the one Event a machine gets when its writes waited out an API server outage."""
 
 # Resource names used in the kube-writes metric (and in docs/architecture/kubernetes.md).
 JOBS: Final = "jobs"
@@ -129,6 +141,10 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _clock(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M:%S")
+
+
 def batch_key(batch: Batch) -> str:
     """The FIFO a batch belongs to: its machine (or its group, for group status and Events). Pure."""
     if isinstance(batch, GroupStatusBatch | GroupEventBatch):
@@ -158,6 +174,7 @@ class KubeWriter:
         event_cache_size: int = 1024,
         reporting_instance: str = "",
         clock: Callable[[], datetime] = _utc_now,
+        reachability: ApiReachability | None = None,
     ) -> None:
         if workers < 1 or drain_workers < 1:
             raise ValueError("the writer needs at least one worker and one drain worker")
@@ -171,6 +188,13 @@ class KubeWriter:
         self._event_cache_size = event_cache_size
         self._reporting_instance = reporting_instance
         self._clock = clock
+        self._reachability = reachability
+        self._write_numbers = itertools.count(1)
+        self._delayed_lock = threading.Lock()
+        self._delayed: dict[str, tuple[EffectBatch, int]] = {}
+        """Per machine FIFO: its latest batch whose write waited for the API server, and how many writes did."""
+        if reachability is not None:
+            reachability.add_return_listener(self._after_outage)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending: dict[str, deque[Batch]] = {}
@@ -228,6 +252,8 @@ class KubeWriter:
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the batches in progress, log what was never started, and join every thread."""
         deadline = time.monotonic() + timeout
+        if self._reachability is not None:
+            self._reachability.remove_return_listener(self._after_outage)
         with self._lock:
             self._stopping = True
         for _ in range(self._worker_count):
@@ -240,6 +266,8 @@ class KubeWriter:
         for thread in self._threads:
             thread.join(max(0.0, patience - time.monotonic()))
         self._abort.set()
+        if self._reachability is not None:
+            self._reachability.wake()  # writes waiting for the API server's return give up now
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
@@ -341,11 +369,32 @@ class KubeWriter:
         """Apply with retries; True when it was applied, False when it failed (and the failure was reported, for
         `effect` and every effect applied `together` with it in the same write)."""
         failures = 0
+        outage_waits = 0
+        pending: str | None = None
+        reachability = self._reachability
         while True:
+            returns = reachability.returns if reachability is not None else 0
             try:
                 apply()
+                if reachability is not None:
+                    if pending is not None:
+                        self._note_delayed(batch)  # before the report: it may be the one that tells the return
+                    reachability.succeeded("kube writer", pending)
                 return True
             except (KubeTransient, KubeConflict) as error:
+                source = f"kube writer ({_describe_effect(batch, effect)})"
+                key = pending or f"{WRITE_PREFIX}{next(self._write_numbers)}"
+                if reachability is not None and reachability.failed(source, error, key):
+                    # No answer at all: wait for the server instead of spending the retries (module docstring).
+                    pending = key
+                    if self._abort.is_set():
+                        reachability.abandoned(pending)
+                        self._failed(batch, effect, f"the API server is unreachable: {error.message}",
+                                     permanent=False)
+                        return False
+                    outage_waits += 1
+                    reachability.wait_for_return(returns, self._backoff(outage_waits), self._abort.is_set)
+                    continue
                 failures += 1
                 if failures > self._max_retries or self._abort.is_set():
                     message = f"gave up after {failures} tries: {error.message}"
@@ -364,6 +413,28 @@ class KubeWriter:
                 for failed in (effect, *together):
                     self._failed(batch, failed, f"{type(error).__name__}: {error}", permanent=True)
                 return False
+
+    def _note_delayed(self, batch: Batch) -> None:
+        # Machines only: a Group's status and Events are the group actor's to tell, and it re-reports them.
+        if not isinstance(batch, EffectBatch) or (self._reachability is not None and self._reachability.settled):
+            return  # a straggler after the return was told: the INFO line already named it as still recovering
+        key = batch_key(batch)
+        with self._delayed_lock:
+            _, count = self._delayed.get(key, (batch, 0))
+            self._delayed[key] = (batch, count + 1)
+
+    def _after_outage(self, back: Back) -> None:
+        """The return has been told: one `WritesDelayed` Event per machine whose writes waited for it."""
+        with self._delayed_lock:
+            delayed, self._delayed = self._delayed, {}
+        for batch, count in delayed.values():
+            message = (
+                f"{count} write{'s' if count != 1 else ''} waited for the API server, unreachable from "
+                f"{_clock(back.lost_at)} to {_clock(back.back_at)} UTC ({back.seconds:.1f} s), and "
+                f"{'were' if count != 1 else 'was'} applied in order"
+            )
+            event = effects.RecordEvent(effects.EventType.NORMAL, WRITES_DELAYED, message)
+            self.submit(EffectBatch(batch.machine, batch.node, batch.group_spec, (event,), batch.reply_to))
 
     def _backoff(self, failures: int, error: KubeError | None = None) -> float:
         delay = min(self._max_backoff, self._base_backoff * 2 ** (failures - 1))

@@ -130,6 +130,8 @@ def test_every_query_selects_one_of_our_metrics() -> None:
         "homelab_autoscaler_pump_wait_seconds",
         "homelab_autoscaler_kube_writes",
         "homelab_autoscaler_watch_restarts",
+        "homelab_autoscaler_api_reachable",
+        "homelab_autoscaler_api_outages",
     ],
 )
 def test_the_dashboard_shows(family: str) -> None:

@@ -53,6 +53,32 @@ def test_server_failures_are_transient(
     assert isinstance(raised.value, OperatorError)
 
 
+@pytest.mark.parametrize(
+    ("fault_code", "requests", "answered"),
+    [
+        # A starting kube-apiserver answers 503 with Retry-After: 5. Sleeping through it inside urllib3 held a
+        # relist (and could hold a Lease renewal) for five seconds after the server was back; our callers wait
+        # for the server's return instead.
+        pytest.param(503, 1, False, id="503-left-to-us"),
+        # Throttling (API Priority and Fairness) is still waited out where urllib3 may retry (GET, PUT, DELETE).
+        pytest.param(429, 2, True, id="429-retried-by-urllib3"),
+    ],
+)
+def test_the_client_leaves_a_503_to_the_caller_but_waits_out_throttling(
+    fake_api: FakeApiServer, tmp_path: Path, fault_code: int, requests: int, answered: bool
+) -> None:
+    fake_api.faults.fail("get", "namespaces", name="default", code=fault_code, retry_after_seconds=1)
+    before = fake_api.faults.count("get", "namespaces")
+    with new_api_client(fake_api.write_kubeconfig(tmp_path / "config")) as api_client:
+        try:
+            KubeApi(api_client).get("/api/v1/namespaces/default")
+            outcome = "answered"
+        except KubeTransient as error:
+            outcome = f"HTTP {error.status}"
+    expected = "answered" if answered else f"HTTP {fault_code}"
+    assert (fake_api.faults.count("get", "namespaces") - before, outcome) == (requests, expected)
+
+
 def test_refusals_map_to_their_error_types(
     fake_api: FakeApiServer, namespace: str, api_client: kube.ApiClient
 ) -> None:

@@ -3,6 +3,7 @@ stepping down when renewals fail. Short timings (a lease of about a second) keep
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,22 @@ def test_stopping_the_leader_hands_over_at_once(
     wait_for(lambda: second.is_leader, timeout=3.0, what="the follower to take over")
     assert second_log.log == ["started"]
     assert _holder(fake_api, namespace) == "replica-b"
+
+
+def test_a_leader_asked_to_stop_says_so_without_a_warning(
+    electors: Callable[..., tuple[LeaderElector, Transitions]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rolling update stops the leader every time; only a leadership that was lost deserves a WARNING.
+    elector, _ = electors("replica-a")
+    elector.start()
+    wait_for(lambda: elector.is_leader, what="leadership")
+
+    with caplog.at_level(logging.INFO, logger="actors.adapters.leader"):
+        elector.stop()
+
+    said = [(record.levelname, record.getMessage()) for record in caplog.records if record.name.endswith("leader")]
+    assert ("INFO", "leader election: replica-a stops leading (stopping)") in said
+    assert [message for level, message in said if level != "INFO"] == []
 
 
 def test_a_crashed_leaders_lease_is_taken_over_once_expired(

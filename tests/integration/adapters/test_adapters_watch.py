@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,8 +13,10 @@ from kubernetes import client as kube
 
 from actors import metrics
 from actors.adapters import watch
+from actors.adapters.reachability import ApiReachability
 from actors.adapters.watch import Listed, ResourceWatch, WatchEvent, WatchEventType, WatchOutput
 from schemas import GROUP_VERSION
+from schemas.crds import render_crds
 from sim.fakeapi import FakeApiServer
 from tests.support.polling import wait_for
 
@@ -265,3 +268,40 @@ def test_repeated_drops_of_a_live_stream_do_not_grow_the_back_off(
     wait_for(lambda: (WatchEventType.ADDED, "last") in collected.events, what="the last event")
     assert waits, "the drops never reached the retry path"
     assert set(waits) == {FAST["initial_backoff"]}
+
+
+def test_a_watch_that_lost_the_server_relists_on_its_return_and_the_outage_is_told_once(
+    collected: Collected, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its own fake API, since this one goes away: stopped, the port refuses connections as a rebooting control
+    # plane's does; started again, it listens on the same port with everything it stored.
+    with FakeApiServer(host="127.0.0.1", port=0, bookmark_interval=0.2) as fake_api:
+        for crd in render_crds():
+            fake_api.store.create("apiextensions.k8s.io/v1", "customresourcedefinitions", crd)
+        fake_api.store.create("v1", "namespaces", {"metadata": {"name": "outage"}})
+        create_machine(fake_api, "outage", "m1")
+        configuration = kube.Configuration()
+        configuration.host = fake_api.url
+        reachability = ApiReachability(fake_api.url, settle_seconds=5.0)
+        with kube.ApiClient(configuration) as api_client, caplog.at_level(logging.INFO):
+            resource_watch = watch.machine_watch(api_client, collected, "outage", reachability=reachability, **FAST)
+            resource_watch.start()
+            try:
+                assert resource_watch.wait_synced(5.0)
+                fake_api.stop()
+                wait_for(lambda: not reachability.reachable, what="the outage to be noticed")
+                wait_for(lambda: resource_watch.failures >= 3, what="a few failed reconnects")
+                create_machine(fake_api, "outage", "m2")  # while nobody can watch
+                fake_api.start()
+
+                wait_for(lambda: len(collected.lists) == 2, what="a relist after the return")
+                wait_for(lambda: reachability.settled, what="the return to be told")
+            finally:
+                resource_watch.stop()
+                reachability.close()
+
+    assert _names(collected.lists[-1]) == {"m1", "m2"}, "the relist holds what happened meanwhile"
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "actors.adapters.reachability"]
+    assert [level for level, _ in told] == ["WARNING", "INFO"], told
+    assert told[1][1].endswith("watches relisted: machines; no write retried; nothing missed")
+    assert [r for r in caplog.records if r.name == "actors.adapters.watch" and r.levelno >= logging.WARNING] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -25,6 +26,7 @@ from adapters_test_support import (
 
 from actors import metrics
 from actors.adapters.job_manifest import job_labels
+from actors.adapters.reachability import ApiReachability
 from actors.adapters.writer import KubeWriter, merge_taints, needs_eviction
 from actors.effects_port import EffectPort, GroupEventBatch, GroupStatusBatch, StoredNotice
 from actors.fsm import effects
@@ -524,6 +526,40 @@ def test_transient_failures_are_retried_until_done(
     assert _job(fake_api, namespace, "m1-startup-1") is not None
     assert fake_api.store.get(GROUP_VERSION, "nodes", "m1", namespace)["status"]["state"] == "StartingUp"
     assert reports.messages == []
+
+
+def test_writes_wait_out_an_unavailable_api_server_and_land_in_order(
+    fake_api: FakeApiServer, namespace: str, api_client: Any, reports: Reports
+) -> None:
+    # A starting kube-apiserver answers 503 for seconds: far more failures than max_retries. The Job and the status
+    # written behind it must land afterwards, in their order, without an EffectFailed (a Job that could not be
+    # created during a control plane reboot is not a failed boot), and the machine's Events say so once, not per
+    # failed attempt.
+    node = create_machine(fake_api, namespace, "m1")
+    fake_api.faults.fail("create", "jobs", count=12, code=503, retry_after_seconds=0)
+    reachability = ApiReachability("https://api", settle_seconds=5.0)
+    writer = KubeWriter(
+        api_client, reports, max_retries=2, base_backoff=0.01, max_backoff=0.02, reachability=reachability
+    )
+    try:
+        _apply(writer, batch_for(node, STARTUP, effects.PatchStatus(NodeStatus(state=NodeState.STARTING_UP))))
+        wait_for(lambda: fake_api.store.list("v1", "events", namespace), what="the WritesDelayed Event")
+        assert writer.wait_idle(5.0)
+    finally:
+        writer.stop()
+        reachability.close()
+
+    assert reports.of_type(EffectFailed) == []
+    assert _job(fake_api, namespace, "m1-startup-1") is not None
+    assert fake_api.store.get(GROUP_VERSION, "nodes", "m1", namespace)["status"]["state"] == "StartingUp"
+    assert reachability.reachable
+    [event] = fake_api.store.list("v1", "events", namespace)
+    assert (event["reason"], event["type"], event["count"]) == ("WritesDelayed", "Normal", 1), "said once"
+    assert event["involvedObject"]["name"] == "m1"
+    assert re.fullmatch(
+        r"1 write waited for the API server, unreachable from \S+ to \S+ UTC \(\d+\.\d s\), and was applied in order",
+        event["message"],
+    ), event["message"]
 
 
 def test_retries_run_out_and_the_failure_is_reported_as_transient(
