@@ -61,7 +61,7 @@ from actors.ticker_actor import CancelTimer, StartTimer, ticker_address
 from actors.ticker_actor import TimerFired as TickerFired
 from schemas import labels
 from schemas.group import GroupSpec
-from schemas.node import Node, NodeState, kubernetes_node_name
+from schemas.node import Node, NodeState, OperationKind, kubernetes_node_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class NodeActor(ShellActor):
         self._execute(derived.effects)
         state = derived.machine.status.state
         self._export_state()
+        self._observe_durations(derived.finished)
         LOGGER.info("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
                     _names(derived.effects))
         self._apply_reset_annotation()
@@ -206,6 +207,7 @@ class NodeActor(ShellActor):
     ) -> bool:
         self._machine = transition.machine
         writes_status = self._execute(transition.effects, stored_notice)
+        self._observe_durations(transition.finished)
         old, new = before.status.state, transition.machine.status.state
         if new is not old:
             self._count_transition(old, new)
@@ -251,6 +253,11 @@ class NodeActor(ShellActor):
         metrics.record_transition(self._group_id, machine.config.name, old.value, new.value)
         if new is NodeState.BOOT_FAILED and self._boot_failures is not None:
             self._boot_failures.inc()
+
+    def _observe_durations(self, finished: Iterable[tuple[OperationKind, float]]) -> None:
+        for kind, seconds in finished:
+            histogram = metrics.BOOT_SECONDS if kind is OperationKind.STARTUP else metrics.SHUTDOWN_SECONDS
+            histogram.labels(self._group_id).observe(seconds)
 
     def _report(self, force: bool = False) -> None:
         if self._machine is None or self._node is None or self._group_address is None:

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from actors.fsm.durations import DurationSummary, summarize
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
 from schemas.common import ConditionStatus
@@ -114,11 +115,23 @@ class MachineRow:
 
 
 @dataclass(frozen=True)
+class PowerRow:
+    """One line of the power table: how long a group's machines took to boot and to power off."""
+
+    namespace: str
+    name: str
+    boots: DurationSummary | None = None
+    """Over the recent boots each member's status keeps; None when none was seen."""
+    shutdowns: DurationSummary | None = None
+
+
+@dataclass(frozen=True)
 class StatusView:
-    """Both tables, sorted: groups by namespace and name, machines by namespace, group and name."""
+    """The tables, sorted: groups by namespace and name, machines by namespace, group and name."""
 
     groups: tuple[GroupRow, ...] = ()
     machines: tuple[MachineRow, ...] = ()
+    power: tuple[PowerRow, ...] = ()
 
 
 # --- parsing ---------------------------------------------------------------------------------------------------
@@ -173,13 +186,17 @@ def build_view(
     groups: Iterable[Group | InvalidResource], nodes: Iterable[Node | InvalidResource], now: datetime
 ) -> StatusView:
     """Rows for these resources at `now` (an aware datetime). Pure."""
+    nodes = list(nodes)
     machines = tuple(sorted((machine_row(node, now) for node in nodes), key=_machine_order))
     members: dict[tuple[str, str], Counter[str]] = {}
     for machine in machines:
         if machine.group is not None:
             members.setdefault((machine.namespace, machine.group), Counter())[machine.state] += 1
-    rows = [group_row(group, members.get(_group_key(group), Counter())) for group in groups]
-    return StatusView(tuple(sorted(rows, key=lambda row: (row.namespace, row.name))), machines)
+    rows = sorted(
+        (group_row(group, members.get(_group_key(group), Counter())) for group in groups),
+        key=lambda row: (row.namespace, row.name),
+    )
+    return StatusView(tuple(rows), machines, power_rows(rows, nodes))
 
 
 def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
@@ -330,6 +347,8 @@ def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = 
         blocks.append(_group_table(view.groups, wide=wide, show_namespace=show_namespace, colour=colour))
     if view.machines:
         blocks.append(_machine_table(view.machines, wide=wide, show_namespace=show_namespace, colour=colour))
+    if view.power:
+        blocks.append(_power_table(view.power, show_namespace=show_namespace))
     return "\n\n".join(blocks) + "\n" if blocks else ""
 
 
@@ -443,6 +462,7 @@ def to_document(view: StatusView) -> dict[str, Any]:
             for group in view.groups
         ],
         "machines": [_machine_document(machine) for machine in view.machines],
+        "power": [_power_document(row) for row in view.power],
     }
 
 
@@ -481,3 +501,58 @@ def _timestamp(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- power: boot and power-off durations per group -------------------------------------------------------------
+
+
+def power_rows(groups: Sequence[GroupRow], nodes: Iterable[Node | InvalidResource]) -> tuple[PowerRow, ...]:
+    """A power line per group (in `groups`' order), from its members' recorded durations. Pure.
+
+    Groups whose members never recorded a boot nor a power-off get no line: a row of dashes tells nothing.
+    """
+    boots: dict[tuple[str, str], list[float]] = {}
+    shutdowns: dict[tuple[str, str], list[float]] = {}
+    for node in nodes:
+        if isinstance(node, InvalidResource):
+            continue
+        member_of = node.metadata.labels.get(labels.GROUP_LABEL)
+        if member_of is None:
+            continue
+        key = (node.metadata.namespace, member_of)
+        boots.setdefault(key, []).extend(node.status.recent_boot_seconds)
+        shutdowns.setdefault(key, []).extend(node.status.recent_shutdown_seconds)
+    rows = []
+    for group in groups:
+        key = (group.namespace, group.name)
+        row = PowerRow(group.namespace, group.name, summarize(boots.get(key, ())), summarize(shutdowns.get(key, ())))
+        if row.boots is not None or row.shutdowns is not None:
+            rows.append(row)
+    return tuple(rows)
+
+
+def _summary_cells(summary: DurationSummary | None) -> list[_Cell]:
+    if summary is None:
+        return ["0", NO_VALUE, NO_VALUE, NO_VALUE]
+    return [str(summary.count), human_age(summary.p50), human_age(summary.p90), human_age(summary.max)]
+
+
+def _power_table(rows: Sequence[PowerRow], *, show_namespace: bool) -> str:
+    headers = ["GROUP", "BOOTS", "BOOT P50", "P90", "MAX", "SHUTDOWNS", "SHUTDOWN P50", "P90", "MAX"]
+    cells = [[row.name, *_summary_cells(row.boots), *_summary_cells(row.shutdowns)] for row in rows]
+    return _table(_with_namespace(headers, cells, [row.namespace for row in rows], show_namespace))
+
+
+def _summary_document(summary: DurationSummary | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    return {"count": summary.count, "p50Seconds": summary.p50, "p90Seconds": summary.p90, "maxSeconds": summary.max}
+
+
+def _power_document(row: PowerRow) -> dict[str, Any]:
+    return {
+        "namespace": row.namespace,
+        "name": row.name,
+        "bootSeconds": _summary_document(row.boots),
+        "shutdownSeconds": _summary_document(row.shutdowns),
+    }

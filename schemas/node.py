@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Final
 
 from pydantic import Field
 
@@ -25,6 +26,10 @@ from schemas.common import (
     Taint,
     Toleration,
 )
+
+RECENT_DURATIONS: Final = 10
+"""How many boot and shutdown durations a Node's status keeps: enough for percentiles over a group, small
+enough that the status stays a few hundred bytes and the CRD's list bound stays cheap."""
 
 
 class NodeState(StrEnum):
@@ -181,6 +186,9 @@ class NodeSpec(Model):
     shutdown_job: JobTemplate = Field(description="Job that powers the machine off.")
 
 
+Seconds = Annotated[float, Field(ge=0)]
+
+
 class Operation(StatusModel):
     """The power operation in flight."""
 
@@ -219,6 +227,18 @@ class NodeStatus(StatusModel):
     )
     last_ready: NodeSnapshot | None = Field(default=None, description="The Kubernetes Node last seen Ready.")
     powered_on_seconds: float = Field(default=0, ge=0, description="Total time spent powered on.")
+    recent_boot_seconds: tuple[Seconds, ...] = Field(
+        default=(),
+        max_length=RECENT_DURATIONS,
+        description="The last boots that succeeded, oldest first: seconds from the startup Job's creation "
+        "(the power command) to the Kubernetes Node Ready.",
+    )
+    recent_shutdown_seconds: tuple[Seconds, ...] = Field(
+        default=(),
+        max_length=RECENT_DURATIONS,
+        description="The last confirmed power-offs, oldest first: seconds from the shutdown Job's creation "
+        "(the power-off command) to the machine confirmed off.",
+    )
     reason: str = Field(default="", description="Why the machine entered its state (one CamelCase word).")
     message: str = Field(default="", description="Details of the last transition or failure.")
     handled_reset: str | None = Field(

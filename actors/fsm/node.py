@@ -68,6 +68,7 @@ from schemas import labels
 from schemas.common import Condition, ConditionStatus, format_duration, parse_duration, set_condition
 from schemas.group import GroupSpec, PowerOffNodePolicy
 from schemas.node import (
+    RECENT_DURATIONS,
     Node,
     NodeSnapshot,
     NodeState,
@@ -154,6 +155,9 @@ class Transition:
 
     machine: Machine
     effects: tuple[fx.Effect, ...] = ()
+    finished: tuple[tuple[OperationKind, float], ...] = ()
+    """Boots and power-offs this transition completed, with their durations in seconds (also appended to the
+    status's `recent_*_seconds`): what the shell observes into the duration histograms, without a clock."""
 
 
 @dataclass(frozen=True)
@@ -365,13 +369,31 @@ def _usable_node_effects(stamp: tuple[fx.Effect, ...]) -> list[fx.Effect]:
     return [fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints(), *stamp]
 
 
+def remember_duration(durations: tuple[float, ...], seconds: float) -> tuple[float, ...]:
+    """`durations` with `seconds` appended, keeping the last `RECENT_DURATIONS`. Pure."""
+    return (*durations, max(0.0, round(seconds, 3)))[-RECENT_DURATIONS:]
+
+
+def _operation_seconds(machine: Machine, kind: OperationKind, now: datetime) -> float | None:
+    """Seconds since the operation in flight's Job was created, if it is a `kind` operation. Pure."""
+    operation = machine.status.operation
+    if operation is None or operation.kind is not kind:
+        return None
+    return (now - operation.started).total_seconds()
+
+
 def _become_ready(
     machine: Machine, event: NodeReady, now: datetime, reason: str, message: str, event_type: fx.EventType
 ) -> Transition:
-    """The machine is on and its Kubernetes Node Ready: make the Node usable and forget past failures."""
+    """The machine is on and its Kubernetes Node Ready: make the Node usable and forget past failures.
+
+    A boot the operator started (its startup operation is in flight) is timed from the Job's creation.
+    """
     effects: list[fx.Effect] = list(_abandon_job(machine))
     provider_id = event.provider_id or stamped_provider_id(machine.config)
     effects += _usable_node_effects(() if event.provider_id else (fx.SetProviderID(provider_id),))
+    took = _operation_seconds(machine, OperationKind.STARTUP, now)
+    durations = machine.status.recent_boot_seconds
     ready = _enter(
         _without_operation(machine),
         NodeState.READY,
@@ -381,10 +403,12 @@ def _become_ready(
         cooldown_until=None,
         last_ready=_stamped(event.snapshot, now),
         provider_id=provider_id,
+        recent_boot_seconds=durations if took is None else remember_duration(durations, took),
     )
     ready = _clear_condition(ready, now, labels.CONDITION_OPERATION_FAILED, reason, message)
     effects.append(fx.RecordEvent(event_type, reason, message))
-    return Transition(ready, tuple(effects))
+    finished = () if took is None else ((OperationKind.STARTUP, max(0.0, round(took, 3))),)
+    return Transition(ready, tuple(effects), finished)
 
 
 def _powered_off(machine: Machine, now: datetime, reason: str, message: str, event_type: fx.EventType) -> Transition:
@@ -395,11 +419,21 @@ def _powered_off(machine: Machine, now: datetime, reason: str, message: str, eve
         and machine.kube_node is not KubeNodePresence.ABSENT
     ):
         effects.append(fx.DeleteKubeNode())
-    off = _enter(_without_operation(machine), NodeState.SHUTDOWN, reason, message)
+    # Only a power-off the operator commanded and saw confirmed is timed (from its shutdown Job's creation).
+    took = _operation_seconds(machine, OperationKind.SHUTDOWN, now) if reason == "PoweredOff" else None
+    durations = machine.status.recent_shutdown_seconds
+    off = _enter(
+        _without_operation(machine),
+        NodeState.SHUTDOWN,
+        reason,
+        message,
+        recent_shutdown_seconds=durations if took is None else remember_duration(durations, took),
+    )
     if reason == "PoweredOff":
         off = _clear_condition(off, now, labels.CONDITION_OPERATION_FAILED, reason, message)
     effects.append(fx.RecordEvent(event_type, reason, message))
-    return Transition(off, tuple(effects))
+    finished = () if took is None else ((OperationKind.SHUTDOWN, max(0.0, round(took, 3))),)
+    return Transition(off, tuple(effects), finished)
 
 
 def _boot_failed(machine: Machine, now: datetime, reason: str, message: str) -> Transition:
@@ -1225,7 +1259,7 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
         write = fx.PatchStatus(final.status)
         write_ahead = isinstance(event, COMMANDS) and final.status.state in _OPERATION_STATES
         effects = (write, *effects) if write_ahead else (*effects, write)
-    return Transition(final, effects)
+    return Transition(final, effects, (*handled.finished, *settled.finished))
 
 
 # --------------------------------------------------------------------------------------------------

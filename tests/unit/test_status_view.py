@@ -364,7 +364,7 @@ def test_nothing_to_show_renders_nothing() -> None:
 
 def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
     document = json.loads(json.dumps(to_document(sample_view())))
-    assert set(document) == {"groups", "machines"}
+    assert set(document) == {"groups", "machines", "power"}
     (group_entry,) = document["groups"]
     assert group_entry == {
         "namespace": "lab",
@@ -410,3 +410,34 @@ def test_json_of_an_invalid_machine_keeps_every_key() -> None:
     assert entry["state"] == INVALID
     assert entry["lastError"] == "spec: Field required"
     assert set(entry) == set(to_document(sample_view())["machines"][0])
+
+
+# --- boot and power-off durations per group --------------------------------------------------------------------
+
+
+def test_power_table_shows_boot_and_shutdown_percentiles_per_group_over_every_member() -> None:
+    # Ten boots over two machines: nearest-rank p50 is the 5th (60 s), p90 the 9th (300 s), max the slowest.
+    first = node("nas-1", state="Ready", recentBootSeconds=[30, 40, 50, 55, 60], recentShutdownSeconds=[20])
+    second = node("nas-2", state="Shutdown", recentBootSeconds=[70, 80, 90, 300, 900.5], recentShutdownSeconds=[40])
+    quiet = node("pi-1", group="edge", state="Shutdown")
+    view = build_view([group(), group("edge")], [first, second, quiet], NOW)
+
+    _groups, _machines, power = render_text(view).split("\n\n")
+
+    # The edge group never booted a machine: no line of dashes for it.
+    assert _power_lines(power) == [
+        ["rack", "10", "1m", "5m", "15m", "2", "20s", "40s", "40s"],
+    ]
+    (entry,) = to_document(view)["power"]
+    assert entry["bootSeconds"] == {"count": 10, "p50Seconds": 60.0, "p90Seconds": 300.0, "maxSeconds": 900.5}
+    assert entry["shutdownSeconds"] == {"count": 2, "p50Seconds": 20.0, "p90Seconds": 40.0, "maxSeconds": 40.0}
+
+
+def _power_lines(text: str) -> list[list[str]]:
+    # The power table repeats the P90 and MAX headers (boot, then shutdown), so read it by position.
+    return [re.split(r" {3,}", line) for line in text.strip("\n").splitlines()[1:]]
+
+
+def test_no_power_table_before_any_boot() -> None:
+    assert len(render_text(sample_view()).split("\n\n")) == 2
+    assert to_document(sample_view())["power"] == []
