@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from schemas.common import (
+    AUTO,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     DURATION_PATTERN,
@@ -365,6 +366,13 @@ def _group_spec_errors(spec: GroupSpec, path: str) -> Iterator[FieldError]:
             _child(policy_path, "cooldownBase"),
             f"cooldownBase ({policy.cooldown_base}) must not be longer than "
             f"cooldownCap ({policy.cooldown_cap})",
+        )
+    options = spec.autoscaling_options
+    if options is not None and options.max_node_provision_time not in (None, AUTO):
+        yield from _positive_duration_errors(
+            options.max_node_provision_time,
+            _child(_child(path, "autoscalingOptions"), "maxNodeProvisionTime"),
+            "Cluster Autoscaler would give up on every boot at once",
         )
     if spec.template is not None:
         yield from _template_errors(spec.template, _child(path, "template"))

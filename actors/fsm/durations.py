@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -46,3 +47,31 @@ def summarize(values: Iterable[float]) -> DurationSummary | None:
     assert p50 is not None  # not empty
     assert p90 is not None
     return DurationSummary(len(ordered), p50, p90, ordered[-1])
+
+
+# --- the provisioning time Cluster Autoscaler is told (spec.autoscalingOptions.maxNodeProvisionTime: auto) ------
+
+LEARNING_PERCENTILE: Final = 0.99
+"""The boot the answer is based on: all but the slowest one in a hundred."""
+SAFETY_FACTOR: Final = 1.5
+"""Head room over that boot: a machine a little slower than any seen so far is still waited for."""
+MIN_BOOTS: Final = 5
+"""Boots a group must have recorded before its own figure replaces CA's default: one or two fast boots say little."""
+FLOOR_SECONDS: Final = 120.0
+"""Never less: the startup Job's pod must be scheduled and pull its image before the machine even powers on."""
+CEILING_SECONDS: Final = 3600.0
+"""Never more: a machine that has not registered within an hour is broken, whatever it did before."""
+
+
+def learned_provision_seconds(boots: Iterable[float]) -> float | None:
+    """How long CA should wait for a booting machine of a group whose recorded boots are `boots`. Pure.
+
+    The group's p99 boot (nearest rank: a boot that happened) times `SAFETY_FACTOR`, within
+    [`FLOOR_SECONDS`, `CEILING_SECONDS`]; None (CA keeps its own default) with fewer than `MIN_BOOTS` boots.
+    """
+    recorded = list(boots)
+    if len(recorded) < MIN_BOOTS:
+        return None
+    slow = percentile(recorded, LEARNING_PERCENTILE)
+    assert slow is not None  # MIN_BOOTS > 0
+    return min(CEILING_SECONDS, max(FLOOR_SECONDS, round(slow * SAFETY_FACTOR, 3)))
