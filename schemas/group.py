@@ -107,6 +107,13 @@ class GroupSpec(Model):
     gpu_label: str | None = Field(
         default=None, description="Label key that marks GPU nodes, reported to CA's GPULabel call."
     )
+    energy_price: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?$",
+        max_length=20,
+        description="Price of one kilowatt-hour of electricity for this group's machines, as a decimal string in "
+        "your currency; unset: energy is accounted in kWh only, without cost.",
+    )
     gpu_types: tuple[str, ...] = Field(default=(), description="GPU types the group offers (GetAvailableGPUTypes).")
     node_labels: dict[str, str] = Field(
         default_factory=dict, description="Labels the operator keeps on every member Kubernetes Node."

@@ -541,6 +541,13 @@ def _node_spec_errors(spec: NodeSpec, path: str) -> Iterator[FieldError]:
             f"providerID {spec.provider_id!r} must look like <scheme>://<id>, e.g. k3s://node1, "
             "exactly as the kubelet registers it",
         )
+    pricing = spec.pricing
+    if pricing.standby_watts and pricing.power_watts and pricing.standby_watts > pricing.power_watts:
+        yield FieldError(
+            _child(_child(path, "pricing"), "standbyWatts"),
+            f"standbyWatts ({pricing.standby_watts}) must not exceed powerWatts ({pricing.power_watts}): a machine "
+            "draws less off than on",
+        )
     yield from _job_errors(spec.startup_job, _child(path, "startupJob"))
     yield from _job_errors(spec.shutdown_job, _child(path, "shutdownJob"))
 

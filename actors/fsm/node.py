@@ -15,15 +15,16 @@ which everything that affects transitions in this file follows:
 - Timers are derived, not remembered: `pending_timers(machine)` says which timers a machine in its state
   needs, and `step` starts and cancels timers by comparing that set before and after. Tokens name the
   operation (`<job>:boot-timeout`), so a timer of an older operation is recognised as stale and ignored.
-- `step` does the bookkeeping no handler may forget: `since`, powered-on seconds, the Ready and Quarantined
-  conditions, and one `PatchStatus` whenever the status changed. When a command (`COMMANDS`) starts a power
-  operation (the machine enters StartingUp or ShuttingDown) it is the first effect: the intent is stored before
-  anything is done (write-ahead), so an operator killed in between comes back with the operation in the status
-  and `derive` redoes what is missing (it creates the recorded Job, cordons a machine that is shutting down), and
-  the group can answer CA as soon as that one write is stored. Otherwise it is the last effect: the status
-  records what the effects before it did. That includes a cancelled boot: its Job is deleted before `Shutdown`
-  is recorded, because a restart that found `Shutdown` with the Job still running might let the machine come
-  up (and be adopted past maxSize), while one that finds `StartingUp` without its Job just boots it again.
+- `step` does the bookkeeping no handler may forget: `since`, powered-on time (`actors.fsm.energy`), the Ready
+  and Quarantined conditions, and one `PatchStatus` whenever the status changed. When a command (`COMMANDS`)
+  starts a power operation (the machine enters StartingUp or ShuttingDown) it is the first effect: the intent is
+  stored before anything is done (write-ahead), so an operator killed in between comes back with the operation
+  in the status and `derive` redoes what is missing (it creates the recorded Job, cordons a machine that is
+  shutting down), and the group can answer CA as soon as that one write is stored. Otherwise it is the last
+  effect: the status records what the effects before it did. That includes a cancelled boot: its Job is deleted
+  before `Shutdown` is recorded, because a restart that found `Shutdown` with the Job still running might let
+  the machine come up (and be adopted past maxSize), while one that finds `StartingUp` without its Job just
+  boots it again.
 - No clock, no I/O: `now` (timezone-aware) is an argument.
 
 The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`:
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from actors.fsm import effects as fx
+from actors.fsm.energy import account_stretch
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
     EVENT_TYPES,
@@ -1200,11 +1202,9 @@ def _bookkeep(before: Machine, after: Machine, now: datetime) -> Machine:
         after = _update(after, since=now)
     if new.state is old.state:
         return after
-    changes: dict[str, Any] = {"since": now}
-    if old.state is NodeState.READY and old.since is not None:
-        on_for = max(0.0, (now - old.since).total_seconds())
-        changes["powered_on_seconds"] = new.powered_on_seconds + on_for
-    after = _update(after, **changes)
+    # The powered-on stretch the old state was in (booting, Ready, shutting down) is closed and added to the totals
+    # energy accounting reads, in this same write: accounting never writes the status on its own.
+    after = _update(after, since=now, **account_stretch(old, now))
     reason = new.reason or new.state.value
     after = _with_condition(after, now, labels.CONDITION_READY, new.state is NodeState.READY, reason, new.message)
     if new.state is NodeState.QUARANTINED:

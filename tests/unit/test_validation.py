@@ -379,6 +379,20 @@ NODE_CASES = [
     pytest.param(
         at("spec", "pricing", "hourlyPrice", value="cheap"), "spec.pricing.hourlyPrice", "decimal number", id="price"
     ),
+    pytest.param(
+        at("spec", "pricing", value={"powerWatts": -40}), "spec.pricing.powerWatts", "must be at least 0",
+        id="negative-watts",
+    ),
+    pytest.param(
+        at("spec", "pricing", value={"powerWatts": 250_000}), "spec.pricing.powerWatts", "must be at most 20000",
+        id="absurd-watts",
+    ),
+    pytest.param(
+        at("spec", "pricing", value={"powerWatts": 40, "standbyWatts": 60}),
+        "spec.pricing.standbyWatts",
+        "must not exceed powerWatts (40)",
+        id="standby-above-on",
+    ),
 ]
 
 
