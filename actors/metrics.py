@@ -29,13 +29,19 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import metrics as client_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from actors.fsm import energy
+from schemas.node import NodeStatus
 
 PREFIX = "homelab_autoscaler_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -150,6 +156,132 @@ class NodeStateGauge(Gauge):
         return [family]
 
 
+@dataclass(frozen=True)
+class EnergyBasis:
+    """What one machine's energy figures are computed from at scrape time: its durable status and declared draw."""
+
+    status: NodeStatus
+    power_watts: int | None
+    standby_watts: int | None
+    price_per_kwh: Decimal | None
+    clock: Callable[[], datetime]
+    """The operator's clock (tests and the demo pass their own), read at each scrape."""
+
+
+class EnergyCollector:
+    """Energy counters and draw gauges per machine and per group, computed at scrape time from `EnergyBasis` rows.
+
+    Counters that are functions of the durable status (`actors.fsm.energy`), not sums kept in memory: after an
+    operator restart they resume from where they stood, and their rate follows the machine's state (its power
+    draw while powered on, its standby draw while off). A machine whose draw is unknown has no series; its
+    group counts it in `group_energy_unknown_machines`. Thread safety as in `TableCounter`.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._table_lock = threading.Lock()
+        self._table: dict[tuple[str, str], EnergyBasis] = {}
+        self.labels_by_name: Mapping[str, tuple[str, ...]] = {
+            PREFIX + "machine_energy_used_joules": ("group", "node"),
+            PREFIX + "machine_energy_avoided_joules": ("group", "node"),
+            PREFIX + "machine_power_draw_watts": ("group", "node"),
+            PREFIX + "group_energy_used_joules": ("group",),
+            PREFIX + "group_energy_avoided_joules": ("group",),
+            PREFIX + "group_power_draw_watts": ("group",),
+            PREFIX + "group_energy_cost": ("group",),
+            PREFIX + "group_energy_unknown_machines": ("group",),
+        }
+        registry.register(self)
+
+    def set_machine(self, group: str, node: str, basis: EnergyBasis) -> None:
+        with self._table_lock:
+            self._table[(group, node)] = basis
+
+    def forget(self, group: str, node: str) -> None:
+        with self._table_lock:
+            self._table.pop((group, node), None)
+
+    def clear(self) -> None:
+        with self._table_lock:
+            self._table.clear()
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        with self._table_lock:
+            rows = list(self._table.items())
+        families = self._families()
+        used, avoided, draw, group_used, group_avoided, group_draw, cost, unknown = families
+        groups: dict[str, list[float]] = {}
+        prices: dict[str, Decimal | None] = {}
+        for (group, node), basis in rows:
+            totals = groups.setdefault(group, [0.0, 0.0, 0.0, 0.0, 0.0])
+            prices.setdefault(group, basis.price_per_kwh)
+            watts = energy.known_watts(basis.power_watts)
+            if watts is None:
+                totals[4] += 1
+                continue
+            now = basis.clock()
+            on = energy.powered_on_seconds(basis.status, now)
+            accounted = max(on, (now - energy.accounting_start(basis.status, now)).total_seconds())
+            figures = energy.energy(on, accounted, watts, basis.standby_watts)
+            watts_now = energy.draw_watts(basis.status, watts, basis.standby_watts)
+            used.add_metric((group, node), figures.used_wh * 3600)
+            avoided.add_metric((group, node), figures.avoided_wh * 3600)
+            draw.add_metric((group, node), watts_now)
+            totals[0] += figures.used_wh * 3600
+            totals[1] += figures.avoided_wh * 3600
+            totals[2] += watts_now
+            totals[3] += 1
+        for group, (joules_used, joules_avoided, group_watts, known, missing) in groups.items():
+            unknown.add_metric((group,), missing)
+            if not known:
+                continue  # no figure rather than a zero that would read as "nothing used, nothing saved"
+            group_used.add_metric((group,), joules_used)
+            group_avoided.add_metric((group,), joules_avoided)
+            group_draw.add_metric((group,), group_watts)
+            price = prices.get(group)
+            if price is not None:
+                cost.add_metric((group,), float(Decimal(repr(joules_used)) / Decimal(energy.JOULES_PER_KWH) * price))
+        return list(families)
+
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily,
+        GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily,
+    ]:
+        def counter(name: str, text: str) -> CounterMetricFamily:
+            return CounterMetricFamily(PREFIX + name, text, labels=self.labels_by_name[PREFIX + name])
+
+        def gauge(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, text, labels=self.labels_by_name[PREFIX + name])
+
+        return (
+            counter(
+                "machine_energy_used_joules",
+                "Energy a machine used since accounting began: its power draw while powered on (booting, Ready, "
+                "shutting down), its standby draw while off. From the durable status, so restarts do not reset it.",
+            ),
+            counter(
+                "machine_energy_avoided_joules",
+                "Energy a machine did not use compared with always on: (power draw - standby draw) while off.",
+            ),
+            gauge("machine_power_draw_watts", "What a machine draws now by its state (declared watts)."),
+            counter("group_energy_used_joules", "Energy used by a group's machines whose draw is known."),
+            counter("group_energy_avoided_joules", "Energy a group's machines avoided compared with always on."),
+            gauge("group_power_draw_watts", "What a group's machines whose draw is known draw now."),
+            counter(
+                "group_energy_cost",
+                "What the energy a group used cost, in the currency of its spec.energyPrice (only when set).",
+            ),
+            gauge(
+                "group_energy_unknown_machines",
+                "Machines of a group that declare no powerWatts: their energy is unknown, not zero.",
+            ),
+        )
+
+
 # --- actor runtime -----------------------------------------------------------------------------------------
 
 ACTOR_MESSAGES_HANDLED = TableCounter(
@@ -241,6 +373,7 @@ SHUTDOWN_SECONDS = Histogram(
     buckets=_POWER_BUCKETS,
     registry=REGISTRY,
 )
+ENERGY = EnergyCollector(REGISTRY)
 QUARANTINED_MACHINES = Gauge(
     PREFIX + "quarantined_machines",
     "Machines taken out of service after repeated failures, until a person resets them.",
@@ -330,6 +463,7 @@ def record_transition(group: str, node: str, from_state: str, to_state: str) -> 
 def forget_node(group: str, node: str) -> None:
     """Drop every series of a node that no longer exists."""
     NODE_STATE.forget(group, node)
+    ENERGY.forget(group, node)
 
 
 def set_group_machines(group: str, counts: Mapping[str, int]) -> None:

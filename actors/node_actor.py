@@ -133,6 +133,7 @@ class NodeActor(ShellActor):
         state = derived.machine.status.state
         self._export_state()
         self._observe_durations(derived.finished)
+        self._export_energy()
         LOGGER.info("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
                     _names(derived.effects))
         self._apply_reset_annotation()
@@ -144,6 +145,7 @@ class NodeActor(ShellActor):
             return
         self._adopt(message.node, message.group_id, message.group_spec, message.group_address)
         self._apply(ConfigChanged(self._config()))
+        self._export_energy()  # the declared draw or the group's price may be what changed
         self._apply_reset_annotation()
         self._report(force=True)
 
@@ -183,6 +185,9 @@ class NodeActor(ShellActor):
         # Timers of a retired actor would only fire into the void; cancel them so the ticker stays small.
         if self._machine is not None:
             self._execute(fx.CancelTimer(timer.token) for timer in pending_timers(self._machine))
+            # Its energy is counted from the status it holds: a stopped actor (a lost leadership, a stopped operator)
+            # must not go on counting a status that is no longer current.
+            metrics.ENERGY.forget(self._group_id, self._machine.config.name)
 
     # --- the one path every event takes ----------------------------------------------------------------------
 
@@ -208,6 +213,7 @@ class NodeActor(ShellActor):
         self._machine = transition.machine
         writes_status = self._execute(transition.effects, stored_notice)
         self._observe_durations(transition.finished)
+        self._export_energy()
         old, new = before.status.state, transition.machine.status.state
         if new is not old:
             self._count_transition(old, new)
@@ -253,6 +259,21 @@ class NodeActor(ShellActor):
         metrics.record_transition(self._group_id, machine.config.name, old.value, new.value)
         if new is NodeState.BOOT_FAILED and self._boot_failures is not None:
             self._boot_failures.inc()
+
+    def _export_energy(self) -> None:
+        """Hand the energy collector what it computes this machine's counters from at each scrape."""
+        if self._machine is None or self._node is None:
+            return
+        pricing = self._node.spec.pricing
+        price = self._group_spec.energy_price if self._group_spec is not None else None
+        basis = metrics.EnergyBasis(
+            self._machine.status,
+            pricing.power_watts,
+            pricing.standby_watts,
+            Decimal(price) if price is not None else None,
+            self._require_wiring().clock,
+        )
+        metrics.ENERGY.set_machine(self._group_id, self._machine.config.name, basis)
 
     def _observe_durations(self, finished: Iterable[tuple[OperationKind, float]]) -> None:
         for kind, seconds in finished:

@@ -17,10 +17,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from pydantic import ValidationError
 
+from actors.fsm import energy
 from actors.fsm.durations import DurationSummary, summarize
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
@@ -126,12 +128,23 @@ class PowerRow:
 
 
 @dataclass(frozen=True)
+class EnergyRow:
+    """One line of the energy table: a group's energy used and avoided, over the last day and since start."""
+
+    namespace: str
+    name: str
+    figures: energy.GroupEnergy
+    price_per_kwh: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class StatusView:
     """The tables, sorted: groups by namespace and name, machines by namespace, group and name."""
 
     groups: tuple[GroupRow, ...] = ()
     machines: tuple[MachineRow, ...] = ()
     power: tuple[PowerRow, ...] = ()
+    energy: tuple[EnergyRow, ...] = ()
 
 
 # --- parsing ---------------------------------------------------------------------------------------------------
@@ -196,7 +209,8 @@ def build_view(
         (group_row(group, members.get(_group_key(group), Counter())) for group in groups),
         key=lambda row: (row.namespace, row.name),
     )
-    return StatusView(tuple(rows), machines, power_rows(rows, nodes))
+    prices = {_group_key(group): _energy_price(group) for group in groups}
+    return StatusView(tuple(rows), machines, power_rows(rows, nodes), energy_rows(rows, nodes, prices, now))
 
 
 def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
@@ -265,11 +279,8 @@ _ERROR_CONDITIONS = (labels.CONDITION_OPERATION_FAILED, labels.CONDITION_WRITE_F
 
 
 def powered_on_seconds(status: NodeStatus, now: datetime) -> float:
-    """Total time spent powered on, including the current Ready stretch (the status adds it only on leaving). Pure."""
-    total = status.powered_on_seconds
-    if status.state is NodeState.READY and status.since is not None:
-        total += seconds_between(status.since, now)
-    return total
+    """Total time spent powered on, including the current stretch (the status adds it only on leaving). Pure."""
+    return energy.powered_on_seconds(status, _aware(now))
 
 
 def _activity(status: NodeStatus) -> str:
@@ -349,6 +360,8 @@ def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = 
         blocks.append(_machine_table(view.machines, wide=wide, show_namespace=show_namespace, colour=colour))
     if view.power:
         blocks.append(_power_table(view.power, show_namespace=show_namespace))
+    if view.energy:
+        blocks.append(_energy_table(view.energy, show_namespace=show_namespace))
     return "\n\n".join(blocks) + "\n" if blocks else ""
 
 
@@ -463,6 +476,7 @@ def to_document(view: StatusView) -> dict[str, Any]:
         ],
         "machines": [_machine_document(machine) for machine in view.machines],
         "power": [_power_document(row) for row in view.power],
+        "energy": [_energy_document(row) for row in view.energy],
     }
 
 
@@ -555,4 +569,93 @@ def _power_document(row: PowerRow) -> dict[str, Any]:
         "name": row.name,
         "bootSeconds": _summary_document(row.boots),
         "shutdownSeconds": _summary_document(row.shutdowns),
+    }
+
+
+# --- energy used and avoided per group -------------------------------------------------------------------------
+
+UNKNOWN: Final = "unknown"
+"""What the energy table shows for a group none of whose machines declares its power draw: never 0 kWh."""
+
+
+def _energy_price(group: Group | InvalidResource) -> Decimal | None:
+    if isinstance(group, InvalidResource) or group.spec.energy_price is None:
+        return None
+    return Decimal(group.spec.energy_price)
+
+
+def energy_rows(
+    groups: Sequence[GroupRow],
+    nodes: Iterable[Node | InvalidResource],
+    prices: Mapping[tuple[str, str], Decimal | None],
+    now: datetime,
+) -> tuple[EnergyRow, ...]:
+    """An energy line per group that has members, from their statuses and declared draw at `now`. Pure."""
+    members: dict[tuple[str, str], list[energy.MachineEnergy | None]] = {}
+    for node in nodes:
+        if isinstance(node, InvalidResource):
+            continue
+        member_of = node.metadata.labels.get(labels.GROUP_LABEL)
+        if member_of is None:
+            continue
+        pricing = node.spec.pricing
+        figures = energy.machine_energy(node.status, pricing.power_watts, pricing.standby_watts, _aware(now))
+        members.setdefault((node.metadata.namespace, member_of), []).append(figures)
+    rows = []
+    for group in groups:
+        key = (group.namespace, group.name)
+        if key in members:
+            rows.append(EnergyRow(group.namespace, group.name, energy.group_energy(members[key]), prices.get(key)))
+    return tuple(rows)
+
+
+def kwh_text(watt_hours: float) -> str:
+    """Watt-hours as kWh with a precision that suits homelab figures: `0.42`, `12.3`, `1530`. Pure."""
+    kwh = watt_hours / 1000
+    return f"{kwh:.2f}" if kwh < 10 else f"{kwh:.1f}" if kwh < 1000 else f"{kwh:.0f}"
+
+
+def _energy_cells(row: EnergyRow, span: energy.Energy) -> list[_Cell]:
+    if row.figures.known == 0:
+        return [UNKNOWN, UNKNOWN, NO_VALUE]
+    cost = row.figures.cost(span.used_wh, row.price_per_kwh)
+    return [kwh_text(span.used_wh), kwh_text(span.avoided_wh), NO_VALUE if cost is None else str(cost)]
+
+
+def _energy_table(rows: Sequence[EnergyRow], *, show_namespace: bool) -> str:
+    headers = [
+        "GROUP", "DRAW", "KWH 24H", "AVOIDED 24H", "COST 24H", "KWH TOTAL", "AVOIDED TOTAL", "COST TOTAL", "UNKNOWN",
+    ]
+    cells: list[list[_Cell]] = []
+    for row in rows:
+        figures = row.figures
+        draw = f"{figures.draw_watts}W" if figures.known else UNKNOWN
+        unknown = f"{figures.unknown} of {figures.known + figures.unknown}" if figures.unknown else NO_VALUE
+        cells.append(
+            [row.name, draw, *_energy_cells(row, figures.last_day), *_energy_cells(row, figures.since_start), unknown]
+        )
+    return _table(_with_namespace(headers, cells, [row.namespace for row in rows], show_namespace))
+
+
+def _span_document(row: EnergyRow, span: energy.Energy) -> dict[str, Any]:
+    known = row.figures.known > 0
+    cost = row.figures.cost(span.used_wh, row.price_per_kwh) if known else None
+    return {
+        "usedKWh": round(span.used_wh / 1000, 4) if known else None,
+        "avoidedKWh": round(span.avoided_wh / 1000, 4) if known else None,
+        "cost": str(cost) if cost is not None else None,
+    }
+
+
+def _energy_document(row: EnergyRow) -> dict[str, Any]:
+    figures = row.figures
+    return {
+        "namespace": row.namespace,
+        "name": row.name,
+        "drawWatts": figures.draw_watts if figures.known else None,
+        "pricePerKWh": str(row.price_per_kwh) if row.price_per_kwh is not None else None,
+        "lastDay": _span_document(row, figures.last_day),
+        "sinceStart": _span_document(row, figures.since_start),
+        "knownMachines": figures.known,
+        "unknownMachines": figures.unknown,
     }

@@ -316,7 +316,7 @@ def sample_view() -> StatusView:
 
 
 def test_text_output_has_a_group_table_and_a_machine_table() -> None:
-    group_table, machine_table = render_text(sample_view()).split("\n\n")
+    group_table, machine_table, _energy = render_text(sample_view()).split("\n\n")
     assert table_rows(group_table) == [{"GROUP": "rack", "MIN": "0", "MAX": "4", "TARGET": "1", "READY": "0"}]
     booting, stuck = table_rows(machine_table)
     assert booting == {
@@ -335,7 +335,7 @@ def test_text_output_has_a_group_table_and_a_machine_table() -> None:
 
 
 def test_wide_output_adds_state_counts_provider_ids_and_the_whole_error() -> None:
-    group_table, machine_table = render_text(sample_view(), wide=True).split("\n\n")
+    group_table, machine_table, _energy = render_text(sample_view(), wide=True).split("\n\n")
     (group_line,) = table_rows(group_table)
     assert (group_line["STARTINGUP"], group_line["QUARANTINED"], group_line["INVALID"]) == ("1", "1", "0")
     _booting, stuck = table_rows(machine_table)
@@ -364,7 +364,7 @@ def test_nothing_to_show_renders_nothing() -> None:
 
 def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
     document = json.loads(json.dumps(to_document(sample_view())))
-    assert set(document) == {"groups", "machines", "power"}
+    assert set(document) == {"groups", "machines", "power", "energy"}
     (group_entry,) = document["groups"]
     assert group_entry == {
         "namespace": "lab",
@@ -397,7 +397,7 @@ def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
         "cooldownSeconds": None,
         "powerPolicy": "Auto",
         "providerID": None,
-        "poweredOnSeconds": 0,
+        "poweredOnSeconds": 75,  # booting since its startup Job was created counts as powered on
         "consecutiveFailures": 0,
     }
     assert set(stuck) == set(booting)
@@ -422,7 +422,7 @@ def test_power_table_shows_boot_and_shutdown_percentiles_per_group_over_every_me
     quiet = node("pi-1", group="edge", state="Shutdown")
     view = build_view([group(), group("edge")], [first, second, quiet], NOW)
 
-    _groups, _machines, power = render_text(view).split("\n\n")
+    _groups, _machines, power, _energy = render_text(view).split("\n\n")
 
     # The edge group never booted a machine: no line of dashes for it.
     assert _power_lines(power) == [
@@ -439,5 +439,38 @@ def _power_lines(text: str) -> list[list[str]]:
 
 
 def test_no_power_table_before_any_boot() -> None:
-    assert len(render_text(sample_view()).split("\n\n")) == 2
+    assert "BOOT P50" not in render_text(sample_view())
     assert to_document(sample_view())["power"] == []
+
+
+# --- energy used and avoided per group -------------------------------------------------------------------------
+
+
+def test_energy_table_shows_used_avoided_and_cost_and_unknown_never_as_zero() -> None:
+    priced = Group.model_validate(
+        {"metadata": {"name": "rack", "namespace": "lab"}, "spec": {"maxSize": 4, "energyPrice": "0.50"}}
+    )
+    pricing = {"pricing": {"powerWatts": 100, "standbyWatts": 10}}
+    # On for the last 2 hours of the 4 it has been accounted: 2 h at 100 W plus 2 h at 10 W, 2 h at 90 W avoided.
+    on = Node.model_validate(
+        raw_node("nas-1", spec=pricing, state="Ready", since=stamp(2 * 3600), accountingSince=stamp(4 * 3600))
+    )
+    undeclared = node("nas-2", state="Shutdown", since=stamp(3600))
+    unknown_only = node("pi-1", group="edge", state="Ready", since=stamp(60))
+    view = build_view([priced, group("edge")], [on, undeclared, unknown_only], NOW)
+
+    energy_table = render_text(view).split("\n\n")[-1]
+
+    assert table_rows(energy_table) == [
+        {
+            "GROUP": "edge", "DRAW": "unknown", "KWH 24H": "unknown", "AVOIDED 24H": "unknown", "COST 24H": "-",
+            "KWH TOTAL": "unknown", "AVOIDED TOTAL": "unknown", "COST TOTAL": "-", "UNKNOWN": "1 of 1",
+        },
+        {
+            "GROUP": "rack", "DRAW": "100W", "KWH 24H": "0.22", "AVOIDED 24H": "0.18", "COST 24H": "0.11",
+            "KWH TOTAL": "0.22", "AVOIDED TOTAL": "0.18", "COST TOTAL": "0.11", "UNKNOWN": "1 of 2",
+        },
+    ]
+    edge, rack = to_document(view)["energy"]
+    assert rack["lastDay"] == {"usedKWh": 0.22, "avoidedKWh": 0.18, "cost": "0.11"}
+    assert (edge["drawWatts"], edge["lastDay"]["usedKWh"], edge["unknownMachines"]) == (None, None, 1)
