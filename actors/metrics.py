@@ -158,14 +158,43 @@ class NodeStateGauge(Gauge):
 
 @dataclass(frozen=True)
 class EnergyBasis:
-    """What one machine's energy figures are computed from at scrape time: its durable status and declared draw."""
+    """What one machine's energy counters are computed from at scrape time: its durable status and declared draw.
 
-    status: NodeStatus
+    Reduced from the status once per change of status (`of`), so that a scrape does a few float operations per
+    machine rather than re-reading statuses (bench/energy.py has the figures).
+    """
+
     power_watts: int | None
-    standby_watts: int | None
+    """The known draw when on; None when unknown."""
+    standby_watts: int
     price_per_kwh: Decimal | None
     clock: Callable[[], datetime]
-    """The operator's clock (tests and the demo pass their own), read at each scrape."""
+    """The operator's clock (tests and the demo pass their own), read once per scrape."""
+    on_seconds: float = 0.0
+    """Powered-on seconds up to the status's last change of state."""
+    drawing_since: datetime | None = None
+    """Start of the current powered-on stretch; None while the machine counts as off."""
+    accounting_start: datetime | None = None
+
+    @classmethod
+    def of(
+        cls,
+        status: NodeStatus,
+        power_watts: int | None,
+        standby_watts: int | None,
+        price_per_kwh: Decimal | None,
+        clock: Callable[[], datetime],
+    ) -> EnergyBasis:
+        watts = energy.known_watts(power_watts)
+        return cls(
+            power_watts=watts,
+            standby_watts=min(standby_watts or 0, watts or 0),
+            price_per_kwh=price_per_kwh,
+            clock=clock,
+            on_seconds=status.powered_on_seconds,
+            drawing_since=energy.drawing_since(status),
+            accounting_start=status.accounting_since or status.since,
+        )
 
 
 class EnergyCollector:
@@ -214,23 +243,29 @@ class EnergyCollector:
         used, avoided, draw, group_used, group_avoided, group_draw, cost, unknown = families
         groups: dict[str, list[float]] = {}
         prices: dict[str, Decimal | None] = {}
+        clocks: dict[int, datetime] = {}  # one reading per clock per scrape: every row sees the same moment
         for (group, node), basis in rows:
             totals = groups.setdefault(group, [0.0, 0.0, 0.0, 0.0, 0.0])
             prices.setdefault(group, basis.price_per_kwh)
-            watts = energy.known_watts(basis.power_watts)
+            watts = basis.power_watts
             if watts is None:
                 totals[4] += 1
                 continue
-            now = basis.clock()
-            on = energy.powered_on_seconds(basis.status, now)
-            accounted = max(on, (now - energy.accounting_start(basis.status, now)).total_seconds())
-            figures = energy.energy(on, accounted, watts, basis.standby_watts)
-            watts_now = energy.draw_watts(basis.status, watts, basis.standby_watts)
-            used.add_metric((group, node), figures.used_wh * 3600)
-            avoided.add_metric((group, node), figures.avoided_wh * 3600)
+            now = clocks.get(id(basis.clock)) or clocks.setdefault(id(basis.clock), basis.clock())
+            # The arithmetic of actors.fsm.energy (`powered_on_seconds`, `energy`, `draw_watts`), inlined on the
+            # reduced basis: the energy tests pin the functions, the operator test pins this against them.
+            since = basis.drawing_since
+            on = basis.on_seconds + (max(0.0, (now - since).total_seconds()) if since is not None else 0.0)
+            start = basis.accounting_start or now
+            off = max(0.0, (now - start).total_seconds() - on)
+            joules_used = (watts * on + basis.standby_watts * off)
+            joules_avoided = (watts - basis.standby_watts) * off
+            watts_now = watts if since is not None else basis.standby_watts
+            used.add_metric((group, node), joules_used)
+            avoided.add_metric((group, node), joules_avoided)
             draw.add_metric((group, node), watts_now)
-            totals[0] += figures.used_wh * 3600
-            totals[1] += figures.avoided_wh * 3600
+            totals[0] += joules_used
+            totals[1] += joules_avoided
             totals[2] += watts_now
             totals[3] += 1
         for group, (joules_used, joules_avoided, group_watts, known, missing) in groups.items():

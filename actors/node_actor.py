@@ -266,7 +266,7 @@ class NodeActor(ShellActor):
             return
         pricing = self._node.spec.pricing
         price = self._group_spec.energy_price if self._group_spec is not None else None
-        basis = metrics.EnergyBasis(
+        basis = metrics.EnergyBasis.of(
             self._machine.status,
             pricing.power_watts,
             pricing.standby_watts,
