@@ -547,6 +547,10 @@ class GroupActor(ShellActor):
             self._learned_provision_seconds = learned_provision_seconds(
                 seconds for member in members for seconds in member.view.recent_boot_seconds
             )
+            if self._learned_provision_seconds is None:
+                metrics.forget_learned_provision_time(self._id)
+            else:
+                metrics.LEARNED_PROVISION_SECONDS.labels(self._id).set(self._learned_provision_seconds)
         self._version += 1
         snapshot = GroupSnapshot(
             id=self._id,

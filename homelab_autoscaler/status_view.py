@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,10 +23,10 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from actors.fsm import energy
-from actors.fsm.durations import DurationSummary, summarize
+from actors.fsm.durations import DurationSummary, learned_provision_seconds, summarize
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
-from schemas.common import ConditionStatus
+from schemas.common import AUTO, ConditionStatus
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
 
@@ -125,6 +125,10 @@ class PowerRow:
     boots: DurationSummary | None = None
     """Over the recent boots each member's status keeps; None when none was seen."""
     shutdowns: DurationSummary | None = None
+    learned_provision_seconds: float | None = None
+    """What `maxNodeProvisionTime: auto` tells CA from these boots; None with too few boots."""
+    auto: bool = False
+    """The Group sets `maxNodeProvisionTime: auto`, so CA is told the learned time."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ def build_view(
     groups: Iterable[Group | InvalidResource], nodes: Iterable[Node | InvalidResource], now: datetime
 ) -> StatusView:
     """Rows for these resources at `now` (an aware datetime). Pure."""
-    nodes = list(nodes)
+    groups, nodes = list(groups), list(nodes)
     machines = tuple(sorted((machine_row(node, now) for node in nodes), key=_machine_order))
     members: dict[tuple[str, str], Counter[str]] = {}
     for machine in machines:
@@ -210,7 +214,8 @@ def build_view(
         key=lambda row: (row.namespace, row.name),
     )
     prices = {_group_key(group): _energy_price(group) for group in groups}
-    return StatusView(tuple(rows), machines, power_rows(rows, nodes), energy_rows(rows, nodes, prices, now))
+    auto = {_group_key(group) for group in groups if _learns_provision_time(group)}
+    return StatusView(tuple(rows), machines, power_rows(rows, nodes, auto), energy_rows(rows, nodes, prices, now))
 
 
 def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
@@ -520,7 +525,14 @@ def _timestamp(moment: datetime | None) -> str | None:
 # --- power: boot and power-off durations per group -------------------------------------------------------------
 
 
-def power_rows(groups: Sequence[GroupRow], nodes: Iterable[Node | InvalidResource]) -> tuple[PowerRow, ...]:
+def _learns_provision_time(group: Group | InvalidResource) -> bool:
+    options = None if isinstance(group, InvalidResource) else group.spec.autoscaling_options
+    return options is not None and options.max_node_provision_time == AUTO
+
+
+def power_rows(
+    groups: Sequence[GroupRow], nodes: Iterable[Node | InvalidResource], auto: Collection[tuple[str, str]] = ()
+) -> tuple[PowerRow, ...]:
     """A power line per group (in `groups`' order), from its members' recorded durations. Pure.
 
     Groups whose members never recorded a boot nor a power-off get no line: a row of dashes tells nothing.
@@ -539,7 +551,11 @@ def power_rows(groups: Sequence[GroupRow], nodes: Iterable[Node | InvalidResourc
     rows = []
     for group in groups:
         key = (group.namespace, group.name)
-        row = PowerRow(group.namespace, group.name, summarize(boots.get(key, ())), summarize(shutdowns.get(key, ())))
+        recorded = boots.get(key, [])
+        row = PowerRow(
+            group.namespace, group.name, summarize(recorded), summarize(shutdowns.get(key, ())),
+            learned_provision_seconds(recorded), key in auto,
+        )
         if row.boots is not None or row.shutdowns is not None:
             rows.append(row)
     return tuple(rows)
@@ -552,9 +568,18 @@ def _summary_cells(summary: DurationSummary | None) -> list[_Cell]:
 
 
 def _power_table(rows: Sequence[PowerRow], *, show_namespace: bool) -> str:
-    headers = ["GROUP", "BOOTS", "BOOT P50", "P90", "MAX", "SHUTDOWNS", "SHUTDOWN P50", "P90", "MAX"]
-    cells = [[row.name, *_summary_cells(row.boots), *_summary_cells(row.shutdowns)] for row in rows]
+    headers = ["GROUP", "BOOTS", "BOOT P50", "P90", "MAX", "SHUTDOWNS", "SHUTDOWN P50", "P90", "MAX", "LEARNED WAIT"]
+    cells = [
+        [row.name, *_summary_cells(row.boots), *_summary_cells(row.shutdowns), _learned_cell(row)] for row in rows
+    ]
     return _table(_with_namespace(headers, cells, [row.namespace for row in rows], show_namespace))
+
+
+def _learned_cell(row: PowerRow) -> str:
+    """The learned provisioning time, marked `(auto)` when CA is told it; `-` before enough boots."""
+    if row.learned_provision_seconds is None:
+        return NO_VALUE
+    return human_age(row.learned_provision_seconds) + (" (auto)" if row.auto else "")
 
 
 def _summary_document(summary: DurationSummary | None) -> dict[str, Any] | None:
@@ -569,6 +594,8 @@ def _power_document(row: PowerRow) -> dict[str, Any]:
         "name": row.name,
         "bootSeconds": _summary_document(row.boots),
         "shutdownSeconds": _summary_document(row.shutdowns),
+        "learnedProvisionSeconds": row.learned_provision_seconds,
+        "maxNodeProvisionTimeAuto": row.auto,
     }
 
 

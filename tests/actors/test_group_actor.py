@@ -511,6 +511,10 @@ def test_auto_provision_time_is_learned_once_the_group_has_seen_five_boots(lab: 
 
     # Five boots (100, 200, 100, 200, 150 s): the slowest, 200 s, with half again as head room.
     assert lab.group().learned_provision_seconds == 300.0
+    exported = metrics.REGISTRY.get_sample_value(
+        "homelab_autoscaler_group_learned_provision_seconds", {"group": lab.group_id("workers")}
+    )
+    assert exported == 300.0
 
 
 # --- the pure decisions ----------------------------------------------------------------------------------------

@@ -420,17 +420,23 @@ def test_power_table_shows_boot_and_shutdown_percentiles_per_group_over_every_me
     first = node("nas-1", state="Ready", recentBootSeconds=[30, 40, 50, 55, 60], recentShutdownSeconds=[20])
     second = node("nas-2", state="Shutdown", recentBootSeconds=[70, 80, 90, 300, 900.5], recentShutdownSeconds=[40])
     quiet = node("pi-1", group="edge", state="Shutdown")
-    view = build_view([group(), group("edge")], [first, second, quiet], NOW)
+    learning = Group.model_validate({
+        "metadata": {"name": "rack", "namespace": "lab"},
+        "spec": {"maxSize": 4, "autoscalingOptions": {"maxNodeProvisionTime": "auto"}},
+    })
+    view = build_view((g for g in [learning, group("edge")]), [first, second, quiet], NOW)
 
     _groups, _machines, power, _energy = render_text(view).split("\n\n")
 
-    # The edge group never booted a machine: no line of dashes for it.
+    # The edge group never booted a machine: no line of dashes for it. CA is told the slowest boot (900.5 s, the
+    # p99 of ten) times 1.5, capped at one hour.
     assert _power_lines(power) == [
-        ["rack", "10", "1m", "5m", "15m", "2", "20s", "40s", "40s"],
+        ["rack", "10", "1m", "5m", "15m", "2", "20s", "40s", "40s", "22m30s (auto)"],
     ]
     (entry,) = to_document(view)["power"]
     assert entry["bootSeconds"] == {"count": 10, "p50Seconds": 60.0, "p90Seconds": 300.0, "maxSeconds": 900.5}
     assert entry["shutdownSeconds"] == {"count": 2, "p50Seconds": 20.0, "p90Seconds": 40.0, "maxSeconds": 40.0}
+    assert (entry["learnedProvisionSeconds"], entry["maxNodeProvisionTimeAuto"]) == (1350.75, True)
 
 
 def _power_lines(text: str) -> list[list[str]]:
