@@ -48,6 +48,7 @@ from actors import metrics, wiring
 from actors.base import ShellActor
 from actors.effects_port import GroupEventBatch, GroupStatusBatch
 from actors.fsm import effects as fx
+from actors.fsm.durations import learned_provision_seconds
 from actors.fsm.errors import CannotDecrease, DeleteRefused, NotEnoughMachines
 from actors.fsm.events import BootSlotGranted, CancelBoot, Event, PowerOffRequested, PowerOnRequested
 from actors.fsm.group import (
@@ -315,6 +316,10 @@ class GroupActor(ShellActor):
         self._by_node_name: dict[str, str] = {}
         self._sorted_names: list[str] | None = None
         self._version = 0
+        # Recomputed only when a member's recorded boots change (a boot finished, a member came or went), not on
+        # every publish: at thousands of members the percentile is a sort of tens of thousands of durations.
+        self._learned_provision_seconds: float | None = None
+        self._boots_changed = True
         self._publish_scheduled = False
         self._last_status: GroupStatus | None = None
         self._commanded: dict[str, int] | None = None  # while a mutation runs: what it commanded
@@ -351,6 +356,7 @@ class GroupActor(ShellActor):
     def receiveMsg_MemberReleased(self, message: MemberReleased, sender: Any) -> None:
         self._awaiting.discard(message.name)
         member = self._members.pop(message.name, None)
+        self._boots_changed = True
         if member is not None:
             self._unindex(member.snapshot)
             self._sorted_names = None
@@ -522,9 +528,13 @@ class GroupActor(ShellActor):
             self._members[name] = member
             self._awaiting.discard(name)
             self._sorted_names = None
+            self._boots_changed = True
             changed = True
         else:
             changed = report.snapshot != member.snapshot or report.last_ready != member.last_ready
+            if report.view.recent_boot_seconds != member.view.recent_boot_seconds:
+                self._boots_changed = True
+                changed = True
             self._unindex(member.snapshot)
             if member.address != sender:  # a replacement actor counts commands from where it stands
                 member.address, member.commands_sent = sender, report.commands_handled
@@ -576,6 +586,15 @@ class GroupActor(ShellActor):
             self._sorted_names = sorted(self._members)
         members = [self._members[name] for name in self._sorted_names]
         status = group_status(group, (member.view for member in members), self._invalid_spec)
+        if self._boots_changed:
+            self._boots_changed = False
+            self._learned_provision_seconds = learned_provision_seconds(
+                seconds for member in members for seconds in member.view.recent_boot_seconds
+            )
+            if self._learned_provision_seconds is None:
+                metrics.forget_learned_provision_time(self._id)
+            else:
+                metrics.LEARNED_PROVISION_SECONDS.labels(self._id).set(self._learned_provision_seconds)
         self._version += 1
         snapshot = GroupSnapshot(
             id=self._id,
@@ -589,6 +608,7 @@ class GroupActor(ShellActor):
             template=template_source(group.spec, group.metadata.name, (member.last_ready for member in members)),
             gpu_label=group.spec.gpu_label,
             gpu_types=group.spec.gpu_types,
+            learned_provision_seconds=self._learned_provision_seconds,
             version=self._version,
         )
         self._read_model().publish(snapshot)

@@ -29,13 +29,19 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import metrics as client_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from actors.fsm import energy
+from schemas.node import NodeStatus
 
 PREFIX = "homelab_autoscaler_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -48,6 +54,9 @@ _HANDLER_BUCKETS = (
 )
 # gRPC calls from the Cluster Autoscaler: sub-millisecond for snapshot reads, up to seconds for writes.
 _GRPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+# Power operations of real machines: a smart plug and an SSD boot in tens of seconds, a server's firmware in
+# minutes; the top buckets straddle CA's 15-minute max-node-provision-time.
+_POWER_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 450.0, 600.0, 900.0, 1800.0, 3600.0)
 
 # --- metrics whose series are kept as plain data -----------------------------------------------------------
 
@@ -147,6 +156,167 @@ class NodeStateGauge(Gauge):
         return [family]
 
 
+@dataclass(frozen=True)
+class EnergyBasis:
+    """What one machine's energy counters are computed from at scrape time: its durable status and declared draw.
+
+    Reduced from the status once per change of status (`of`), so that a scrape does a few float operations per
+    machine rather than re-reading statuses (bench/energy.py has the figures).
+    """
+
+    power_watts: int | None
+    """The known draw when on; None when unknown."""
+    standby_watts: int
+    price_per_kwh: Decimal | None
+    clock: Callable[[], datetime]
+    """The operator's clock (tests and the demo pass their own), read once per scrape."""
+    on_seconds: float = 0.0
+    """Powered-on seconds up to the status's last change of state."""
+    drawing_since: datetime | None = None
+    """Start of the current powered-on stretch; None while the machine counts as off."""
+    accounting_start: datetime | None = None
+
+    @classmethod
+    def of(
+        cls,
+        status: NodeStatus,
+        power_watts: int | None,
+        standby_watts: int | None,
+        price_per_kwh: Decimal | None,
+        clock: Callable[[], datetime],
+    ) -> EnergyBasis:
+        watts = energy.known_watts(power_watts)
+        return cls(
+            power_watts=watts,
+            standby_watts=min(standby_watts or 0, watts or 0),
+            price_per_kwh=price_per_kwh,
+            clock=clock,
+            on_seconds=status.powered_on_seconds,
+            drawing_since=energy.drawing_since(status),
+            accounting_start=status.accounting_since or status.since,
+        )
+
+
+class EnergyCollector:
+    """Energy counters and draw gauges per machine and per group, computed at scrape time from `EnergyBasis` rows.
+
+    Counters that are functions of the durable status (`actors.fsm.energy`), not sums kept in memory: after an
+    operator restart they resume from where they stood, and their rate follows the machine's state (its power
+    draw while powered on, its standby draw while off). A machine whose draw is unknown has no series; its
+    group counts it in `group_energy_unknown_machines`. Thread safety as in `TableCounter`.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._table_lock = threading.Lock()
+        self._table: dict[tuple[str, str], EnergyBasis] = {}
+        self.labels_by_name: Mapping[str, tuple[str, ...]] = {
+            PREFIX + "machine_energy_used_joules": ("group", "node"),
+            PREFIX + "machine_energy_avoided_joules": ("group", "node"),
+            PREFIX + "machine_power_draw_watts": ("group", "node"),
+            PREFIX + "group_energy_used_joules": ("group",),
+            PREFIX + "group_energy_avoided_joules": ("group",),
+            PREFIX + "group_power_draw_watts": ("group",),
+            PREFIX + "group_energy_cost": ("group",),
+            PREFIX + "group_energy_unknown_machines": ("group",),
+        }
+        registry.register(self)
+
+    def set_machine(self, group: str, node: str, basis: EnergyBasis) -> None:
+        with self._table_lock:
+            self._table[(group, node)] = basis
+
+    def forget(self, group: str, node: str) -> None:
+        with self._table_lock:
+            self._table.pop((group, node), None)
+
+    def clear(self) -> None:
+        with self._table_lock:
+            self._table.clear()
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        with self._table_lock:
+            rows = list(self._table.items())
+        families = self._families()
+        used, avoided, draw, group_used, group_avoided, group_draw, cost, unknown = families
+        groups: dict[str, list[float]] = {}
+        prices: dict[str, Decimal | None] = {}
+        clocks: dict[int, datetime] = {}  # one reading per clock per scrape: every row sees the same moment
+        for (group, node), basis in rows:
+            totals = groups.setdefault(group, [0.0, 0.0, 0.0, 0.0, 0.0])
+            prices.setdefault(group, basis.price_per_kwh)
+            watts = basis.power_watts
+            if watts is None:
+                totals[4] += 1
+                continue
+            now = clocks.get(id(basis.clock)) or clocks.setdefault(id(basis.clock), basis.clock())
+            # The arithmetic of actors.fsm.energy (`powered_on_seconds`, `energy`, `draw_watts`), inlined on the
+            # reduced basis: the energy tests pin the functions, the operator test pins this against them.
+            since = basis.drawing_since
+            on = basis.on_seconds + (max(0.0, (now - since).total_seconds()) if since is not None else 0.0)
+            start = basis.accounting_start or now
+            off = max(0.0, (now - start).total_seconds() - on)
+            joules_used = (watts * on + basis.standby_watts * off)
+            joules_avoided = (watts - basis.standby_watts) * off
+            watts_now = watts if since is not None else basis.standby_watts
+            used.add_metric((group, node), joules_used)
+            avoided.add_metric((group, node), joules_avoided)
+            draw.add_metric((group, node), watts_now)
+            totals[0] += joules_used
+            totals[1] += joules_avoided
+            totals[2] += watts_now
+            totals[3] += 1
+        for group, (joules_used, joules_avoided, group_watts, known, missing) in groups.items():
+            unknown.add_metric((group,), missing)
+            if not known:
+                continue  # no figure rather than a zero that would read as "nothing used, nothing saved"
+            group_used.add_metric((group,), joules_used)
+            group_avoided.add_metric((group,), joules_avoided)
+            group_draw.add_metric((group,), group_watts)
+            price = prices.get(group)
+            if price is not None:
+                cost.add_metric((group,), float(Decimal(repr(joules_used)) / Decimal(energy.JOULES_PER_KWH) * price))
+        return list(families)
+
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily,
+        GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily,
+    ]:
+        def counter(name: str, text: str) -> CounterMetricFamily:
+            return CounterMetricFamily(PREFIX + name, text, labels=self.labels_by_name[PREFIX + name])
+
+        def gauge(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, text, labels=self.labels_by_name[PREFIX + name])
+
+        return (
+            counter(
+                "machine_energy_used_joules",
+                "Energy a machine used since accounting began: its power draw while powered on (booting, Ready, "
+                "shutting down), its standby draw while off. From the durable status, so restarts do not reset it.",
+            ),
+            counter(
+                "machine_energy_avoided_joules",
+                "Energy a machine did not use compared with always on: (power draw - standby draw) while off.",
+            ),
+            gauge("machine_power_draw_watts", "What a machine draws now by its state (declared watts)."),
+            counter("group_energy_used_joules", "Energy used by a group's machines whose draw is known."),
+            counter("group_energy_avoided_joules", "Energy a group's machines avoided compared with always on."),
+            gauge("group_power_draw_watts", "What a group's machines whose draw is known draw now."),
+            counter(
+                "group_energy_cost",
+                "What the energy a group used cost, in the currency of its spec.energyPrice (only when set).",
+            ),
+            gauge(
+                "group_energy_unknown_machines",
+                "Machines of a group that declare no powerWatts: their energy is unknown, not zero.",
+            ),
+        )
+
+
 # --- actor runtime -----------------------------------------------------------------------------------------
 
 ACTOR_MESSAGES_HANDLED = TableCounter(
@@ -220,6 +390,29 @@ GROUP_MACHINES = Gauge(
 BOOT_FAILURES = Counter(
     PREFIX + "boot_failures",
     "Boots that failed or timed out.",
+    ["group"],
+    registry=REGISTRY,
+)
+BOOT_SECONDS = Histogram(
+    PREFIX + "boot_seconds",
+    "Boots that succeeded, from the startup Job's creation (the power command) to the Kubernetes Node Ready. "
+    "Labelled by group only (a histogram per machine is about twenty series each).",
+    ["group"],
+    buckets=_POWER_BUCKETS,
+    registry=REGISTRY,
+)
+SHUTDOWN_SECONDS = Histogram(
+    PREFIX + "shutdown_seconds",
+    "Power-offs confirmed, from the shutdown Job's creation (the power-off command) to the machine confirmed off.",
+    ["group"],
+    buckets=_POWER_BUCKETS,
+    registry=REGISTRY,
+)
+ENERGY = EnergyCollector(REGISTRY)
+LEARNED_PROVISION_SECONDS = Gauge(
+    PREFIX + "group_learned_provision_seconds",
+    "The provisioning time learned for a group, which maxNodeProvisionTime: auto tells Cluster Autoscaler: the p99 "
+    "of its members' recorded boots times 1.5, between 2 and 60 minutes. Absent until 5 boots were recorded.",
     ["group"],
     registry=REGISTRY,
 )
@@ -323,6 +516,7 @@ def record_transition(group: str, node: str, from_state: str, to_state: str) -> 
 def forget_node(group: str, node: str) -> None:
     """Drop every series of a node that no longer exists."""
     NODE_STATE.forget(group, node)
+    ENERGY.forget(group, node)
 
 
 def set_group_machines(group: str, counts: Mapping[str, int]) -> None:
@@ -335,16 +529,24 @@ def set_group_machines(group: str, counts: Mapping[str, int]) -> None:
             GROUP_MACHINES.labels(group, state).set(counts.get(state, 0))
 
 
+def forget_learned_provision_time(group: str) -> None:
+    """Drop a group's learned provisioning time (too few boots recorded now, e.g. after members left)."""
+    _remove_quietly(LEARNED_PROVISION_SECONDS, group)
+
+
 def forget_group(group: str) -> None:
     """Drop every per-group series of a group that no longer exists (its nodes are forgotten separately)."""
     with _bookkeeping_lock:
         for state in _states_by_group.pop(group, set()):
             _remove_quietly(GROUP_MACHINES, group, state)
-    for metric in (GROUP_TARGET_SIZE, QUARANTINED_MACHINES, MUTATIONS_NOT_STORED):
+    for metric in (
+        GROUP_TARGET_SIZE, QUARANTINED_MACHINES, MUTATIONS_NOT_STORED, BOOT_SECONDS, SHUTDOWN_SECONDS,
+        LEARNED_PROVISION_SECONDS,
+    ):
         _remove_quietly(metric, group)
 
 
-def _remove_quietly(metric: Gauge | Counter, *label_values: str) -> None:
+def _remove_quietly(metric: Gauge | Counter | Histogram, *label_values: str) -> None:
     # prometheus_client raises KeyError for a series that was never created; forgetting is idempotent.
     with contextlib.suppress(KeyError):
         metric.remove(*label_values)

@@ -61,7 +61,7 @@ from actors.ticker_actor import CancelTimer, StartTimer, ticker_address
 from actors.ticker_actor import TimerFired as TickerFired
 from schemas import labels
 from schemas.group import GroupSpec
-from schemas.node import Node, NodeState, kubernetes_node_name
+from schemas.node import Node, NodeState, OperationKind, kubernetes_node_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ class NodeActor(ShellActor):
         self._execute(derived.effects)
         state = derived.machine.status.state
         self._export_state()
+        self._observe_durations(derived.finished)
+        self._export_energy()
         # DEBUG: every machine derives at each start; the operator logs one summary line for all of them.
         LOGGER.debug("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
                     _names(derived.effects))
@@ -144,6 +146,7 @@ class NodeActor(ShellActor):
             return
         self._adopt(message.node, message.group_id, message.group_spec, message.group_address)
         self._apply(ConfigChanged(self._config()))
+        self._export_energy()  # the declared draw or the group's price may be what changed
         self._apply_reset_annotation()
         self._report(force=True)
 
@@ -183,6 +186,9 @@ class NodeActor(ShellActor):
         # Timers of a retired actor would only fire into the void; cancel them so the ticker stays small.
         if self._machine is not None:
             self._execute(fx.CancelTimer(timer.token) for timer in pending_timers(self._machine))
+            # Its energy is counted from the status it holds: a stopped actor (a lost leadership, a stopped operator)
+            # must not go on counting a status that is no longer current.
+            metrics.ENERGY.forget(self._group_id, self._machine.config.name)
 
     # --- the one path every event takes ----------------------------------------------------------------------
 
@@ -207,6 +213,8 @@ class NodeActor(ShellActor):
     ) -> bool:
         self._machine = transition.machine
         writes_status = self._execute(transition.effects, stored_notice)
+        self._observe_durations(transition.finished)
+        self._export_energy()
         old, new = before.status.state, transition.machine.status.state
         if new is not old:
             self._count_transition(old, new)
@@ -252,6 +260,26 @@ class NodeActor(ShellActor):
         metrics.record_transition(self._group_id, machine.config.name, old.value, new.value)
         if new is NodeState.BOOT_FAILED and self._boot_failures is not None:
             self._boot_failures.inc()
+
+    def _export_energy(self) -> None:
+        """Hand the energy collector what it computes this machine's counters from at each scrape."""
+        if self._machine is None or self._node is None:
+            return
+        pricing = self._node.spec.pricing
+        price = self._group_spec.energy_price if self._group_spec is not None else None
+        basis = metrics.EnergyBasis.of(
+            self._machine.status,
+            pricing.power_watts,
+            pricing.standby_watts,
+            Decimal(price) if price is not None else None,
+            self._require_wiring().clock,
+        )
+        metrics.ENERGY.set_machine(self._group_id, self._machine.config.name, basis)
+
+    def _observe_durations(self, finished: Iterable[tuple[OperationKind, float]]) -> None:
+        for kind, seconds in finished:
+            histogram = metrics.BOOT_SECONDS if kind is OperationKind.STARTUP else metrics.SHUTDOWN_SECONDS
+            histogram.labels(self._group_id).observe(seconds)
 
     def _report(self, force: bool = False) -> None:
         if self._machine is None or self._node is None or self._group_address is None:

@@ -79,6 +79,8 @@ class GroupSnapshot:
     template: TemplateSource | None = None
     gpu_label: str | None = None
     gpu_types: tuple[str, ...] = ()
+    learned_provision_seconds: float | None = None
+    """What `maxNodeProvisionTime: auto` answers CA, from the members' recorded boots; None until enough boots."""
     version: int = 0
     _by_provider_id: Mapping[str, MachineSnapshot] = field(default_factory=dict, repr=False, compare=False)
     _by_node_name: Mapping[str, MachineSnapshot] = field(default_factory=dict, repr=False, compare=False)

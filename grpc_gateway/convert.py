@@ -26,7 +26,7 @@ from grpc_gateway.errors import InvalidRequest
 from grpc_gateway.views import NodeGroupView, NodeRef, TemplateNode
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import k8s_node_pb2 as kubernetes
-from schemas.common import parse_duration, parse_quantity
+from schemas.common import AUTO, parse_duration, parse_quantity
 from schemas.group import AutoscalingOptions
 from schemas.labels import (
     CA_DELETION_CANDIDATE_TAINT,
@@ -198,6 +198,7 @@ def template_response_from_bytes(serialized: bytes) -> externalgrpc.NodeGroupTem
 def autoscaling_options(
     defaults: externalgrpc.NodeGroupAutoscalingOptions | None,
     overrides: AutoscalingOptions | None,
+    learned_provision_seconds: float | None = None,
 ) -> externalgrpc.NodeGroupAutoscalingOptions | None:
     """The options to return for a group, or None to leave the response unset. Pure.
 
@@ -207,6 +208,10 @@ def autoscaling_options(
     duration layout its version sent; CA's documented flag defaults if it sent neither or no defaults at
     all), apply the overrides, and write every duration in both layouts. Raises `InvalidRequest` naming the
     field when a default we must carry over is too long for the legacy layout's int64 nanoseconds.
+
+    `maxNodeProvisionTime: auto` answers `learned_provision_seconds` (the group's observed boots, see
+    `actors.fsm.durations.learned_provision_seconds`); while that is None (too few boots seen) it answers CA's
+    own default, exactly as if the option were not overridden.
 
     Caveat worth surfacing to users: CA 1.35 and 1.36 have no field for max-node-startup-time and set it
     to zero whenever options are returned (upstream issue #10245); we fill the pending field 11 anyway.
@@ -229,6 +234,9 @@ def autoscaling_options(
         options.ignoreDaemonSetsUtilization = overrides.ignore_daemon_sets_utilization
     for current_field, legacy_field, ca_default_seconds, override_name in _DURATION_OPTIONS:
         override: str | None = getattr(overrides, override_name)
+        if override == AUTO:
+            learned = learned_provision_seconds if override_name == "max_node_provision_time" else None
+            override = None if learned is None else f"{learned}s"
         nanoseconds = (
             _seconds_to_nanoseconds(parse_duration(override))
             if override is not None
@@ -247,10 +255,11 @@ def autoscaling_options(
 def options_response(
     request: externalgrpc.NodeGroupAutoscalingOptionsRequest,
     overrides: AutoscalingOptions | None,
+    learned_provision_seconds: float | None = None,
 ) -> externalgrpc.NodeGroupAutoscalingOptionsResponse:
     """The NodeGroupGetOptions answer: options unset unless the group overrides something. Pure."""
     defaults = request.defaults if request.HasField("defaults") else None
-    options = autoscaling_options(defaults, overrides)
+    options = autoscaling_options(defaults, overrides, learned_provision_seconds)
     if options is None:
         return externalgrpc.NodeGroupAutoscalingOptionsResponse()
     return externalgrpc.NodeGroupAutoscalingOptionsResponse(nodeGroupAutoscalingOptions=options)

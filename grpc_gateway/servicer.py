@@ -121,7 +121,10 @@ class _GroupAnswers:
         key = (has_defaults, request.defaults.SerializeToString(deterministic=True) if has_defaults else b"")
         response = self._options.get(key)
         if response is None:
-            response = convert.options_response(request, self.snapshot.autoscaling_options)
+            snapshot = self.snapshot
+            response = convert.options_response(
+                request, snapshot.autoscaling_options, snapshot.learned_provision_seconds
+            )
             if len(self._options) >= self._OPTION_VARIANTS:
                 self._options.clear()
             self._options[key] = response

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from actors.fsm import energy
+from actors.fsm.durations import DurationSummary, learned_provision_seconds, summarize
 from actors.fsm.group import TARGET_STATES
 from schemas import labels
-from schemas.common import ConditionStatus, human_duration
+from schemas.common import AUTO, ConditionStatus, human_duration
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
 from schemas.validation import power_job_placement_warnings, summarise_validation_error
@@ -124,11 +127,38 @@ class MachineRow:
 
 
 @dataclass(frozen=True)
+class PowerRow:
+    """One line of the power table: how long a group's machines took to boot and to power off."""
+
+    namespace: str
+    name: str
+    boots: DurationSummary | None = None
+    """Over the recent boots each member's status keeps; None when none was seen."""
+    shutdowns: DurationSummary | None = None
+    learned_provision_seconds: float | None = None
+    """What `maxNodeProvisionTime: auto` tells CA from these boots; None with too few boots."""
+    auto: bool = False
+    """The Group sets `maxNodeProvisionTime: auto`, so CA is told the learned time."""
+
+
+@dataclass(frozen=True)
+class EnergyRow:
+    """One line of the energy table: a group's energy used and avoided, over the last day and since start."""
+
+    namespace: str
+    name: str
+    figures: energy.GroupEnergy
+    price_per_kwh: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class StatusView:
-    """Both tables, sorted: groups by namespace and name, machines by namespace, group and name."""
+    """The tables, sorted: groups by namespace and name, machines by namespace, group and name."""
 
     groups: tuple[GroupRow, ...] = ()
     machines: tuple[MachineRow, ...] = ()
+    power: tuple[PowerRow, ...] = ()
+    energy: tuple[EnergyRow, ...] = ()
 
 
 # --- parsing ---------------------------------------------------------------------------------------------------
@@ -182,15 +212,20 @@ def build_view(
     `groups` must be every Group of the namespaces the nodes come from: a machine whose group is not among them is
     shown as `Unmanaged` (see `unmanaged_reason`).
     """
-    groups = list(groups)
+    groups, nodes = list(groups), list(nodes)
     known = {_group_key(group) for group in groups}
     machines = tuple(sorted((_managed_row(machine_row(node, now), known) for node in nodes), key=_machine_order))
     members: dict[tuple[str, str], Counter[str]] = {}
     for machine in machines:
         if machine.group is not None and machine.state != UNMANAGED:
             members.setdefault((machine.namespace, machine.group), Counter())[machine.state] += 1
-    rows = [group_row(group, members.get(_group_key(group), Counter())) for group in groups]
-    return StatusView(tuple(sorted(rows, key=lambda row: (row.namespace, row.name))), machines)
+    rows = sorted(
+        (group_row(group, members.get(_group_key(group), Counter())) for group in groups),
+        key=lambda row: (row.namespace, row.name),
+    )
+    prices = {_group_key(group): _energy_price(group) for group in groups}
+    auto = {_group_key(group) for group in groups if _learns_provision_time(group)}
+    return StatusView(tuple(rows), machines, power_rows(rows, nodes, auto), energy_rows(rows, nodes, prices, now))
 
 
 def unmanaged_reason(namespace: str, group: str | None, known_groups: Iterable[tuple[str, str]]) -> str:
@@ -281,11 +316,8 @@ _ERROR_CONDITIONS = (labels.CONDITION_OPERATION_FAILED, labels.CONDITION_WRITE_F
 
 
 def powered_on_seconds(status: NodeStatus, now: datetime) -> float:
-    """Total time spent powered on, including the current Ready stretch (the status adds it only on leaving). Pure."""
-    total = status.powered_on_seconds
-    if status.state is NodeState.READY and status.since is not None:
-        total += seconds_between(status.since, now)
-    return total
+    """Total time spent powered on, including the current stretch (the status adds it only on leaving). Pure."""
+    return energy.powered_on_seconds(status, _aware(now))
 
 
 def _activity(status: NodeStatus) -> str:
@@ -352,6 +384,10 @@ def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = 
         blocks.append(_group_table(view.groups, wide=wide, show_namespace=show_namespace, colour=colour))
     if view.machines:
         blocks.append(_machine_table(view.machines, wide=wide, show_namespace=show_namespace, colour=colour))
+    if view.power:
+        blocks.append(_power_table(view.power, show_namespace=show_namespace))
+    if view.energy:
+        blocks.append(_energy_table(view.energy, show_namespace=show_namespace))
     warned = [machine for machine in view.machines if machine.warnings]
     if warned:
         blocks.append("\n".join(
@@ -475,6 +511,8 @@ def to_document(view: StatusView) -> dict[str, Any]:
             for group in view.groups
         ],
         "machines": [_machine_document(machine) for machine in view.machines],
+        "power": [_power_document(row) for row in view.power],
+        "energy": [_energy_document(row) for row in view.energy],
     }
 
 
@@ -514,3 +552,169 @@ def _timestamp(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- power: boot and power-off durations per group -------------------------------------------------------------
+
+
+def _learns_provision_time(group: Group | InvalidResource) -> bool:
+    options = None if isinstance(group, InvalidResource) else group.spec.autoscaling_options
+    return options is not None and options.max_node_provision_time == AUTO
+
+
+def power_rows(
+    groups: Sequence[GroupRow], nodes: Iterable[Node | InvalidResource], auto: Collection[tuple[str, str]] = ()
+) -> tuple[PowerRow, ...]:
+    """A power line per group (in `groups`' order), from its members' recorded durations. Pure.
+
+    Groups whose members never recorded a boot nor a power-off get no line: a row of dashes tells nothing.
+    """
+    boots: dict[tuple[str, str], list[float]] = {}
+    shutdowns: dict[tuple[str, str], list[float]] = {}
+    for node in nodes:
+        if isinstance(node, InvalidResource):
+            continue
+        member_of = node.metadata.labels.get(labels.GROUP_LABEL)
+        if member_of is None:
+            continue
+        key = (node.metadata.namespace, member_of)
+        boots.setdefault(key, []).extend(node.status.recent_boot_seconds)
+        shutdowns.setdefault(key, []).extend(node.status.recent_shutdown_seconds)
+    rows = []
+    for group in groups:
+        key = (group.namespace, group.name)
+        recorded = boots.get(key, [])
+        row = PowerRow(
+            group.namespace, group.name, summarize(recorded), summarize(shutdowns.get(key, ())),
+            learned_provision_seconds(recorded), key in auto,
+        )
+        if row.boots is not None or row.shutdowns is not None:
+            rows.append(row)
+    return tuple(rows)
+
+
+def _summary_cells(summary: DurationSummary | None) -> list[_Cell]:
+    if summary is None:
+        return ["0", NO_VALUE, NO_VALUE, NO_VALUE]
+    return [str(summary.count), human_age(summary.p50), human_age(summary.p90), human_age(summary.max)]
+
+
+def _power_table(rows: Sequence[PowerRow], *, show_namespace: bool) -> str:
+    headers = ["GROUP", "BOOTS", "BOOT P50", "P90", "MAX", "SHUTDOWNS", "SHUTDOWN P50", "P90", "MAX", "LEARNED WAIT"]
+    cells = [
+        [row.name, *_summary_cells(row.boots), *_summary_cells(row.shutdowns), _learned_cell(row)] for row in rows
+    ]
+    return _table(_with_namespace(headers, cells, [row.namespace for row in rows], show_namespace))
+
+
+def _learned_cell(row: PowerRow) -> str:
+    """The learned provisioning time, marked `(auto)` when CA is told it; `-` before enough boots."""
+    if row.learned_provision_seconds is None:
+        return NO_VALUE
+    return human_age(row.learned_provision_seconds) + (" (auto)" if row.auto else "")
+
+
+def _summary_document(summary: DurationSummary | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    return {"count": summary.count, "p50Seconds": summary.p50, "p90Seconds": summary.p90, "maxSeconds": summary.max}
+
+
+def _power_document(row: PowerRow) -> dict[str, Any]:
+    return {
+        "namespace": row.namespace,
+        "name": row.name,
+        "bootSeconds": _summary_document(row.boots),
+        "shutdownSeconds": _summary_document(row.shutdowns),
+        "learnedProvisionSeconds": row.learned_provision_seconds,
+        "maxNodeProvisionTimeAuto": row.auto,
+    }
+
+
+# --- energy used and avoided per group -------------------------------------------------------------------------
+
+UNKNOWN: Final = "unknown"
+"""What the energy table shows for a group none of whose machines declares its power draw: never 0 kWh."""
+
+
+def _energy_price(group: Group | InvalidResource) -> Decimal | None:
+    if isinstance(group, InvalidResource) or group.spec.energy_price is None:
+        return None
+    return Decimal(group.spec.energy_price)
+
+
+def energy_rows(
+    groups: Sequence[GroupRow],
+    nodes: Iterable[Node | InvalidResource],
+    prices: Mapping[tuple[str, str], Decimal | None],
+    now: datetime,
+) -> tuple[EnergyRow, ...]:
+    """An energy line per group that has members, from their statuses and declared draw at `now`. Pure."""
+    members: dict[tuple[str, str], list[energy.MachineEnergy | None]] = {}
+    for node in nodes:
+        if isinstance(node, InvalidResource):
+            continue
+        member_of = node.metadata.labels.get(labels.GROUP_LABEL)
+        if member_of is None:
+            continue
+        pricing = node.spec.pricing
+        figures = energy.machine_energy(node.status, pricing.power_watts, pricing.standby_watts, _aware(now))
+        members.setdefault((node.metadata.namespace, member_of), []).append(figures)
+    rows = []
+    for group in groups:
+        key = (group.namespace, group.name)
+        if key in members:
+            rows.append(EnergyRow(group.namespace, group.name, energy.group_energy(members[key]), prices.get(key)))
+    return tuple(rows)
+
+
+def kwh_text(watt_hours: float) -> str:
+    """Watt-hours as kWh with a precision that suits homelab figures: `0.42`, `12.3`, `1530`. Pure."""
+    kwh = watt_hours / 1000
+    return f"{kwh:.2f}" if kwh < 10 else f"{kwh:.1f}" if kwh < 1000 else f"{kwh:.0f}"
+
+
+def _energy_cells(row: EnergyRow, span: energy.Energy) -> list[_Cell]:
+    if row.figures.known == 0:
+        return [UNKNOWN, UNKNOWN, NO_VALUE]
+    cost = row.figures.cost(span.used_wh, row.price_per_kwh)
+    return [kwh_text(span.used_wh), kwh_text(span.avoided_wh), NO_VALUE if cost is None else str(cost)]
+
+
+def _energy_table(rows: Sequence[EnergyRow], *, show_namespace: bool) -> str:
+    headers = [
+        "GROUP", "DRAW", "KWH 24H", "AVOIDED 24H", "COST 24H", "KWH TOTAL", "AVOIDED TOTAL", "COST TOTAL", "UNKNOWN",
+    ]
+    cells: list[list[_Cell]] = []
+    for row in rows:
+        figures = row.figures
+        draw = f"{figures.draw_watts}W" if figures.known else UNKNOWN
+        unknown = f"{figures.unknown} of {figures.known + figures.unknown}" if figures.unknown else NO_VALUE
+        cells.append(
+            [row.name, draw, *_energy_cells(row, figures.last_day), *_energy_cells(row, figures.since_start), unknown]
+        )
+    return _table(_with_namespace(headers, cells, [row.namespace for row in rows], show_namespace))
+
+
+def _span_document(row: EnergyRow, span: energy.Energy) -> dict[str, Any]:
+    known = row.figures.known > 0
+    cost = row.figures.cost(span.used_wh, row.price_per_kwh) if known else None
+    return {
+        "usedKWh": round(span.used_wh / 1000, 4) if known else None,
+        "avoidedKWh": round(span.avoided_wh / 1000, 4) if known else None,
+        "cost": str(cost) if cost is not None else None,
+    }
+
+
+def _energy_document(row: EnergyRow) -> dict[str, Any]:
+    figures = row.figures
+    return {
+        "namespace": row.namespace,
+        "name": row.name,
+        "drawWatts": figures.draw_watts if figures.known else None,
+        "pricePerKWh": str(row.price_per_kwh) if row.price_per_kwh is not None else None,
+        "lastDay": _span_document(row, figures.last_day),
+        "sinceStart": _span_document(row, figures.since_start),
+        "knownMachines": figures.known,
+        "unknownMachines": figures.unknown,
+    }

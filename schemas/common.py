@@ -21,6 +21,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 
 DURATION_PATTERN: Final = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+AUTO: Final = "auto"
+"""The value of a `DurationOrAuto` that asks the operator to choose the duration from what it has observed."""
+DURATION_OR_AUTO_PATTERN: Final = r"^(auto|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"
 QUANTITY_PATTERN: Final = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
@@ -143,6 +146,10 @@ def _check_duration(text: str) -> str:
     return text
 
 
+def _check_duration_or_auto(text: str) -> str:
+    return text if text == AUTO else _check_duration(text)
+
+
 def _check_quantity(text: str) -> str:
     parse_quantity(text)
     return text
@@ -159,6 +166,8 @@ def _quantity_from_integer(value: object) -> object:
 # The pattern comes before the validator: pydantic keeps a constraint in the JSON schema (and so in the CRD)
 # only when it applies to the plain string, not to a validator's result.
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN), AfterValidator(_check_duration)]
+DurationOrAuto = Annotated[str, Field(pattern=DURATION_OR_AUTO_PATTERN), AfterValidator(_check_duration_or_auto)]
+"""A duration, or `auto`: one string type (not a union), so the CRD keeps a plain string with one pattern."""
 Quantity = Annotated[
     str,
     Field(pattern=QUANTITY_PATTERN),

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from schemas.common import Condition, Duration, Metadata, Model, Quantity, StatusModel, Taint
+from schemas.common import Condition, Duration, DurationOrAuto, Metadata, Model, Quantity, StatusModel, Taint
 
 
 class PowerOffNodePolicy(StrEnum):
@@ -52,8 +52,10 @@ class AutoscalingOptions(Model):
     scale_down_unready_time: Duration | None = Field(
         default=None, description="How long an unready node must be unneeded before removal (CA default 20m)."
     )
-    max_node_provision_time: Duration | None = Field(
-        default=None, description="How long CA waits for a booting machine to register (CA default 15m)."
+    max_node_provision_time: DurationOrAuto | None = Field(
+        default=None,
+        description="How long CA waits for a booting machine to register (CA default 15m); `auto`: the group's "
+        "observed p99 boot time times 1.5, between 2m and 1h, once 5 boots were recorded (CA's default before).",
     )
     zero_or_max_node_scaling: bool | None = Field(
         default=None, description="Scale the whole group to zero or to max at once (CA default false)."
@@ -110,6 +112,13 @@ class GroupSpec(Model):
     )
     gpu_label: str | None = Field(
         default=None, description="Label key that marks GPU nodes, reported to CA's GPULabel call."
+    )
+    energy_price: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?$",
+        max_length=20,
+        description="Price of one kilowatt-hour of electricity for this group's machines, as a decimal string in "
+        "your currency; unset: energy is accounted in kWh only, without cost.",
     )
     gpu_types: tuple[str, ...] = Field(default=(), description="GPU types the group offers (GetAvailableGPUTypes).")
     node_labels: dict[str, str] = Field(

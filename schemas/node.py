@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Final
 
 from pydantic import Field
 
@@ -25,6 +26,17 @@ from schemas.common import (
     Taint,
     Toleration,
 )
+
+RECENT_DURATIONS: Final = 10
+"""How many boot and shutdown durations a Node's status keeps: enough for percentiles over a group, small
+enough that the status stays a few hundred bytes and the CRD's list bound stays cheap."""
+
+
+MAX_WATTS: Final = 20_000
+"""The largest power draw a machine may declare: a rack of GPUs is a few kilowatts; 20 kW is a typo."""
+ENERGY_HOURS: Final = 25
+"""Hours of powered-on time a Node's status keeps hour by hour, for "the last 24 hours" of energy accounting: the
+current hour and the 24 before it, the oldest of which is partly inside the window."""
 
 
 class NodeState(StrEnum):
@@ -151,12 +163,25 @@ class JobTemplate(Model):
 
 
 class Pricing(Model):
-    """What running the machine costs, for CA's price expander."""
+    """What running the machine costs: for CA's price expander and for energy accounting."""
 
     hourly_price: str | None = Field(
         default=None, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Price per hour as a decimal string."
     )
-    power_watts: int | None = Field(default=None, ge=0, description="Typical power draw when on, in watts.")
+    power_watts: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_WATTS,
+        description="Typical power draw when on, in watts; unset or 0: unknown, and the machine's energy is not "
+        "accounted.",
+    )
+    standby_watts: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_WATTS,
+        description="Standby draw while powered off (Wake-on-LAN, BMC), in watts; unset counts as 0. At most "
+        "powerWatts.",
+    )
 
 
 class NodeSpec(Model):
@@ -179,6 +204,9 @@ class NodeSpec(Model):
     pricing: Pricing = Field(default_factory=Pricing, description="Cost of running the machine.")
     startup_job: JobTemplate = Field(description="Job that powers the machine on.")
     shutdown_job: JobTemplate = Field(description="Job that powers the machine off.")
+
+
+Seconds = Annotated[float, Field(ge=0)]
 
 
 class Operation(StatusModel):
@@ -218,7 +246,37 @@ class NodeStatus(StatusModel):
         default=None, alias="providerID", description="The providerID the Kubernetes Node registered with."
     )
     last_ready: NodeSnapshot | None = Field(default=None, description="The Kubernetes Node last seen Ready.")
-    powered_on_seconds: float = Field(default=0, ge=0, description="Total time spent powered on.")
+    powered_on_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Total time spent powered on: booting (from the startup Job's creation), Ready and shutting "
+        "down, up to the last change of state.",
+    )
+    accounting_since: datetime | None = Field(
+        default=None,
+        description="When energy accounting of the machine began: the start of `poweredOnSeconds`' time span.",
+    )
+    powered_on_by_hour: tuple[Seconds, ...] = Field(
+        default=(),
+        max_length=ENERGY_HOURS,
+        description="Seconds powered on in each of the last hours, oldest first, up to the hour that starts at "
+        "poweredOnHoursEnd; updated with each change of state (so the current stretch is not in it yet).",
+    )
+    powered_on_hours_end: datetime | None = Field(
+        default=None, description="Start of the hour counted by the last entry of poweredOnByHour."
+    )
+    recent_boot_seconds: tuple[Seconds, ...] = Field(
+        default=(),
+        max_length=RECENT_DURATIONS,
+        description="The last boots that succeeded, oldest first: seconds from the startup Job's creation "
+        "(the power command) to the Kubernetes Node Ready.",
+    )
+    recent_shutdown_seconds: tuple[Seconds, ...] = Field(
+        default=(),
+        max_length=RECENT_DURATIONS,
+        description="The last confirmed power-offs, oldest first: seconds from the shutdown Job's creation "
+        "(the power-off command) to the machine confirmed off.",
+    )
     reason: str = Field(default="", description="Why the machine entered its state (one CamelCase word).")
     message: str = Field(default="", description="Details of the last transition or failure.")
     handled_reset: str | None = Field(

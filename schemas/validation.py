@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from schemas.common import (
+    AUTO,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     DURATION_PATTERN,
@@ -385,6 +386,13 @@ def _group_spec_errors(spec: GroupSpec, path: str) -> Iterator[FieldError]:
             f"cooldownBase ({policy.cooldown_base}) must not be longer than "
             f"cooldownCap ({policy.cooldown_cap})",
         )
+    options = spec.autoscaling_options
+    if options is not None and options.max_node_provision_time not in (None, AUTO):
+        yield from _positive_duration_errors(
+            options.max_node_provision_time,
+            _child(_child(path, "autoscalingOptions"), "maxNodeProvisionTime"),
+            "Cluster Autoscaler would give up on every boot at once",
+        )
     if spec.template is not None:
         yield from _template_errors(spec.template, _child(path, "template"))
     if spec.gpu_label is not None and not is_qualified_name(spec.gpu_label):
@@ -551,6 +559,13 @@ def _node_spec_errors(spec: NodeSpec, path: str) -> Iterator[FieldError]:
             _child(path, "providerID"),
             f"providerID {spec.provider_id!r} must look like <scheme>://<id>, e.g. k3s://node1, "
             "exactly as the kubelet registers it",
+        )
+    pricing = spec.pricing
+    if pricing.standby_watts and pricing.power_watts and pricing.standby_watts > pricing.power_watts:
+        yield FieldError(
+            _child(_child(path, "pricing"), "standbyWatts"),
+            f"standbyWatts ({pricing.standby_watts}) must not exceed powerWatts ({pricing.power_watts}): a machine "
+            "draws less off than on",
         )
     yield from _job_errors(spec.startup_job, _child(path, "startupJob"))
     yield from _job_errors(spec.shutdown_job, _child(path, "shutdownJob"))

@@ -147,10 +147,12 @@ class _Replay:
     machine: Machine
     now: datetime
     effects: list[fx.Effect] = field(default_factory=list)
+    finished: list[tuple[OperationKind, float]] = field(default_factory=list)
 
     def feed(self, event: Event) -> None:
         result = step(self.machine, event, self.now)
         self.machine = result.machine
+        self.finished += result.finished  # a boot that completed while the operator was down still counts
         self.effects += [effect for effect in result.effects if not isinstance(effect, _TIMER_AND_STATUS_EFFECTS)]
 
 
@@ -246,4 +248,4 @@ def derive(
     ]
     if final.status != written:
         effects.append(fx.PatchStatus(final.status))
-    return Transition(final, tuple(effects))
+    return Transition(final, tuple(effects), tuple(replay.finished))

@@ -41,6 +41,8 @@ class MachineView:
     operation_started: datetime | None = None
     reason: str = ""
     message: str = ""
+    recent_boot_seconds: tuple[float, ...] = ()
+    """The machine's last recorded boots (status.recentBootSeconds), for the group's learned provisioning time."""
 
 
 def machine_view(
@@ -62,6 +64,7 @@ def machine_view(
         operation_started=status.operation.started if status.operation else None,
         reason=status.reason,
         message=status.message,
+        recent_boot_seconds=status.recent_boot_seconds,
     )
 
 

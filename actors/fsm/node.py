@@ -15,15 +15,16 @@ which everything that affects transitions in this file follows:
 - Timers are derived, not remembered: `pending_timers(machine)` says which timers a machine in its state
   needs, and `step` starts and cancels timers by comparing that set before and after. Tokens name the
   operation (`<job>:boot-timeout`), so a timer of an older operation is recognised as stale and ignored.
-- `step` does the bookkeeping no handler may forget: `since`, powered-on seconds, the Ready and Quarantined
-  conditions, and one `PatchStatus` whenever the status changed. When a command (`COMMANDS`) starts a power
-  operation (the machine enters StartingUp or ShuttingDown) it is the first effect: the intent is stored before
-  anything is done (write-ahead), so an operator killed in between comes back with the operation in the status
-  and `derive` redoes what is missing (it creates the recorded Job, cordons a machine that is shutting down), and
-  the group can answer CA as soon as that one write is stored. Otherwise it is the last effect: the status
-  records what the effects before it did. That includes a cancelled boot: its Job is deleted before `Shutdown`
-  is recorded, because a restart that found `Shutdown` with the Job still running might let the machine come
-  up (and be adopted past maxSize), while one that finds `StartingUp` without its Job just boots it again.
+- `step` does the bookkeeping no handler may forget: `since`, powered-on time (`actors.fsm.energy`), the Ready
+  and Quarantined conditions, and one `PatchStatus` whenever the status changed. When a command (`COMMANDS`)
+  starts a power operation (the machine enters StartingUp or ShuttingDown) it is the first effect: the intent is
+  stored before anything is done (write-ahead), so an operator killed in between comes back with the operation
+  in the status and `derive` redoes what is missing (it creates the recorded Job, cordons a machine that is
+  shutting down), and the group can answer CA as soon as that one write is stored. Otherwise it is the last
+  effect: the status records what the effects before it did. That includes a cancelled boot: its Job is deleted
+  before `Shutdown` is recorded, because a restart that found `Shutdown` with the Job still running might let
+  the machine come up (and be adopted past maxSize), while one that finds `StartingUp` without its Job just
+  boots it again.
 - No clock, no I/O: `now` (timezone-aware) is an argument.
 
 The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`:
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from actors.fsm import effects as fx
+from actors.fsm.energy import account_stretch
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
     EVENT_TYPES,
@@ -75,6 +77,7 @@ from schemas.common import (
 )
 from schemas.group import GroupSpec, PowerOffNodePolicy
 from schemas.node import (
+    RECENT_DURATIONS,
     Node,
     NodeSnapshot,
     NodeState,
@@ -161,6 +164,9 @@ class Transition:
 
     machine: Machine
     effects: tuple[fx.Effect, ...] = ()
+    finished: tuple[tuple[OperationKind, float], ...] = ()
+    """Boots and power-offs this transition completed, with their durations in seconds (also appended to the
+    status's `recent_*_seconds`): what the shell observes into the duration histograms, without a clock."""
 
 
 @dataclass(frozen=True)
@@ -383,13 +389,31 @@ def _usable_node_effects(stamp: tuple[fx.Effect, ...]) -> list[fx.Effect]:
     return [fx.Uncordon(), fx.RemoveAutoscalerTaints(), fx.ApplyManagedLabelsAndTaints(), *stamp]
 
 
+def remember_duration(durations: tuple[float, ...], seconds: float) -> tuple[float, ...]:
+    """`durations` with `seconds` appended, keeping the last `RECENT_DURATIONS`. Pure."""
+    return (*durations, max(0.0, round(seconds, 3)))[-RECENT_DURATIONS:]
+
+
+def _operation_seconds(machine: Machine, kind: OperationKind, now: datetime) -> float | None:
+    """Seconds since the operation in flight's Job was created, if it is a `kind` operation. Pure."""
+    operation = machine.status.operation
+    if operation is None or operation.kind is not kind:
+        return None
+    return (now - operation.started).total_seconds()
+
+
 def _become_ready(
     machine: Machine, event: NodeReady, now: datetime, reason: str, message: str, event_type: fx.EventType
 ) -> Transition:
-    """The machine is on and its Kubernetes Node Ready: make the Node usable and forget past failures."""
+    """The machine is on and its Kubernetes Node Ready: make the Node usable and forget past failures.
+
+    A boot the operator started (its startup operation is in flight) is timed from the Job's creation.
+    """
     effects: list[fx.Effect] = list(_abandon_job(machine))
     provider_id = event.provider_id or stamped_provider_id(machine.config)
     effects += _usable_node_effects(() if event.provider_id else (fx.SetProviderID(provider_id),))
+    took = _operation_seconds(machine, OperationKind.STARTUP, now)
+    durations = machine.status.recent_boot_seconds
     ready = _enter(
         _without_operation(machine),
         NodeState.READY,
@@ -399,10 +423,12 @@ def _become_ready(
         cooldown_until=None,
         last_ready=_stamped(event.snapshot, now),
         provider_id=provider_id,
+        recent_boot_seconds=durations if took is None else remember_duration(durations, took),
     )
     ready = _clear_condition(ready, now, labels.CONDITION_OPERATION_FAILED, reason, message)
     effects.append(fx.RecordEvent(event_type, reason, message))
-    return Transition(ready, tuple(effects))
+    finished = () if took is None else ((OperationKind.STARTUP, max(0.0, round(took, 3))),)
+    return Transition(ready, tuple(effects), finished)
 
 
 def _powered_off(machine: Machine, now: datetime, reason: str, message: str, event_type: fx.EventType) -> Transition:
@@ -413,11 +439,21 @@ def _powered_off(machine: Machine, now: datetime, reason: str, message: str, eve
         and machine.kube_node is not KubeNodePresence.ABSENT
     ):
         effects.append(fx.DeleteKubeNode())
-    off = _enter(_without_operation(machine), NodeState.SHUTDOWN, reason, message)
+    # Only a power-off the operator commanded and saw confirmed is timed (from its shutdown Job's creation).
+    took = _operation_seconds(machine, OperationKind.SHUTDOWN, now) if reason == "PoweredOff" else None
+    durations = machine.status.recent_shutdown_seconds
+    off = _enter(
+        _without_operation(machine),
+        NodeState.SHUTDOWN,
+        reason,
+        message,
+        recent_shutdown_seconds=durations if took is None else remember_duration(durations, took),
+    )
     if reason == "PoweredOff":
         off = _clear_condition(off, now, labels.CONDITION_OPERATION_FAILED, reason, message)
     effects.append(fx.RecordEvent(event_type, reason, message))
-    return Transition(off, tuple(effects))
+    finished = () if took is None else ((OperationKind.SHUTDOWN, max(0.0, round(took, 3))),)
+    return Transition(off, tuple(effects), finished)
 
 
 def _boot_failed(machine: Machine, now: datetime, reason: str, message: str) -> Transition:
@@ -1186,11 +1222,9 @@ def _bookkeep(before: Machine, after: Machine, now: datetime) -> Machine:
         after = _update(after, since=now)
     if new.state is old.state:
         return after
-    changes: dict[str, Any] = {"since": now}
-    if old.state is NodeState.READY and old.since is not None:
-        on_for = max(0.0, (now - old.since).total_seconds())
-        changes["powered_on_seconds"] = new.powered_on_seconds + on_for
-    after = _update(after, **changes)
+    # The powered-on stretch the old state was in (booting, Ready, shutting down) is closed and added to the totals
+    # energy accounting reads, in this same write: accounting never writes the status on its own.
+    after = _update(after, since=now, **account_stretch(old, now))
     reason = new.reason or new.state.value
     after = _with_condition(after, now, labels.CONDITION_READY, new.state is NodeState.READY, reason, new.message)
     if new.state is NodeState.QUARANTINED:
@@ -1245,7 +1279,7 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
         write = fx.PatchStatus(final.status)
         write_ahead = isinstance(event, COMMANDS) and final.status.state in _OPERATION_STATES
         effects = (write, *effects) if write_ahead else (*effects, write)
-    return Transition(final, effects)
+    return Transition(final, effects, (*handled.finished, *settled.finished))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def _run(session: DemoSession, args: argparse.Namespace, stop: threading.Event) 
     from actors.errors import OperatorError
     from homelab_autoscaler.demo import scenario
     from homelab_autoscaler.demo.display import LineDisplay, QuietDisplay
-    from homelab_autoscaler.demo.summary import render_summary, summarize
+    from homelab_autoscaler.demo.summary import energy_from_metrics, render_summary, summarize
 
     quiet = bool(getattr(args, "quiet", False))
     serve = bool(getattr(args, "serve", False))
@@ -135,8 +135,10 @@ def _run(session: DemoSession, args: argparse.Namespace, stop: threading.Event) 
             result = scenario.play(session.homelab, session.grpc_target, session.api_client, display, stop)
         finally:
             display.close()
+        exposition = session.metrics_text()
         summary = summarize(result.history, session.homelab.power_watts(), reached=result.reached,
-                            outcome=result.message)
+                            outcome=result.message,
+                            counted=energy_from_metrics(exposition) if exposition is not None else None)
         _print(("" if quiet else "\n") + render_summary(summary))
         if not result.reached:
             print(f"{PROG}: {result.message}", file=sys.stderr)

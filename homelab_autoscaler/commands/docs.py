@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -89,8 +89,14 @@ def registered_metrics(registry: CollectorRegistry | None = None) -> list[Metric
     for collector in collectors:
         if isinstance(collector, MetricWrapperBase):
             labels, families = tuple(collector._labelnames), collector.describe()
-        else:  # a custom collector: its families, without label names (they exist only in its samples)
-            labels, families = (), list(collector.collect())
+        else:  # a custom collector: its families, with the label names it declares (else only in its samples)
+            declared: Mapping[str, tuple[str, ...]] = getattr(collector, "labels_by_name", {})
+            families = list(collector.collect())
+            found.extend(
+                MetricDoc(family.name, family.type, tuple(declared.get(family.name, ())), family.documentation)
+                for family in families
+            )
+            continue
         found.extend(MetricDoc(family.name, family.type, labels, family.documentation) for family in families)
     return found
 

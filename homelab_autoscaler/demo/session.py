@@ -12,6 +12,7 @@ import base64
 import logging
 import shutil
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +39,7 @@ PRICE_PER_KWH: Final = Decimal("0.30")
 """Lets the gateway price machines for CA's price expander from their power draw alone."""
 ACTING_TIMEOUT_SECONDS: Final = 20.0
 SHUTDOWN_GRACE_SECONDS: Final = 2.0
+METRICS_TIMEOUT_SECONDS: Final = 5.0
 WEBHOOK_DNS_NAMES: Final = ("localhost",)
 WEBHOOK_IP_ADDRESSES: Final = ("127.0.0.1",)
 WEBHOOK_CONFIGURATIONS: Final = "admissionregistration.k8s.io/v1"
@@ -111,6 +113,15 @@ class DemoSession:
     @property
     def metrics_url(self) -> str:
         return f"http://{_host(self.options.metrics_address)}:{self.operator.metrics_port}/metrics"
+
+    def metrics_text(self) -> str | None:
+        """The operator's `/metrics` exposition now, or None when it cannot be read (the summary says so)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=METRICS_TIMEOUT_SECONDS) as answer:
+                return str(answer.read().decode())
+        except OSError as error:  # URLError and timeouts are OSErrors
+            LOGGER.warning("could not read the operator's metrics: %s", error)
+            return None
 
     @property
     def webhook_address(self) -> str | None:

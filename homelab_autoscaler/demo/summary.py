@@ -1,12 +1,12 @@
 """The demo's closing summary: what each machine went through, how long boots took, what failed, what was saved.
 
 Pure: everything is computed from the run's `History` (the states each machine was seen in, with the operator's own
-timestamps) and each machine's power draw, so the numbers can be checked against hand-made histories.
+timestamps), each machine's power draw and the operator's energy counters as read from its `/metrics` at the end
+(`energy_from_metrics`), so the numbers can be checked against hand-made histories and exposition texts.
 
-Energy is an estimate and says so. A machine counts as drawing its `powerWatts` whenever it is not known to be off
-(Shutdown and Quarantined are off; a failed boot counts as on, because a half-started machine may well be), and
-what was saved is the off time against the same machines left on, the way a homelab without an autoscaler runs.
-The run lasts seconds, so the saving is extrapolated: a day spent the way the run was spent.
+Energy is what the operator itself counted (`homelab_autoscaler_group_energy_used_joules_total` and `..._avoided_...`,
+see `actors.fsm.energy`), not a separate estimate: the summary shows what a Prometheus scraping the operator saw.
+The run lasts seconds, so the saving is also extrapolated: a day spent the way the run was spent.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from homelab_autoscaler.demo.observation import History, StateEntry, boot_durations
+from prometheus_client.parser import text_string_to_metric_families
+
+from homelab_autoscaler.demo.observation import History, boot_durations
 from homelab_autoscaler.status_view import human_age
 from schemas.node import NodeState
 
-OFF_STATES: Final = frozenset({NodeState.SHUTDOWN.value, NodeState.QUARANTINED.value})
-SECONDS_PER_DAY: Final = 86400.0
+HOURS_PER_DAY: Final = 24
+JOULES_PER_WATT_HOUR: Final = 3600.0
+USED_COUNTER: Final = "homelab_autoscaler_group_energy_used_joules_total"
+AVOIDED_COUNTER: Final = "homelab_autoscaler_group_energy_avoided_joules_total"
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,6 @@ class MachineSummary:
     """Every state seen, in order, starting with the one the run began in."""
     boot_seconds: tuple[float, ...]
     failed_boots: int
-    off_seconds: float
     power_watts: int
     final_state: str
 
@@ -49,26 +52,41 @@ class BootTimes:
 
 
 @dataclass(frozen=True)
-class EnergyEstimate:
-    run_seconds: float
-    always_on_watt_hours: float
-    """What every machine would have drawn on for the whole run."""
-    saved_watt_hours: float
+class CountedEnergy:
+    """The operator's energy counters at the end of the run, summed over its groups."""
+
+    used_watt_hours: float
+    avoided_watt_hours: float
+    """Compared with the same machines always on."""
+    always_on_watts: int
+    """What the machines with a known draw draw together when all are on."""
 
     @property
     def saved_fraction(self) -> float:
-        return self.saved_watt_hours / self.always_on_watt_hours if self.always_on_watt_hours > 0 else 0.0
-
-    @property
-    def saved_kwh_per_day(self) -> float:
-        return self._per_day(self.saved_watt_hours)
+        always_on = self.used_watt_hours + self.avoided_watt_hours
+        return self.avoided_watt_hours / always_on if always_on > 0 else 0.0
 
     @property
     def always_on_kwh_per_day(self) -> float:
-        return self._per_day(self.always_on_watt_hours)
+        return self.always_on_watts * HOURS_PER_DAY / 1000
 
-    def _per_day(self, watt_hours: float) -> float:
-        return watt_hours / 1000 * SECONDS_PER_DAY / self.run_seconds if self.run_seconds > 0 else 0.0
+    @property
+    def saved_kwh_per_day(self) -> float:
+        return self.saved_fraction * self.always_on_kwh_per_day
+
+
+def energy_from_metrics(exposition: str) -> tuple[float, float] | None:
+    """(used, avoided) watt-hours summed over the groups in an operator's `/metrics` text; None without them. Pure."""
+    totals = {USED_COUNTER: 0.0, AVOIDED_COUNTER: 0.0}
+    seen = False
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+                seen = True
+    if not seen:
+        return None
+    return totals[USED_COUNTER] / JOULES_PER_WATT_HOUR, totals[AVOIDED_COUNTER] / JOULES_PER_WATT_HOUR
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,8 @@ class DemoSummary:
     machines: tuple[MachineSummary, ...]
     boot_times: BootTimes | None
     failures: tuple[str, ...]
-    energy: EnergyEstimate
+    energy: CountedEnergy | None
+    """None when the operator's counters could not be read."""
     reached: bool
     outcome: str
 
@@ -88,8 +107,15 @@ class DemoSummary:
         raise KeyError(name)
 
 
-def summarize(history: History, power_watts: Mapping[str, int], *, reached: bool, outcome: str) -> DemoSummary:
-    """The summary of a run. Pure."""
+def summarize(
+    history: History,
+    power_watts: Mapping[str, int],
+    *,
+    reached: bool,
+    outcome: str,
+    counted: tuple[float, float] | None = None,
+) -> DemoSummary:
+    """The summary of a run; `counted` is `energy_from_metrics` of the operator's `/metrics` at its end. Pure."""
     first, last = history.first, history.last
     start = first.elapsed if first is not None else 0.0
     end = last.elapsed if last is not None else start
@@ -105,7 +131,6 @@ def summarize(history: History, power_watts: Mapping[str, int], *, reached: bool
                 states=tuple(entry.state for entry in timeline),
                 boot_seconds=tuple(boot_durations(timeline)),
                 failed_boots=sum(entry.state == NodeState.BOOT_FAILED.value for entry in timeline),
-                off_seconds=off_seconds(timeline, start, end),
                 power_watts=power_watts.get(name, 0),
                 final_state=timeline[-1].state if timeline else "",
             )
@@ -114,28 +139,17 @@ def summarize(history: History, power_watts: Mapping[str, int], *, reached: bool
     boot_times = (
         BootTimes(len(boots), min(boots), sum(boots) / len(boots), max(boots)) if boots else None
     )
-    always_on = sum(machine.power_watts for machine in machines) * duration / 3600
-    saved = sum(machine.power_watts * machine.off_seconds for machine in machines) / 3600
+    always_on_watts = sum(machine.power_watts for machine in machines)
+    energy = CountedEnergy(counted[0], counted[1], always_on_watts) if counted is not None else None
     return DemoSummary(
         duration_seconds=duration,
         machines=tuple(machines),
         boot_times=boot_times,
         failures=tuple(_failures(history, machines)),
-        energy=EnergyEstimate(duration, always_on, saved),
+        energy=energy,
         reached=reached,
         outcome=outcome,
     )
-
-
-def off_seconds(timeline: Sequence[StateEntry], start: float, end: float) -> float:
-    """Seconds of [start, end] the machine spent in an off state, by when each state was seen. Pure."""
-    total = 0.0
-    for index, entry in enumerate(timeline):
-        begins = max(start, entry.seen_at)
-        ends = min(end, timeline[index + 1].seen_at) if index + 1 < len(timeline) else end
-        if entry.state in OFF_STATES and ends > begins:
-            total += ends - begins
-    return total
 
 
 def _failures(history: History, machines: Sequence[MachineSummary]) -> list[str]:
@@ -197,10 +211,14 @@ def render_summary(summary: DemoSummary) -> str:
     else:
         lines.append("  Failures: none")
     energy = summary.energy
-    lines.append(
-        f"  Energy (estimate): the machines were off {energy.saved_fraction:.0%} of the time. A day spent like "
-        f"this run saves about {energy.saved_kwh_per_day:.1f} kWh of the {energy.always_on_kwh_per_day:.1f} kWh "
-        "they would draw left on."
-    )
+    if energy is None:
+        lines.append("  Energy: the operator's counters could not be read from its /metrics")
+    else:
+        lines.append(
+            f"  Energy (the operator's counters): {energy.used_watt_hours:.2f} Wh used, "
+            f"{energy.avoided_watt_hours:.2f} Wh avoided compared with always on ({energy.saved_fraction:.0%}). "
+            f"A day spent like this run saves about {energy.saved_kwh_per_day:.1f} kWh of the "
+            f"{energy.always_on_kwh_per_day:.1f} kWh they would draw left on."
+        )
     return "\n".join(lines) + "\n"
 

@@ -40,7 +40,7 @@ from actors.ticker_actor import Tick
 from schemas import labels
 from schemas.common import Taint, TaintEffect
 from schemas.group import GroupSpec, NodeTemplate
-from schemas.node import NodeSnapshot, NodeState, OperationKind, PowerPolicy
+from schemas.node import NodeSnapshot, NodeState, NodeStatus, OperationKind, PowerPolicy
 from tests.support.actor_fakes import (
     NAMESPACE,
     START,
@@ -497,6 +497,24 @@ def test_the_template_comes_from_the_newest_ready_member(lab: Lab) -> None:
     template = lab.group().template
     assert template is not None
     assert (template.origin, template.capacity["cpu"]) == ("observed", "8")
+
+
+def test_auto_provision_time_is_learned_once_the_group_has_seen_five_boots(lab: Lab) -> None:
+    past = NodeStatus(state=NodeState.SHUTDOWN, attempts=2, recent_boot_seconds=(100.0, 200.0))
+    machines = (make_node("m1", status=past), make_node("m2", status=past))
+    lab.list_inventory((make_group(autoscaling_options={"max_node_provision_time": "auto"}),), machines)
+    assert lab.group().learned_provision_seconds is None  # four boots: CA keeps its default
+
+    assert lab.increase("workers", 1).error is None
+    lab.clock.advance(150)
+    booted(lab, "m1")
+
+    # Five boots (100, 200, 100, 200, 150 s): the slowest, 200 s, with half again as head room.
+    assert lab.group().learned_provision_seconds == 300.0
+    exported = metrics.REGISTRY.get_sample_value(
+        "homelab_autoscaler_group_learned_provision_seconds", {"group": lab.group_id("workers")}
+    )
+    assert exported == 300.0
 
 
 # --- the pure decisions ----------------------------------------------------------------------------------------

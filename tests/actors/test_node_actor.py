@@ -374,3 +374,26 @@ def test_a_retired_machine_cancels_its_timers(machine: OneMachine) -> None:
     machine.tell(ActorExitRequest())
     machine.heard()
     assert metrics.REGISTRY.get_sample_value("homelab_autoscaler_pending_timers") == 0.0
+
+
+def _histogram(name: str, group: str) -> tuple[float | None, float | None]:
+    labels = {"group": group}
+    return (
+        metrics.REGISTRY.get_sample_value(f"homelab_autoscaler_{name}_count", labels),
+        metrics.REGISTRY.get_sample_value(f"homelab_autoscaler_{name}_sum", labels),
+    )
+
+
+def test_boot_durations_go_to_the_group_histogram_including_one_finished_while_the_operator_was_down(
+    machine: OneMachine,
+) -> None:
+    # Restarted while booting, and the Node is already Ready: derive completes the boot and it is observed.
+    status = booting_status(machine.clock)
+    machine.clock.advance(80)
+    machine.configure(make_node("m1", status=status), kube_node=KubeNodeObservation(True, "k3s://m1", SNAPSHOT))
+    assert machine.state() is NodeState.READY
+    assert _histogram("boot_seconds", machine.group_id) == (1.0, 80.0)
+
+    machine.command(PowerOnRequested())  # refused (already Ready): nothing observed
+    machine.heard()
+    assert _histogram("boot_seconds", machine.group_id) == (1.0, 80.0)

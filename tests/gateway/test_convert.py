@@ -785,3 +785,23 @@ def test_node_price(
     priced: MachineSnapshot, window: timedelta, price_per_kwh: Decimal | None, want: Decimal | None
 ) -> None:
     assert convert.node_price(priced, NOON, NOON + window, price_per_kwh) == want
+
+
+@pytest.mark.parametrize(
+    ("learned_seconds", "provision"),
+    [
+        pytest.param(None, 16 * MINUTE, id="too-few-boots-keeps-cas-default"),
+        pytest.param(450.0, 450 * SECOND, id="learned-from-the-groups-boots"),
+        pytest.param(187.5, 187_500_000_000, id="fractions-of-a-second-survive"),
+    ],
+)
+def test_auto_provision_time_answers_what_the_group_learned(learned_seconds: float | None, provision: int) -> None:
+    request = externalgrpc.NodeGroupAutoscalingOptionsRequest(id="gpu", defaults=cluster_autoscaler_defaults())
+
+    response = convert.options_response(request, AutoscalingOptions(max_node_provision_time="auto"), learned_seconds)
+
+    options = response.nodeGroupAutoscalingOptions
+    assert durations(options)["provision"] == (provision, provision)
+    # Everything else is CA's own default, as with any single override.
+    assert durations(options)["unneeded"] == (11 * MINUTE, 11 * MINUTE)
+    assert options.scaleDownUtilizationThreshold == 0.61

@@ -29,6 +29,7 @@ from grpc_gateway.servicer import CloudProviderServicer
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from protos import k8s_node_pb2 as kubernetes
+from schemas.group import AutoscalingOptions
 from schemas.node import NodeState
 from tests.gateway.conftest import ODD_PROVIDER_ID, Gateway, GatewayFactory, machine
 
@@ -341,6 +342,24 @@ def test_overridden_options_fill_every_field_in_both_layouts(gateway: Gateway) -
     assert answered.MaxNodeProvisionDuration.ToSeconds() == 900
     assert answered.MaxNodeProvisionTime.duration == 900 * 1_000_000_000
     assert answered.scaleDownUtilizationThreshold == 0.5
+
+
+def test_auto_provision_time_follows_what_the_group_has_learned(gateway: Gateway) -> None:
+    group = gateway.read_model.group("lab/gpu")
+    assert group is not None
+    auto = AutoscalingOptions(max_node_provision_time="auto")
+    gateway.read_model.publish(dataclasses.replace(group, autoscaling_options=auto, version=group.version + 1))
+    before = options(gateway, "lab/gpu").nodeGroupAutoscalingOptions
+    learned = gateway.read_model.group("lab/gpu")
+    assert learned is not None
+    gateway.read_model.publish(
+        dataclasses.replace(learned, learned_provision_seconds=270.0, version=learned.version + 1)
+    )
+    after = options(gateway, "lab/gpu").nodeGroupAutoscalingOptions
+
+    # CA's own 15 minutes until enough boots were seen, then the group's figure, in both layouts.
+    assert before.MaxNodeProvisionDuration.ToSeconds() == 900
+    assert (after.MaxNodeProvisionDuration.ToSeconds(), after.MaxNodeProvisionTime.duration) == (270, 270 * 10**9)
 
 
 def test_overridden_options_start_from_the_defaults_of_each_request(gateway: Gateway) -> None:

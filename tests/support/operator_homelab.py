@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -169,8 +170,12 @@ class Homelab:
         values.update(overrides)
         return Settings(**values)
 
-    def start_operator(self, *, wait_acting: bool = True, **overrides: Any) -> RunningOperator:
-        operator = Operator(self.settings(**overrides))
+    def start_operator(
+        self, *, wait_acting: bool = True, clock: Callable[[], datetime] | None = None, **overrides: Any
+    ) -> RunningOperator:
+        """An operator on this homelab; `clock` replaces its clock (a test that compresses time moves it)."""
+        settings = self.settings(**overrides)
+        operator = Operator(settings) if clock is None else Operator(settings, clock=clock)
         operator.start()
         channel = grpc.insecure_channel(f"127.0.0.1:{operator.grpc_port}")
         running = RunningOperator(operator, channel, externalgrpc_grpc.CloudProviderStub(channel))

@@ -876,7 +876,8 @@ def test_conditions_are_replaced_never_duplicated_over_cycles() -> None:
     types = [c.type for c in machine.status.conditions]
     assert len(types) == len(set(types))
     assert machine.status.state is NodeState.SHUTDOWN
-    assert machine.status.powered_on_seconds == 3 * 30 * 60
+    # Each cycle: a one-minute boot and 30 minutes Ready (the power-off is confirmed at `now`, taking no time).
+    assert machine.status.powered_on_seconds == 3 * 31 * 60
 
 
 def test_now_must_be_timezone_aware() -> None:
@@ -996,3 +997,61 @@ def test_the_number_in_a_job_name_is_named_as_the_operation_number_not_a_try() -
         "powering off: shutdown #3: Job m1-shutdown-3 created (try 2 of 3) because shutdown Job m1-shutdown-2 "
         "failed: ipmitool: timeout"
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Boot and power-off durations: recorded in the status (they survive restarts) and reported to the shell
+
+
+def _boot(machine: Machine, took: timedelta) -> Transition:
+    booting = step(machine, ev.PowerOnRequested(), NOW).machine
+    return step(booting, READY, NOW + took)
+
+
+def _power_off(machine: Machine, took: timedelta) -> Transition:
+    stopping = step(machine, ev.PowerOffRequested(), NOW).machine
+    operation = stopping.status.operation
+    assert operation is not None
+    gone = step(stopping, ev.NodeGone(), NOW + took).machine
+    return step(gone, ev.JobSucceeded(OperationKind.SHUTDOWN, operation.job_name), NOW + took)
+
+
+def test_a_boot_records_how_long_it_took_from_the_power_command_to_node_ready() -> None:
+    result = _boot(machine_in(NodeState.SHUTDOWN, recent_boot_seconds=(50.0,)), timedelta(seconds=95.5))
+    assert result.machine.status.recent_boot_seconds == (50.0, 95.5)
+    assert result.finished == ((OperationKind.STARTUP, 95.5),)
+    assert fx.PatchStatus(result.machine.status) in result.effects  # the same write as the state change
+
+
+def test_a_boot_that_waited_for_a_slot_is_timed_from_its_startup_job() -> None:
+    queued = step(machine_in(NodeState.SHUTDOWN), ev.PowerOnRequested(start_now=False), NOW).machine
+    granted = step(queued, ev.BootSlotGranted(), NOW + timedelta(minutes=5)).machine
+    result = step(granted, READY, NOW + timedelta(minutes=6))
+    assert result.machine.status.recent_boot_seconds == (60.0,)
+
+
+def test_a_confirmed_power_off_records_how_long_it_took() -> None:
+    result = _power_off(machine_in(NodeState.READY), timedelta(seconds=42))
+    assert result.machine.status.state is NodeState.SHUTDOWN
+    assert result.machine.status.recent_shutdown_seconds == (42.0,)
+    assert result.finished == ((OperationKind.SHUTDOWN, 42.0),)
+
+
+def test_only_the_last_ten_durations_are_kept() -> None:
+    machine = machine_in(NodeState.SHUTDOWN, recent_boot_seconds=tuple(float(n) for n in range(10)))
+    result = _boot(machine, timedelta(seconds=99))
+    assert result.machine.status.recent_boot_seconds == (*(float(n) for n in range(1, 10)), 99.0)
+
+
+@pytest.mark.parametrize(
+    ("machine", "event"),
+    [
+        pytest.param(machine_in(NodeState.SHUTDOWN), READY, id="started outside the autoscaler"),
+        pytest.param(machine_in(NodeState.BOOT_FAILED), READY, id="came up after its boot failed"),
+        pytest.param(machine_in(NodeState.READY), ev.NodeGone(), id="stopped outside the autoscaler"),
+    ],
+)
+def test_power_changes_the_operator_did_not_command_are_not_timed(machine: Machine, event: ev.Event) -> None:
+    result = step(machine, event, NOW)
+    assert (result.machine.status.recent_boot_seconds, result.machine.status.recent_shutdown_seconds) == ((), ())
+    assert result.finished == ()

@@ -318,7 +318,7 @@ def sample_view() -> StatusView:
 
 
 def test_text_output_has_a_group_table_and_a_machine_table() -> None:
-    group_table, machine_table = render_text(sample_view()).split("\n\n")
+    group_table, machine_table, _energy = render_text(sample_view()).split("\n\n")
     assert table_rows(group_table) == [{"GROUP": "rack", "MIN": "0", "MAX": "4", "TARGET": "1", "READY": "0"}]
     booting, stuck = table_rows(machine_table)
     assert booting == {
@@ -337,7 +337,7 @@ def test_text_output_has_a_group_table_and_a_machine_table() -> None:
 
 
 def test_wide_output_adds_state_counts_provider_ids_and_the_whole_error() -> None:
-    group_table, machine_table = render_text(sample_view(), wide=True).split("\n\n")
+    group_table, machine_table, _energy = render_text(sample_view(), wide=True).split("\n\n")
     (group_line,) = table_rows(group_table)
     assert (group_line["STARTINGUP"], group_line["QUARANTINED"], group_line["INVALID"]) == ("1", "1", "0")
     _booting, stuck = table_rows(machine_table)
@@ -366,7 +366,7 @@ def test_nothing_to_show_renders_nothing() -> None:
 
 def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
     document = json.loads(json.dumps(to_document(sample_view())))
-    assert set(document) == {"groups", "machines"}
+    assert set(document) == {"groups", "machines", "power", "energy"}
     (group_entry,) = document["groups"]
     assert group_entry == {
         "namespace": "lab",
@@ -399,7 +399,7 @@ def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
         "cooldownSeconds": None,
         "powerPolicy": "Auto",
         "providerID": None,
-        "poweredOnSeconds": 0,
+        "poweredOnSeconds": 75,  # booting since its startup Job was created counts as powered on
         "consecutiveFailures": 0,
         "warnings": [],
     }
@@ -442,7 +442,8 @@ def test_a_machine_no_group_claims_is_unmanaged_not_a_healthy_spare(
 
     (machine,) = view.machines
     assert (machine.state, machine.last_error) == (state, reason)
-    (row,) = table_rows(render_text(view, wide=True).split("\n\n")[-1])
+    machine_table = next(block for block in render_text(view, wide=True).split("\n\n") if "STATE" in block)
+    (row,) = table_rows(machine_table)
     assert row["STATE"] == state
     assert row["LAST ERROR"] == (reason or "-")
     assert to_document(view)["machines"][0]["state"] == state
@@ -465,3 +466,73 @@ def test_a_power_job_that_may_run_on_a_powered_off_machine_is_a_warning() -> Non
     text = render_text(view)
     assert text.split("\n\n")[-1].splitlines() == ["WARNINGS", f"nuc-1: {warning}"]
     assert to_document(view)["machines"][0]["warnings"] == [warning]
+
+
+# --- boot and power-off durations per group --------------------------------------------------------------------
+
+
+def test_power_table_shows_boot_and_shutdown_percentiles_per_group_over_every_member() -> None:
+    # Ten boots over two machines: nearest-rank p50 is the 5th (60 s), p90 the 9th (300 s), max the slowest.
+    first = node("nas-1", state="Ready", recentBootSeconds=[30, 40, 50, 55, 60], recentShutdownSeconds=[20])
+    second = node("nas-2", state="Shutdown", recentBootSeconds=[70, 80, 90, 300, 900.5], recentShutdownSeconds=[40])
+    quiet = node("pi-1", group="edge", state="Shutdown")
+    learning = Group.model_validate({
+        "metadata": {"name": "rack", "namespace": "lab"},
+        "spec": {"maxSize": 4, "autoscalingOptions": {"maxNodeProvisionTime": "auto"}},
+    })
+    view = build_view((g for g in [learning, group("edge")]), [first, second, quiet], NOW)
+
+    _groups, _machines, power, _energy = render_text(view).split("\n\n")
+
+    # The edge group never booted a machine: no line of dashes for it. CA is told the slowest boot (900.5 s, the
+    # p99 of ten) times 1.5, capped at one hour.
+    assert _power_lines(power) == [
+        ["rack", "10", "1m", "5m", "15m", "2", "20s", "40s", "40s", "22m30s (auto)"],
+    ]
+    (entry,) = to_document(view)["power"]
+    assert entry["bootSeconds"] == {"count": 10, "p50Seconds": 60.0, "p90Seconds": 300.0, "maxSeconds": 900.5}
+    assert entry["shutdownSeconds"] == {"count": 2, "p50Seconds": 20.0, "p90Seconds": 40.0, "maxSeconds": 40.0}
+    assert (entry["learnedProvisionSeconds"], entry["maxNodeProvisionTimeAuto"]) == (1350.75, True)
+
+
+def _power_lines(text: str) -> list[list[str]]:
+    # The power table repeats the P90 and MAX headers (boot, then shutdown), so read it by position.
+    return [re.split(r" {3,}", line) for line in text.strip("\n").splitlines()[1:]]
+
+
+def test_no_power_table_before_any_boot() -> None:
+    assert "BOOT P50" not in render_text(sample_view())
+    assert to_document(sample_view())["power"] == []
+
+
+# --- energy used and avoided per group -------------------------------------------------------------------------
+
+
+def test_energy_table_shows_used_avoided_and_cost_and_unknown_never_as_zero() -> None:
+    priced = Group.model_validate(
+        {"metadata": {"name": "rack", "namespace": "lab"}, "spec": {"maxSize": 4, "energyPrice": "0.50"}}
+    )
+    pricing = {"pricing": {"powerWatts": 100, "standbyWatts": 10}}
+    # On for the last 2 hours of the 4 it has been accounted: 2 h at 100 W plus 2 h at 10 W, 2 h at 90 W avoided.
+    on = Node.model_validate(
+        raw_node("nas-1", spec=pricing, state="Ready", since=stamp(2 * 3600), accountingSince=stamp(4 * 3600))
+    )
+    undeclared = node("nas-2", state="Shutdown", since=stamp(3600))
+    unknown_only = node("pi-1", group="edge", state="Ready", since=stamp(60))
+    view = build_view([priced, group("edge")], [on, undeclared, unknown_only], NOW)
+
+    energy_table = render_text(view).split("\n\n")[-1]
+
+    assert table_rows(energy_table) == [
+        {
+            "GROUP": "edge", "DRAW": "unknown", "KWH 24H": "unknown", "AVOIDED 24H": "unknown", "COST 24H": "-",
+            "KWH TOTAL": "unknown", "AVOIDED TOTAL": "unknown", "COST TOTAL": "-", "UNKNOWN": "1 of 1",
+        },
+        {
+            "GROUP": "rack", "DRAW": "100W", "KWH 24H": "0.22", "AVOIDED 24H": "0.18", "COST 24H": "0.11",
+            "KWH TOTAL": "0.22", "AVOIDED TOTAL": "0.18", "COST TOTAL": "0.11", "UNKNOWN": "1 of 2",
+        },
+    ]
+    edge, rack = to_document(view)["energy"]
+    assert rack["lastDay"] == {"usedKWh": 0.22, "avoidedKWh": 0.18, "cost": "0.11"}
+    assert (edge["drawWatts"], edge["lastDay"]["usedKWh"], edge["unknownMachines"]) == (None, None, 1)

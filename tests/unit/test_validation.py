@@ -208,6 +208,18 @@ GROUP_CASES = [
         at("spec", "nodeTaints", 0, "effect", value="NoBoot"), "spec.nodeTaints[0].effect", "one of", id="effect"
     ),
     pytest.param(at("spec", "gpuLabel", value="not a key!"), "spec.gpuLabel", "label key", id="gpu-label"),
+    pytest.param(
+        at("spec", "autoscalingOptions", value={"maxNodeProvisionTime": "0s"}),
+        "spec.autoscalingOptions.maxNodeProvisionTime",
+        "give up on every boot at once",
+        id="zero-provision-time",
+    ),
+    pytest.param(
+        at("spec", "autoscalingOptions", value={"maxNodeProvisionTime": "automatic"}),
+        "spec.autoscalingOptions.maxNodeProvisionTime",
+        "",
+        id="not-auto-nor-a-duration",
+    ),
     pytest.param(at("metadata", "name", value="g" * 64), "metadata.name", "at most 63", id="long-group-name"),
 ]
 
@@ -367,6 +379,20 @@ NODE_CASES = [
     pytest.param(
         at("spec", "pricing", "hourlyPrice", value="cheap"), "spec.pricing.hourlyPrice", "decimal number", id="price"
     ),
+    pytest.param(
+        at("spec", "pricing", value={"powerWatts": -40}), "spec.pricing.powerWatts", "must be at least 0",
+        id="negative-watts",
+    ),
+    pytest.param(
+        at("spec", "pricing", value={"powerWatts": 250_000}), "spec.pricing.powerWatts", "must be at most 20000",
+        id="absurd-watts",
+    ),
+    pytest.param(
+        at("spec", "pricing", value={"powerWatts": 40, "standbyWatts": 60}),
+        "spec.pricing.standbyWatts",
+        "must not exceed powerWatts (40)",
+        id="standby-above-on",
+    ),
 ]
 
 
@@ -389,6 +415,11 @@ def test_a_bad_node_is_refused_at_the_field(change: Change, path: str, fragment:
         pytest.param(validate_group, Group.model_validate(valid_group()), id="group-model"),
         pytest.param(validate_group, GroupSpec.model_validate(valid_group()["spec"]), id="group-spec-model"),
         pytest.param(validate_group, {"metadata": {"name": "g"}, "spec": {"maxSize": 0}}, id="group-minimal"),
+        pytest.param(
+            validate_group,
+            {"metadata": {"name": "g"}, "spec": {"maxSize": 1, "autoscalingOptions": {"maxNodeProvisionTime": "auto"}}},
+            id="group-learned-provision-time",
+        ),
         pytest.param(validate_node, valid_node(), id="node-dict"),
         pytest.param(validate_node, valid_node()["spec"], id="node-spec-dict"),
         pytest.param(validate_node, Node.model_validate(valid_node()), id="node-model"),

@@ -45,7 +45,7 @@ from homelab_autoscaler.demo.observation import (
 )
 from homelab_autoscaler.demo.readers import Autoscaler
 from homelab_autoscaler.demo.session import DemoSession
-from homelab_autoscaler.demo.summary import summarize
+from homelab_autoscaler.demo.summary import energy_from_metrics, render_summary, summarize
 from homelab_autoscaler.status_view import MachineRow, StatusView
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
@@ -76,7 +76,12 @@ def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
             (event["involvedObject"]["name"], event["reason"]) for event in store.list("v1", "events", NAMESPACE)
         }
         directory = session.temporary_directory
-    summary = summarize(result.history, homelab.power_watts(), reached=result.reached, outcome=result.message)
+        exposition = session.metrics_text()
+    assert exposition is not None
+    counted = energy_from_metrics(exposition)
+    summary = summarize(
+        result.history, homelab.power_watts(), reached=result.reached, outcome=result.message, counted=counted
+    )
 
     assert result.exit_code == 0, result.message
     states = {name: item["status"]["state"] for name, item in machines.items()}
@@ -113,8 +118,11 @@ def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
     assert summary.boot_times.count == 3
     assert 0 < summary.boot_times.minimum <= summary.boot_times.average <= summary.boot_times.maximum < 10
     assert [failure.split(":")[0] for failure in summary.failures] == ["elitedesk-1"]
+    # Energy as the operator counted it: most machines were off most of the run.
+    assert summary.energy is not None
     assert 0.4 < summary.energy.saved_fraction < 0.95
     assert 0 < summary.energy.saved_kwh_per_day < summary.energy.always_on_kwh_per_day
+    assert "Energy (the operator's counters)" in render_summary(summary)
     # Everything was stopped and cleaned up when the session ended.
     assert directory is not None
     assert not directory.exists()
@@ -443,7 +451,19 @@ def test_a_pipe_gets_one_line_per_change() -> None:
     ]
 
 
-# --- the energy estimate -------------------------------------------------------------------------------------
+# --- energy, from the operator's counters ---------------------------------------------------------------------
+
+
+EXPOSITION = """\
+# HELP homelab_autoscaler_group_energy_used_joules Energy used by a group's machines whose draw is known.
+# TYPE homelab_autoscaler_group_energy_used_joules counter
+homelab_autoscaler_group_energy_used_joules_total{group="homelab/minis"} 3600.0
+homelab_autoscaler_group_energy_used_joules_total{group="homelab/gpu"} 7200.0
+# HELP homelab_autoscaler_group_energy_avoided_joules Energy a group's machines avoided compared with always on.
+# TYPE homelab_autoscaler_group_energy_avoided_joules counter
+homelab_autoscaler_group_energy_avoided_joules_total{group="homelab/minis"} 32400.0
+homelab_autoscaler_group_energy_avoided_joules_total{group="homelab/gpu"} 0.0
+"""
 
 
 def _history(entries: list[tuple[str, float]], end: float) -> History:
@@ -455,23 +475,22 @@ def _history(entries: list[tuple[str, float]], end: float) -> History:
     return history
 
 
-@pytest.mark.parametrize(
-    ("entries", "saved_fraction", "saved_kwh_per_day"),
-    [
-        pytest.param([("Shutdown", 0.0)], 1.0, 2.4, id="off-the-whole-run"),
-        pytest.param([("Ready", 0.0)], 0.0, 0.0, id="on-the-whole-run"),
-        pytest.param([("Shutdown", 0.0), ("StartingUp", 5.0), ("Ready", 6.0)], 0.5, 1.2, id="off-half-the-run"),
-        pytest.param([("Shutdown", 0.0), ("StartingUp", 2.0), ("BootFailed", 3.0), ("Shutdown", 8.0)], 0.4, 0.96,
-                     id="a-failed-boot-counts-as-on"),
-        pytest.param([("Quarantined", 0.0)], 1.0, 2.4, id="quarantined-is-off"),
-    ],
-)
-def test_energy_saved_is_off_time_times_power_extrapolated_to_a_day(
-    entries: list[tuple[str, float]], saved_fraction: float, saved_kwh_per_day: float
-) -> None:
-    summary = summarize(_history(entries, end=10.0), {"box": 100}, reached=True, outcome="done")
+def test_the_energy_line_sums_the_operators_group_counters() -> None:
+    assert energy_from_metrics(EXPOSITION) == (3.0, 9.0)
+    history = _history([("Shutdown", 0.0)], end=10.0)
 
-    assert summary.energy.saved_fraction == pytest.approx(saved_fraction)
-    assert summary.energy.saved_kwh_per_day == pytest.approx(saved_kwh_per_day)
+    summary = summarize(history, {"box": 100}, reached=True, outcome="done", counted=(3.0, 9.0))
+
+    assert summary.energy is not None
+    assert summary.energy.saved_fraction == pytest.approx(0.75)
     assert summary.energy.always_on_kwh_per_day == pytest.approx(2.4)
+    assert summary.energy.saved_kwh_per_day == pytest.approx(1.8)
+    assert "3.00 Wh used, 9.00 Wh avoided compared with always on (75%)" in render_summary(summary)
+
+
+def test_without_counters_the_summary_says_so_instead_of_guessing() -> None:
+    assert energy_from_metrics("# nothing here\n") is None
+    summary = summarize(_history([("Shutdown", 0.0)], end=10.0), {"box": 100}, reached=True, outcome="done")
+    assert summary.energy is None
+    assert "counters could not be read" in render_summary(summary)
 

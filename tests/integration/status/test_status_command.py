@@ -154,7 +154,8 @@ def test_text_tables_show_groups_and_machines_and_exit_3_for_quarantine(
 ) -> None:
     code, out, err = status(capsys, "--kubeconfig", str(kubeconfig))
     assert (code, err) == (3, "")
-    group_rows, machine_rows = tables(out)
+    group_rows, machine_rows, energy_rows = tables(out)
+    assert [row["GROUP"] for row in energy_rows] == ["group-1", "group-2"]
     assert group_rows == [
         {"GROUP": "group-1", "MIN": "0", "MAX": "3", "TARGET": "2", "READY": "1"},
         {"GROUP": "group-2", "MIN": "0", "MAX": "3", "TARGET": "0", "READY": "0"},
@@ -201,7 +202,7 @@ def test_json_document_for_scripts(capsys: pytest.CaptureFixture[str], kubeconfi
 def test_one_group_without_quarantine_exits_0(capsys: pytest.CaptureFixture[str], kubeconfig: Path) -> None:
     code, out, _err = status(capsys, "--kubeconfig", str(kubeconfig), "--group", "group-1", "-o", "wide")
     assert code == 0
-    group_rows, machine_rows = tables(out)
+    group_rows, machine_rows, *_energy = tables(out)
     assert [row["GROUP"] for row in group_rows] == ["group-1"]
     assert (group_rows[0]["STARTINGUP"], group_rows[0]["SHUTDOWN"]) == ("1", "1")
     assert {row["GROUP"] for row in machine_rows} == {"group-1"}
@@ -211,7 +212,7 @@ def test_one_group_without_quarantine_exits_0(capsys: pytest.CaptureFixture[str]
 def test_all_namespaces_adds_the_namespace_column(capsys: pytest.CaptureFixture[str], kubeconfig: Path) -> None:
     code, out, _err = status(capsys, "--kubeconfig", str(kubeconfig), "-A")
     assert code == 3
-    group_rows, machine_rows = tables(out)
+    group_rows, machine_rows, *_energy = tables(out)
     assert {row["NAMESPACE"] for row in group_rows + machine_rows} == {NAMESPACE}
 
 
@@ -319,7 +320,7 @@ def test_as_a_subprocess(kubeconfig: Path) -> None:
     )
     assert finished.returncode == 3, finished.stderr
     assert finished.stderr == ""
-    _group_rows, machine_rows = tables(finished.stdout)
+    _group_rows, machine_rows, *_energy = tables(finished.stdout)
     states = {row["MACHINE"]: row["STATE"] for row in machine_rows}
     assert (states["machine-0001"], states["machine-0002"], states["machine-0004"]) == (
         "Ready",
