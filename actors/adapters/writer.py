@@ -389,8 +389,9 @@ class KubeWriter:
                     pending = key
                     if self._abort.is_set():
                         reachability.abandoned(pending)
-                        self._failed(batch, effect, f"the API server is unreachable: {error.message}",
-                                     permanent=False)
+                        for failed in (effect, *together):
+                            self._failed(batch, failed, f"the API server is unreachable: {error.message}",
+                                         permanent=False)
                         return False
                     outage_waits += 1
                     reachability.wait_for_return(returns, self._backoff(outage_waits), self._abort.is_set)
