@@ -2,7 +2,8 @@
 
 Separate from the command so that everything a user reads is decided by pure functions of the resources and
 `now`: the command only lists resources, calls these and prints. Tests feed hand-made resources and a fixed
-clock, and a live view (the demo's) can reuse the same rows.
+clock, and a live view (the demo's) can reuse the same rows, with the machine table fitted to its terminal's width
+(`render_machine_table`); `status` itself prints whole lines, as kubectl does, for pipes and scripts to read.
 
 The machine table is the Node CRs' `.status` (the durable record the operator keeps). A group's TARGET and READY
 are counted from the member machines listed beside it, with the rule the operator itself uses for the target CA
@@ -18,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
@@ -49,6 +51,28 @@ NO_VALUE: Final = "-"
 ERROR_WIDTH: Final = 60
 """Characters of LAST ERROR shown by the default text output; `-o wide` and JSON show it whole."""
 COLUMN_GAP: Final = "   "
+ELLIPSIS: Final = "…"
+SHRUNK_WIDTH: Final = 20
+"""The narrowest a long column (OPERATION, LAST ERROR) is cut to before it is dropped instead: below this a job
+name or an error no longer says anything."""
+
+
+class MachineColumn(StrEnum):
+    """The machine table's columns, by header, in the order they are drawn."""
+
+    MACHINE = "MACHINE"
+    GROUP = "GROUP"
+    STATE = "STATE"
+    SINCE = "SINCE"
+    OPERATION = "OPERATION"
+    LAST_ERROR = "LAST ERROR"
+    COOLDOWN = "COOLDOWN"
+    POLICY = "POLICY"
+
+
+SHRINKABLE_COLUMNS: Final = frozenset({MachineColumn.OPERATION, MachineColumn.LAST_ERROR})
+"""Columns whose cells are free text, cut with an ellipsis to fit; the others are short values, kept whole or
+dropped."""
 
 _ANSI_RESET: Final = "\x1b[0m"
 _STATE_COLOURS: Final = {
@@ -388,17 +412,20 @@ def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = 
         blocks.append(_power_table(view.power, show_namespace=show_namespace))
     if view.energy:
         blocks.append(_energy_table(view.energy, show_namespace=show_namespace))
-    warned = [machine for machine in view.machines if machine.warnings]
-    if warned:
-        blocks.append("\n".join(
-            ["WARNINGS"]
-            + [
-                f"{machine.namespace}/{machine.name}: {warning}" if show_namespace else f"{machine.name}: {warning}"
-                for machine in warned
-                for warning in machine.warnings
-            ]
-        ))
+    warnings = warning_lines(view.machines, show_namespace=show_namespace)
+    if warnings:
+        blocks.append("\n".join(warnings))
     return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def warning_lines(machines: Iterable[MachineRow], *, show_namespace: bool = False) -> list[str]:
+    """The WARNINGS block under the machine table, one line per warning; [] when no machine has one. Pure."""
+    lines = [
+        f"{machine.namespace}/{machine.name}: {warning}" if show_namespace else f"{machine.name}: {warning}"
+        for machine in machines
+        for warning in machine.warnings
+    ]
+    return ["WARNINGS", *lines] if lines else []
 
 
 def _group_table(groups: Sequence[GroupRow], *, wide: bool, show_namespace: bool, colour: bool) -> str:
@@ -428,13 +455,76 @@ def _group_table(groups: Sequence[GroupRow], *, wide: bool, show_namespace: bool
 
 
 def _machine_table(machines: Sequence[MachineRow], *, wide: bool, show_namespace: bool, colour: bool) -> str:
-    headers = ["MACHINE", "GROUP", "STATE", "SINCE", "OPERATION", "LAST ERROR", "COOLDOWN", "POLICY"]
+    headers, rows = _machine_cells(machines, wide=wide, colour=colour)
+    return _table(_with_namespace(headers, rows, [machine.namespace for machine in machines], show_namespace))
+
+
+def render_machine_table(
+    machines: Sequence[MachineRow],
+    *,
+    width: int,
+    priority: Sequence[MachineColumn],
+    keep_whole: Collection[MachineColumn] = (),
+    colour: bool = False,
+) -> str:
+    """The machine table with no line longer than `width` visible characters (colour codes do not count). Pure.
+
+    Columns are given up in reverse `priority` order (unlisted ones first) until the rest fit, OPERATION and LAST
+    ERROR counted at `SHRUNK_WIDTH`, except that the columns of `keep_whole` are counted whole (LAST ERROR up to
+    `ERROR_WIDTH`, as `status` shows it) for as long as another column can be given up instead: what a person is
+    asked to look at gets the room first. The room left then goes to the free-text columns, in priority order, and
+    a cell longer than its column ends in an ellipsis. The first column of `priority` is never given up, so on a
+    terminal too narrow even for it the line is longer than `width` and the caller has to cut it.
+    """
+    # The whole error, cut below once its column's width is known (to ERROR_WIDTH at most, as `status` cuts it).
+    headers, rows = _machine_cells(machines, wide=False, colour=colour, cut_errors=False)
+    columns = [MachineColumn(header) for header in headers]
+    rank = {column: priority.index(column) if column in priority else len(priority) for column in columns}
+    first = priority[0] if priority else columns[0]
+    natural = [max(len(_text(cell)) for cell in [header, *(row[index] for row in rows)])
+               for index, header in enumerate(headers)]
+    error_column = columns.index(MachineColumn.LAST_ERROR)
+    natural[error_column] = min(natural[error_column], ERROR_WIDTH)
+    least = [
+        min(natural[index], max(SHRUNK_WIDTH, len(headers[index]))) if column in SHRINKABLE_COLUMNS else natural[index]
+        for index, column in enumerate(columns)
+    ]
+    sizes = [natural[index] if column in keep_whole else least[index] for index, column in enumerate(columns)]
+
+    def needed(kept: list[int], sizes: list[int]) -> int:
+        return sum(sizes[index] for index in kept) + len(COLUMN_GAP) * (len(kept) - 1)
+
+    kept = list(range(len(columns)))
+    while needed(kept, sizes) > width:
+        candidates = [index for index in kept if columns[index] != first]
+        if not candidates:
+            break
+        if sizes != least and all(columns[index] in keep_whole for index in candidates):
+            sizes = least  # only the columns to keep whole are left: they are shortened before any goes
+            continue
+        # Other columns before those to keep whole, the least important first; among equals the rightmost, so the
+        # table keeps its left-hand shape.
+        kept.remove(max(candidates, key=lambda index: (columns[index] not in keep_whole, rank[columns[index]], index)))
+    widths = {index: sizes[index] for index in kept}
+    room = width - needed(kept, sizes)
+    for index in sorted(kept, key=lambda index: rank[columns[index]]):
+        grow = max(0, min(room, natural[index] - widths[index]))
+        widths[index] += grow
+        room -= grow
+    fitted_rows = [[_shorten(row[index], widths[index]) for index in kept] for row in rows]
+    return _table(([headers[index] for index in kept], fitted_rows))
+
+
+def _machine_cells(
+    machines: Sequence[MachineRow], *, wide: bool, colour: bool, cut_errors: bool = True
+) -> tuple[list[str], list[list[_Cell]]]:
+    headers: list[str] = list(MachineColumn)
     if wide:
         headers += ["PROVIDER-ID", "POWERED-ON"]
     rows: list[list[_Cell]] = []
     for machine in machines:
         error = " ".join(machine.last_error.split())  # one line, whatever the message holds
-        if not wide and len(error) > ERROR_WIDTH:
+        if cut_errors and not wide and len(error) > ERROR_WIDTH:
             error = error[: ERROR_WIDTH - 3] + "..."
         cells: list[_Cell] = [
             machine.name,
@@ -450,7 +540,7 @@ def _machine_table(machines: Sequence[MachineRow], *, wide: bool, show_namespace
             powered = machine.powered_on_seconds
             cells += [machine.provider_id or NO_VALUE, human_age(powered) if powered is not None else NO_VALUE]
         rows.append(cells)
-    return _table(_with_namespace(headers, rows, [machine.namespace for machine in machines], show_namespace))
+    return headers, rows
 
 
 _Cell = str | tuple[str, str]
@@ -465,9 +555,22 @@ def _with_namespace(
     return ["NAMESPACE", *headers], [[namespace, *row] for namespace, row in zip(namespaces, rows, strict=True)]
 
 
+def _text(cell: _Cell) -> str:
+    return cell if isinstance(cell, str) else cell[0]
+
+
+def _shorten(cell: _Cell, width: int) -> _Cell:
+    """The cell cut to `width` characters, ending in an ellipsis when cut; a coloured cell keeps its colour."""
+    text = _text(cell)
+    if len(text) <= width:
+        return cell
+    short = text[: max(0, width - len(ELLIPSIS))].rstrip() + ELLIPSIS
+    return short if isinstance(cell, str) else (short, cell[1])
+
+
 def _table(table: tuple[list[str], list[list[_Cell]]]) -> str:
     headers, rows = table
-    texts = [[cell if isinstance(cell, str) else cell[0] for cell in row] for row in rows]
+    texts = [[_text(cell) for cell in row] for row in rows]
     widths = [max(len(line[column]) for line in [headers, *texts]) for column in range(len(headers))]
     lines = [COLUMN_GAP.join(header.ljust(width) for header, width in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:

@@ -6,7 +6,11 @@ by pure functions of an observation (`render_frame`, `format_change`); the class
 lines the previous frame took, so the next one can be drawn over it.
 
 The machine table is `homelab-autoscaler status`'s own (the same rows, the same columns), so what the demo shows is
-what a person will later see on a real cluster.
+what a person will later see on a real cluster. Unlike `status` it is fitted to the terminal's width, read again for
+every frame: it needs about 160 columns whole, and a line cut at the edge would lose COOLDOWN and POLICY, the very
+columns a step can be about. So columns are given up by priority instead: the step's own columns (`Step.columns`)
+keep their whole length while any other column can go, the rest go in reverse `COLUMN_PRIORITY` order, and the
+free-text ones are shortened with an ellipsis.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from os import terminal_size
 from typing import Final, TextIO
 
 from homelab_autoscaler.demo.observation import Change, ChangeKind, GroupSeen, Observation, StepStatus
-from homelab_autoscaler.status_view import StatusView, render_text, seconds_between
+from homelab_autoscaler.status_view import (
+    MachineColumn,
+    MachineRow,
+    render_machine_table,
+    seconds_between,
+    warning_lines,
+)
 from schemas.node import NodeState
 
 TAIL_LENGTH: Final = 8
@@ -34,6 +44,22 @@ BOLD: Final = "\x1b[1m"
 DIM: Final = "\x1b[2m"
 GREEN: Final = "\x1b[32m"
 RESET: Final = "\x1b[0m"
+COLUMN_PRIORITY: Final = (
+    MachineColumn.MACHINE,
+    MachineColumn.STATE,
+    MachineColumn.COOLDOWN,
+    MachineColumn.LAST_ERROR,
+    MachineColumn.POLICY,
+    MachineColumn.OPERATION,
+    MachineColumn.SINCE,
+    MachineColumn.GROUP,
+)
+"""The machine table's columns, the last given up first when the terminal is narrow.
+
+Which machine and its state are the view's subject. COOLDOWN takes a few characters and is the only sign of why a
+machine that failed is not chosen again, and LAST ERROR says what failed. POLICY is short and the only sign of a
+machine pinned on or off. The power Jobs of OPERATION are also told by the Booting and Recent lines, SINCE by the
+Recent lines, and GROUP by the machines' names and the Cluster Autoscaler lines above, so they go first."""
 
 
 # --- pure rendering ----------------------------------------------------------------------------------------------
@@ -95,9 +121,14 @@ def render_frame(
     tail: Sequence[Change],
     expected_boot: Mapping[str, float],
     *,
+    width: int,
     colour: bool = True,
 ) -> list[str]:
-    """The whole live view as lines, before fitting it to the terminal. Pure."""
+    """The whole live view as lines for a terminal `width` columns wide, before `fit` cuts what still overflows.
+
+    Only the machine table is laid out for the width; the other lines are short, or free text that `fit` cuts.
+    Pure.
+    """
     bold, dim, reset = (BOLD, DIM, RESET) if colour else ("", "", "")
     heading = f"homelab-autoscaler demo · {observation.elapsed:.1f} s"
     if step is not None:
@@ -106,8 +137,7 @@ def render_frame(
     if step is not None:
         lines.append(f"  {dim}{step.explanation}{reset}")
     lines += ["", f"{bold}Cluster Autoscaler sees{reset}", *ca_lines(observation.groups), ""]
-    machine_table = render_text(StatusView(machines=observation.view.machines), colour=colour)
-    lines += machine_table.rstrip("\n").split("\n")
+    lines += machine_lines(observation.view.machines, step, width=width, colour=colour)
     progress = boot_progress_lines(observation, expected_boot)
     if progress:
         lines += ["", f"{bold}Booting{reset}", *progress]
@@ -119,6 +149,32 @@ def render_frame(
     if tail:
         lines += ["", f"{bold}Recent{reset}", *(f"  {format_change(change)}" for change in tail)]
     return lines
+
+
+def column_priority(step: StepStatus | None) -> tuple[MachineColumn, ...]:
+    """The machine table's columns, most important first: MACHINE, then the step's own columns. Pure."""
+    focus = step.columns if step is not None else ()
+    first = (MachineColumn.MACHINE, *focus)
+    return (*dict.fromkeys(first), *(column for column in COLUMN_PRIORITY if column not in first))
+
+
+def machine_lines(
+    machines: Sequence[MachineRow], step: StepStatus | None, *, width: int, colour: bool = True
+) -> list[str]:
+    """The machine table with its lines shorter than `width`, then `status`'s warnings (which `fit` cuts). Pure."""
+    if not machines:
+        return []
+    # One column is left free: `fit` keeps every line short of the last column, as a line that fills it makes
+    # some terminals wrap, and the next redraw counts lines to find the top of the frame.
+    lines = render_machine_table(
+        machines,
+        width=width - 1,
+        priority=column_priority(step),
+        keep_whole=step.columns if step is not None else (),
+        colour=colour,
+    ).split("\n")
+    warnings = warning_lines(machines)
+    return [*lines, "", *warnings] if warnings else lines
 
 
 def fit(lines: Sequence[str], width: int, height: int) -> list[str]:
@@ -152,7 +208,11 @@ class LineDisplay:
 
 
 class LiveDisplay:
-    """The whole view redrawn in place on a terminal (ANSI cursor movement)."""
+    """The whole view redrawn in place on a terminal (ANSI cursor movement).
+
+    `terminal` gives the size for each frame; `shutil.get_terminal_size` honours COLUMNS and LINES when they are
+    set, asks the terminal otherwise, and falls back to 80 columns by 24 lines when there is none to ask.
+    """
 
     def __init__(
         self,
@@ -171,9 +231,11 @@ class LiveDisplay:
 
     def show(self, observation: Observation, changes: Sequence[Change], step: StepStatus | None) -> None:
         self._tail.extend(changes)
-        size = self._terminal()
+        size = self._terminal()  # every frame: the terminal may have been resized since the last one
         lines = fit(
-            render_frame(observation, step, list(self._tail), self._expected_boot, colour=self._colour),
+            render_frame(
+                observation, step, list(self._tail), self._expected_boot, width=size.columns, colour=self._colour
+            ),
             size.columns,
             size.lines,
         )

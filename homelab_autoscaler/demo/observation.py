@@ -19,7 +19,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from homelab_autoscaler.status_view import MachineRow, StatusView, human_age, operation_text, seconds_between
+from homelab_autoscaler.status_view import (
+    MachineColumn,
+    MachineRow,
+    StatusView,
+    human_age,
+    operation_text,
+    seconds_between,
+)
 from schemas import labels as label_names
 from schemas.node import NodeState
 
@@ -146,6 +153,8 @@ class StepStatus:
     explanation: str
     started_at: float
     checks: tuple[Check, ...] = ()
+    columns: tuple[MachineColumn, ...] = ()
+    """The machine table's columns the step is about, kept before any other on a narrow terminal."""
 
 
 # --- reading raw API objects -------------------------------------------------------------------------------------

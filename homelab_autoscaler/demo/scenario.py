@@ -46,6 +46,7 @@ from homelab_autoscaler.demo.readers import (
     RefusedCall,
     observe,
 )
+from homelab_autoscaler.status_view import MachineColumn
 from schemas.node import NodeState
 
 LOGGER = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ class Step:
     world_seconds: float
     """How long the simulated world needs for the goal at speed 1 (the deadline is derived from it)."""
     act: Act | None = None
+    columns: tuple[MachineColumn, ...] = ()
+    """The machine table's columns the step is about: a narrow live view gives up every other column first."""
 
 
 def scenario_steps(cast: Cast) -> tuple[Step, ...]:
@@ -233,6 +236,7 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
             scaled_up,
             world_seconds=15.0,
             act=scale_up,
+            columns=(MachineColumn.STATE, MachineColumn.OPERATION),
         ),
         Step(
             "CA gives up on the failed boot",
@@ -241,6 +245,7 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
             failed_deleted,
             world_seconds=3.0,
             act=delete_failed,
+            columns=(MachineColumn.STATE, MachineColumn.COOLDOWN, MachineColumn.LAST_ERROR),
         ),
         Step(
             f"Scale up {cast.second_group} by 1",
@@ -248,6 +253,7 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
             second_scaled_up,
             world_seconds=15.0,
             act=scale_up_second,
+            columns=(MachineColumn.STATE, MachineColumn.OPERATION),
         ),
         Step(
             f"Scale down {cast.scaled_down}",
@@ -256,6 +262,7 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
             scaled_down,
             world_seconds=15.0,
             act=scale_down,
+            columns=(MachineColumn.STATE, MachineColumn.OPERATION),
         ),
         Step(
             "Outcome",
@@ -436,7 +443,7 @@ class Driver:
 
     def _play_step(self, number: int, total: int, step: Step) -> list[str]:
         started = self.elapsed
-        status = StepStatus(number, total, step.title, step.explanation, started)
+        status = StepStatus(number, total, step.title, step.explanation, started, columns=step.columns)
         self._note(ChangeKind.STEP, f"step {number}/{total}", step.title, step.explanation)
         observation, checks = self.tick(status, step.goal)
         if step.act is not None:

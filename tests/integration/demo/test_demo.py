@@ -46,7 +46,7 @@ from homelab_autoscaler.demo.observation import (
 from homelab_autoscaler.demo.readers import Autoscaler
 from homelab_autoscaler.demo.session import DemoSession
 from homelab_autoscaler.demo.summary import energy_from_metrics, render_summary, summarize
-from homelab_autoscaler.status_view import MachineRow, StatusView
+from homelab_autoscaler.status_view import MachineRow, OperationRow, StatusView
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION
@@ -434,6 +434,128 @@ def test_the_live_view_redraws_in_place_and_never_wraps() -> None:
     assert any("nuc-1" in line and "[" in line and "of ~2.0 s" in line for line in visible), "a boot progress bar"
     assert any("homelab/minis" in line and "target 1" in line for line in visible)
     assert screen.getvalue().endswith("\x1b[?25h"), "the cursor is given back"
+
+
+BACKOFF_ERROR: Final = "startup Job elitedesk-1-startup-1 failed: Job has reached the specified backoff limit"
+ALL_COLUMNS: Final = ("MACHINE", "GROUP", "STATE", "SINCE", "OPERATION", "LAST ERROR", "COOLDOWN", "POLICY")
+
+
+def _cooldown_observation() -> Observation:
+    """The homelab during step 3: elitedesk-1 cools down after its failed boot, gpu-1 boots, nuc-2 shuts down."""
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def machine(name: str, group: str, state: str, **fields: Any) -> MachineRow:
+        return MachineRow(NAMESPACE, name, group, state, since=now - timedelta(seconds=5), age_seconds=5,
+                          power_policy="Auto", **fields)
+
+    machines = (
+        machine("gpu-1", "gpu", "StartingUp", operation=OperationRow("startup", 1, "gpu-1-startup-1", now, 1)),
+        machine("gpu-2", "gpu", "Shutdown"),
+        machine("elitedesk-1", "minis", "Shutdown", last_error=BACKOFF_ERROR, cooldown_seconds=116),
+        machine("nuc-1", "minis", "Ready"),
+        machine("nuc-2", "minis", "ShuttingDown", operation=OperationRow("shutdown", 2, "nuc-2-shutdown-2", now, 1)),
+    )
+    group = GroupSeen("homelab/minis", 0, 4, 2, (InstanceSeen("k3s://nuc-1", "running"),))
+    return Observation(7.0, now, (group,), StatusView(machines=machines), {}, ())
+
+
+def _scenario_step(number: int) -> StepStatus:
+    """The real scenario's step `number` (1-based) as the live view is given it."""
+    step = scenario.scenario_steps(scenario.cast_of(demo_homelab(SPEED)))[number - 1]
+    return StepStatus(number, 6, step.title, step.explanation, 0.0, (Check("nuc-1 Ready", True),), step.columns)
+
+
+def _live_screen(width: int, step: StepStatus, terminal: bool = True) -> list[str]:
+    """One frame of the live view on a terminal `width` columns wide, as lines with their colour codes."""
+    screen = io.StringIO()
+    size = (lambda: terminal_size((width, 40))) if terminal else None
+    display = LiveDisplay(screen, {}, colour=True, **({"terminal": size} if size else {}))
+    display.show(_cooldown_observation(), [Change(7.0, ChangeKind.STATE, "elitedesk-1", "BootFailed → Shutdown")], step)
+    display.close()
+    frame = screen.getvalue().removeprefix("\x1b[?25l\x1b[J").removesuffix("\x1b[?25h")
+    return frame.rstrip("\n").split("\n")
+
+
+def _visible(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
+
+
+def _machine_table(lines: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The machine table on screen: its rows by machine, each cell by its column's header."""
+    visible = [_visible(line) for line in lines]
+    top = next(index for index, line in enumerate(visible) if line.startswith("MACHINE "))
+    header = visible[top]
+    starts = [match.start() for match in re.finditer(r"\S+(?: \S+)*", header)]
+    headers = [header[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+    rows = {}
+    for line in visible[top + 1:]:
+        if not line:
+            break
+        cells = [line[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+        rows[cells[0]] = dict(zip(headers, cells, strict=True))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("width", "columns"),
+    [
+        pytest.param(80, ("MACHINE", "STATE", "LAST ERROR", "COOLDOWN"), id="80"),
+        pytest.param(100, ("MACHINE", "STATE", "LAST ERROR", "COOLDOWN"), id="100"),
+        pytest.param(120, ("MACHINE", "STATE", "LAST ERROR", "COOLDOWN", "POLICY"), id="120"),
+        pytest.param(160, ALL_COLUMNS, id="160"),
+    ],
+)
+def test_the_live_view_fits_the_terminal_keeping_the_cooldown_step_3_is_about(
+    width: int, columns: tuple[str, ...]
+) -> None:
+    lines = _live_screen(width, _scenario_step(3))
+
+    assert all(len(_visible(line)) < width for line in lines), "no line reaches the terminal's edge"
+    table = _machine_table(lines)
+    assert tuple(table["elitedesk-1"]) == columns
+    assert table["elitedesk-1"]["COOLDOWN"] == "1m56s", "the cooldown time left is shown whole"
+    error = table["elitedesk-1"]["LAST ERROR"]
+    assert error.startswith("startup Job elitedesk-1"), "the error, shortened"
+    assert error.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("step", "machine", "column", "text", "given_up"),
+    [
+        pytest.param(2, "nuc-2", "OPERATION", "shutdown #2 job nuc-2-shutdown-2", "LAST ERROR",
+                     id="step-2-is-about-the-power-jobs"),
+        pytest.param(3, "elitedesk-1", "LAST ERROR", "startup Job elitedesk-1-startup-1 fail…", "OPERATION",
+                     id="step-3-is-about-the-failed-boot"),
+    ],
+)
+def test_at_80_columns_the_live_view_keeps_the_columns_the_step_is_about(
+    step: int, machine: str, column: str, text: str, given_up: str
+) -> None:
+    table = _machine_table(_live_screen(80, _scenario_step(step)))
+
+    assert table[machine][column] == text
+    assert given_up not in table[machine], "a column the step is not about gives way"
+    assert table["elitedesk-1"]["COOLDOWN"] == "1m56s"
+
+
+def test_a_narrow_live_view_keeps_its_colours_without_counting_them_as_width() -> None:
+    lines = _live_screen(80, _scenario_step(3))
+
+    (ready,) = [line for line in lines if _visible(line).startswith("nuc-1 ")]
+    assert "\x1b[32mReady\x1b[0m" in ready, "the state keeps its colour"
+    assert len(_visible(ready)) < 80
+    row = {"MACHINE": "nuc-1", "STATE": "Ready", "LAST ERROR": "-", "COOLDOWN": "-"}
+    assert _machine_table(lines)["nuc-1"] == row, "the colour codes take no room: cells line up under their headers"
+
+
+def test_the_live_view_reads_the_width_from_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "40")
+
+    lines = _live_screen(0, _scenario_step(3), terminal=False)
+
+    assert all(len(_visible(line)) < 80 for line in lines)
+    assert _machine_table(lines)["elitedesk-1"]["COOLDOWN"] == "1m56s"
 
 
 def test_a_pipe_gets_one_line_per_change() -> None:
