@@ -126,7 +126,8 @@ def plan_increase(
 
 _DELETE_ACTIONS: Final[Mapping[NodeState, tuple[Event, NodeState]]] = {
     NodeState.READY: (PowerOffRequested(drain=False), NodeState.SHUTTING_DOWN),
-    NodeState.STARTING_UP: (CancelBoot(), NodeState.SHUTDOWN),
+    # CA deletes a creating instance only when it gave up on it (an error, or not registered in time): a failure.
+    NodeState.STARTING_UP: (CancelBoot(given_up=True), NodeState.SHUTDOWN),
     NodeState.BOOT_FAILED: (CancelBoot(), NodeState.SHUTDOWN),
 }
 """What DeleteNodes does to a member in each state; states not listed are already off or going off (idempotent)."""

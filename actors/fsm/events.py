@@ -55,7 +55,14 @@ class PowerOffRequested:
 
 @dataclass(frozen=True)
 class CancelBoot:
-    """CA lowered the target (DecreaseTargetSize) and this not-yet-registered boot is no longer wanted."""
+    """CA no longer wants this not-yet-registered boot.
+
+    `given_up`: CA deleted the instance (DeleteNodes), which it does to a creation that failed or that did not
+    register within its max-node-provision-time: the boot failed. Otherwise CA lowered the target
+    (DecreaseTargetSize) because the pods it was for went away.
+    """
+
+    given_up: bool = False
 
 
 @dataclass(frozen=True)

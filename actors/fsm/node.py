@@ -581,7 +581,22 @@ def _grant_boot_slot(machine: Machine, event: BootSlotGranted, now: datetime) ->
 
 
 def _cancel_boot_request(machine: Machine, event: PowerOffRequested | CancelBoot, now: datetime) -> Transition:
+    if isinstance(event, CancelBoot) and event.given_up:
+        return _boot_given_up(machine, now)
     return _cancel_boot(machine, now)
+
+
+def _boot_given_up(machine: Machine, now: datetime) -> Transition:
+    """CA deleted a creating instance: a failed boot, released at once (cooldown, or quarantine after too many).
+
+    Counted as a plain cancel, the machine was at once the best choice again, CA's next IncreaseSize booted it
+    again under the same instance id, and CA, which remembers how long that id has been unregistered, deleted it
+    again at once: a loop of a power Job every few hundred milliseconds (seen with the real CA).
+    """
+    message = "Cluster Autoscaler gave up on the boot: the machine did not register a Ready Kubernetes Node in time"
+    failed = _boot_failed(machine, now, "BootGivenUp", message)
+    released = _release_failed_boot(failed.machine, now)
+    return Transition(released.machine, (*failed.effects, *released.effects), failed.finished)
 
 
 def _release_request(machine: Machine, event: PowerOffRequested | CancelBoot, now: datetime) -> Transition:
@@ -938,7 +953,10 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
         _cancel_boot_request, (NodeState.SHUTDOWN,), "cancel the boot: delete the running Job; no failure counted"
     ),
     (NodeState.STARTING_UP, CancelBoot): Rule(
-        _cancel_boot_request, (NodeState.SHUTDOWN,), "cancel the boot: delete the running Job; no failure counted"
+        _cancel_boot_request,
+        (NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        "cancel the boot: delete the running Job; no failure counted, unless CA gave it up (DeleteNodes): then a "
+        "failed boot, released to its cooldown",
     ),
     (NodeState.STARTING_UP, JobSucceeded): Rule(
         _startup_job_succeeded,

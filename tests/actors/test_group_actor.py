@@ -547,7 +547,9 @@ def test_plan_increase(views: list[MachineView], delta: int, expected: tuple[str
     [
         pytest.param(NodeState.READY, PowerPolicy.AUTO, (PowerOffRequested(drain=False), NodeState.SHUTTING_DOWN),
                      id="ready-powers-off"),
-        pytest.param(NodeState.STARTING_UP, PowerPolicy.AUTO, (CancelBoot(), NodeState.SHUTDOWN), id="boot-cancelled"),
+        pytest.param(
+            NodeState.STARTING_UP, PowerPolicy.AUTO, (CancelBoot(given_up=True), NodeState.SHUTDOWN), id="boot-given-up"
+        ),
         pytest.param(NodeState.BOOT_FAILED, PowerPolicy.AUTO, (CancelBoot(), NodeState.SHUTDOWN), id="failed-released"),
         pytest.param(NodeState.SHUTTING_DOWN, PowerPolicy.AUTO, None, id="already-going"),
         pytest.param(NodeState.SHUTDOWN, PowerPolicy.AUTO, None, id="already-off"),

@@ -376,6 +376,33 @@ def test_cancelling_a_boot_counts_no_failure() -> None:
 
 
 @pytest.mark.parametrize(
+    ("failures_before", "state", "reason"),
+    [
+        pytest.param(0, NodeState.SHUTDOWN, "CoolingDown", id="first-give-up-cools-down"),
+        pytest.param(2, NodeState.QUARANTINED, "Quarantined", id="third-in-a-row-quarantines"),
+    ],
+)
+def test_a_boot_ca_gave_up_on_is_a_failed_boot_released_to_its_cooldown(
+    failures_before: int, state: NodeState, reason: str
+) -> None:
+    # With the real CA: counted as a plain cancel, the same machine was booted again at once under the same instance
+    # id, which CA deleted again at once, a power Job every few hundred milliseconds.
+    booting = machine_in(NodeState.STARTING_UP, consecutive_failures=failures_before)
+
+    result = step(booting, ev.CancelBoot(given_up=True), NOW)
+
+    status = result.machine.status
+    assert (status.state, status.reason) == (state, reason)
+    assert status.consecutive_failures == failures_before + 1
+    assert status.cooldown_until is not None
+    assert status.cooldown_until > NOW
+    assert fx.DeleteJob("m1-startup-1") in result.effects
+    assert (fx.EventType.WARNING, "BootGivenUp") in _events(result)
+    with pytest.raises(InvalidTransition, match="cooldown|quarantined"):
+        step(result.machine, ev.PowerOnRequested(), NOW + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
     "event",
     [
         pytest.param(ev.JobSucceeded(OperationKind.STARTUP, "m1-startup-0"), id="old-job-succeeded"),

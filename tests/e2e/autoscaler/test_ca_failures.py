@@ -4,7 +4,8 @@ registers, and the operator SIGKILLed in the middle of a scale-up.
 - Failed boot: the startup Job fails (a dead BMC). CA sees the instance `instanceCreating` with an error, backs the
   group off, deletes the instance; the machine cools down, and CA's next try powers on the other machine.
 - Never registers: the startup Job succeeds but the machine hangs in boot. CA gives up after its
-  `--max-node-provision-time` and deletes the unregistered instance; the operator cancels the boot.
+  `--max-node-provision-time` and deletes the unregistered instance; the operator cancels the boot and counts it
+  as failed, so CA's next try is refused while the machine cools down instead of booting it again and again.
 - SIGKILL: the operator dies while both machines boot and comes back on the same port. The new operator adopts the
   running boots (no second Job), CA converges on two machines and never asks for a third.
 """
@@ -22,6 +23,9 @@ from sim.machines import MachineFailures
 GROUP = "workers"
 CA_BACKED_OFF = re.compile(r"Disabling scale-up for node group homelab/workers")
 CA_DELETED = re.compile(r"gRPC call NodeGroupDeleteNodes for node group homelab/workers")
+CA_INCREASE = re.compile(r"gRPC call NodeGroupIncreaseSize for node group homelab/workers")
+REFUSED = ("ResourceExhausted", "cooling down", "cooldown")
+"""What CA logs when the operator refuses a scale-up because every machine cools down: expected there only."""
 OPERATOR_DOWN = ("Unavailable", "connection refused", "Connection refused", "context deadline exceeded")
 """What CA logs while the operator is killed and restarting: expected in that scenario only."""
 
@@ -65,13 +69,18 @@ def test_a_machine_that_never_registers_is_given_up_by_ca_and_its_boot_cancelled
     homelab.add_workload("build", replicas=1, node_selector={POOL_LABEL: GROUP})
 
     homelab.wait(lambda: homelab.state("hangs") == "StartingUp", "the boot to start")
-    cancelled = homelab.wait(lambda: (status := homelab.status("hangs")).get("reason") == "BootCancelled" and status,
-                             "CA to give up on the unregistered instance and the operator to cancel the boot")
-    assert cancelled["state"] == "Shutdown"
+    given_up = homelab.wait(lambda: (status := homelab.status("hangs")).get("reason") == "CoolingDown" and status,
+                            "CA to give up on the unregistered instance and the operator to count a failed boot")
+    assert given_up["state"] == "Shutdown"
+    assert given_up["consecutiveFailures"] == 1
     assert autoscaler.lines(CA_DELETED), "CA deleted the instance that never registered"
-    assert homelab.kube_node("hangs") is None
+    increases = len(autoscaler.lines(CA_INCREASE))
+    homelab.wait(lambda: len(autoscaler.lines(CA_INCREASE)) > increases, "CA to try the group again", timeout=60)
+    # The machine cools down, so CA's next try is refused instead of booting it again under the instance id CA
+    # has just given up on (which it would delete again at once: a Job every few hundred milliseconds).
     assert homelab.jobs_per_machine(OperationKind.STARTUP) == {"hangs": 1}
-    homelab.assert_ca_was_content(unregistered_removed=True)
+    assert homelab.kube_node("hangs") is None
+    homelab.assert_ca_was_content(unregistered_removed=True, allowed_provider_errors=REFUSED)
 
 
 def test_the_operator_sigkilled_during_a_scale_up_comes_back_without_a_second_job(
