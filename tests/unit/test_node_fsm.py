@@ -398,7 +398,7 @@ def test_a_boot_ca_gave_up_on_is_a_failed_boot_released_to_its_cooldown(
     assert status.cooldown_until > NOW
     assert fx.DeleteJob("m1-startup-1") in result.effects
     assert (fx.EventType.WARNING, "BootGivenUp") in _events(result)
-    with pytest.raises(InvalidTransition, match="cooldown|quarantined"):
+    with pytest.raises(InvalidTransition, match=r"cooldown|quarantined"):
         step(result.machine, ev.PowerOnRequested(), NOW + timedelta(seconds=1))
 
 
