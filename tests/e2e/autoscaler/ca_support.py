@@ -23,7 +23,7 @@ from typing import Any, Final
 import grpc
 import pytest
 import yaml
-from e2e_support import ALWAYS_ON_LABEL, SIMULATED_LABEL, SIMULATED_TAINT, JobRecorder
+from e2e_support import ALWAYS_ON_LABEL, SIMULATED_LABEL, SIMULATED_TAINT, JobRecorder, apply_crds
 
 from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
 from protos import externalgrpc_pb2 as externalgrpc
@@ -42,7 +42,8 @@ STATUS_CONFIGMAP: Final = "cluster-autoscaler-status"
 POOL_LABEL: Final = "homelab.example/pool"
 ALWAYS_ON: Final = "always-on"
 STEP_SECONDS: Final = 90.0
-"""The longest wait for one step: CA decides in a scan or two, boots take a second, a silent Node is NotReady in 8 s."""
+"""The longest wait for one step: CA decides in a scan or two, a boot takes a second, a silent Node is NotReady
+in 10 s."""
 NOT_FOUND: Final = 404
 CAPACITY: Final = {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"}
 JOB_TEMPLATE_IMAGE: Final = "busybox:1.36"
@@ -53,7 +54,9 @@ UNREGISTERED_REMOVED: Final = re.compile(r"Remov(?:ed|ing) unregistered node")
 
 
 @dataclass
-class GroupSpec:
+class ScaledGroup:
+    """What a scenario declared of a Group, to check CA's view against."""
+
     name: str
     max_size: int
     min_size: int = 0
@@ -66,7 +69,7 @@ class AutoscaledHomelab:
     control_plane: ControlPlane
     directory: Path
     machines: dict[str, SimulatedMachine] = field(default_factory=dict)
-    groups: dict[str, GroupSpec] = field(default_factory=dict)
+    groups: dict[str, ScaledGroup] = field(default_factory=dict)
     simulator: MachineSimulator | None = None
     operator: OperatorProcess | None = None
     autoscaler: ClusterAutoscaler | None = None
@@ -87,8 +90,6 @@ class AutoscaledHomelab:
 
     def open(self) -> None:
         self.rest.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        from e2e_support import apply_crds  # the e2e suite's CRD loader, shared
-
         apply_crds(self.api_client)
         self.recorder = JobRecorder(self.rest, NAMESPACE, {})
         self.recorder.start(STEP_SECONDS)
@@ -112,7 +113,7 @@ class AutoscaledHomelab:
             {"apiVersion": GROUP_VERSION, "kind": "Group", "metadata": {"name": name, "namespace": NAMESPACE},
              "spec": body},
         )
-        self.groups[name] = GroupSpec(name, max_size, min_size)
+        self.groups[name] = ScaledGroup(name, max_size, min_size)
 
     def add_machine(
         self, name: str, group: str, *, priority: int = 0, hourly_price: str | None = None,
@@ -331,7 +332,7 @@ class TargetSampler:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def watch(self, groups: dict[str, GroupSpec]) -> None:
+    def watch(self, groups: dict[str, ScaledGroup]) -> None:
         self._groups = [f"{NAMESPACE}/{name}" for name in groups]
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ca-target-sampler", daemon=True)
