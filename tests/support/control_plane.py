@@ -148,20 +148,25 @@ def _kill_leftovers(control_plane: ControlPlane) -> list[str]:
         if process.alive:
             leftovers.append(f"{name} (pid {process.pid})")
             process.kill()
-    still_ours = {
-        process.pid for other in _RUNNING.values() for process in other.processes().values() if process.alive
-    }
     for pid, executable in stray_children(control_plane.binaries):
-        if pid not in still_ours:
-            leftovers.append(f"{executable} (pid {pid})")
-            # Our unreaped child: its pid cannot have been reused, so signalling and reaping it is safe.
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+        leftovers.append(f"{executable} (pid {pid})")
+        # Our unreaped child: its pid cannot have been reused, so signalling and reaping it is safe.
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
     return leftovers
 
 
 def stray_children(binaries: Binaries) -> list[tuple[int, str]]:
+    """(pid, executable) of each child of this process whose executable is one of the binaries' folders, but for
+    those of control planes started here and still running (a module- or session-scoped one is not a leftover)."""
+    still_running = {
+        process.pid for other in _RUNNING.values() for process in other.processes().values() if process.alive
+    }
+    return [(pid, executable) for pid, executable in _children_running(binaries) if pid not in still_running]
+
+
+def _children_running(binaries: Binaries) -> list[tuple[int, str]]:
     """(pid, executable) of each child of this process whose executable is one of the binaries' folders."""
     roots = (str(binaries.cache) + os.sep, str(binaries.folder) + os.sep)
     myself = os.getpid()
