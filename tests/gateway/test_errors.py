@@ -17,7 +17,7 @@ from actors.messages import (
     DeleteNodes,
     ErrorKind,
     IncreaseSize,
-    MutationError,
+    MutationRefusal,
     MutationReply,
     NodeIdentity,
 )
@@ -140,7 +140,7 @@ def reply_ok(future: Future[Any], message: Any) -> None:
 
 
 def reply_refused(future: Future[Any], message: Any) -> None:
-    future.set_result(MutationReply(message.request_id, MutationError(ErrorKind.RESOURCE_EXHAUSTED, "only 1 left")))
+    future.set_result(MutationReply(message.request_id, MutationRefusal(ErrorKind.RESOURCE_EXHAUSTED, "only 1 left")))
 
 
 def fail_with(error: Exception) -> Any:
