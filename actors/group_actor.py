@@ -82,7 +82,7 @@ from actors.messages import (
     NodeIdentity,
 )
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource, group_id
-from actors.ticker_actor import CancelTimer, StartTimer, TimerFired, ticker_address
+from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
 from schemas.common import Condition, ConditionStatus, Taint
 from schemas.group import Group, GroupSpec, GroupStatus
@@ -385,7 +385,7 @@ class GroupActor(ShellActor):
     def receiveMsg_IntentStored(self, message: IntentStored, sender: Any) -> None:
         self._stored(message.machine, message.command_sequence)
 
-    def receiveMsg_TimerFired(self, message: TimerFired, sender: Any) -> None:
+    def receiveMsg_TimerDue(self, message: TimerDue, sender: Any) -> None:
         if message.token not in self._held:
             return  # answered already
         self._answer_not_stored(message.token, f"within {self._require_wiring().stored_wait_seconds:g} s")
