@@ -5,14 +5,26 @@ Kubernetes or gRPC exception type to learn what went wrong inside the operator, 
 a layer boundary is one of these. Keeping them in one small module, free of any third-party import, lets every
 layer import it without dragging the actor library along.
 
+The root and the actor runtime's own errors live here; every other layer extends the tree in its own module,
+importing the root from this one (the import-linter contracts in setup.cfg let every layer, the pure core
+included, import it):
+
     OperatorError                 anything the operator itself reports
     ├── ActorTimeout              an ask got no reply before its deadline (the runtime enforces the deadline)
     ├── ActorFailed               the actor could not handle the message: its handler raised on every retry
     │                             and Thespian returned the message as a PoisonMessage, the reply had an
     │                             unexpected type, or the actor could not be created
-    └── RuntimeStopped            the actor runtime is not running (never started, stopped, or its pump died)
+    ├── RuntimeStopped            the actor runtime is not running (never started, stopped, or its pump died)
+    ├── WiringNotFound            no wiring registered under an actor's key (actors.wiring)
+    ├── FsmError                  a refusal of the pure state machines (actors.fsm.errors)
+    ├── KubeError                 a Kubernetes API call failed, one subclass per kind (actors.adapters.kube_client)
+    ├── KubeConfigError           no Kubernetes client could be configured (actors.adapters.kube_client)
+    ├── GatewayError              a request the gRPC servicer answers with an error status (grpc_gateway.errors)
+    └── MutationError             a size change that was not made, or not confirmed (grpc_gateway.mutations)
 
-Other parts extend the tree below `OperatorError` (for example Kubernetes errors in the adapters).
+Outside the tree are the test tooling's errors (the simulator's fake API server and control-plane fixture) and
+module-local errors that extend the built-in type their callers catch (`ValueError`, `OSError`), such as
+`homelab_autoscaler.settings.SettingsError`.
 """
 
 from __future__ import annotations
