@@ -34,7 +34,7 @@ class OperatorError(Exception):
     """Base of every error the operator reports."""
 
 
-class ActorTimeout(OperatorError):  # noqa: N818  # names fixed by DESIGN.md and its callers
+class ActorTimeout(OperatorError):
     """An ask got no reply before its deadline."""
 
     def __init__(self, message: object, timeout_seconds: float) -> None:
@@ -43,7 +43,7 @@ class ActorTimeout(OperatorError):  # noqa: N818  # names fixed by DESIGN.md and
         self.timeout_seconds = timeout_seconds
 
 
-class ActorFailed(OperatorError):  # noqa: N818
+class ActorFailed(OperatorError):
     """The actor could not handle a message; `details` holds the handler's traceback text when known."""
 
     def __init__(self, message: object, details: str | None = None, reason: str = "handler failed") -> None:
@@ -53,5 +53,5 @@ class ActorFailed(OperatorError):  # noqa: N818
         self.reason = reason
 
 
-class RuntimeStopped(OperatorError):  # noqa: N818
+class RuntimeStopped(OperatorError):
     """The actor runtime is not running, so it cannot take or finish the request."""

@@ -37,7 +37,7 @@ class GatewayError(OperatorError):
     """A request the servicer answers with an error status on purpose."""
 
 
-class UnknownGroup(GatewayError):  # noqa: N818  # names say what happened; the table matches on them
+class UnknownGroup(GatewayError):
     """No group with this id (CA's list may be a loop old, or the group was deleted)."""
 
     def __init__(self, group_id: str, known: Iterable[str] = ()) -> None:
@@ -47,15 +47,15 @@ class UnknownGroup(GatewayError):  # noqa: N818  # names say what happened; the 
         self.group_id = group_id
 
 
-class InvalidRequest(GatewayError):  # noqa: N818
+class InvalidRequest(GatewayError):
     """The request contradicts the externalgrpc contract (a delta of the wrong sign, no nodes, a bad window)."""
 
 
-class NotOffered(GatewayError):  # noqa: N818
+class NotOffered(GatewayError):
     """An optional call with no honest answer here; CA reads UNIMPLEMENTED as "not offered" and carries on."""
 
 
-class NotReady(GatewayError):  # noqa: N818
+class NotReady(GatewayError):
     """The read model holds no complete inventory yet: any answer would be a guess (an empty list means "no groups").
 
     UNAVAILABLE is what CA's client also sees while the server is down, and it retries on its next loop.

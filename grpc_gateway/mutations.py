@@ -43,7 +43,7 @@ class MutationError(OperatorError):
     """A size change that was not made (or not confirmed)."""
 
 
-class MutationRefused(MutationError):  # noqa: N818  # names say what happened; callers match on them
+class MutationRefused(MutationError):
     """The group actor refused the change; `kind` says why, `message` names the group, node and reason."""
 
     def __init__(self, kind: ErrorKind, message: str) -> None:
@@ -52,11 +52,11 @@ class MutationRefused(MutationError):  # noqa: N818  # names say what happened; 
         self.message = message
 
 
-class MutationTimedOut(MutationError):  # noqa: N818
+class MutationTimedOut(MutationError):
     """No answer before the deadline; the change may or may not have been made."""
 
 
-class MutationUnavailable(MutationError):  # noqa: N818
+class MutationUnavailable(MutationError):
     """Nobody can take the change now: this replica is not (yet) the leader, or the actor runtime stopped."""
 
 
