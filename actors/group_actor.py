@@ -77,12 +77,12 @@ from actors.messages import (
     MachineStateChanged,
     MemberAssigned,
     MemberReleased,
-    MutationError,
+    MutationRefusal,
     MutationReply,
     NodeIdentity,
 )
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, TemplateSource, group_id
-from actors.ticker_actor import CancelTimer, StartTimer, TimerFired, ticker_address
+from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
 from schemas.common import Condition, ConditionStatus, Taint
 from schemas.group import Group, GroupSpec, GroupStatus
@@ -101,13 +101,13 @@ class PublishSnapshot:
 # --- pure decisions ---------------------------------------------------------------------------------------------
 
 
-def _refused(kind: ErrorKind, message: str) -> MutationError:
-    return MutationError(kind, message)
+def _refused(kind: ErrorKind, message: str) -> MutationRefusal:
+    return MutationRefusal(kind, message)
 
 
 def plan_increase(
     views: Sequence[MachineView], spec: GroupSpec, delta: int, now: datetime, group: str
-) -> tuple[str, ...] | MutationError:
+) -> tuple[str, ...] | MutationRefusal:
     """The machines to power on for IncreaseSize(delta), best first, or why not (nothing chosen). Pure."""
     if delta <= 0:
         message = f"node group {group}: IncreaseSize needs a positive delta, not {delta}"
@@ -135,7 +135,7 @@ _DELETE_ACTIONS: Final[Mapping[NodeState, tuple[Event, NodeState]]] = {
 
 def plan_delete_actions(
     views: Sequence[MachineView], group: str
-) -> tuple[tuple[str, Event, NodeState], ...] | MutationError:
+) -> tuple[tuple[str, Event, NodeState], ...] | MutationRefusal:
     """For DeleteNodes of these members: (machine, command, state it will be in) for each that must act. Pure.
 
     All or nothing: one member that may not be powered off refuses the whole request.
@@ -150,7 +150,7 @@ def plan_delete_actions(
     )
 
 
-def plan_decrease(views: Sequence[MachineView], delta: int, group: str) -> tuple[str, ...] | MutationError:
+def plan_decrease(views: Sequence[MachineView], delta: int, group: str) -> tuple[str, ...] | MutationRefusal:
     """The unregistered boots to cancel for DecreaseTargetSize(delta < 0), or why not. Pure."""
     if delta >= 0:
         return _refused(
@@ -187,7 +187,7 @@ def mutation_event(
     return fx.EventType.NORMAL, reason, f"{message} (target {target_before} → {target_after})"
 
 
-def refusal_event(request: Mutation, error: MutationError) -> tuple[fx.EventType, str, str]:
+def refusal_event(request: Mutation, error: MutationRefusal) -> tuple[fx.EventType, str, str]:
     """The Warning Event recorded on the Group for a size change it refused. Pure."""
     return fx.EventType.WARNING, _MUTATION_EVENTS[type(request)][2], error.message
 
@@ -385,7 +385,7 @@ class GroupActor(ShellActor):
     def receiveMsg_IntentStored(self, message: IntentStored, sender: Any) -> None:
         self._stored(message.machine, message.command_sequence)
 
-    def receiveMsg_TimerFired(self, message: TimerFired, sender: Any) -> None:
+    def receiveMsg_TimerDue(self, message: TimerDue, sender: Any) -> None:
         if message.token not in self._held:
             return  # answered already
         self._answer_not_stored(message.token, f"within {self._require_wiring().stored_wait_seconds:g} s")
@@ -437,10 +437,10 @@ class GroupActor(ShellActor):
         wait = self._require_wiring().stored_wait_seconds
         self.send(self._ticker_address(), StartTimer(self.myAddress, token, wait, _HELD_REPLY_TIMER))
 
-    def _increase(self, request: IncreaseSize, now: datetime) -> MutationError | None:
+    def _increase(self, request: IncreaseSize, now: datetime) -> MutationRefusal | None:
         views = self._views()
         chosen = plan_increase(views, self._spec(), request.delta, now, self._id)
-        if isinstance(chosen, MutationError):
+        if isinstance(chosen, MutationRefusal):
             return chosen
         slots = boot_slots(views, self._spec())
         for index, name in enumerate(chosen):
@@ -448,7 +448,7 @@ class GroupActor(ShellActor):
             self._command(name, PowerOnRequested(start_now=start_now), NodeState.STARTING_UP, now, start_now)
         return None
 
-    def _delete(self, request: DeleteNodes, now: datetime) -> MutationError | None:
+    def _delete(self, request: DeleteNodes, now: datetime) -> MutationRefusal | None:
         names: list[str] = []
         for identity in request.nodes:
             name = self._resolve(identity)
@@ -457,21 +457,21 @@ class GroupActor(ShellActor):
             if name not in names:
                 names.append(name)
         actions = plan_delete_actions([self._members[name].view for name in names], self._id)
-        if isinstance(actions, MutationError):
+        if isinstance(actions, MutationRefusal):
             return actions
         for name, event, state in actions:
             self._command(name, event, state, now)
         return None
 
-    def _decrease(self, request: DecreaseTargetSize, now: datetime) -> MutationError | None:
+    def _decrease(self, request: DecreaseTargetSize, now: datetime) -> MutationRefusal | None:
         chosen = plan_decrease(self._views(), request.delta, self._id)
-        if isinstance(chosen, MutationError):
+        if isinstance(chosen, MutationRefusal):
             return chosen
         for name in chosen:
             self._command(name, CancelBoot(), NodeState.SHUTDOWN, now)
         return None
 
-    _MUTATIONS: Final[dict[type[Any], Callable[[Any, Any, datetime], MutationError | None]]] = {
+    _MUTATIONS: Final[dict[type[Any], Callable[[Any, Any, datetime], MutationRefusal | None]]] = {
         IncreaseSize: _increase,
         DeleteNodes: _delete,
         DecreaseTargetSize: _decrease,
@@ -509,7 +509,7 @@ class GroupActor(ShellActor):
         LOGGER.warning("%s", text)  # the text names the group
         metrics.MUTATIONS_NOT_STORED.labels(self._id).inc()
         self._record_event(fx.EventType.WARNING, "NotStoredInTime", text)
-        held.reply = MutationReply(held.reply.request_id, MutationError(ErrorKind.NOT_STORED, text))
+        held.reply = MutationReply(held.reply.request_id, MutationRefusal(ErrorKind.NOT_STORED, text))
         self._answer(token, cancel_timer=False)
 
     def _answer(self, token: str, cancel_timer: bool = True) -> None:
@@ -640,7 +640,7 @@ class GroupActor(ShellActor):
         self._id = group_id(group.metadata.namespace, group.metadata.name)
         self.actor_name = self._id
 
-    def _not_ready(self) -> MutationError | None:
+    def _not_ready(self) -> MutationRefusal | None:
         if self._group is None:
             return _refused(ErrorKind.FAILED_PRECONDITION, "the node group is not configured yet")
         if self._awaiting:

@@ -38,7 +38,9 @@ class ErrorKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class MutationError:
+class MutationRefusal:
+    """Why a group actor did not make a size change; travels in `MutationReply.error` (a message, not an exception)."""
+
     kind: ErrorKind
     message: str
     """Says what was wrong, naming the group, node and reason."""
@@ -84,7 +86,7 @@ class MutationReply:
     """The answer to a mutation, sent only after the group's new snapshot is published."""
 
     request_id: str
-    error: MutationError | None = None
+    error: MutationRefusal | None = None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ The deciding is done by `actors.fsm` (`derive` on start, `step` on every event);
 in and out, which is why it is separate from the pure core and small enough to read at a glance:
 
 * in: the first `ConfigureMachine` (derive), `MachineEvent` (group commands and observations routed by the
-  Supervisor), `TimerFired` from the ticker, `EffectFailed` / `DrainCompleted` from the adapters, and
-  `MachineReconfigured` when the Node resource or its Group changed;
+  Supervisor), `TimerDue` from the ticker (applied as the FSM event `TimerFired`), `EffectFailed` /
+  `DrainCompleted` from the adapters, and `MachineReconfigured` when the Node resource or its Group changed;
 * out: timer effects to the ticker, every other effect of a transition as one `EffectBatch` to the effect port
   (so their order is kept), `MachineStateChanged` to the group whenever what the group sees changed, the written
   status to the Supervisor (so a replacement actor derives from it), and metrics. A group command that asks for
@@ -57,8 +57,7 @@ from actors.messages import (
     MachineStatusWritten,
 )
 from actors.read_model import MachineSnapshot
-from actors.ticker_actor import CancelTimer, StartTimer, ticker_address
-from actors.ticker_actor import TimerFired as TickerFired
+from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
 from schemas.group import GroupSpec
 from schemas.node import Node, NodeState, OperationKind, kubernetes_node_name
@@ -159,7 +158,7 @@ class NodeActor(ShellActor):
         if not self._apply(message.event, notice):
             self.send(notice.recipient, notice.message)  # nothing to store: the group need not wait for it
 
-    def receiveMsg_TimerFired(self, message: TickerFired, sender: Any) -> None:
+    def receiveMsg_TimerDue(self, message: TimerDue, sender: Any) -> None:
         self._apply(TimerFired(TimerKind(str(message.payload)), message.token))
 
     def receiveMsg_EffectFailed(self, message: EffectFailed, sender: Any) -> None:

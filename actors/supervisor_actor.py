@@ -66,7 +66,7 @@ from actors.messages import (
     MachineStatusWritten,
     MemberAssigned,
     MemberReleased,
-    MutationError,
+    MutationRefusal,
     MutationReply,
     Ping,
     Pong,
@@ -187,7 +187,7 @@ class SupervisorActor(ShellActor):
             self.send(entry.address, Forwarded(sender, message))
             return
         known = ", ".join(sorted(self._groups)) or "none"
-        error = MutationError(ErrorKind.NOT_FOUND, f"no node group {message.group_id!r} (known: {known})")
+        error = MutationRefusal(ErrorKind.NOT_FOUND, f"no node group {message.group_id!r} (known: {known})")
         self.send(sender, MutationReply(message.request_id, error))
 
     # --- observations ------------------------------------------------------------------------------------------

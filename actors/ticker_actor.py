@@ -12,7 +12,7 @@ Protocol:
 * `CancelTimer(owner, token)` disarms it; cancelling an unknown token is a no-op.
 * `Tick(now)` (normally from the runtime's pump every tick interval, in tests sent directly) advances the
   ticker's clock; every timer due at `now` or earlier fires, earliest first (ties in arming order), as
-  `TimerFired(token, payload)` sent to its owner.
+  `TimerDue(token, payload)` sent to its owner.
 
 Time comes only from `Tick.now` (monotonic seconds), so tests drive the clock. A timer is due
 `after_seconds` after the most recent Tick the ticker had seen when the timer was armed; with the pump
@@ -20,7 +20,7 @@ ticking every `tick_interval`, a timer therefore fires within one tick interval 
 by at most the age of that last tick, late by at most the wait for the next one). Timers armed before the
 first Tick are measured from the first Tick.
 
-Owners must tolerate a `TimerFired` for a token they have since re-armed or cancelled (the message may
+Owners must tolerate a `TimerDue` for a token they have since re-armed or cancelled (the message may
 already be in flight), which is why the token, not the arrival, identifies the timer.
 """
 
@@ -68,7 +68,7 @@ class Tick:
 
 
 @dataclass(frozen=True)
-class TimerFired:
+class TimerDue:
     """Sent to a timer's owner when the timer `token` became due."""
 
     token: str
@@ -137,7 +137,7 @@ class TickerActor(ShellActor):
             if armed is None or armed.sequence != sequence:
                 continue  # replaced or cancelled since this entry was pushed
             del self._armed[key]
-            self.send(armed.owner, TimerFired(armed.token, armed.payload))
+            self.send(armed.owner, TimerDue(armed.token, armed.payload))
         metrics.PENDING_TIMERS.set(len(self._armed))
 
     def _compact_if_mostly_stale(self) -> None:

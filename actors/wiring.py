@@ -22,7 +22,7 @@ from actors.errors import OperatorError
 from actors.read_model import ReadModel
 
 
-class WiringNotFound(OperatorError):  # noqa: N818  # says what happened, like the rest of the tree
+class WiringNotFound(OperatorError):
     """No wiring is registered under the key an actor was given."""
 
 

@@ -3,8 +3,9 @@
 For 1000 and 5000 actors (each a ShellActor holding a dict of state, answering a query with a reply):
 actor creation time, RSS (VmRSS from /proc/self/status), ask throughput and p50/p99 latency from 1 and from 8
 threads through `ActorRuntime.ask`, one-way events per second through `ActorRuntime.tell` (timed until a final
-ask behind them is answered, so every event was processed), and idle CPU of the pump. The budget in DESIGN.md
-is 5000 node actors within 150 MiB RSS. The whole run is bounded to well under a minute.
+ask behind them is answered, so every event was processed), and idle CPU of the pump. The budget
+(docs/architecture/overview.md, "Performance budget") is 5000 node actors within 150 MiB RSS. The whole run is
+bounded to well under a minute.
 
 The second section does the same with the REAL operator actors (Supervisor, GroupActors, NodeActors with their
 state machines) and the recording `FakeEffectPort` of the actor tests: time for the Supervisor to derive and create

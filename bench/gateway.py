@@ -5,7 +5,8 @@ and NodeGroupGetOptions, and the wall time of one Cluster Autoscaler loop (Refre
 GetOptions per node, TargetSize and Nodes per group, TemplateNodeInfo per group), each beside a floor measured on
 the same server in the same run, and their ratio. Floors: `Refresh` (an empty call through the same servicer,
 metrics included) and the standard health `Check` (an empty call outside our servicer). The loop's floor is the
-same number of sequential Refresh calls. DESIGN.md's budget: hot calls within 1.2x of the floor at 5000 machines.
+same number of sequential Refresh calls. The budget (docs/architecture/overview.md, "Performance budget"): hot
+calls within 1.2x of the floor at 5000 machines.
 
 The server runs in this process and the client in a child process (as CA is a separate process), so client-side
 protobuf and gRPC work does not share this process's GIL with the server. Calls are sequential over one channel,

@@ -17,8 +17,9 @@ in a child process, so the RSS printed is the operator's own (plus this script's
   plays the kubelet) to the moment the fake API receives the status PATCH that records Ready;
 - RSS (VmRSS) after the cold start and at the end.
 
-Timestamps of both processes are `time.monotonic()`, which on Linux is one system-wide clock. Budgets in
-DESIGN.md: p99 ≤ 50 ms for IncreaseSize → Job POST with 5000 node actors, cold start ≤ 10 s, RSS ≤ 150 MiB.
+Timestamps of both processes are `time.monotonic()`, which on Linux is one system-wide clock. The budgets
+(docs/architecture/overview.md, "Performance budget"): p99 ≤ 50 ms for IncreaseSize → Job POST with 5000 node
+actors, cold start ≤ 10 s, RSS ≤ 150 MiB.
 
 Run from the repository root: `.venv/bin/python -m bench.reaction` (or `.venv/bin/python bench/reaction.py`);
 `--sizes 1000` limits the sizes.

@@ -18,8 +18,8 @@ scale-up from zero, one machine each. It prints, for the last pod to be bound, t
 | bound | usable → the pod bound to the Node | the scheduler |
 | (status Ready after) | usable → the Node resource's status says `Ready` (not in the total) | the operator |
 
-and the operator's share of the total (DESIGN.md's goal: under 1 %). Clocks: CA's klog lines carry microseconds of
-the same system clock the watches here read. It asserts nothing.
+and the operator's share of the total (goal: under 1 %, see docs/operations/reliability.md). Clocks: CA's klog
+lines carry microseconds of the same system clock the watches here read. It asserts nothing.
 
 Run from the repository root: `HOMELAB_K8S_BIN=../shared/k8s/bin .venv/bin/python -m bench.scale_up`
 (`--boot-seconds 5` for a quick look).

@@ -450,7 +450,7 @@ class Cluster:
             timeout = f"{config.timeout_seconds}s"
             spec: dict[str, Any] = {"bootTimeout": timeout, "shutdownTimeout": timeout,
                                     "failurePolicy": dict(FAILURE_POLICY), "maxSize": max_size}
-            if hand_powered:  # the seed allows these 2 boots at once; a quarter of the group still queues boots
+            if hand_powered:  # seed_homelab allows these 2 boots at once; a quarter of the group still queues boots
                 spec["maxConcurrentBoots"] = max(2, members[name] // 4)
             self.fake.store.patch(GROUP_VERSION, "groups", name, {"spec": spec}, NAMESPACE)
             self.groups.append(GroupInfo(f"{NAMESPACE}/{name}", name, members[name], max_size, hand_powered))

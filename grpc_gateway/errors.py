@@ -6,13 +6,15 @@ differently (see docs/architecture/gateway.md): UNIMPLEMENTED on an optional cal
 never an error to it, while any other code on a hot call can abort its whole loop, which is why hot calls only
 ever fail for a bad request or an unknown group.
 
-Errors the servicer raises itself (the mutation errors come from `grpc_gateway.mutations`):
+Errors the servicer raises itself (the mutation errors come from `grpc_gateway.mutations`), a branch of the
+operator's tree (`actors.errors`):
 
-    GatewayError
-    ├── UnknownGroup     the request names a group that does not exist            → NOT_FOUND
-    ├── InvalidRequest   the request itself is wrong (delta sign, empty node list) → INVALID_ARGUMENT
-    ├── NotOffered       an optional call we cannot answer honestly               → UNIMPLEMENTED
-    └── NotReady         the first inventory is not applied yet (start, standby)  → UNAVAILABLE
+    OperatorError
+    └── GatewayError
+        ├── UnknownGroup     the request names a group that does not exist            → NOT_FOUND
+        ├── InvalidRequest   the request itself is wrong (delta sign, empty node list) → INVALID_ARGUMENT
+        ├── NotOffered       an optional call we cannot answer honestly               → UNIMPLEMENTED
+        └── NotReady         the first inventory is not applied yet (start, standby)  → UNAVAILABLE
 
 Anything not in the table is a bug of ours: INTERNAL, naming the exception type (the servicer logs the
 traceback). Without that catch-all grpcio would answer UNKNOWN with no hint at all.
@@ -26,15 +28,16 @@ from typing import Any, Final, NoReturn
 
 import grpc
 
+from actors.errors import OperatorError
 from actors.messages import ErrorKind
 from grpc_gateway.mutations import MutationRefused, MutationTimedOut, MutationUnavailable
 
 
-class GatewayError(Exception):
+class GatewayError(OperatorError):
     """A request the servicer answers with an error status on purpose."""
 
 
-class UnknownGroup(GatewayError):  # noqa: N818  # names say what happened; the table matches on them
+class UnknownGroup(GatewayError):
     """No group with this id (CA's list may be a loop old, or the group was deleted)."""
 
     def __init__(self, group_id: str, known: Iterable[str] = ()) -> None:
@@ -44,15 +47,15 @@ class UnknownGroup(GatewayError):  # noqa: N818  # names say what happened; the 
         self.group_id = group_id
 
 
-class InvalidRequest(GatewayError):  # noqa: N818
+class InvalidRequest(GatewayError):
     """The request contradicts the externalgrpc contract (a delta of the wrong sign, no nodes, a bad window)."""
 
 
-class NotOffered(GatewayError):  # noqa: N818
+class NotOffered(GatewayError):
     """An optional call with no honest answer here; CA reads UNIMPLEMENTED as "not offered" and carries on."""
 
 
-class NotReady(GatewayError):  # noqa: N818
+class NotReady(GatewayError):
     """The read model holds no complete inventory yet: any answer would be a guess (an empty list means "no groups").
 
     UNAVAILABLE is what CA's client also sees while the server is down, and it retries on its next loop.

@@ -9,10 +9,11 @@ answer is obtained; `ActorMutations` is the real thing, an ask to the Supervisor
 Each port method returns None when the change was made, or raises one of three errors, which the error
 table (`grpc_gateway.errors`) turns into gRPC status codes:
 
-    MutationError (base)
-    ├── MutationRefused      the group said no, with an `ErrorKind` and a message naming what was wrong
-    ├── MutationTimedOut     no answer in time (the change may still happen; CA will look again next loop)
-    └── MutationUnavailable  nobody can take the request now (not the leader yet, or the runtime stopped)
+    OperatorError (actors.errors)
+    └── MutationError (base)
+        ├── MutationRefused      the group said no, with an `ErrorKind` and a message naming what was wrong
+        ├── MutationTimedOut     no answer in time (the change may still happen; CA will look again next loop)
+        └── MutationUnavailable  nobody can take the request now (not the leader yet, or the runtime stopped)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Final, Protocol
 
-from actors.errors import ActorTimeout, RuntimeStopped
+from actors.errors import ActorTimeout, OperatorError, RuntimeStopped
 from actors.messages import (
     DecreaseTargetSize,
     DeleteNodes,
@@ -38,11 +39,11 @@ DEFAULT_TIMEOUT_SECONDS: Final = 4.0
 """Below CA's default 5 s gRPC deadline, so CA gets our DEADLINE_EXCEEDED with a reason, not its own."""
 
 
-class MutationError(Exception):
+class MutationError(OperatorError):
     """A size change that was not made (or not confirmed)."""
 
 
-class MutationRefused(MutationError):  # noqa: N818  # names say what happened; callers match on them
+class MutationRefused(MutationError):
     """The group actor refused the change; `kind` says why, `message` names the group, node and reason."""
 
     def __init__(self, kind: ErrorKind, message: str) -> None:
@@ -51,11 +52,11 @@ class MutationRefused(MutationError):  # noqa: N818  # names say what happened; 
         self.message = message
 
 
-class MutationTimedOut(MutationError):  # noqa: N818
+class MutationTimedOut(MutationError):
     """No answer before the deadline; the change may or may not have been made."""
 
 
-class MutationUnavailable(MutationError):  # noqa: N818
+class MutationUnavailable(MutationError):
     """Nobody can take the change now: this replica is not (yet) the leader, or the actor runtime stopped."""
 
 

@@ -25,7 +25,7 @@ class Listener:
     address: str
 
 
-class ListenerUnavailable(OSError):  # noqa: N818  # names say what happened
+class ListenerUnavailable(OSError):
     """A listener's address cannot be bound; the message names the flag, the address and what to do."""
 
     def __init__(self, listener: Listener, reason: str) -> None:

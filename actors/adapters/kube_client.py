@@ -103,11 +103,11 @@ class KubeError(OperatorError):
         return str(details.get("name") or "") if isinstance(details, dict) else ""
 
 
-class KubeNotFound(KubeError):  # noqa: N818  # names fixed by the adapters brief and their callers
+class KubeNotFound(KubeError):
     """404: the object or the resource does not exist."""
 
 
-class KubeConflict(KubeError):  # noqa: N818
+class KubeConflict(KubeError):
     """409: the object changed since it was read (or already exists, see `KubeAlreadyExists`)."""
 
 
@@ -115,11 +115,11 @@ class KubeAlreadyExists(KubeConflict):
     """409 AlreadyExists: a create named an object that exists."""
 
 
-class KubeTransient(KubeError):  # noqa: N818
+class KubeTransient(KubeError):
     """The API server was unavailable, throttled us, or did not answer in time: retry later."""
 
 
-class KubePermanent(KubeError):  # noqa: N818
+class KubePermanent(KubeError):
     """The API server refused the request for a reason retrying does not change (4xx other than 404/409/429)."""
 
 

@@ -104,7 +104,7 @@ MACHINE_STATUS: Final = f"nodes.{API_GROUP}/status"
 GROUP_STATUS: Final = f"groups.{API_GROUP}/status"
 
 
-class _WriterStopping(Exception):  # noqa: N818  # control flow, never escapes the module
+class _WriterStopping(Exception):  # control flow, never escapes the module
     """The writer gave up waiting because it is being stopped."""
 
 

@@ -23,7 +23,7 @@ class FsmError(OperatorError):
     """Base of every refusal of the pure core."""
 
 
-class InvalidTransition(FsmError):  # noqa: N818  # names fixed by the FSM brief
+class InvalidTransition(FsmError):
     """`event` is not allowed in `state`; the machine is unchanged."""
 
     def __init__(self, state: str, event: Any, reason: str) -> None:
@@ -36,7 +36,7 @@ class InvalidTransition(FsmError):  # noqa: N818  # names fixed by the FSM brief
         return f"{type(self.event).__name__} is not allowed in state {self.state}: {self.reason}"
 
 
-class NotEnoughMachines(FsmError):  # noqa: N818  # names fixed by the FSM brief
+class NotEnoughMachines(FsmError):
     """Fewer machines may be powered on than were requested; none were chosen."""
 
     def __init__(self, requested: int, eligible: int, reason: str) -> None:
@@ -49,7 +49,7 @@ class NotEnoughMachines(FsmError):  # noqa: N818  # names fixed by the FSM brief
         return f"cannot power on {self.requested} machine(s), {self.eligible} eligible: {self.reason}"
 
 
-class CannotDecrease(FsmError):  # noqa: N818  # names fixed by the FSM brief
+class CannotDecrease(FsmError):
     """Fewer unregistered boots exist than the decrease asks to cancel; none were chosen."""
 
     def __init__(self, requested: int, available: int) -> None:
@@ -64,7 +64,7 @@ class CannotDecrease(FsmError):  # noqa: N818  # names fixed by the FSM brief
         )
 
 
-class DeleteRefused(FsmError):  # noqa: N818  # names fixed by the FSM brief
+class DeleteRefused(FsmError):
     """A machine that must not be powered off now (maintenance, or kept on by its policy)."""
 
     def __init__(self, machine: str, reason: str) -> None:

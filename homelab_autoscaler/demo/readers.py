@@ -38,7 +38,7 @@ RPC_TIMEOUT_SECONDS: Final = 5.0
 INSTANCE_STATE_PREFIX: Final = "instance"
 
 
-class RefusedCall(Exception):  # noqa: N818  # reads as what happened: CA's call was refused
+class RefusedCall(Exception):
     """The operator refused a mutating call (the message names the call, the status code and the details)."""
 
 

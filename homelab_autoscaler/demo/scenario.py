@@ -61,7 +61,7 @@ class ScenarioError(Exception):
     """The cast does not fit the homelab: the scenario cannot be played in it."""
 
 
-class Interrupted(Exception):  # noqa: N818  # an event, not an error: a person pressed Ctrl-C
+class Interrupted(Exception):  # an event, not an error: a person pressed Ctrl-C
     """The run was asked to stop before the scenario finished."""
 
 

@@ -16,15 +16,15 @@ class ControlPlaneError(Exception):
     """Anything that stops the real control plane from being found, unpacked or started."""
 
 
-class BinariesNotFound(ControlPlaneError):  # noqa: N818  # the name says what a test skip means
+class BinariesNotFound(ControlPlaneError):
     """No binaries to run: the caller may skip (there is nothing wrong, the environment just lacks them)."""
 
 
-class BadBinary(ControlPlaneError):  # noqa: N818  # a broken file is a failure, never a skip
+class BadBinary(ControlPlaneError):
     """A binary is present but cannot run here: the environment is broken and a test must fail, not skip."""
 
 
-class ControlPlaneStartFailed(ControlPlaneError):  # noqa: N818
+class ControlPlaneStartFailed(ControlPlaneError):
     """A component exited during start or was not ready before the deadline; names it and carries its log tail."""
 
     def __init__(self, component: str, reason: str, log_tail: str) -> None:

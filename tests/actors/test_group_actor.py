@@ -31,7 +31,7 @@ from actors.messages import (
     GroupObserved,
     GroupRemoved,
     IncreaseSize,
-    MutationError,
+    MutationRefusal,
     MutationReply,
     NodeIdentity,
 )
@@ -87,7 +87,7 @@ class ProbeIncrease:
 @dataclass(frozen=True)
 class ProbeResult:
     request_id: str
-    error: MutationError | None
+    error: MutationRefusal | None
     target_at_reply: int
     creating_at_reply: int
 
@@ -539,7 +539,7 @@ SPEC = GroupSpec(max_size=3)
 )
 def test_plan_increase(views: list[MachineView], delta: int, expected: tuple[str, ...] | ErrorKind) -> None:
     planned = plan_increase(views, SPEC, delta, START, "lab/workers")
-    assert (planned.kind if isinstance(planned, MutationError) else planned) == expected
+    assert (planned.kind if isinstance(planned, MutationRefusal) else planned) == expected
 
 
 @pytest.mark.parametrize(
@@ -560,7 +560,7 @@ def test_plan_increase(views: list[MachineView], delta: int, expected: tuple[str
 )
 def test_plan_delete_actions(state: NodeState, policy: PowerPolicy, expected: object) -> None:
     planned = plan_delete_actions([view("a", state, power_policy=policy)], "lab/workers")
-    if isinstance(planned, MutationError):
+    if isinstance(planned, MutationRefusal):
         assert planned.kind == expected
     else:
         assert planned == (() if expected is None else (("a", *expected),))  # type: ignore[misc]
@@ -569,7 +569,7 @@ def test_plan_delete_actions(state: NodeState, policy: PowerPolicy, expected: ob
 def test_plan_decrease_refuses_registered_boots() -> None:
     registered = view("a", NodeState.STARTING_UP, registered=True)
     refused = plan_decrease([registered], -1, "lab/workers")
-    assert isinstance(refused, MutationError)
+    assert isinstance(refused, MutationRefusal)
     assert refused.kind is ErrorKind.FAILED_PRECONDITION
     assert plan_decrease([registered, view("b", NodeState.STARTING_UP)], -1, "lab/workers") == ("b",)
 

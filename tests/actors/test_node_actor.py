@@ -34,7 +34,7 @@ from actors.messages import (
 from actors.node_actor import NodeActor
 from actors.read_model import ReadModel
 from actors.runtime import ActorRuntime
-from actors.ticker_actor import Tick, TimerFired
+from actors.ticker_actor import Tick, TimerDue
 from schemas import labels
 from schemas.group import GroupSpec
 from schemas.node import Node, NodeState, NodeStatus, Operation, OperationKind, PowerPolicy
@@ -311,7 +311,7 @@ def test_timers_go_through_the_ticker_and_stale_ones_are_ignored(machine: OneMac
     machine.command(PowerOnRequested())
     machine.heard()
     machine.clock.advance(timedelta(minutes=10, seconds=1).total_seconds())
-    machine.tell(TimerFired("m1-startup-0:boot-timeout", "boot-timeout"))  # an older operation's timer
+    machine.tell(TimerDue("m1-startup-0:boot-timeout", "boot-timeout"))  # an older operation's timer
     assert machine.state() is NodeState.STARTING_UP
 
     machine.runtime.tell(machine.runtime.ticker, Tick(time.monotonic() + 10_000))

@@ -14,7 +14,7 @@ import pytest
 from actors import metrics
 from actors.base import ShellActor
 from actors.runtime import ActorRuntime
-from actors.ticker_actor import TICKER_GLOBAL_NAME, CancelTimer, StartTimer, Tick, TickerActor, TimerFired
+from actors.ticker_actor import TICKER_GLOBAL_NAME, CancelTimer, StartTimer, Tick, TickerActor, TimerDue
 
 RESULT_WAIT = 10.0
 
@@ -40,7 +40,7 @@ class ArmAlarm:
 
 
 class Recorder(ShellActor):
-    """Remembers every TimerFired in arrival order."""
+    """Remembers every TimerDue in arrival order."""
 
     actor_kind = "test-recorder"
 
@@ -49,7 +49,7 @@ class Recorder(ShellActor):
         self.fired: list[tuple[str, object]] = []
         self.alarm_asker: tuple[Any, str] | None = None
 
-    def receiveMsg_TimerFired(self, message: TimerFired, sender: Any) -> None:
+    def receiveMsg_TimerDue(self, message: TimerDue, sender: Any) -> None:
         self.fired.append((message.token, message.payload))
         if self.alarm_asker is not None:
             asker, request_id = self.alarm_asker

@@ -11,19 +11,25 @@ from typing import Any
 import grpc
 import pytest
 
-from actors.errors import ActorFailed, ActorTimeout, RuntimeStopped
+from actors.errors import ActorFailed, ActorTimeout, OperatorError, RuntimeStopped
 from actors.messages import (
     DecreaseTargetSize,
     DeleteNodes,
     ErrorKind,
     IncreaseSize,
-    MutationError,
+    MutationRefusal,
     MutationReply,
     NodeIdentity,
 )
 from grpc_gateway import errors
-from grpc_gateway.errors import InvalidRequest, NotOffered, UnknownGroup
-from grpc_gateway.mutations import ActorMutations, MutationRefused, MutationTimedOut, MutationUnavailable
+from grpc_gateway.errors import GatewayError, InvalidRequest, NotOffered, NotReady, UnknownGroup
+from grpc_gateway.mutations import (
+    ActorMutations,
+    MutationError,
+    MutationRefused,
+    MutationTimedOut,
+    MutationUnavailable,
+)
 
 Code = grpc.StatusCode
 
@@ -73,6 +79,29 @@ def test_subclasses_of_a_listed_error_get_its_code() -> None:
         pass
 
     assert errors.to_status(NoSuchGpuGroup("lab/gpu")).code == Code.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("error_class", "branch"),
+    [
+        (UnknownGroup, GatewayError),
+        (InvalidRequest, GatewayError),
+        (NotOffered, GatewayError),
+        (NotReady, GatewayError),
+        (MutationRefused, MutationError),
+        (MutationTimedOut, MutationError),
+        (MutationUnavailable, MutationError),
+    ],
+    ids=lambda value: value.__name__,
+)
+def test_the_gateway_errors_are_branches_of_the_operator_tree(error_class: type, branch: type) -> None:
+    assert issubclass(error_class, branch)
+    assert issubclass(branch, OperatorError)
+
+
+def test_the_root_of_the_tree_is_not_in_the_table() -> None:
+    # Only the listed classes get a code; an OperatorError that nobody mapped is still a bug of ours.
+    assert errors.to_status(OperatorError("unmapped")).code == Code.INTERNAL
 
 
 @pytest.mark.parametrize("kind", list(ErrorKind), ids=lambda kind: str(kind))
@@ -140,7 +169,7 @@ def reply_ok(future: Future[Any], message: Any) -> None:
 
 
 def reply_refused(future: Future[Any], message: Any) -> None:
-    future.set_result(MutationReply(message.request_id, MutationError(ErrorKind.RESOURCE_EXHAUSTED, "only 1 left")))
+    future.set_result(MutationReply(message.request_id, MutationRefusal(ErrorKind.RESOURCE_EXHAUSTED, "only 1 left")))
 
 
 def fail_with(error: Exception) -> Any:

@@ -851,12 +851,12 @@ class StandInSupervisor(ShellActor):
         assert self.read_model is not None
         group = self.read_model.group(group_id)
         if group is None:
-            unknown = messages.MutationError(ErrorKind.NOT_FOUND, f"no group {group_id}")
+            unknown = messages.MutationRefusal(ErrorKind.NOT_FOUND, f"no group {group_id}")
             self.send(sender, MutationReply(request_id, unknown))
             return
         new_target = group.target_size + delta
         if new_target > group.max_size:
-            refusal = messages.MutationError(
+            refusal = messages.MutationRefusal(
                 ErrorKind.RESOURCE_EXHAUSTED, f"{group_id}: target {new_target} would exceed maxSize {group.max_size}"
             )
             self.send(sender, MutationReply(request_id, refusal))

@@ -44,12 +44,12 @@ INCREASE = messages.IncreaseSize("r1", "lab/workers", 2)
 ADDRESS = "an-actor-address"
 
 EXAMPLES: dict[type, object] = {
-    messages.MutationError: messages.MutationError(messages.ErrorKind.RESOURCE_EXHAUSTED, "no machines"),
+    messages.MutationRefusal: messages.MutationRefusal(messages.ErrorKind.RESOURCE_EXHAUSTED, "no machines"),
     messages.NodeIdentity: IDENTITY,
     messages.IncreaseSize: INCREASE,
     messages.DeleteNodes: messages.DeleteNodes("r2", "lab/workers", (IDENTITY,)),
     messages.DecreaseTargetSize: messages.DecreaseTargetSize("r3", "lab/workers", -1),
-    messages.MutationReply: messages.MutationReply("r1", messages.MutationError(messages.ErrorKind.NOT_FOUND, "x")),
+    messages.MutationReply: messages.MutationReply("r1", messages.MutationRefusal(messages.ErrorKind.NOT_FOUND, "x")),
     messages.Forwarded: messages.Forwarded(ADDRESS, INCREASE),
     messages.Ping: messages.Ping("r4"),
     messages.Pong: messages.Pong("r4", True, 1, 2),
