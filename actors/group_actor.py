@@ -407,6 +407,7 @@ class GroupActor(ShellActor):
         self._window_known = False  # whether a window (or none) was ever in force, so the first is no "change"
         self._window: Schedule | None = None
         self._timer_for: datetime | None = None  # the change the schedule timer is armed for
+        self._mutating = False  # while a mutation is decided and published: no schedule boots of our own
 
     # --- configuration and membership ------------------------------------------------------------------------
 
@@ -480,6 +481,8 @@ class GroupActor(ShellActor):
         # to run into its deadline.
         for token in list(self._held):
             self._answer_not_stored(token, "before the group's actor stopped (operator stopping, or Group deleted)")
+        if self._timer_for is not None:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, _SCHEDULE_TIMER))
         if self._wiring is not None and self._id:
             self._wiring.read_model.remove(self._id)
             metrics.forget_group(self._id)
@@ -506,9 +509,14 @@ class GroupActor(ShellActor):
         finally:
             commanded, self._commanded = self._commanded, None
         if error is None:
-            self._publish()  # before the reply: the gateway reads the new target right after it
+            self._mutating = True
+            try:
+                self._publish()  # before the reply: the gateway reads the new target right after it
+            finally:
+                self._mutating = False
             if commanded:
                 self._record_event(*mutation_event(request, sorted(commanded), target_before, self._target()))
+                self._schedule_publish()  # a window's minSize is restored after the change, as its own step
         else:
             LOGGER.info("group=%s refused %s: %s", self._id, type(request).__name__, error.message)
             if self._group is not None:
@@ -741,8 +749,8 @@ class GroupActor(ShellActor):
                 self.send(self._ticker_address(), StartTimer(self.myAddress, _SCHEDULE_TIMER, wait, None))
             self._timer_for = upcoming
         # Only a window's minSize is brought about by the operator: the spec's own minSize stays CA's business.
-        # Never inside a mutation: its reply would wait for these boots too; the publish after it catches up.
-        if sizes.window is None or self._commanded is not None:
+        # Never inside a mutation: its event and reply are about CA's change; the publish after it catches up.
+        if sizes.window is None or self._mutating:
             return
         views = self._views()
         chosen = plan_schedule_boots(views, in_force(self._spec(), sizes), now)

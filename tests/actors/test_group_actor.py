@@ -539,6 +539,24 @@ def test_a_window_raising_min_powers_on_up_to_it_and_reports_it_until_it_ends(la
     ]
 
 
+def test_a_machine_ca_deletes_below_a_windows_min_is_replaced_as_a_step_of_its_own(lab: Lab) -> None:
+    machines = tuple(make_node(f"m{index}", price=f"0.{index + 1}") for index in range(3))
+    lab.list_inventory((make_group(max_size=3, schedules=(LUNCH,)),), machines)
+    window_passes(lab, 1, [])
+    booted(lab, "m0", "m1")
+    lab.port.clear()
+
+    assert lab.delete("workers", identity(lab.machine("m0"))).error is None
+    lab.sync()
+
+    assert lab.group().target_size == 2
+    events = [(event.reason, event.message) for event in lab.port.group_events("workers")]
+    assert events == [
+        ("ScaleDown", "Cluster Autoscaler deleted 1: powering off or cancelling m0 (target 2 → 1)"),
+        ("ScheduleScaleUp", "schedule 'lunch' raises minSize to 2: powering on m2 (target 1 → 2)"),
+    ]
+
+
 def test_a_window_lowering_max_refuses_increases_naming_it_and_powers_nothing_off(lab: Lab) -> None:
     machines = tuple(make_node(f"m{index}") for index in range(3))
     lab.list_inventory((make_group(max_size=3, schedules=(QUIET,)),), machines)
