@@ -7,9 +7,11 @@ zone's wall clock (Europe/Berlin is UTC+1 in winter, UTC+2 in summer; DST began 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.fsm.schedules import active_window, effective_sizes, next_change
 from schemas.group import GroupSpec, Schedule, Weekday
@@ -106,3 +108,34 @@ def test_effective_sizes(now: str, expected: tuple[int, int, str | None]) -> Non
     sizes = effective_sizes(spec, utc(now))
     assert (sizes.min_size, sizes.max_size, sizes.window.name if sizes.window else None) == expected
 
+
+
+_CLOCK = st.builds(lambda hour, minute: f"{hour:02d}:{minute:02d}", st.integers(0, 23), st.sampled_from((0, 30, 59)))
+_WINDOW = st.builds(
+    lambda name, days, start, end, zone: Schedule(
+        name=name, days=tuple(sorted(days, key=list(Weekday).index)), start=start, end=end, time_zone=zone,
+        max_size=1,
+    ),
+    st.sampled_from(("a", "b", "c")),
+    st.sets(st.sampled_from(tuple(Weekday)), min_size=1),
+    _CLOCK,
+    _CLOCK,
+    st.sampled_from(("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe")),
+).filter(lambda window: window.start != window.end)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    schedules=st.lists(_WINDOW, min_size=1, max_size=3).map(tuple),
+    now=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)),
+)
+def test_the_window_in_force_holds_until_the_next_change_and_differs_at_it(
+    schedules: tuple[Schedule, ...], now: datetime
+) -> None:
+    current = active_window(schedules, now)
+    change = next_change(schedules, now)
+    assert change is not None  # every window starts and ends within a week
+    assert now < change <= now + timedelta(days=8)
+    assert active_window(schedules, change) != current
+    step = (change - now) / 7
+    assert all(active_window(schedules, now + step * index) == current for index in range(7))
