@@ -32,8 +32,16 @@ from the read model right after). After member reports the group publishes once 
 submitted only when it changed. Until every assigned member has reported once, the group neither publishes
 nor accepts mutations (it would count machines it has not heard of as absent).
 
-The deciding is pure (`plan_increase`, `plan_delete_actions`, `intended`, `template_source`, `group_status`
-below and `actors.fsm.group`); the handlers only route.
+Schedules: the minSize and maxSize in force are the spec's, overridden by the first active window of
+`spec.schedules` (`actors.fsm.schedules`). They are what the read model publishes (so CA's NodeGroups and
+NodeGroupForNode report them) and what IncreaseSize is checked against. While a window raises minSize above the
+target, the group powers on machines up to it itself (best first, as for IncreaseSize): CA only keeps a group at
+its min, it does not raise a group to it. When the window ends min falls back and CA removes what is unneeded in
+its own time; a lowered maxSize refuses scale-ups but never powers anything off. One ticker timer is armed for
+the next window change, and each change is an Event (`ScheduleStarted`, `ScheduleEnded`).
+
+The deciding is pure (`plan_increase`, `plan_schedule_boots`, `plan_delete_actions`, `intended`,
+`template_source`, `group_status` below, `actors.fsm.group` and `actors.fsm.schedules`); the handlers only route.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from actors import metrics, wiring
@@ -63,6 +71,7 @@ from actors.fsm.group import (
     state_counts,
     target_size,
 )
+from actors.fsm.schedules import EffectiveSizes, effective_sizes, next_change
 from actors.messages import (
     ConfigureGroup,
     DecreaseTargetSize,
@@ -85,7 +94,7 @@ from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, Templat
 from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
 from schemas.common import Condition, ConditionStatus, Taint
-from schemas.group import Group, GroupSpec, GroupStatus
+from schemas.group import Group, GroupSpec, GroupStatus, Schedule
 from schemas.node import NodeSnapshot, NodeState
 
 LOGGER = logging.getLogger(__name__)
@@ -105,23 +114,68 @@ def _refused(kind: ErrorKind, message: str) -> MutationRefusal:
     return MutationRefusal(kind, message)
 
 
+def in_force(spec: GroupSpec, sizes: EffectiveSizes) -> GroupSpec:
+    """`spec` with the minSize and maxSize in force (a schedule window's, where one is active). Pure."""
+    if (sizes.min_size, sizes.max_size) == (spec.min_size, spec.max_size):
+        return spec
+    return spec.model_copy(update={"min_size": sizes.min_size, "max_size": sizes.max_size})
+
+
 def plan_increase(
-    views: Sequence[MachineView], spec: GroupSpec, delta: int, now: datetime, group: str
+    views: Sequence[MachineView],
+    spec: GroupSpec,
+    delta: int,
+    now: datetime,
+    group: str,
+    window: Schedule | None = None,
 ) -> tuple[str, ...] | MutationRefusal:
-    """The machines to power on for IncreaseSize(delta), best first, or why not (nothing chosen). Pure."""
+    """The machines to power on for IncreaseSize(delta), best first, or why not (nothing chosen). Pure.
+
+    `spec` carries the sizes in force; `window` is the schedule window that set them, named when it is its
+    maxSize that refuses.
+    """
     if delta <= 0:
         message = f"node group {group}: IncreaseSize needs a positive delta, not {delta}"
         return _refused(ErrorKind.INVALID_ARGUMENT, message)
     current = target_size(views)
     if current + delta > spec.max_size:
-        return _refused(
-            ErrorKind.INVALID_ARGUMENT,
-            f"node group {group}: target {current} + {delta} would exceed maxSize {spec.max_size}",
-        )
+        limit = f"maxSize {spec.max_size}"
+        if window is not None and window.max_size is not None:
+            limit += f" of schedule {window.name!r} (active now)"
+        message = f"node group {group}: target {current} + {delta} would exceed {limit}"
+        return _refused(ErrorKind.INVALID_ARGUMENT, message)
     try:
         return choose_for_scale_up(views, delta, spec, now)
     except NotEnoughMachines as refusal:
         return _refused(ErrorKind.RESOURCE_EXHAUSTED, f"node group {group}: {refusal}")
+
+
+def plan_schedule_boots(views: Sequence[MachineView], spec: GroupSpec, now: datetime) -> tuple[str, ...]:
+    """The machines to power on so the target reaches `spec.min_size` (the sizes in force), best first. Pure.
+
+    As many as are eligible when fewer are: a window's minSize is a standing wish, not a request to refuse.
+    """
+    missing = spec.min_size - target_size(views)
+    if missing <= 0:
+        return ()
+    try:
+        return choose_for_scale_up(views, missing, spec, now)
+    except NotEnoughMachines as short:
+        fewer = min(short.eligible, spec.max_size - target_size(views))
+        return choose_for_scale_up(views, fewer, spec, now) if fewer > 0 else ()
+
+
+def schedule_change_event(
+    before: Schedule | None, after: Schedule | None, sizes: EffectiveSizes, until: datetime | None
+) -> tuple[fx.EventType, str, str]:
+    """The Normal Event recorded on the Group when the window in force changes from `before` to `after`. Pure."""
+    limits = f"minSize {sizes.min_size}, maxSize {sizes.max_size}"
+    then = f" until {until.isoformat()}" if until is not None else ""
+    if after is None:
+        assert before is not None
+        return fx.EventType.NORMAL, "ScheduleEnded", f"schedule {before.name!r} ended: {limits} (the spec's){then}"
+    replaced = f" (after {before.name!r})" if before is not None else ""
+    return fx.EventType.NORMAL, "ScheduleStarted", f"schedule {after.name!r} is active{replaced}: {limits}{then}"
 
 
 _DELETE_ACTIONS: Final[Mapping[NodeState, tuple[Event, NodeState]]] = {
@@ -233,7 +287,11 @@ def _with_managed_taints(taints: tuple[Taint, ...], spec: GroupSpec) -> tuple[Ta
 
 
 def group_status(
-    group: Group, views: Iterable[MachineView], invalid_spec: Condition | None = None
+    group: Group,
+    views: Iterable[MachineView],
+    invalid_spec: Condition | None = None,
+    active_schedule: str | None = None,
+    next_schedule_change: datetime | None = None,
 ) -> GroupStatus:
     """The Group resource's status for these members (its target is `target_size` of the same views). Pure.
 
@@ -250,6 +308,8 @@ def group_status(
         machines=counts,
         conditions=(*conditions, invalid_spec) if invalid_spec is not None else conditions,
         observed_generation=group.metadata.generation,
+        active_schedule=active_schedule,
+        next_schedule_change=next_schedule_change,
     )
 
 
@@ -299,6 +359,21 @@ class _HeldReply:
 
 
 _HELD_REPLY_TIMER = "held-reply"
+_SCHEDULE_TIMER = "schedule"
+"""The token of the one timer for the next schedule window change (held-reply tokens start with `stored/`)."""
+_RECHECK_WITHOUT_CHANGE: Final = timedelta(days=1)
+"""How long sizes are trusted when no window changes within a week (a spec change recomputes them anyway)."""
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The sizes in force, computed for one spec's schedules and trusted until `valid_until`."""
+
+    key: tuple[tuple[Schedule, ...], int, int]
+    """The spec's schedules, minSize and maxSize these sizes were computed from."""
+    sizes: EffectiveSizes
+    next_change: datetime | None
+    valid_until: datetime
 
 
 class GroupActor(ShellActor):
@@ -328,6 +403,11 @@ class GroupActor(ShellActor):
         self._ticker: Any = None
         self._invalid_spec: Condition | None = None
         """While the newest version of the Group fails our schemas: the condition its status carries."""
+        self._schedule: _Schedule | None = None
+        self._window_known = False  # whether a window (or none) was ever in force, so the first is no "change"
+        self._window: Schedule | None = None
+        self._timer_for: datetime | None = None  # the change the schedule timer is armed for
+        self._mutating = False  # while a mutation is decided and published: no schedule boots of our own
 
     # --- configuration and membership ------------------------------------------------------------------------
 
@@ -386,6 +466,12 @@ class GroupActor(ShellActor):
         self._stored(message.machine, message.command_sequence)
 
     def receiveMsg_TimerDue(self, message: TimerDue, sender: Any) -> None:
+        if message.token == _SCHEDULE_TIMER:
+            # Re-evaluated at the wall clock's now; fired early (the ticker runs on a monotonic clock) it re-arms.
+            self._timer_for = None
+            self._schedule = None
+            self._schedule_publish()
+            return
         if message.token not in self._held:
             return  # answered already
         self._answer_not_stored(message.token, f"within {self._require_wiring().stored_wait_seconds:g} s")
@@ -395,6 +481,8 @@ class GroupActor(ShellActor):
         # to run into its deadline.
         for token in list(self._held):
             self._answer_not_stored(token, "before the group's actor stopped (operator stopping, or Group deleted)")
+        if self._timer_for is not None:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, _SCHEDULE_TIMER))
         if self._wiring is not None and self._id:
             self._wiring.read_model.remove(self._id)
             metrics.forget_group(self._id)
@@ -421,9 +509,14 @@ class GroupActor(ShellActor):
         finally:
             commanded, self._commanded = self._commanded, None
         if error is None:
-            self._publish()  # before the reply: the gateway reads the new target right after it
+            self._mutating = True
+            try:
+                self._publish()  # before the reply: the gateway reads the new target right after it
+            finally:
+                self._mutating = False
             if commanded:
                 self._record_event(*mutation_event(request, sorted(commanded), target_before, self._target()))
+                self._schedule_publish()  # a window's minSize is restored after the change, as its own step
         else:
             LOGGER.info("group=%s refused %s: %s", self._id, type(request).__name__, error.message)
             if self._group is not None:
@@ -439,7 +532,8 @@ class GroupActor(ShellActor):
 
     def _increase(self, request: IncreaseSize, now: datetime) -> MutationRefusal | None:
         views = self._views()
-        chosen = plan_increase(views, self._spec(), request.delta, now, self._id)
+        sizes = self._sizes(now)
+        chosen = plan_increase(views, in_force(self._spec(), sizes), request.delta, now, self._id, sizes.window)
         if isinstance(chosen, MutationRefusal):
             return chosen
         slots = boot_slots(views, self._spec())
@@ -582,11 +676,21 @@ class GroupActor(ShellActor):
         group = self._group
         if group is None or self._awaiting:
             return
-        self._grant_boot_slots(self._now())
+        now = self._now()
+        sizes = self._sizes(now)
+        self._follow_schedule(sizes, now)
+        self._grant_boot_slots(now)
         if self._sorted_names is None:
             self._sorted_names = sorted(self._members)
         members = [self._members[name] for name in self._sorted_names]
-        status = group_status(group, (member.view for member in members), self._invalid_spec)
+        assert self._schedule is not None  # computed by _sizes
+        status = group_status(
+            group,
+            (member.view for member in members),
+            self._invalid_spec,
+            sizes.window.name if sizes.window is not None else None,
+            self._schedule.next_change,
+        )
         if self._boots_changed:
             self._boots_changed = False
             self._learned_provision_seconds = learned_provision_seconds(
@@ -601,8 +705,8 @@ class GroupActor(ShellActor):
             id=self._id,
             namespace=group.metadata.namespace,
             name=group.metadata.name,
-            min_size=group.spec.min_size,
-            max_size=group.spec.max_size,
+            min_size=sizes.min_size,
+            max_size=sizes.max_size,
             target_size=status.target_size,
             machines=tuple(member.snapshot for member in members),
             autoscaling_options=group.spec.autoscaling_options,
@@ -614,6 +718,54 @@ class GroupActor(ShellActor):
         )
         self._read_model().publish(snapshot)
         self._submit_status(status)
+
+    def _sizes(self, now: datetime) -> EffectiveSizes:
+        """minSize and maxSize in force now; recomputed when the schedules change or a change is due."""
+        spec = self._spec()
+        key = (spec.schedules, spec.min_size, spec.max_size)
+        cached = self._schedule
+        if cached is None or cached.key != key or now >= cached.valid_until:
+            upcoming = next_change(spec.schedules, now) if spec.schedules else None
+            valid_until = upcoming if upcoming is not None else now + _RECHECK_WITHOUT_CHANGE
+            cached = self._schedule = _Schedule(key, effective_sizes(spec, now), upcoming, valid_until)
+        return cached.sizes
+
+    def _follow_schedule(self, sizes: EffectiveSizes, now: datetime) -> None:
+        """Mark a window change with an Event, arm the timer for the next one, power on up to a window's min."""
+        assert self._schedule is not None
+        if not self._window_known or sizes.window != self._window:
+            if self._window_known or sizes.window is not None:
+                upcoming = self._schedule.next_change
+                self._record_event(*schedule_change_event(self._window, sizes.window, sizes, upcoming))
+                LOGGER.info("group=%s schedule %s in force: min %d max %d", self._id,
+                            sizes.window.name if sizes.window else "none", sizes.min_size, sizes.max_size)
+            self._window_known, self._window = True, sizes.window
+        upcoming = self._schedule.next_change
+        if upcoming != self._timer_for:
+            if upcoming is None:
+                self.send(self._ticker_address(), CancelTimer(self.myAddress, _SCHEDULE_TIMER))
+            else:
+                wait = max(0.0, (upcoming - now).total_seconds())
+                self.send(self._ticker_address(), StartTimer(self.myAddress, _SCHEDULE_TIMER, wait, None))
+            self._timer_for = upcoming
+        # Only a window's minSize is brought about by the operator: the spec's own minSize stays CA's business.
+        # Never inside a mutation: its event and reply are about CA's change; the publish after it catches up.
+        if sizes.window is None or self._mutating:
+            return
+        views = self._views()
+        chosen = plan_schedule_boots(views, in_force(self._spec(), sizes), now)
+        if not chosen:
+            return
+        target_before = target_size(views)
+        slots = boot_slots(views, self._spec())
+        for index, name in enumerate(chosen):
+            start_now = slots is None or index < slots
+            self._command(name, PowerOnRequested(start_now=start_now), NodeState.STARTING_UP, now, start_now)
+        message = (
+            f"schedule {sizes.window.name!r} raises minSize to {sizes.min_size}: powering on {', '.join(chosen)} "
+            f"(target {target_before} → {self._target()})"
+        )
+        self._record_event(fx.EventType.NORMAL, "ScheduleScaleUp", message)
 
     def _submit_status(self, status: GroupStatus) -> None:
         if status == self._last_status or self._group is None:

@@ -27,7 +27,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from schemas import API_GROUP, API_VERSION
-from schemas.group import FailurePolicy, Group, GroupSpec, GroupStatus, NodeTemplate
+from schemas.group import FailurePolicy, Group, GroupSpec, GroupStatus, NodeTemplate, Schedule
 from schemas.labels import GROUP_LABEL
 from schemas.node import (
     EnvFromSource,
@@ -88,6 +88,19 @@ MODEL_RULES: Final[Mapping[type[BaseModel], tuple[CelRule, ...]]] = {
             "minSize must not be greater than maxSize",
             ".minSize",
         ),
+        # Bounded by schedules' maxItems, so its cost is too. The zone itself is checked by the webhook (CEL
+        # has no tz database list).
+        CelRule(
+            "!has(self.schedules) || self.schedules.all(s, "
+            "(has(s.minSize) ? s.minSize : (has(self.minSize) ? self.minSize : 0)) <= "
+            "(has(s.maxSize) ? s.maxSize : self.maxSize))",
+            "a schedule's minSize (or spec.minSize) must not be greater than its maxSize (or spec.maxSize)",
+            ".schedules",
+        ),
+    ),
+    Schedule: (
+        CelRule("self.start != self.end", "end must differ from start (a window needs a length)", ".end"),
+        CelRule("has(self.minSize) || has(self.maxSize)", "a schedule must set minSize, maxSize or both"),
     ),
     FailurePolicy: (
         CelRule(
@@ -118,6 +131,7 @@ _LIST_MAP_BY_TYPE: Final = {"x-kubernetes-list-type": "map", "x-kubernetes-list-
 FIELD_EXTRAS: Final[Mapping[tuple[type[BaseModel], str], Mapping[str, Any]]] = {
     (GroupStatus, "conditions"): _LIST_MAP_BY_TYPE,
     (NodeStatus, "conditions"): _LIST_MAP_BY_TYPE,
+    (GroupSpec, "schedules"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (JobTemplate, "volumes"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (NodeSpec, "provider_id"): {"pattern": PROVIDER_ID_PATTERN},
 }

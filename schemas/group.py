@@ -8,6 +8,7 @@ operator keeps on member Kubernetes Nodes. Members are Node CRs labelled `infra.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
@@ -84,6 +85,51 @@ class NodeTemplate(Model):
     )
 
 
+class Weekday(StrEnum):
+    """A day of the week, as a window's start day."""
+
+    MON = "Mon"
+    TUE = "Tue"
+    WED = "Wed"
+    THU = "Thu"
+    FRI = "Fri"
+    SAT = "Sat"
+    SUN = "Sun"
+
+
+CLOCK_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+"""A wall-clock time of day, `HH:MM` on the 24-hour clock."""
+
+
+class Schedule(Model):
+    """A weekly window from `start` on each of `days` to the next `end`, overriding minSize and/or maxSize."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Names the window in the group's status, Events and refusals (lowercase letters, digits, -).",
+    )
+    days: tuple[Weekday, ...] = Field(
+        min_length=1, max_length=7, description="Days of the week the window starts on, e.g. [Mon, Tue, Wed]."
+    )
+    start: str = Field(pattern=CLOCK_TIME_PATTERN, description="When the window starts, HH:MM by the zone's clock.")
+    end: str = Field(
+        pattern=CLOCK_TIME_PATTERN,
+        description="When the window ends, HH:MM by the zone's clock; earlier than start: the next day.",
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64, description="IANA time zone of start and end, e.g. Europe/Berlin."
+    )
+    min_size: int | None = Field(
+        default=None, ge=0, description="The group's minSize while the window is active; the operator powers on "
+        "machines up to it; unset: spec.minSize."
+    )
+    max_size: int | None = Field(
+        default=None, ge=0, description="The group's maxSize while the window is active (Cluster Autoscaler "
+        "cannot scale up beyond it; running machines are not powered off); unset: spec.maxSize."
+    )
+
+
 class GroupSpec(Model):
     """Desired behaviour of a group of machines."""
 
@@ -127,6 +173,11 @@ class GroupSpec(Model):
     node_taints: tuple[Taint, ...] = Field(
         default=(), description="Taints the operator keeps on every member Kubernetes Node."
     )
+    schedules: tuple[Schedule, ...] = Field(
+        default=(),
+        max_length=20,
+        description="Weekly windows overriding minSize and/or maxSize while active; the first active one wins.",
+    )
 
 
 class GroupStatus(StatusModel):
@@ -137,6 +188,12 @@ class GroupStatus(StatusModel):
     machines: dict[str, int] = Field(default_factory=dict, description="Number of machines in each state.")
     conditions: tuple[Condition, ...] = Field(default=(), description="Healthy and other conditions.")
     observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    active_schedule: str | None = Field(
+        default=None, description="The schedule window in force (its name); unset: spec.minSize and maxSize apply."
+    )
+    next_schedule_change: datetime | None = Field(
+        default=None, description="When a schedule window next starts or ends; unset: no change within a week."
+    )
 
 
 class Group(StatusModel):

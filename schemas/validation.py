@@ -22,6 +22,7 @@ import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
@@ -41,7 +42,7 @@ from schemas.common import (
     parse_duration,
     parse_quantity,
 )
-from schemas.group import Group, GroupSpec, NodeTemplate
+from schemas.group import Group, GroupSpec, NodeTemplate, Schedule
 from schemas.labels import GROUP_LABEL, MACHINE_LABEL
 from schemas.node import JobTemplate, Node, NodeSpec
 
@@ -361,6 +362,42 @@ def _template_errors(template: NodeTemplate, path: str) -> Iterator[FieldError]:
     yield from _taint_errors(template.taints, _child(path, "taints"))
 
 
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _schedule_errors(schedules: Sequence[Schedule], spec: GroupSpec, path: str) -> Iterator[FieldError]:
+    seen: set[str] = set()
+    for index, window in enumerate(schedules):
+        entry = _item(path, index)
+        if window.name in seen:
+            yield FieldError(_child(entry, "name"), f"schedule name {window.name!r} is used twice; names must differ")
+        seen.add(window.name)
+        if not _known_zone(window.time_zone):
+            yield FieldError(
+                _child(entry, "timeZone"),
+                f"timeZone {window.time_zone!r} is not an IANA time zone such as Europe/Berlin or UTC",
+            )
+        if window.start == window.end:
+            yield FieldError(
+                _child(entry, "end"), f"end ({window.end}) must differ from start (a window needs a length)"
+            )
+        if window.min_size is None and window.max_size is None:
+            yield FieldError(_child(entry, "minSize"), f"schedule {window.name!r} must set minSize, maxSize or both")
+        low = window.min_size if window.min_size is not None else spec.min_size
+        high = window.max_size if window.max_size is not None else spec.max_size
+        if low > high:
+            yield FieldError(
+                _child(entry, "minSize" if window.min_size is not None else "maxSize"),
+                f"schedule {window.name!r}: minSize ({low}) must not be greater than maxSize ({high}) while it is "
+                "active (unset sizes are spec.minSize and spec.maxSize)",
+            )
+
+
 def _group_spec_errors(spec: GroupSpec, path: str) -> Iterator[FieldError]:
     if spec.min_size > spec.max_size:
         yield FieldError(
@@ -402,6 +439,7 @@ def _group_spec_errors(spec: GroupSpec, path: str) -> Iterator[FieldError]:
         )
     yield from _label_errors(spec.node_labels, _child(path, "nodeLabels"), reserved=RESERVED_NODE_LABELS)
     yield from _taint_errors(spec.node_taints, _child(path, "nodeTaints"))
+    yield from _schedule_errors(spec.schedules, spec, _child(path, "schedules"))
 
 
 def validate_group(group: Group | GroupSpec | Mapping[str, Any]) -> list[FieldError]:

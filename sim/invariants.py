@@ -352,7 +352,13 @@ def _target_within_max(index: _Index, objects: ClusterObjects) -> Iterable[Viola
     for key in sorted(index.groups):
         group = index.groups[key]
         members = index.members.get(key, ())
-        max_size = int(_spec(group).get("maxSize") or 0)
+        spec = _spec(group)
+        # A schedule window may raise the max (and its min) for a while, and the operator never powers machines
+        # off when it falls again: the largest size any window allows bounds the target, whatever the time.
+        max_size = max(
+            [int(spec.get("maxSize") or 0)]
+            + [int(window.get(size) or 0) for window in spec.get("schedules") or () for size in ("minSize", "maxSize")]
+        )
         adopted = sum(
             1 for machine in members
             if machine_state(machine) == NodeState.READY.value

@@ -23,7 +23,14 @@ from actors.base import ShellActor
 from actors.fsm import effects as fx
 from actors.fsm.events import CancelBoot, PowerOffRequested
 from actors.fsm.group import InstanceState, MachineView
-from actors.group_actor import intended, plan_decrease, plan_delete_actions, plan_increase, template_source
+from actors.group_actor import (
+    intended,
+    plan_decrease,
+    plan_delete_actions,
+    plan_increase,
+    plan_schedule_boots,
+    template_source,
+)
 from actors.messages import (
     DecreaseTargetSize,
     DeleteNodes,
@@ -39,7 +46,7 @@ from actors.runtime import ActorRuntime
 from actors.ticker_actor import Tick
 from schemas import labels
 from schemas.common import Taint, TaintEffect
-from schemas.group import GroupSpec, NodeTemplate
+from schemas.group import GroupSpec, NodeTemplate, Schedule, Weekday
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, OperationKind, PowerPolicy
 from tests.support.actor_fakes import (
     NAMESPACE,
@@ -487,6 +494,92 @@ def test_a_group_spec_change_is_published(lab: Lab) -> None:
     assert (lab.group().min_size, lab.group().max_size) == (1, 7)
 
 
+# --- schedules (the lab clock starts Sunday 2026-03-01 12:00 UTC) --------------------------------------------
+
+LUNCH = Schedule(name="lunch", days=tuple(Weekday), start="13:00", end="14:00", min_size=2)
+QUIET = Schedule(name="quiet", days=tuple(Weekday), start="13:00", end="14:00", max_size=1)
+
+
+def window_passes(lab: Lab, hours: int, ticks: list[float]) -> None:
+    """The wall clock moves on `hours`, and the ticker's clock far enough for the timer armed for it to fire."""
+    lab.clock.advance(hours * 3600)
+    ticks.append((ticks[-1] if ticks else time.monotonic()) + hours * 3600 + 10_000)
+    lab.runtime.tell(lab.runtime.ticker, Tick(ticks[-1]))
+    lab.sync()
+    lab.sync()  # the group's publish after the timer, then the members' reports
+
+
+def test_a_window_raising_min_powers_on_up_to_it_and_reports_it_until_it_ends(lab: Lab) -> None:
+    machines = tuple(make_node(f"m{index}", price=f"0.{index + 1}") for index in range(3))
+    lab.list_inventory((make_group(max_size=3, schedules=(LUNCH,)),), machines)
+    assert (lab.group().min_size, lab.group().target_size) == (0, 0)
+    ticks: list[float] = []
+
+    window_passes(lab, 1, ticks)  # 13:00: lunch opens
+
+    # CA is told min 2 and a target of 2, the two cheapest machines booting: it keeps them rather than
+    # seeing a group below its minimum.
+    assert (lab.group().min_size, lab.group().max_size, lab.group().target_size) == (2, 3, 2)
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0", "m1"]
+    status = lab.port.group_statuses[-1].status
+    assert (status.active_schedule, status.next_schedule_change) == ("lunch", START + timedelta(hours=2))
+
+    window_passes(lab, 1, ticks)  # 14:00: lunch is over
+
+    # min falls back; the machines stay on for CA to remove in its own time.
+    assert (lab.group().min_size, lab.group().target_size) == (0, 2)
+    assert lab.port.machines_with_jobs(SHUTDOWN) == []
+    status = lab.port.group_statuses[-1].status
+    assert (status.active_schedule, status.next_schedule_change) == (None, START + timedelta(hours=25))
+    reasons = [(event.reason, event.message) for event in lab.port.group_events("workers")]
+    assert reasons == [
+        ("ScheduleStarted", "schedule 'lunch' is active: minSize 2, maxSize 3 until 2026-03-01T14:00:00+00:00"),
+        ("ScheduleScaleUp", "schedule 'lunch' raises minSize to 2: powering on m0, m1 (target 0 → 2)"),
+        ("ScheduleEnded", "schedule 'lunch' ended: minSize 0, maxSize 3 (the spec's) until 2026-03-02T13:00:00+00:00"),
+    ]
+
+
+def test_a_machine_ca_deletes_below_a_windows_min_is_replaced_as_a_step_of_its_own(lab: Lab) -> None:
+    machines = tuple(make_node(f"m{index}", price=f"0.{index + 1}") for index in range(3))
+    lab.list_inventory((make_group(max_size=3, schedules=(LUNCH,)),), machines)
+    window_passes(lab, 1, [])
+    booted(lab, "m0", "m1")
+    lab.port.clear()
+
+    assert lab.delete("workers", identity(lab.machine("m0"))).error is None
+    lab.sync()
+
+    assert lab.group().target_size == 2
+    events = [(event.reason, event.message) for event in lab.port.group_events("workers")]
+    assert events == [
+        ("ScaleDown", "Cluster Autoscaler deleted 1: powering off or cancelling m0 (target 2 → 1)"),
+        ("ScheduleScaleUp", "schedule 'lunch' raises minSize to 2: powering on m2 (target 1 → 2)"),
+    ]
+
+
+def test_a_window_lowering_max_refuses_increases_naming_it_and_powers_nothing_off(lab: Lab) -> None:
+    machines = tuple(make_node(f"m{index}") for index in range(3))
+    lab.list_inventory((make_group(max_size=3, schedules=(QUIET,)),), machines)
+    assert lab.increase("workers", 2).error is None
+    ticks: list[float] = []
+
+    window_passes(lab, 1, ticks)  # 13:00: quiet starts
+
+    assert (lab.group().max_size, lab.group().target_size) == (1, 2)
+    assert lab.port.machines_with_jobs(SHUTDOWN) == []
+    reply = lab.increase("workers", 1)
+    assert reply.error is not None
+    assert reply.error.kind is ErrorKind.INVALID_ARGUMENT
+    assert reply.error.message == (
+        f"node group {lab.group_id('workers')}: target 2 + 1 would exceed maxSize 1 of schedule 'quiet' (active now)"
+    )
+
+    window_passes(lab, 1, ticks)  # 14:00: quiet is over
+
+    assert lab.group().max_size == 3
+    assert lab.increase("workers", 1).error is None
+
+
 def test_the_template_comes_from_the_newest_ready_member(lab: Lab) -> None:
     declared = NodeTemplate(capacity={"cpu": "4", "pods": "110"})
     lab.list_inventory((make_group(template=declared),), (make_node("m1"),))
@@ -540,6 +633,21 @@ SPEC = GroupSpec(max_size=3)
 def test_plan_increase(views: list[MachineView], delta: int, expected: tuple[str, ...] | ErrorKind) -> None:
     planned = plan_increase(views, SPEC, delta, START, "lab/workers")
     assert (planned.kind if isinstance(planned, MutationRefusal) else planned) == expected
+
+
+@pytest.mark.parametrize(
+    ("views", "min_size", "expected"),
+    [
+        pytest.param([view("a"), view("b", priority=1), view("c")], 2, ("b", "a"), id="best-first-up-to-min"),
+        pytest.param([view("a", NodeState.READY), view("b"), view("c")], 2, ("b",), id="counts-what-is-on"),
+        pytest.param([view("a", NodeState.READY), view("b")], 1, (), id="already-at-min"),
+        pytest.param(
+            [view("a"), view("b", power_policy=PowerPolicy.OFF)], 3, ("a",), id="as-many-as-are-eligible"
+        ),
+    ],
+)
+def test_plan_schedule_boots(views: list[MachineView], min_size: int, expected: tuple[str, ...]) -> None:
+    assert plan_schedule_boots(views, GroupSpec(min_size=min_size, max_size=3), START) == expected
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,8 @@ def sample_group() -> dict[str, Any]:
                 "capacity": {"cpu": 8, "memory": "32Gi", "pods": 110},
                 "taints": [{"key": "dedicated", "effect": "NoSchedule"}],
             },
+            "schedules": [{"name": "office", "days": ["Mon"], "start": "08:00", "end": "18:00", "minSize": 2,
+                           "maxSize": 3}],
         },
         "status": {
             "targetSize": 1,
@@ -596,6 +598,30 @@ CEL_CASES = [
         without("spec", "template", "capacity", "pods"),
         ["capacity must include pods (e.g. pods: 110): a scale-from-zero template without pods fits no pod"],
         id="no-pods",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "schedules", 0, "end", value="08:00"),
+        ["end must differ from start (a window needs a length)"],
+        id="schedule-end-equals-start",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        without("spec", "schedules", 0, "maxSize"),
+        [],
+        id="schedule-min-against-spec-max",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "schedules", 0, "minSize", value=5),
+        ["a schedule's minSize (or spec.minSize) must not be greater than its maxSize (or spec.maxSize)"],
+        id="schedule-min>max",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "schedules", 0, value={"name": "night", "days": ["Sun"], "start": "22:00", "end": "06:00"}),
+        ["a schedule must set minSize, maxSize or both"],
+        id="schedule-overrides-nothing",
     ),
     pytest.param(NODE_CRD_NAME, lambda _: None, [], id="node-valid"),
     pytest.param(

@@ -48,6 +48,10 @@ def full_group() -> dict[str, Any]:
             "gpuTypes": ["nvidia-rtx-3060"],
             "nodeLabels": {"homelab.example/rack": "a"},
             "nodeTaints": [{"key": "homelab.example/power", "value": "on-demand", "effect": "PreferNoSchedule"}],
+            "schedules": [
+                {"name": "office", "days": ["Mon", "Tue"], "start": "08:00", "end": "18:00",
+                 "timeZone": "Europe/Berlin", "minSize": 2, "maxSize": 4},
+            ],
         },
         "status": {
             "targetSize": 2,
@@ -64,6 +68,8 @@ def full_group() -> dict[str, Any]:
                 }
             ],
             "observedGeneration": 3,
+            "activeSchedule": "office",
+            "nextScheduleChange": "2026-01-05T17:00:00Z",
         },
     }
 

@@ -43,6 +43,11 @@ def valid_group() -> dict[str, Any]:
             },
             "nodeLabels": {"homelab.example/rack": "a"},
             "nodeTaints": [{"key": "power", "value": "on-demand", "effect": "NoSchedule"}],
+            "schedules": [
+                {"name": "office", "days": ["Mon", "Fri"], "start": "08:00", "end": "18:00",
+                 "timeZone": "Europe/Berlin", "minSize": 2},
+                {"name": "nights", "days": ["Sat"], "start": "22:00", "end": "06:00", "maxSize": 1},
+            ],
         },
     }
 
@@ -221,6 +226,44 @@ GROUP_CASES = [
         id="not-auto-nor-a-duration",
     ),
     pytest.param(at("metadata", "name", value="g" * 64), "metadata.name", "at most 63", id="long-group-name"),
+    pytest.param(
+        at("spec", "schedules", 0, "timeZone", value="Europe/Atlantis"),
+        "spec.schedules[0].timeZone",
+        "not an IANA time zone",
+        id="schedule-unknown-zone",
+    ),
+    pytest.param(
+        at("spec", "schedules", 0, "end", value="08:00"), "spec.schedules[0].end", "must differ from start",
+        id="schedule-end-equals-start",
+    ),
+    pytest.param(
+        at("spec", "schedules", 0, "minSize", value=4),
+        "spec.schedules[0].minSize",
+        "minSize (4) must not be greater than maxSize (3)",
+        id="schedule-min-above-spec-max",
+    ),
+    pytest.param(
+        at("spec", "schedules", 1, "minSize", value=2),
+        "spec.schedules[1].minSize",
+        "minSize (2) must not be greater than maxSize (1)",
+        id="schedule-min-above-its-max",
+    ),
+    pytest.param(
+        at("spec", "minSize", value=2), "spec.schedules[1].maxSize", "minSize (2) must not be greater than maxSize (1)",
+        id="schedule-max-below-spec-min",
+    ),
+    pytest.param(
+        without("spec", "schedules", 1, "maxSize"), "spec.schedules[1].minSize", "must set minSize, maxSize or both",
+        id="schedule-overrides-nothing",
+    ),
+    pytest.param(
+        at("spec", "schedules", 1, "name", value="office"), "spec.schedules[1].name", "used twice",
+        id="schedule-name-twice",
+    ),
+    pytest.param(
+        at("spec", "schedules", 0, "start", value="24:00"), "spec.schedules[0].start", "", id="schedule-start-24:00"
+    ),
+    pytest.param(at("spec", "schedules", 0, "days", value=["Monday"]), "spec.schedules[0].days[0]", "", id="bad-day"),
 ]
 
 
@@ -439,7 +482,8 @@ def test_the_longest_name_that_fits_a_label_value_is_accepted() -> None:
 def test_a_bare_spec_is_reported_with_paths_from_the_object_root() -> None:
     spec = valid_group()["spec"]
     spec["minSize"] = 9
-    assert [error.path for error in validate_group(spec)] == ["spec.minSize"]
+    # The nights window keeps maxSize 1, below the new minSize too.
+    assert [error.path for error in validate_group(spec)] == ["spec.minSize", "spec.schedules[1].maxSize"]
 
 
 def test_field_errors_come_alone_because_cross_field_rules_need_a_well_formed_spec() -> None:

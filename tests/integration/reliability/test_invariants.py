@@ -222,6 +222,12 @@ def _max_size(size: int) -> Break:
     return change
 
 
+def _a_window_allows_more(scene: Scene) -> None:
+    scene.group["spec"]["maxSize"] = 1
+    scene.group["spec"]["schedules"] = [{"name": "busy", "days": ["Mon"], "start": "08:00", "end": "18:00",
+                                        "maxSize": 3}]
+
+
 def _adopted_beyond_max(scene: Scene) -> None:
     scene.group["spec"]["maxSize"] = 1
     scene.machines["m1"]["status"]["reason"] = "StartedOutsideAutoscaler"
@@ -333,6 +339,7 @@ FINE = [
     pytest.param(_keep_powered_off_nodes, id="powered-off-node-kept-on-purpose"),
     pytest.param(_kube_node("m2", ready=False), id="powered-off-node-not-ready"),
     pytest.param(_adopted_beyond_max, id="machine-powered-on-by-hand-beyond-max"),
+    pytest.param(_a_window_allows_more, id="a-schedule-window-allows-more-than-spec-max"),
     pytest.param(_unwritten_status, id="status-never-written-means-shutdown"),
 ]
 
