@@ -280,7 +280,7 @@ class AutoscaledHomelab:
             assert self.highest_target(name) <= group.max_size, f"group {name} went past maxSize {group.max_size}"
             entry = self.ca_group_status(name)
             assert entry is not None, f"CA's status lists group {name}: {status}"
-            assert int(entry.get("maxSize", group.max_size)) == group.max_size
+            assert entry["health"]["maxSize"] == group.max_size, f"CA's view of group {name}: {entry}"
 
     # --- cleanup -----------------------------------------------------------------------------------------------
 
