@@ -23,7 +23,7 @@ from typing import Any, Final
 import grpc
 import pytest
 import yaml
-from e2e_support import ALWAYS_ON_LABEL, SIMULATED_LABEL, SIMULATED_TAINT, JobRecorder, apply_crds
+from e2e_support import ALWAYS_ON_LABEL, SIMULATED_LABEL, SIMULATED_TAINT, JobRecorder
 
 from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
 from protos import externalgrpc_pb2 as externalgrpc
@@ -34,6 +34,7 @@ from schemas.node import OperationKind, default_provider_id
 from sim.controlplane import ControlPlane, free_ports
 from sim.controlplane.autoscaler import ClusterAutoscaler, OperatorProcess
 from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
+from sim.seed import install_crds
 from tests.support.polling import wait_for
 
 NAMESPACE: Final = "homelab"
@@ -90,7 +91,7 @@ class AutoscaledHomelab:
 
     def open(self) -> None:
         self.rest.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        apply_crds(self.api_client)
+        install_crds(self.api_client, timeout=STEP_SECONDS)
         self.recorder = JobRecorder(self.rest, NAMESPACE, {})
         self.recorder.start(STEP_SECONDS)
 

@@ -28,6 +28,7 @@ from schemas import labels as label_names
 from sim.controlplane import ControlPlane, free_ports
 from sim.controlplane.autoscaler import OperatorProcess
 from sim.machines import MachineSimulator, SimulatedMachine
+from sim.seed import install_crds
 from tests.support.control_plane import show_on_failure
 from tests.support.polling import wait_for
 
@@ -75,9 +76,7 @@ class OutageHomelab:
 
     def open(self, machines: dict[str, int], boot_seconds: float) -> None:
         self.rest.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        from tests.e2e.e2e_support import apply_crds  # the e2e suite's CRD loader, shared
-
-        apply_crds(self.api_client)
+        install_crds(self.api_client, timeout=STEP_SECONDS)
         self.rest.post(
             f"/apis/{GROUP_VERSION}/namespaces/{NAMESPACE}/groups",
             {"apiVersion": GROUP_VERSION, "kind": "Group", "metadata": {"name": GROUP, "namespace": NAMESPACE},
