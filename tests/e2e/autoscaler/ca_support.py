@@ -278,6 +278,7 @@ class AutoscaledHomelab:
         status = self.ca_status()
         assert status is not None, "CA writes its status ConfigMap"
         for name, group in self.groups.items():
+            assert self._sampler.sampled(f"{NAMESPACE}/{name}"), f"the target of group {name} was never read"
             assert self.highest_target(name) <= group.max_size, f"group {name} went past maxSize {group.max_size}"
             entry = self.ca_group_status(name)
             assert entry is not None, f"CA's status lists group {name}: {status}"
@@ -341,6 +342,10 @@ class TargetSampler:
 
     def highest(self, group_id: str) -> int:
         return self._highest.get(group_id, 0)
+
+    def sampled(self, group_id: str) -> bool:
+        """Whether the group's target was read at least once (else `highest` would say 0 for nothing)."""
+        return group_id in self._highest
 
     def stop(self) -> None:
         self._stopping.set()
