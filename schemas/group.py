@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from pydantic import Field
 
@@ -130,6 +131,38 @@ class Schedule(Model):
     )
 
 
+class ExerciseWindow(Model):
+    """When exercise boots may start: weekly, from `start` on each of `days` to the next `end` (a schedule's shape)."""
+
+    days: tuple[Weekday, ...] = Field(
+        min_length=1, max_length=7, description="Days of the week the window starts on, e.g. [Sat, Sun]."
+    )
+    start: str = Field(pattern=CLOCK_TIME_PATTERN, description="When the window starts, HH:MM by the zone's clock.")
+    end: str = Field(
+        pattern=CLOCK_TIME_PATTERN,
+        description="When the window ends, HH:MM by the zone's clock; earlier than start: the next day.",
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64, description="IANA time zone of start and end, e.g. Europe/Berlin."
+    )
+
+
+MIN_EXERCISE_INTERVAL_SECONDS: Final = 3600
+"""The shortest `exercise.every`: an exercise is a real boot and power-off, not a health probe."""
+
+
+class Exercise(Model):
+    """Boot machines that have been off a long time, check they come up, and power them off again."""
+
+    every: Duration = Field(
+        default="168h",
+        description="A machine powered off longer than this is exercised (at least 1h; 168h is a week).",
+    )
+    window: ExerciseWindow | None = Field(
+        default=None, description="When exercises may start; unset: at any time."
+    )
+
+
 class GroupSpec(Model):
     """Desired behaviour of a group of machines."""
 
@@ -178,6 +211,11 @@ class GroupSpec(Model):
         max_length=20,
         description="Weekly windows overriding minSize and/or maxSize while active; the first active one wins.",
     )
+    exercise: Exercise | None = Field(
+        default=None,
+        description="Exercise boots: machines off longer than `every` are booted, checked and powered off again, "
+        "one at a time, hidden from Cluster Autoscaler; unset: never.",
+    )
 
 
 class GroupStatus(StatusModel):
@@ -193,6 +231,9 @@ class GroupStatus(StatusModel):
     )
     next_schedule_change: datetime | None = Field(
         default=None, description="When a schedule window next starts or ends; unset: no change within a week."
+    )
+    exercising: str | None = Field(
+        default=None, description="The member being exercised now (hidden from Cluster Autoscaler); unset: none."
     )
 
 

@@ -623,6 +623,24 @@ CEL_CASES = [
         ["a schedule must set minSize, maxSize or both"],
         id="schedule-overrides-nothing",
     ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "exercise", value={"every": "1h", "window": {"days": ["Sat"], "start": "02:00", "end": "06:00"}}),
+        [],
+        id="exercise-hourly-in-a-window",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "exercise", value={"every": "59m"}),
+        ["every must be at least 1h: each exercise is a real boot and power-off"],
+        id="exercise-too-often",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "exercise", value={"window": {"days": ["Sat"], "start": "02:00", "end": "02:00"}}),
+        ["end must differ from start (a window needs a length)"],
+        id="exercise-window-without-length",
+    ),
     pytest.param(NODE_CRD_NAME, lambda _: None, [], id="node-valid"),
     pytest.param(
         NODE_CRD_NAME,

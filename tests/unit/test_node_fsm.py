@@ -118,13 +118,13 @@ CELLS: dict[NodeState, tuple[NodeState | str, ...]] = {
         NodeState.SHUTDOWN,
     ),
     NodeState.STARTING_UP: (
-        *(IGNORED, NodeState.STARTING_UP, NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.STARTING_UP),
+        *(NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.STARTING_UP),
         *(NodeState.BOOT_FAILED, IGNORED, NodeState.READY, NodeState.STARTING_UP, NodeState.STARTING_UP),
         *(NodeState.BOOT_FAILED, NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.STARTING_UP),
         NodeState.STARTING_UP,
     ),
     NodeState.READY: (
-        *(IGNORED, IGNORED, NodeState.SHUTTING_DOWN, ILLEGAL, IGNORED),
+        *(NodeState.READY, IGNORED, NodeState.SHUTTING_DOWN, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.READY, NodeState.SHUTDOWN),
         *(NodeState.READY, NodeState.READY, NodeState.READY, NodeState.READY),
         NodeState.READY,
