@@ -59,8 +59,8 @@ from actors.fsm import effects as fx
 from actors.fsm.durations import learned_provision_seconds
 from actors.fsm.errors import CannotDecrease, DeleteRefused, NotEnoughMachines
 from actors.fsm.events import BootSlotGranted, CancelBoot, Event, PowerOffRequested, PowerOnRequested
+from actors.fsm.exercise import choose_for_exercise, next_look
 from actors.fsm.group import (
-    TARGET_STATES,
     MachineView,
     boot_slots,
     check_delete,
@@ -248,7 +248,9 @@ def refusal_event(request: Mutation, error: MutationRefusal) -> tuple[fx.EventTy
 
 def intended(view: MachineView, state: NodeState, now: datetime, booting: bool = False) -> MachineView:
     """The view of a member the group just commanded into `state`, before the member confirms. Pure."""
-    return replace(view, state=state, since=now, operation_started=now if booting else None, reason="Requested")
+    return replace(
+        view, state=state, since=now, operation_started=now if booting else None, reason="Requested", exercising=False
+    )
 
 
 def template_source(spec: GroupSpec, name: str, last_ready: Iterable[NodeSnapshot | None]) -> TemplateSource | None:
@@ -298,18 +300,20 @@ def group_status(
     `group` is the last valid version; `invalid_spec` the InvalidSpec condition while a newer version fails our
     schemas. A stored InvalidSpec condition is dropped otherwise: a Group that parsed has a valid spec.
     """
+    views = list(views)
     counts = state_counts(views)
     conditions = tuple(
         condition for condition in group.status.conditions if condition.type != labels.CONDITION_INVALID_SPEC
     )
     return GroupStatus(
-        target_size=sum(counts[state.value] for state in TARGET_STATES),
+        target_size=target_size(views),
         ready_count=counts[NodeState.READY.value],
         machines=counts,
         conditions=(*conditions, invalid_spec) if invalid_spec is not None else conditions,
         observed_generation=group.metadata.generation,
         active_schedule=active_schedule,
         next_schedule_change=next_schedule_change,
+        exercising=next((view.name for view in views if view.exercising), None),
     )
 
 
@@ -361,6 +365,8 @@ class _HeldReply:
 _HELD_REPLY_TIMER = "held-reply"
 _SCHEDULE_TIMER = "schedule"
 """The token of the one timer for the next schedule window change (held-reply tokens start with `stored/`)."""
+_EXERCISE_TIMER = "exercise"
+"""The token of the one timer for the next instant a member becomes due for an exercise (or the window opens)."""
 _RECHECK_WITHOUT_CHANGE: Final = timedelta(days=1)
 """How long sizes are trusted when no window changes within a week (a spec change recomputes them anyway)."""
 
@@ -408,6 +414,7 @@ class GroupActor(ShellActor):
         self._window: Schedule | None = None
         self._timer_for: datetime | None = None  # the change the schedule timer is armed for
         self._mutating = False  # while a mutation is decided and published: no schedule boots of our own
+        self._exercise_timer_for: datetime | None = None  # the instant the exercise timer is armed for
 
     # --- configuration and membership ------------------------------------------------------------------------
 
@@ -472,6 +479,10 @@ class GroupActor(ShellActor):
             self._schedule = None
             self._schedule_publish()
             return
+        if message.token == _EXERCISE_TIMER:
+            self._exercise_timer_for = None
+            self._schedule_publish()
+            return
         if message.token not in self._held:
             return  # answered already
         self._answer_not_stored(message.token, f"within {self._require_wiring().stored_wait_seconds:g} s")
@@ -483,6 +494,8 @@ class GroupActor(ShellActor):
             self._answer_not_stored(token, "before the group's actor stopped (operator stopping, or Group deleted)")
         if self._timer_for is not None:
             self.send(self._ticker_address(), CancelTimer(self.myAddress, _SCHEDULE_TIMER))
+        if self._exercise_timer_for is not None:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, _EXERCISE_TIMER))
         if self._wiring is not None and self._id:
             self._wiring.read_model.remove(self._id)
             metrics.forget_group(self._id)
@@ -614,7 +627,9 @@ class GroupActor(ShellActor):
 
     def _set_view(self, member: _Member, view: MachineView) -> None:
         member.view = view
-        member.snapshot = replace(member.snapshot, state=view.state, instance=instance_status(view))
+        member.snapshot = replace(
+            member.snapshot, state=view.state, instance=instance_status(view), exercising=view.exercising
+        )
 
     def _record(self, name: str, member: _Member | None, report: MachineStateChanged, sender: Any) -> bool:
         """Take the report into the mirror; True when what the read model shows of the member changed."""
@@ -680,6 +695,7 @@ class GroupActor(ShellActor):
         sizes = self._sizes(now)
         self._follow_schedule(sizes, now)
         self._grant_boot_slots(now)
+        self._follow_exercise(now)
         if self._sorted_names is None:
             self._sorted_names = sorted(self._members)
         members = [self._members[name] for name in self._sorted_names]
@@ -766,6 +782,32 @@ class GroupActor(ShellActor):
             f"(target {target_before} → {self._target()})"
         )
         self._record_event(fx.EventType.NORMAL, "ScheduleScaleUp", message)
+
+    def _follow_exercise(self, now: datetime) -> None:
+        """Start an exercise boot when a member is due (never inside a mutation), and arm the timer for the next."""
+        spec = self._spec()
+        views = self._views()
+        chosen = None if self._mutating else choose_for_exercise(views, spec, now)
+        if chosen is not None:
+            member = self._members[chosen]
+            self._command(chosen, PowerOnRequested(exercise=True), NodeState.STARTING_UP, now, booting=True)
+            self._set_view(member, replace(member.view, exercising=True))
+            message = (
+                f"exercising {chosen}: powering it on to check it still boots, then off again (hidden from "
+                "Cluster Autoscaler meanwhile)"
+            )
+            self._record_event(fx.EventType.NORMAL, "ExerciseStarted", message)
+            LOGGER.info("group=%s exercise of %s started", self._id, chosen)
+            views = self._views()
+        upcoming = next_look(views, spec, now)
+        if upcoming == self._exercise_timer_for:
+            return
+        if upcoming is None:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, _EXERCISE_TIMER))
+        else:
+            wait = max(0.0, (upcoming - now).total_seconds())
+            self.send(self._ticker_address(), StartTimer(self.myAddress, _EXERCISE_TIMER, wait, None))
+        self._exercise_timer_for = upcoming
 
     def _submit_status(self, status: GroupStatus) -> None:
         if status == self._last_status or self._group is None:

@@ -91,6 +91,7 @@ def state_report(machine: Machine, node: Node, commands_handled: int) -> Machine
         instance=instance_status(view),
         hourly_price=view.hourly_price,
         power_watts=view.power_watts,
+        exercising=view.exercising,
     )
     return MachineStateChanged(view, snapshot, machine.status.last_ready, commands_handled)
 

@@ -75,7 +75,7 @@ from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
-from schemas.common import Taint, parse_duration
+from schemas.common import Taint, TaintEffect, parse_duration
 from schemas.group import GroupSpec
 from schemas.node import OperationKind
 
@@ -90,7 +90,10 @@ DEFAULT_BOOT_TIMEOUT_SECONDS: Final = 600.0
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: Final = 300.0
 CUSTOM_PREFIX: Final = f"/apis/{API_GROUP}/{API_VERSION}"
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
-AUTOSCALER_TAINTS: Final = frozenset({label_names.CA_TO_BE_DELETED_TAINT, label_names.CA_DELETION_CANDIDATE_TAINT})
+AUTOSCALER_TAINTS: Final = frozenset(
+    {label_names.CA_TO_BE_DELETED_TAINT, label_names.CA_DELETION_CANDIDATE_TAINT, label_names.EXERCISE_TAINT}
+)
+EXERCISE_TAINT: Final = Taint(key=label_names.EXERCISE_TAINT, effect=TaintEffect.NO_SCHEDULE)
 FINISHED_POD_PHASES: Final = frozenset({"Succeeded", "Failed"})
 WRITES_DELAYED: Final = "WritesDelayed"
 """Reason of the one Event a machine gets when its writes waited out an API server outage."""
@@ -741,6 +744,7 @@ NODE_WRITES: Final = (
     effects.Uncordon,
     effects.RemoveAutoscalerTaints,
     effects.ApplyManagedLabelsAndTaints,
+    effects.TaintForExercise,
     effects.SetProviderID,
 )
 """Effects that change only the machine's Kubernetes Node; consecutive ones are applied as one patch."""
@@ -793,6 +797,8 @@ def node_patch(
                     conflicts[key] = (str(labels[key]), value)
             changed_labels.update({key: value for key, value in managed_labels.items() if labels.get(key) != value})
             taints = merge_taints(taints, managed_taints)
+        elif isinstance(write, effects.TaintForExercise):
+            taints = merge_taints(taints, (EXERCISE_TAINT,))
         elif isinstance(write, effects.SetProviderID):
             current = spec.get("providerID") or ""
             if not current:

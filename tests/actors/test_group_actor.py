@@ -46,7 +46,7 @@ from actors.runtime import ActorRuntime
 from actors.ticker_actor import Tick
 from schemas import labels
 from schemas.common import Taint, TaintEffect
-from schemas.group import GroupSpec, NodeTemplate, Schedule, Weekday
+from schemas.group import Exercise, GroupSpec, NodeTemplate, Schedule, Weekday
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, OperationKind, PowerPolicy
 from tests.support.actor_fakes import (
     NAMESPACE,
@@ -735,3 +735,40 @@ def test_an_observed_template_keeps_what_the_member_had_besides_the_managed_labe
 
 def test_no_template_without_a_ready_member_or_a_declared_one() -> None:
     assert template_source(GroupSpec(max_size=1), "workers", [None]) is None
+
+
+# --- exercise boots (spec.exercise) ----------------------------------------------------------------------------
+
+
+def _off_since(days: int) -> NodeStatus:
+    return NodeStatus(state=NodeState.SHUTDOWN, since=START - timedelta(days=days))
+
+
+def test_a_machine_off_for_a_week_is_exercised_hidden_from_ca(lab: Lab) -> None:
+    machines = (make_node("m0", status=_off_since(9)), make_node("m1", status=_off_since(8)))
+    lab.list_inventory((make_group(max_size=2, exercise=Exercise()),), machines)
+    lab.sync()
+
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]  # one at a time, the one off the longest
+    assert lab.group().target_size == 0
+    assert lab.group().instances == ()
+    assert lab.machine("m0").exercising
+    assert lab.port.group_statuses[-1].status.exercising == "m0"
+    assert [event.reason for event in lab.port.group_events("workers")] == ["ExerciseStarted"]
+
+
+def test_a_scale_up_takes_over_the_exercised_machine(lab: Lab) -> None:
+    machines = (make_node("m0", status=_off_since(9)), make_node("m1", status=_off_since(1), priority=10))
+    lab.list_inventory((make_group(max_size=2, exercise=Exercise()),), machines)
+    lab.sync()
+
+    assert lab.increase("workers", 1).error is None
+    lab.sync()
+
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]  # no second boot: the exercised one stays on
+    assert lab.group().target_size == 1
+    assert not lab.machine("m0").exercising
+    assert "ExerciseTakenOver" in [event.reason for event in lab.port.events("m0")]
+    booted(lab, "m0")
+    assert [instance.id for instance in lab.group().instances] == ["homelab://lab/m0"]
+    assert lab.port.machines_with_jobs(SHUTDOWN) == []
