@@ -294,6 +294,7 @@ def group_status(
     invalid_spec: Condition | None = None,
     active_schedule: str | None = None,
     next_schedule_change: datetime | None = None,
+    sizes: EffectiveSizes | None = None,
 ) -> GroupStatus:
     """The Group resource's status for these members (its target is `target_size` of the same views). Pure.
 
@@ -311,6 +312,8 @@ def group_status(
         machines=counts,
         conditions=(*conditions, invalid_spec) if invalid_spec is not None else conditions,
         observed_generation=group.metadata.generation,
+        min_size=sizes.min_size if sizes is not None else group.spec.min_size,
+        max_size=sizes.max_size if sizes is not None else group.spec.max_size,
         active_schedule=active_schedule,
         next_schedule_change=next_schedule_change,
         exercising=next((view.name for view in views if view.exercising), None),
@@ -706,6 +709,7 @@ class GroupActor(ShellActor):
             self._invalid_spec,
             sizes.window.name if sizes.window is not None else None,
             self._schedule.next_change,
+            sizes,
         )
         if self._boots_changed:
             self._boots_changed = False

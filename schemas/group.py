@@ -226,6 +226,14 @@ class GroupStatus(StatusModel):
     machines: dict[str, int] = Field(default_factory=dict, description="Number of machines in each state.")
     conditions: tuple[Condition, ...] = Field(default=(), description="Healthy and other conditions.")
     observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    min_size: int | None = Field(
+        default=None, ge=0, description="The minSize in force, as Cluster Autoscaler is told it: the active schedule "
+        "window's, else spec.minSize."
+    )
+    max_size: int | None = Field(
+        default=None, ge=0, description="The maxSize in force, as Cluster Autoscaler is told it: the active schedule "
+        "window's, else spec.maxSize."
+    )
     active_schedule: str | None = Field(
         default=None, description="The schedule window in force (its name); unset: spec.minSize and maxSize apply."
     )

@@ -523,6 +523,7 @@ def test_a_window_raising_min_powers_on_up_to_it_and_reports_it_until_it_ends(la
     assert lab.port.machines_with_jobs(STARTUP) == ["m0", "m1"]
     status = lab.port.group_statuses[-1].status
     assert (status.active_schedule, status.next_schedule_change) == ("lunch", START + timedelta(hours=2))
+    assert (status.min_size, status.max_size) == (2, 3)  # the window's, as CA is told them
 
     window_passes(lab, 1, ticks)  # 14:00: lunch is over
 

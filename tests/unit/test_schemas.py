@@ -72,6 +72,8 @@ def full_group() -> dict[str, Any]:
                 }
             ],
             "observedGeneration": 3,
+            "minSize": 2,
+            "maxSize": 4,
             "activeSchedule": "office",
             "nextScheduleChange": "2026-01-05T17:00:00Z",
             "exercising": "node2",
