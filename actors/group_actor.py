@@ -753,6 +753,8 @@ class GroupActor(ShellActor):
     def _follow_schedule(self, sizes: EffectiveSizes, now: datetime) -> None:
         """Mark a window change with an Event, arm the timer for the next one, power on up to a window's min."""
         assert self._schedule is not None
+        if not self._window_known:
+            self._recall_window()
         if not self._window_known or sizes.window != self._window:
             if self._window_known or sizes.window is not None:
                 upcoming = self._schedule.next_change
@@ -812,6 +814,14 @@ class GroupActor(ShellActor):
             wait = max(0.0, (upcoming - now).total_seconds())
             self.send(self._ticker_address(), StartTimer(self.myAddress, _EXERCISE_TIMER, wait, None))
         self._exercise_timer_for = upcoming
+
+    def _recall_window(self) -> None:
+        """Take the window a previous operator recorded in force (status.activeSchedule) as the one known, so a
+        restart inside a window does not announce it again, and one that ended meanwhile is announced as ended."""
+        recorded = self._group.status.active_schedule if self._group is not None else None
+        window = next((window for window in self._spec().schedules if window.name == recorded), None)
+        if recorded is None or window is not None:
+            self._window_known, self._window = True, window
 
     def _submit_status(self, status: GroupStatus) -> None:
         if status == self._last_status or self._group is None:

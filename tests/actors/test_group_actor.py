@@ -46,7 +46,7 @@ from actors.runtime import ActorRuntime
 from actors.ticker_actor import Tick
 from schemas import labels
 from schemas.common import Taint, TaintEffect
-from schemas.group import Exercise, GroupSpec, NodeTemplate, Schedule, Weekday
+from schemas.group import Exercise, GroupSpec, GroupStatus, NodeTemplate, Schedule, Weekday
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, OperationKind, PowerPolicy
 from tests.support.actor_fakes import (
     NAMESPACE,
@@ -773,3 +773,24 @@ def test_a_scale_up_takes_over_the_exercised_machine(lab: Lab) -> None:
     booted(lab, "m0")
     assert [instance.id for instance in lab.group().instances] == ["homelab://lab/m0"]
     assert lab.port.machines_with_jobs(SHUTDOWN) == []
+
+
+def _recorded(group: Any, active_schedule: str) -> Any:
+    return group.model_copy(update={"status": GroupStatus(active_schedule=active_schedule)})
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "events"),
+    [
+        pytest.param("11:00", "14:00", [], id="still-active-not-announced-again"),
+        pytest.param("08:00", "10:00", ["ScheduleEnded"], id="ended-meanwhile-announced-as-ended"),
+    ],
+)
+def test_a_restart_remembers_the_window_a_previous_operator_recorded(
+    lab: Lab, start: str, end: str, events: list[str]
+) -> None:
+    morning = Schedule(name="morning", days=tuple(Weekday), start=start, end=end, max_size=1)
+    group = _recorded(make_group(max_size=3, schedules=(morning,)), "morning")
+    lab.list_inventory((group,), (make_node("m1"),))
+    lab.sync()
+    assert [event.reason for event in lab.port.group_events("workers")] == events
