@@ -794,3 +794,15 @@ def test_a_restart_remembers_the_window_a_previous_operator_recorded(
     lab.list_inventory((group,), (make_node("m1"),))
     lab.sync()
     assert [event.reason for event in lab.port.group_events("workers")] == events
+
+
+def test_an_exercise_starts_when_its_timer_says_the_machine_is_due(lab: Lab) -> None:
+    almost = NodeStatus(state=NodeState.SHUTDOWN, since=START - timedelta(days=7) + timedelta(minutes=30))
+    lab.list_inventory((make_group(max_size=2, exercise=Exercise()),), (make_node("m0", status=almost),))
+    lab.sync()
+    assert lab.port.machines_with_jobs(STARTUP) == []
+
+    window_passes(lab, 1, [])  # the wall clock passes the due time and the ticker fires the group's timer
+
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]
+    assert lab.machine("m0").exercising
