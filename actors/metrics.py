@@ -41,7 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.fsm import energy
-from schemas.node import NodeStatus
+from schemas.node import ExerciseOutcome, NodeStatus
 
 PREFIX = "homelab_autoscaler_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -393,6 +393,13 @@ BOOT_FAILURES = Counter(
     ["group"],
     registry=REGISTRY,
 )
+EXERCISES = Counter(
+    PREFIX + "exercises",
+    "Exercise boots that ended, by outcome: Succeeded, Failed (a failed boot is also in boot_failures_total), "
+    "TakenOver (Cluster Autoscaler asked for the machine meanwhile) or Interrupted.",
+    ["group", "outcome"],
+    registry=REGISTRY,
+)
 BOOT_SECONDS = Histogram(
     PREFIX + "boot_seconds",
     "Boots that succeeded, from the startup Job's creation (the power command) to the Kubernetes Node Ready. "
@@ -544,6 +551,8 @@ def forget_group(group: str) -> None:
         LEARNED_PROVISION_SECONDS,
     ):
         _remove_quietly(metric, group)
+    for outcome in ExerciseOutcome:
+        _remove_quietly(EXERCISES, group, outcome.value)
 
 
 def _remove_quietly(metric: Gauge | Counter | Histogram, *label_values: str) -> None:
