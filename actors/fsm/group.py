@@ -93,8 +93,10 @@ def _ineligibility(machine: MachineView, now: datetime) -> str | None:
     if machine.power_policy is PowerPolicy.OFF:
         return "powerPolicy Off"
     if machine.exercising:
-        # Booting for an exercise: the first choice, it simply stays on. Checked already: it is powering off.
-        return None if machine.state is NodeState.STARTING_UP else "being exercised (powering off again)"
+        # On for an exercise (booting, or checked and drained before its shutdown Job): the first choice, it simply
+        # stays on. Once its shutdown Job runs it is too late.
+        draining = machine.state is NodeState.SHUTTING_DOWN and machine.operation_started is None
+        return None if machine.state is NodeState.STARTING_UP or draining else "being exercised (powering off again)"
     if machine.state in TARGET_STATES:
         return "already on"
     if machine.state is NodeState.SHUTTING_DOWN:

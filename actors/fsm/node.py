@@ -569,16 +569,27 @@ def _begin_exercise(machine: Machine, now: datetime) -> Transition:
 
 
 def _take_over_exercise(machine: Machine, event: PowerOnRequested, now: datetime) -> Transition:
-    """CA asked for a machine while this one is exercised: it stays on as a normal boot (else: nothing to do)."""
+    """CA asked for a machine while this one is exercised: it stays on as a normal boot (else: nothing to do).
+
+    Checked and being drained, it is still on: it goes back to Ready (the drain finds nothing to evict on a
+    tainted Node, and its late report is ignored in Ready). Once its shutdown Job runs it is too late.
+    """
     record = machine.status.last_exercise
-    if record is None or record.outcome is not ExerciseOutcome.RUNNING or event.exercise:
+    state = machine.status.state
+    exercised = record is not None and record.outcome is ExerciseOutcome.RUNNING and not event.exercise
+    if state is NodeState.SHUTTING_DOWN and (not exercised or machine.status.operation is not None):
+        raise InvalidTransition(state, event, "the machine is shutting down")
+    if record is None or not exercised:
         return Transition(machine)
     message = "Cluster Autoscaler asked for a machine: the exercise boot stays on as a normal boot"
     taken = _update(
         machine, last_exercise=exercise_record.concluded(record, ExerciseOutcome.TAKEN_OVER, now, message)
     )
     effects: list[fx.Effect] = []
-    if machine.status.state is NodeState.READY:
+    if state is NodeState.SHUTTING_DOWN:
+        taken, stamp = _stamp_missing_provider_id(_enter(taken, NodeState.READY, "ExerciseTakenOver", message))
+        effects += _usable_node_effects(stamp)
+    elif state is NodeState.READY:
         effects += _usable_node_effects(())
     effects.append(fx.RecordEvent(fx.EventType.NORMAL, "ExerciseTakenOver", message))
     return Transition(taken, tuple(effects))
@@ -1115,6 +1126,12 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     ),
     **_common_cells(NodeState.READY),
     # ShuttingDown: draining, or the shutdown Job runs, or waiting for the Node to go away.
+    (NodeState.SHUTTING_DOWN, PowerOnRequested): Rule(
+        _take_over_exercise,
+        (NodeState.READY,),
+        "an exercised machine being drained stays on, Ready and uncordoned (CA asked for a machine); refused "
+        "otherwise (shutting down)",
+    ),
     (NodeState.SHUTTING_DOWN, BootSlotGranted): IGNORE,
     (NodeState.SHUTTING_DOWN, PowerOffRequested): IGNORE,
     (NodeState.SHUTTING_DOWN, JobSucceeded): Rule(
@@ -1206,7 +1223,6 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
 """(state, event type) → what happens. Cells not listed are illegal and raise InvalidTransition."""
 
 _ILLEGAL_REASONS: Final[dict[tuple[NodeState, type[Event]], str]] = {
-    (NodeState.SHUTTING_DOWN, PowerOnRequested): "the machine is shutting down",
     (NodeState.BOOT_FAILED, PowerOnRequested): "its last boot failed and CA has not released it yet",
     (NodeState.QUARANTINED, PowerOnRequested): "quarantined after repeated failed boots",
     (NodeState.MAINTENANCE, PowerOnRequested): "in maintenance (powerPolicy Maintenance)",

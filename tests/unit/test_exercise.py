@@ -11,7 +11,7 @@ import pytest
 from actors.fsm import effects as fx
 from actors.fsm import events as ev
 from actors.fsm.derive import JobObservation, JobPhase, KubeNodeObservation, derive
-from actors.fsm.errors import CannotDecrease, DeleteRefused
+from actors.fsm.errors import CannotDecrease, DeleteRefused, InvalidTransition
 from actors.fsm.exercise import choose_for_exercise, next_look
 from actors.fsm.exercise_record import is_exercising
 from actors.fsm.group import (
@@ -158,6 +158,16 @@ COURSES = [
     pytest.param(
         Course(
             _exercised(NodeState.SHUTTING_DOWN, operation=None, reason="Draining"),
+            (ev.PowerOnRequested(), ev.DrainFinished(succeeded=True)),
+            NodeState.READY,
+            ExerciseOutcome.TAKEN_OVER,
+            frozenset({"ExerciseTakenOver"}),
+        ),
+        id="taken-over-while-drained",
+    ),
+    pytest.param(
+        Course(
+            _exercised(NodeState.SHUTTING_DOWN, operation=None, reason="Draining"),
             (ev.DrainFinished(succeeded=False, message="a PodDisruptionBudget"),),
             NodeState.READY,
             ExerciseOutcome.FAILED,
@@ -222,6 +232,12 @@ def test_a_takeover_after_ready_makes_the_node_usable() -> None:
                                                                 fx.ApplyManagedLabelsAndTaints]
     assert result.machine.status.state is NodeState.READY
     assert not is_exercising(result.machine.status)
+
+
+def test_too_late_to_take_over_once_the_shutdown_job_runs() -> None:
+    powering_off = _exercised(NodeState.SHUTTING_DOWN)
+    with pytest.raises(InvalidTransition, match="shutting down"):
+        step(powering_off, ev.PowerOnRequested(), NOW)
 
 
 def test_a_power_on_for_a_machine_not_exercised_changes_nothing() -> None:
@@ -314,8 +330,10 @@ def test_an_exercised_machine_is_invisible_to_ca() -> None:
 def test_a_scale_up_takes_the_exercised_machine_first() -> None:
     views = [_view("m0", priority=10), EXERCISED, _view("m2")]
     assert choose_for_scale_up(views, 1, SPEC, NOW) == ("m1",)
-    checked = replace(EXERCISED, state=NodeState.SHUTTING_DOWN)
-    assert choose_for_scale_up([_view("m0", priority=10), checked], 1, SPEC, NOW) == ("m0",)
+    powering_off = replace(EXERCISED, state=NodeState.SHUTTING_DOWN)  # its shutdown Job runs
+    assert choose_for_scale_up([_view("m0", priority=10), powering_off], 1, SPEC, NOW) == ("m0",)
+    draining = replace(EXERCISED, state=NodeState.SHUTTING_DOWN, operation_started=None)
+    assert choose_for_scale_up([_view("m0", priority=10), draining], 1, SPEC, NOW) == ("m1",)
 
 
 def test_the_view_of_a_machine_follows_its_status() -> None:
