@@ -254,7 +254,7 @@ class _Term:
                 LOGGER.debug("writer: %s not delivered, the term ended", type(message).__name__)
 
         writer = KubeWriter(
-            api_client, report, workers=settings.writer_workers, reporting_instance=identity,
+            api_client, report, workers=settings.kubernetes.writer_workers, reporting_instance=identity,
             reachability=reachability,
         )
         key = wiring.register(wiring.Wiring(read_model, writer, clock, runtime.ticker))
@@ -271,7 +271,7 @@ class _Term:
             with contextlib.suppress(RuntimeStopped):  # the term is ending; its watches stop next
                 runtime.tell(watcher, output)
 
-        namespace = settings.watch_namespace or None
+        namespace = settings.kubernetes.watch_namespace or None
         watches = [
             watch.group_watch(api_client, sink, namespace, reachability=reachability),
             watch.machine_watch(api_client, sink, namespace, reachability=reachability),
@@ -325,7 +325,7 @@ class Operator:
         self._own_client = api_client is None
         self._api_client = api_client
         self._clock = clock
-        self.identity = identity or settings.pod_name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.identity = identity or settings.pod.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.read_model = ReadModel()
         self._health = ServingHealth(serving=False)
         self._lock = threading.Lock()
@@ -380,7 +380,7 @@ class Operator:
             return "listeners are not bound yet"
         if self._admission is not None and not self._admission.synced:
             return "the webhook's caches have not synced yet"
-        if not self.settings.leader_elect and not self.acting:
+        if not self.settings.leader_election.enabled and not self.acting:
             return "the inventory has not been applied yet"
         return None
 
@@ -412,16 +412,16 @@ class Operator:
         for listener in self._listeners():
             check_free(listener)
         if self._api_client is None:
-            self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
+            self._api_client = kube_client.new_api_client(settings.kubernetes.kubeconfig, settings.kubernetes.context)
         api_client = self._api_client
-        check_api_server(api_client, settings.watch_namespace)
+        check_api_server(api_client, settings.kubernetes.watch_namespace)
         # One for the process: every watch, the writer and the elector report to it, so an outage is told once.
         self._reachability = ApiReachability(str(api_client.configuration.host))
         self._start_grpc()
-        if settings.webhook_enabled:
+        if settings.webhook.enabled:
             self._start_webhook(api_client)
-        metrics_listener = Listener("--metrics-address", settings.metrics_address)
-        host, port = parse_address(settings.metrics_address)
+        metrics_listener = Listener("--metrics-address", settings.metrics.address)
+        host, port = parse_address(settings.metrics.address)
         self._health_server = HealthServer(
             (host, port), liveness=self.liveness_problem, readiness=self.readiness_problem,
             leading=lambda: self.acting,
@@ -435,28 +435,28 @@ class Operator:
         # Only now, with every listener bound, does the operator write to the cluster: a start that fails on a
         # port must leave the cluster as it found it.
         self._pod_label = PodLabel(
-            api_client, settings.pod_namespace or settings.namespace, settings.pod_name, self._reachability
+            api_client, settings.pod.namespace or settings.kubernetes.namespace, settings.pod.name, self._reachability
         )
         self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
         self._start_certificate_keeper()
         self._control = threading.Thread(target=self._run_control, name="operator-control", daemon=True)
         self._control.start()
-        if settings.leader_elect:
+        if settings.leader_election.enabled:
             self._elector = LeaderElector(
                 api_client,
-                settings.namespace,
-                settings.leader_election_lease,
+                settings.kubernetes.namespace,
+                settings.leader_election.lease,
                 self.identity,
-                lease_seconds=settings.leader_election_lease_seconds,
-                renew_seconds=settings.leader_election_renew_seconds,
-                retry_seconds=settings.leader_election_retry_seconds,
+                lease_seconds=settings.leader_election.lease_seconds,
+                renew_seconds=settings.leader_election.renew_seconds,
+                retry_seconds=settings.leader_election.retry_seconds,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
                 reachability=self._reachability,
             )
             self._elector.start()
-            LOGGER.info("operator %s started; campaigning for lease %s/%s", self.identity, settings.namespace,
-                        settings.leader_election_lease)
+            LOGGER.info("operator %s started; campaigning for lease %s/%s", self.identity,
+                        settings.kubernetes.namespace, settings.leader_election.lease)
         else:
             self._commands.put("lead")
             LOGGER.info("operator %s started without leader election", self.identity)
@@ -464,52 +464,53 @@ class Operator:
     def _listeners(self) -> list[Listener]:
         settings = self.settings
         listeners = [
-            Listener("--grpc-address", settings.grpc_address),
-            Listener("--metrics-address", settings.metrics_address),
+            Listener("--grpc-address", settings.grpc.address),
+            Listener("--metrics-address", settings.metrics.address),
         ]
-        if settings.webhook_enabled:
-            listeners.append(Listener("--webhook-address", settings.webhook_address))
+        if settings.webhook.enabled:
+            listeners.append(Listener("--webhook-address", settings.webhook.address))
         return listeners
 
     def _start_grpc(self) -> None:
         settings = self.settings
         tls = None
-        if settings.grpc_cert is not None and settings.grpc_key is not None:
-            tls = TlsFiles(settings.grpc_cert, settings.grpc_key, settings.grpc_client_ca)
+        if settings.grpc.cert is not None and settings.grpc.key is not None:
+            tls = TlsFiles(settings.grpc.cert, settings.grpc.key, settings.grpc.client_ca)
         mutations = ActorMutations(_TermRuntime(self), self._supervisor_address)
-        servicer = CloudProviderServicer(self.read_model, mutations, price_per_kwh=settings.price_per_kwh)
+        servicer = CloudProviderServicer(self.read_model, mutations, price_per_kwh=settings.energy.price_per_kwh)
         try:
             self._grpc_server, self._grpc_port = create_server(
-                settings.grpc_address, servicer, tls=tls, health=self._health
+                settings.grpc.address, servicer, tls=tls, health=self._health
             )
         except FileNotFoundError:
             raise  # a TLS file that is not there: its own message names the file
         except OSError as error:
-            raise unavailable(Listener("--grpc-address", settings.grpc_address), error) from error
+            raise unavailable(Listener("--grpc-address", settings.grpc.address), error) from error
 
     def _start_webhook(self, api_client: ApiClient) -> None:
         """Bind the webhook with the certificate at hand; nothing is written until `_start_certificate_keeper`."""
         settings = self.settings
-        source = settings.webhook_cert_source
+        source = settings.webhook.cert_source
         store = None
         issuer = None
         if source is not WebhookCertSource.FILES:
             store = WebhookCertificateStore(
-                api_client, settings.namespace, settings.webhook_secret, settings.webhook_config
+                api_client, settings.kubernetes.namespace, settings.webhook.secret, settings.webhook.config
             )
-            issuer = WebhookCertificateIssuer(settings.webhook_service, settings.namespace)
+            issuer = WebhookCertificateIssuer(settings.webhook.service, settings.kubernetes.namespace)
         # May not write yet: this round only reads the Secret (or falls back to a temporary certificate on disk).
         self._certificates = WebhookCertificates(
-            source.value, settings.webhook_cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
+            source.value, settings.webhook.cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
             reachability=self._reachability,
         )
         self._certificates.prepare()
         self._admission = CachedAdmissionLookup(
-            api_client, KnownMachine, settings.watch_namespace, watch_options={"reachability": self._reachability}
+            api_client, KnownMachine, settings.kubernetes.watch_namespace,
+            watch_options={"reachability": self._reachability},
         )
         self._admission.start()
         webhook = WebhookServer(
-            settings.webhook_address,
+            settings.webhook.address,
             self._certificates.cert_file,
             self._certificates.key_file,
             AdmissionRules(self._admission),
@@ -517,7 +518,7 @@ class Operator:
         try:
             webhook.start()
         except OSError as error:
-            raise unavailable(Listener("--webhook-address", settings.webhook_address), error) from error
+            raise unavailable(Listener("--webhook-address", settings.webhook.address), error) from error
         self._webhook = webhook
 
     def _start_certificate_keeper(self) -> None:
@@ -525,7 +526,7 @@ class Operator:
         certificates, webhook = self._certificates, self._webhook
         if certificates is None or webhook is None:
             return
-        if not self.settings.leader_elect:
+        if not self.settings.leader_election.enabled:
             certificates.set_may_write(True)
             if certificates.refresh():
                 webhook.reload_certificate()
@@ -553,7 +554,7 @@ class Operator:
             metrics.LEADER.set(0)
             if self._term is not None:
                 self._term.acting = False
-            if self._certificates is not None and self.settings.leader_elect:
+            if self._certificates is not None and self.settings.leader_election.enabled:
                 self._certificates.set_may_write(False)
 
     def _run_control(self) -> None:
@@ -572,9 +573,9 @@ class Operator:
             elif command == "lead" and not self._guarded(self._lead):
                 # Acting half-way would be worse than not acting: tear down what began, and try again later.
                 self._guarded(self._follow)
-                retry_at = time.monotonic() + self.settings.leader_election_retry_seconds
+                retry_at = time.monotonic() + self.settings.leader_election.retry_seconds
                 LOGGER.error("operator %s: could not begin acting; retrying in %.1f s", self.identity,
-                             self.settings.leader_election_retry_seconds)
+                             self.settings.leader_election.retry_seconds)
 
     def _guarded(self, action: Callable[[], None]) -> bool:
         try:
@@ -685,7 +686,7 @@ class Operator:
         term = self._take_term()
         if term is None:
             return
-        grace = self.settings.shutdown_grace_seconds if graceful else 0.0
+        grace = self.settings.shutdown.grace_seconds if graceful else 0.0
         term.end(self.read_model, writer_grace=grace, writer_timeout=STOP_TIMEOUT_SECONDS if graceful else 0.5)
         if graceful and self._pod_label is not None:
             self._pod_label.set(False)

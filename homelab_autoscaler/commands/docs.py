@@ -75,43 +75,38 @@ class GeneratedDocument:
     """Current text (None when the file is missing) → the text the file should have."""
 
 
-def registered_metrics(registry: CollectorRegistry | None = None) -> list[MetricDoc]:
-    """Every metric in `registry` (default: the operator's), in registration order (as `actors.metrics` has them)."""
-    from prometheus_client.metrics import MetricWrapperBase
+def registered_metrics(
+    registry: CollectorRegistry | None = None, label_names: Mapping[str, tuple[str, ...]] | None = None
+) -> list[MetricDoc]:
+    """Every metric family in `registry`, in registration order, with its label names from `label_names`.
 
+    Default: the operator's registry and the label names `actors.metrics` declared (a family without series
+    shows none, and prometheus_client keeps a metric's label names to itself). Only the public `collect()` is used.
+    """
     from actors import metrics
 
-    registry = metrics.REGISTRY if registry is None else registry
-    # prometheus_client has no public way to list a registry's collectors with their label names; this map is
-    # what `register` fills (one entry per exposed name, all pointing at the same collector).
-    collectors = dict.fromkeys(registry._names_to_collectors.values())
-    found: list[MetricDoc] = []
-    for collector in collectors:
-        if isinstance(collector, MetricWrapperBase):
-            labels, families = tuple(collector._labelnames), collector.describe()
-        else:  # a custom collector: its families, with the label names it declares (else only in its samples)
-            declared: Mapping[str, tuple[str, ...]] = getattr(collector, "labels_by_name", {})
-            families = list(collector.collect())
-            found.extend(
-                MetricDoc(family.name, family.type, tuple(declared.get(family.name, ())), family.documentation)
-                for family in families
-            )
-            continue
-        found.extend(MetricDoc(family.name, family.type, labels, family.documentation) for family in families)
-    return found
+    if registry is None:
+        registry, label_names = metrics.REGISTRY, metrics.LABEL_NAMES
+    declared = label_names or {}
+    return [
+        MetricDoc(family.name, family.type, tuple(declared.get(family.name, ())), family.documentation)
+        for family in registry.collect()
+    ]
 
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def render_metrics_table(registry: CollectorRegistry | None = None) -> str:
+def render_metrics_table(
+    registry: CollectorRegistry | None = None, label_names: Mapping[str, tuple[str, ...]] | None = None
+) -> str:
     """The generated section of docs/operations/metrics.md: one row per exported metric."""
     lines = [
         "| metric | type | labels | meaning |",
         "|---|---|---|---|",
     ]
-    for metric in registered_metrics(registry):
+    for metric in registered_metrics(registry, label_names):
         if metric.kind == "histogram":
             name = f"`{metric.name}` (`_bucket`, `_sum`, `_count`)"
         else:

@@ -200,7 +200,7 @@ class DemoSession:
             # Nothing should be written to the cluster for this webhook's certificate, so it is made here and
             # handed over as files; the CA goes into the configuration registered with the fake API.
             self._webhook_ca_pem = _write_webhook_certificate(certificate_directory)
-        return Settings(
+        return Settings.from_flags(
             kubeconfig=kubeconfig,
             namespace=OPERATOR_NAMESPACE,
             watch_namespace=self.homelab.namespace,

@@ -394,7 +394,7 @@ class E2eHomelab:
     # --- operators ----------------------------------------------------------------------------------------------
 
     def settings(self) -> Settings:
-        return Settings(
+        return Settings.from_flags(
             kubeconfig=self.cluster.kubeconfig,
             context=self.cluster.context,
             namespace=self.namespace,

@@ -168,7 +168,7 @@ class Homelab:
             "webhook_cert_dir": self.directory / f"certs-{len(self.operators)}",
         }
         values.update(overrides)
-        return Settings(**values)
+        return Settings.from_flags(**values)
 
     def start_operator(
         self, *, wait_acting: bool = True, clock: Callable[[], datetime] | None = None, **overrides: Any

@@ -18,6 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from actors import metrics
 from homelab_autoscaler.cli import main
 from homelab_autoscaler.commands.docs import (
     METRICS_BEGIN_MARKER,
@@ -217,29 +218,49 @@ def test_every_registered_metric_is_on_the_metrics_page_with_its_labels() -> Non
 
 
 @pytest.mark.parametrize(
-    ("declare", "expected_row"),
+    ("declare", "label_names", "expected_row"),
     [
         pytest.param(
             lambda registry: Counter("jobs", "Jobs made.", ["group"], registry=registry),
+            {"jobs": ("group",)},
             "| `jobs_total` | counter | `group` | Jobs made. |",
             id="counter-is-queried-with-total",
         ),
         pytest.param(
             lambda registry: Gauge("depth", "Queue depth.", registry=registry),
+            {},
             "| `depth` | gauge | — | Queue depth. |",
             id="gauge-without-labels",
         ),
         pytest.param(
             lambda registry: Histogram("wait_seconds", "Wait | time.", ["kind"], registry=registry),
+            {"wait_seconds": ("kind",)},
             "| `wait_seconds` (`_bucket`, `_sum`, `_count`) | histogram | `kind` | Wait \\| time. |",
             id="histogram-series-and-escaped-pipe",
         ),
     ],
 )
-def test_metrics_table_row(declare: typing.Callable[[CollectorRegistry], object], expected_row: str) -> None:
+def test_metrics_table_row(
+    declare: typing.Callable[[CollectorRegistry], object], label_names: dict[str, tuple[str, ...]], expected_row: str
+) -> None:
     registry = CollectorRegistry()
     declare(registry)
-    assert expected_row in render_metrics_table(registry).splitlines()
+    assert expected_row in render_metrics_table(registry, label_names).splitlines()
+
+
+def test_the_declared_label_names_are_those_the_operator_exposes() -> None:
+    # Every family has declared label names (else the metrics page would show none), and a family's series carry
+    # exactly those labels. A scrape after one series of each shows them.
+    metrics.set_node_state("docs-group", "docs-node", "Ready")
+    metrics.ASKS.labels("ok")
+    try:
+        families = {family.name: family for family in metrics.REGISTRY.collect()}
+        assert list(families) == list(metrics.LABEL_NAMES)
+        for name, family in families.items():
+            for sample in family.samples:
+                assert set(sample.labels) - {"le"} == set(metrics.LABEL_NAMES[name]), sample
+    finally:
+        metrics.forget_node("docs-group", "docs-node")
 
 
 # --- the command -------------------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_the_operator_keeps_its_webhook_certificate_and_answers_reviews(cluster:
 
     ca_pem = _secret_bytes(homelab, "ca.crt")
     assert _ca_bundle(homelab) == ca_pem
-    assert (homelab.settings().webhook_cert_dir.parent / "certs-0" / "tls.crt").read_bytes() == _secret_bytes(
+    assert (homelab.settings().webhook.cert_dir.parent / "certs-0" / "tls.crt").read_bytes() == _secret_bytes(
         homelab, "tls.crt"
     )
     wait_for(lambda: running.operator.readiness_problem() is None, what="the webhook caches to sync")
