@@ -50,18 +50,7 @@ from typing import Any, Final
 
 from kubernetes.client import ApiClient
 
-from actors import metrics, wiring
-from actors.adapters import kube_client, watch
-from actors.adapters.admission_lookup import CachedAdmissionLookup
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
-from actors.adapters.leader import LeaderElector
-from actors.adapters.reachability import ApiReachability
-from actors.adapters.webhook_certs import (
-    CertificateMaterial,
-    WebhookCertificates,
-    WebhookCertificateStore,
-)
-from actors.adapters.writer import KubeWriter
+from actors import metrics, watch_port, wiring
 from actors.errors import ActorTimeout, RuntimeStopped
 from actors.messages import Ping, Pong
 from actors.read_model import ReadModel, describe_inventory
@@ -74,6 +63,17 @@ from grpc_gateway.servicer import CloudProviderServicer
 from homelab_autoscaler.http_server import HealthServer
 from homelab_autoscaler.listeners import Listener, check_free, unavailable
 from homelab_autoscaler.settings import Settings, WebhookCertSource
+from kubeapi import kube_client, watch
+from kubeapi.admission_lookup import CachedAdmissionLookup
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
+from kubeapi.leader import LeaderElector
+from kubeapi.reachability import ApiReachability
+from kubeapi.webhook_certs import (
+    CertificateMaterial,
+    WebhookCertificates,
+    WebhookCertificateStore,
+)
+from kubeapi.writer import KubeWriter
 from schemas import API_GROUP, API_VERSION
 from webhooks.admission import AdmissionRules, KnownMachine
 from webhooks.certs import (
@@ -267,7 +267,7 @@ class _Term:
             wiring.unregister(key)
             raise
 
-        def sink(output: watch.WatchOutput) -> None:
+        def sink(output: watch_port.WatchOutput) -> None:
             with contextlib.suppress(RuntimeStopped):  # the term is ending; its watches stop next
                 runtime.tell(watcher, output)
 

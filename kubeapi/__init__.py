@@ -11,5 +11,5 @@ against the fake API over real HTTP. Modules:
 - `watch`: `ResourceWatch`, list-then-watch threads feeding the KubeWatcherActor;
 - `leader`: `LeaderElector`, Lease-based leader election.
 
-This file imports nothing on purpose: importing `actors.adapters.job_manifest` must not pull in the client.
+This file imports nothing on purpose: importing `kubeapi.job_manifest` must not pull in the client.
 """

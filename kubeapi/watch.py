@@ -27,18 +27,27 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import urllib3
 from kubernetes.client import ApiClient
 
 from actors import metrics
-from actors.adapters import kube_client
-from actors.adapters.kube_client import KubeApi, KubeError, KubeTransient
-from actors.adapters.reachability import WATCH_PREFIX, ApiReachability
+from actors.watch_port import (
+    GROUPS,
+    KUBE_NODES,
+    MACHINES,
+    POWER_JOBS,
+    Listed,
+    Sink,
+    WatchEvent,
+    WatchEventType,
+    WatchOutput,
+)
+from kubeapi import kube_client
+from kubeapi.kube_client import KubeApi, KubeError, KubeTransient
+from kubeapi.reachability import WATCH_PREFIX, ApiReachability
 from schemas import API_GROUP, API_VERSION
 from schemas import labels as label_names
 
@@ -58,57 +67,11 @@ WatchFunction = Callable[[Mapping[str, str], float], urllib3.BaseHTTPResponse]
 """Open a watch with these query parameters and this socket read timeout; the caller reads and closes it."""
 
 
-class WatchEventType(StrEnum):
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One change of one object of `resource`; `object` is the raw JSON of the object after the change."""
-
-    resource: str
-    type: WatchEventType
-    object: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Listed:
-    """The complete current set of `resource` (first list and every relist); deletions are implied by absence.
-
-    As the API server sends them, list items of built-in kinds (Nodes, Jobs) carry no `kind`/`apiVersion`.
-
-    `items` is handed over: the watch keeps no reference to it, and a consumer may empty a list as it reads it
-    (`drain_items`), so that each raw object is freed as soon as it has been read instead of all of them staying
-    alive until the last one is (at 5000 machines, tens of MiB of raw JSON at the startup peak).
-    """
-
-    resource: str
-    items: Sequence[dict[str, Any]]
-    resource_version: str
-
-
-def drain_items(listed: Listed) -> Iterator[dict[str, Any]]:
-    """The items of `listed` in order; a list is emptied as it is read (see `Listed`), a tuple left as it is."""
-    items = listed.items
-    if not isinstance(items, list):
-        yield from items
-        return
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
 def _drop_managed_fields(raw: dict[str, Any]) -> dict[str, Any]:
     metadata = raw.get("metadata")
     if isinstance(metadata, dict):
         metadata.pop("managedFields", None)
     return raw
-
-
-WatchOutput = WatchEvent | Listed
-Sink = Callable[[WatchOutput], None]
 
 
 class _ResourceVersionExpiredError(Exception):
@@ -424,11 +387,6 @@ class ResourceWatch:
 
 
 # -- the operator's four watches ----------------------------------------------------------------------------
-
-GROUPS: Final = "groups"
-MACHINES: Final = "machines"
-KUBE_NODES: Final = "kube-nodes"
-POWER_JOBS: Final = "power-jobs"
 
 POWER_JOB_SELECTOR: Final = f"{label_names.MANAGED_BY_LABEL}={label_names.MANAGED_BY_VALUE}"
 CUSTOM_PREFIX: Final = f"/apis/{API_GROUP}/{API_VERSION}"

@@ -56,8 +56,11 @@ from typing import Any, Final
 from kubernetes.client import ApiClient
 
 from actors import metrics
-from actors.adapters import job_manifest
-from actors.adapters.kube_client import (
+from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupStatusBatch
+from actors.fsm import effects
+from actors.messages import DrainCompleted, EffectFailed
+from kubeapi import job_manifest
+from kubeapi.kube_client import (
     JSON_PATCH,
     MERGE_PATCH,
     KubeAlreadyExists,
@@ -69,10 +72,7 @@ from actors.adapters.kube_client import (
     KubeTransient,
     outcome,
 )
-from actors.adapters.reachability import WRITE_PREFIX, ApiReachability, Back
-from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupStatusBatch
-from actors.fsm import effects
-from actors.messages import DrainCompleted, EffectFailed
+from kubeapi.reachability import WRITE_PREFIX, ApiReachability, Back
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
 from schemas.common import Taint, parse_duration

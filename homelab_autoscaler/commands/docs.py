@@ -10,7 +10,7 @@ exported). Wherever a page states a fact the code owns, the page is generated he
   alongside the schemas);
 - `architecture/state.md`: the section between its markers, from the power state machine's transition table.
 - `architecture/kubernetes.md`: the section between its markers, from the table of every Kubernetes API call
-  (`actors.adapters.api_calls`), which the RBAC manifest is also checked against.
+  (`kubeapi.api_calls`), which the RBAC manifest is also checked against.
 
 `--write DIR` regenerates them; `--check DIR` exits 1 with a diff when one is stale, for CI. Prose outside the
 markers is written by hand and left alone.
@@ -149,8 +149,8 @@ def _between_markers(
 
 def generated_documents() -> tuple[GeneratedDocument, ...]:
     """Every generated document, reference pages first."""
-    from actors.adapters import api_calls
     from actors.fsm import node as node_fsm
+    from kubeapi import api_calls
     from schemas.reference import render_reference_pages
 
     whole_pages = [GeneratedDocument(path, _whole_page(text)) for path, text in render_reference_pages().items()]
