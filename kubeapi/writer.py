@@ -10,9 +10,10 @@ changes, so every rule about doing it safely lives here:
   drain threads: the machine's FIFO stays paused until the drain and the rest of its batch are done, while the
   regular workers keep serving other machines (a scale-up must never wait behind someone's drain).
 - Retries. Transient failures (5xx, 429, timeouts, lost connections) and conflicts that a fresh read resolves are
-  retried with exponential backoff and jitter, up to `max_retries` times; each retry re-runs the effect from its
-  read, so read-modify-write effects see the latest object. A permanent refusal is reported at once as
-  `EffectFailed(permanent=True)`; a transient failure that outlives the retries as `EffectFailed(permanent=False)`.
+  retried with exponential backoff and jitter (`kubeapi.backoff`), up to `max_retries` times; each retry re-runs
+  the effect from its read, so read-modify-write effects see the latest object. A permanent refusal is reported at
+  once as `EffectFailed(permanent=True)`; a transient failure that outlives the retries as
+  `EffectFailed(permanent=False)`.
 - Outages. A call that got no answer at all (the API server is unreachable: a control plane rebooting) does not
   use up the retries: the effect waits for the server's return, reported to and told once by the process's
   `ApiReachability`, and is applied as soon as the server answers again. Since the machine's FIFO waits with it,
@@ -43,7 +44,6 @@ import itertools
 import logging
 import math
 import queue
-import random
 import threading
 import time
 import uuid
@@ -60,6 +60,7 @@ from actors.effects_port import AnyBatch, EffectBatch, GroupEventBatch, GroupSta
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
 from kubeapi import job_manifest
+from kubeapi.backoff import Backoff, pause, retry_after
 from kubeapi.kube_client import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -181,8 +182,7 @@ class KubeWriter:
         self._api = KubeApi(api_client)
         self._report = report
         self._max_retries = max_retries
-        self._base_backoff = base_backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(base_backoff, max_backoff)
         self._drain_poll_seconds = drain_poll_seconds
         self._event_dedup_seconds = event_dedup_seconds
         self._event_cache_size = event_cache_size
@@ -394,7 +394,7 @@ class KubeWriter:
                                          permanent=False)
                         return False
                     outage_waits += 1
-                    reachability.wait_for_return(returns, self._backoff(outage_waits), self._abort.is_set)
+                    pause(self._backoff.delay(outage_waits), self._abort, reachability, returns)
                     continue
                 failures += 1
                 if failures > self._max_retries or self._abort.is_set():
@@ -402,9 +402,9 @@ class KubeWriter:
                     for failed in (effect, *together):
                         self._failed(batch, failed, message, permanent=False)
                     return False
-                delay = self._backoff(failures, error)
+                delay = self._backoff.delay(failures, retry_after(error))
                 logger.info("kube writer: %s (retry %d in %.2f s)", error.message, failures, delay)
-                self._abort.wait(delay)
+                pause(delay, self._abort)
             except KubeError as error:
                 for failed in (effect, *together):
                     self._failed(batch, failed, error.message, permanent=True)
@@ -436,14 +436,6 @@ class KubeWriter:
             )
             event = effects.RecordEvent(effects.EventType.NORMAL, WRITES_DELAYED, message)
             self.submit(EffectBatch(batch.machine, batch.node, batch.group_spec, (event,), batch.reply_to))
-
-    def _backoff(self, failures: int, error: KubeError | None = None) -> float:
-        delay = min(self._max_backoff, self._base_backoff * 2 ** (failures - 1))
-        delay *= 0.5 + random.random() / 2  # jitter: machines failing together do not retry together
-        retry_after = (error.body.get("details") or {}).get("retryAfterSeconds") if error is not None else None
-        if isinstance(retry_after, int | float) and retry_after > 0:
-            delay = max(delay, min(float(retry_after), self._max_backoff))
-        return float(delay)
 
     def _failed(self, batch: Batch, effect: effects.Effect | None, message: str, *, permanent: bool) -> None:
         kind = "permanently" if permanent else "after retries"
@@ -614,7 +606,7 @@ class KubeWriter:
                     f"evicted {evicted} pods; {len(to_evict)} could not be evicted before the drain deadline "
                     f"({names}); last refusal: {last_refusal}"
                 )
-            self._sleep_until(min(deadline, time.monotonic() + self._backoff(failures)))
+            self._sleep_until(min(deadline, time.monotonic() + self._backoff.delay(failures)))
         while waiting:
             on_node = {pod_uid(pod) for pod in self._pods_on(node_name, deadline)}
             waiting &= on_node
@@ -626,7 +618,7 @@ class KubeWriter:
         return True, f"evicted {evicted} pods"
 
     def _sleep_until(self, moment: float) -> None:
-        if self._abort.wait(max(0.0, moment - time.monotonic())):
+        if pause(max(0.0, moment - time.monotonic()), self._abort):
             raise _WriterStopping()
 
     def _pods_on(self, node_name: str, deadline: float) -> list[dict[str, Any]]:
@@ -641,7 +633,7 @@ class KubeWriter:
                 failures += 1
                 if time.monotonic() >= deadline:
                     raise
-                self._sleep_until(min(deadline, time.monotonic() + self._backoff(failures)))
+                self._sleep_until(min(deadline, time.monotonic() + self._backoff.delay(failures)))
 
     def _evict(self, pod: dict[str, Any]) -> bool:
         """Ask the Eviction API to remove the pod; False when it is already gone."""

@@ -256,9 +256,9 @@ def test_repeated_drops_of_a_live_stream_do_not_grow_the_back_off(
     waits: list[float] = []
     real_back_off = resource_watch._back_off
 
-    def recording_back_off(backoff: float) -> None:
+    def recording_back_off(backoff: float, server_asked: float | None = None) -> None:
         waits.append(backoff)
-        real_back_off(backoff)
+        real_back_off(backoff, server_asked)
 
     resource_watch._back_off = recording_back_off  # type: ignore[method-assign]
     for index in range(4):
