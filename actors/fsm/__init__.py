@@ -8,6 +8,7 @@ prometheus_client; `now` is always an argument. Modules:
 - `node`    : the transition table `TRANSITIONS` and `step`;
 - `group`   : which machines to power on, cancel or report, as pure functions over `MachineView`s;
 - `derive`  : rebuilding a machine after a restart from its status, its Jobs and its Kubernetes Node;
+- `effect_failures`: which event a failed effect becomes for the machine;
 - `errors`  : the refusals the above raise.
 
 This file imports nothing on purpose: `python -m actors.fsm.node` must not find the module already loaded.
