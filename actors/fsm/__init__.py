@@ -11,5 +11,6 @@ prometheus_client; `now` is always an argument. Modules:
 - `effect_failures`: which event a failed effect becomes for the machine;
 - `errors`  : the refusals the above raise.
 
-This file imports nothing on purpose: `python -m actors.fsm.node` must not find the module already loaded.
+This file imports nothing on purpose: a shell that needs only `events` or `effects` must not load the transition
+table.
 """
