@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from homelab_autoscaler.operator import WebhookCertificateIssuer
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
 from kubeapi.admission_lookup import CachedAdmissionLookup
 from kubeapi.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from sim.fakeapi import ApiError

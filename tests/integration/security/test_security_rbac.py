@@ -35,7 +35,8 @@ from security_support import (
 from actors.effects_port import EffectBatch, GroupStatusBatch, MachineRef
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
-from homelab_autoscaler.operator import PodLabel, WebhookCertificateIssuer, check_api_server
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
+from homelab_autoscaler.operator import PodLabel, check_api_server
 from kubeapi import api_calls, watch
 from kubeapi.admission_lookup import CachedAdmissionLookup
 from kubeapi.api_calls import API_CALLS, ApiCall, Grant, NamedBy, RoleKind, Scope
