@@ -33,12 +33,12 @@ from actors.base import ShellActor
 from actors.effects_port import EffectBatch, MachineRef, StoredNotice
 from actors.fsm import effects as fx
 from actors.fsm.derive import derive
+from actors.fsm.effect_failures import failure_event
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
     ConfigChanged,
     DrainFinished,
     Event,
-    JobFailed,
     ResetRequested,
     TimerFired,
     TimerKind,
@@ -163,11 +163,8 @@ class NodeActor(ShellActor):
 
     def receiveMsg_EffectFailed(self, message: EffectFailed, sender: Any) -> None:
         effect = message.effect
-        if isinstance(effect, fx.CreateJob) and message.permanent:
-            self._apply(JobFailed(effect.kind, effect.job_name, message.message))
-        elif isinstance(effect, fx.Drain):
-            self._apply(DrainFinished(succeeded=False, message=message.message))
-        else:
+        event = failure_event(effect, message.message, message.permanent)
+        if event is None or isinstance(event, WriteFailed):
             # The timers of the state machine catch what this failure leaves undone (a Job never created
             # times out; a status not written is written again with the next transition). The machine makes
             # it visible as a condition and an Event; a failed status or Event write is only logged, since
@@ -175,8 +172,8 @@ class NodeActor(ShellActor):
             LOGGER.warning("node=%s group=%s effect %s failed (%s): %s", self.actor_name, self._group_id,
                            type(effect).__name__, "permanent" if message.permanent else "retries exhausted",
                            message.message)
-            if not isinstance(effect, fx.PatchStatus | fx.RecordEvent):
-                self._apply(WriteFailed(type(effect).__name__, message.message, message.permanent))
+        if event is not None:
+            self._apply(event)
 
     def receiveMsg_DrainCompleted(self, message: DrainCompleted, sender: Any) -> None:
         self._apply(DrainFinished(message.succeeded, message.message))

@@ -1,6 +1,6 @@
 """`KubeWatcherActor`: turns the watch threads' raw objects into typed observations for the Supervisor.
 
-The watch threads (`actors.adapters.watch`) only read sockets; they hand every `Listed` batch and every
+The watch threads (`kubeapi.watch`) only read sockets; they hand every `Listed` batch and every
 `WatchEvent` to this actor through `ActorRuntime.tell`, untouched. Everything that needs judgement happens here, in
 one place and on the pump thread, which is why it is an actor of its own rather than code in the watch threads or
 in the Supervisor:
@@ -37,16 +37,6 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from actors import metrics
-from actors.adapters.watch import (
-    GROUPS,
-    KUBE_NODES,
-    MACHINES,
-    POWER_JOBS,
-    Listed,
-    WatchEvent,
-    WatchEventType,
-    drain_items,
-)
 from actors.base import ShellActor
 from actors.messages import (
     GroupInvalid,
@@ -61,6 +51,7 @@ from actors.messages import (
     MachineRemoved,
 )
 from actors.runtime import ActorRuntime
+from actors.watch_port import GROUPS, KUBE_NODES, MACHINES, POWER_JOBS, Listed, WatchEvent, WatchEventType, drain_items
 from schemas import labels
 from schemas.common import Taint
 from schemas.group import Group

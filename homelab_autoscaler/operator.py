@@ -30,38 +30,24 @@ renews the Lease) and because a term must be fully torn down before the next one
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import itertools
 import logging
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
 
 from kubernetes.client import ApiClient
 
-from actors import metrics, wiring
-from actors.adapters import kube_client, watch
-from actors.adapters.admission_lookup import CachedAdmissionLookup
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
-from actors.adapters.leader import LeaderElector
-from actors.adapters.reachability import ApiReachability
-from actors.adapters.webhook_certs import (
-    CertificateMaterial,
-    WebhookCertificates,
-    WebhookCertificateStore,
-)
-from actors.adapters.writer import KubeWriter
+from actors import metrics, watch_port, wiring
 from actors.errors import ActorTimeout, RuntimeStopped
 from actors.messages import Ping, Pong
 from actors.read_model import ReadModel, describe_inventory
@@ -71,19 +57,23 @@ from actors.watcher_actor import start_watcher
 from grpc_gateway.mutations import ActorMutations
 from grpc_gateway.server import ServingHealth, TlsFiles, create_server, stop_server
 from grpc_gateway.servicer import CloudProviderServicer
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
+from homelab_autoscaler.heap import settle_heap_after_inventory, thaw_heap
 from homelab_autoscaler.http_server import HealthServer
 from homelab_autoscaler.listeners import Listener, check_free, unavailable
 from homelab_autoscaler.settings import Settings, WebhookCertSource
+from kubeapi import kube_client, watch
+from kubeapi.admission_lookup import CachedAdmissionLookup
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
+from kubeapi.leader import LeaderElector
+from kubeapi.reachability import ApiReachability
+from kubeapi.webhook_certs import (
+    WebhookCertificates,
+    WebhookCertificateStore,
+)
+from kubeapi.writer import KubeWriter
 from schemas import API_GROUP, API_VERSION
 from webhooks.admission import AdmissionRules, KnownMachine
-from webhooks.certs import (
-    CertificateAuthority,
-    create_certificate_authority,
-    create_serving_certificate,
-    needs_rotation,
-    service_dns_names,
-    serving_certificate_problem,
-)
 from webhooks.server import WebhookServer, parse_address
 
 LOGGER = logging.getLogger(__name__)
@@ -94,68 +84,10 @@ INVENTORY_POLL_SECONDS: Final = 0.05
 LEADERSHIP_LOSS_WRITER_SECONDS: Final = 2.0
 """A replica that lost its Lease gives writes already in progress this long, and starts none."""
 STOP_TIMEOUT_SECONDS: Final = 5.0
-TEMPORARY_CA_NAME: Final = "homelab-autoscaler temporary webhook CA"
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def settle_heap_after_inventory() -> None:
-    """Free the listing's garbage, hand freed heap back to the OS, and keep the long-lived objects out of GC passes.
-
-    Building every machine from a full listing keeps every raw resource alive at once, and RSS keeps that
-    high-water mark: on glibc, freed blocks stay in the process unless trimmed. What survives the inventory (models,
-    actors, metric series) lives for the whole term, so freezing it spares every later collection from walking it;
-    `thaw_heap` makes it collectable again once the term ends. Never fatal: a libc without `malloc_trim` (musl,
-    macOS) only means RSS stays higher.
-    """
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            LOGGER.debug("malloc_trim is not available; freed heap stays with the process")
-    gc.freeze()
-
-
-def thaw_heap() -> None:
-    """Undo `settle_heap_after_inventory`'s freeze, so a finished term's objects (and their cycles) can be collected."""
-    gc.unfreeze()
-
-
-# --- the webhook certificate decisions, over webhooks.certs --------------------------------------------------
-
-
-class WebhookCertificateIssuer:
-    """`CertificateIssuer` for our own small PKI (pure: every method is a function of its arguments)."""
-
-    def __init__(self, service: str, namespace: str) -> None:
-        self.dns_names = service_dns_names(service, namespace)
-
-    def problem(self, stored: CertificateMaterial | None, now: datetime) -> str | None:
-        if stored is None:
-            return "there was no certificate yet"
-        if stored.ca_key_pem is None:
-            return "the Secret holds no CA key, so the operator did not make it"
-        if needs_rotation(stored.ca_pem, now):
-            return "the CA expires soon"
-        if needs_rotation(stored.cert_pem, now):
-            return "the serving certificate expires soon"
-        return serving_certificate_problem(stored.cert_pem, stored.key_pem, stored.ca_pem, self.dns_names)
-
-    def issue(self, stored: CertificateMaterial | None, now: datetime) -> CertificateMaterial:
-        if stored is not None and stored.ca_key_pem is not None and not needs_rotation(stored.ca_pem, now):
-            authority = CertificateAuthority(stored.ca_pem, stored.ca_key_pem)
-        else:
-            authority = create_certificate_authority(now)
-        serving = create_serving_certificate(authority, self.dns_names, now)
-        return CertificateMaterial(serving.cert_pem, serving.key_pem, authority.cert_pem, authority.key_pem)
-
-    def temporary(self, now: datetime) -> CertificateMaterial:
-        authority = create_certificate_authority(now, TEMPORARY_CA_NAME, timedelta(days=30))
-        serving = create_serving_certificate(authority, self.dns_names, now, timedelta(days=30))
-        return CertificateMaterial(serving.cert_pem, serving.key_pem, authority.cert_pem)
 
 
 # --- small helpers around the API ------------------------------------------------------------------------------
@@ -267,7 +199,7 @@ class _Term:
             wiring.unregister(key)
             raise
 
-        def sink(output: watch.WatchOutput) -> None:
+        def sink(output: watch_port.WatchOutput) -> None:
             with contextlib.suppress(RuntimeStopped):  # the term is ending; its watches stop next
                 runtime.tell(watcher, output)
 

@@ -27,27 +27,23 @@ which everything that affects transitions in this file follows:
   boots it again.
 - No clock, no I/O: `now` (timezone-aware) is an argument.
 
-The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`:
-`python -m actors.fsm.node --write docs/architecture/state.md`.
+The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`
+(`homelab_autoscaler.state_doc`, written by `homelab-autoscaler docs --write docs/`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final
 
 from actors.fsm import effects as fx
 from actors.fsm.energy import account_stretch
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
-    EVENT_TYPES,
     BootSlotGranted,
     CancelBoot,
     ConfigChanged,
@@ -1298,107 +1294,3 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
         write_ahead = isinstance(event, COMMANDS) and final.status.state in _OPERATION_STATES
         effects = (write, *effects) if write_ahead else (*effects, write)
     return Transition(final, effects, (*handled.finished, *settled.finished))
-
-
-# --------------------------------------------------------------------------------------------------
-# Documentation generated from the tables
-
-BEGIN_MARKER: Final = "<!-- BEGIN GENERATED TRANSITIONS -->"
-END_MARKER: Final = "<!-- END GENERATED TRANSITIONS -->"
-DOCUMENT: Final = Path("docs/architecture/state.md")
-
-
-def _cell_text(state: NodeState, cell: Rule | _Ignore | None) -> str:
-    if cell is None:
-        return "✗"
-    if isinstance(cell, _Ignore):
-        return "·"
-    moves = [target.value for target in cell.targets if target is not state]
-    return "→ " + " / ".join(moves) if moves else "↺"
-
-
-def render_transition_table() -> str:
-    """The generated part of docs/architecture/state.md: matrix, rules, policy rules, diagram. Pure."""
-    lines = [
-        "Legend: `→ X` moves to X (several: depends on the situation), `↺` stays but acts,",
-        "`·` ignored (legal, changes nothing), `✗` illegal (raises `InvalidTransition`, machine unchanged).",
-        "",
-        "| state \\ event | " + " | ".join(f"`{e.__name__}`" for e in EVENT_TYPES) + " |",
-        "|---|" + "---|" * len(EVENT_TYPES),
-    ]
-    for state in NodeState:
-        cells = [_cell_text(state, TRANSITIONS.get((state, event))) for event in EVENT_TYPES]
-        lines.append(f"| **{state.value}** | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "### What each legal cell does",
-        "",
-        "| state | event | may lead to | what happens |",
-        "|---|---|---|---|",
-    ]
-    for state in NodeState:
-        for event in EVENT_TYPES:
-            cell = TRANSITIONS.get((state, event))
-            if isinstance(cell, Rule):
-                targets = ", ".join(t.value for t in cell.targets)
-                lines.append(f"| {state.value} | `{event.__name__}` | {targets} | {cell.summary} |")
-    lines += [
-        "",
-        "### Power-policy rules (applied after every accepted event, first match first, until none applies)",
-        "",
-        "| powerPolicy | state | may lead to | what happens |",
-        "|---|---|---|---|",
-    ]
-    for rule in POLICY_RULES:
-        policies = ", ".join(p.value for p in rule.policies)
-        states = (
-            "any but Maintenance" if rule.states == _ALL_BUT_MAINTENANCE else ", ".join(s.value for s in rule.states)
-        )
-        targets = ", ".join(t.value for t in rule.targets)
-        lines.append(f"| {policies} | {states} | {targets} | {rule.summary} |")
-    lines += ["", "```mermaid", "stateDiagram-v2", f"    [*] --> {NodeState.SHUTDOWN.value}"]
-    edges: dict[tuple[NodeState, NodeState], list[str]] = {}
-    for (state, event), cell in TRANSITIONS.items():
-        if isinstance(cell, Rule):
-            for target in cell.targets:
-                if target is not state:
-                    edges.setdefault((state, target), []).append(event.__name__)
-    for rule in POLICY_RULES:
-        for state in rule.states:
-            for target in rule.targets:
-                if target is not state:
-                    label = "policy " + "/".join(p.value for p in rule.policies)
-                    edges.setdefault((state, target), []).append(label)
-    for (source, target), names in sorted(
-        edges.items(), key=lambda item: (list(NodeState).index(item[0][0]), list(NodeState).index(item[0][1]))
-    ):
-        unique = ", ".join(dict.fromkeys(names))
-        lines.append(f"    {source.value} --> {target.value}: {unique}")
-    lines.append("```")
-    return "\n".join(lines) + "\n"
-
-
-def rewrite_document(text: str) -> str:
-    """`text` with the part between the markers replaced by `render_transition_table()`. Pure."""
-    start = text.index(BEGIN_MARKER) + len(BEGIN_MARKER)
-    end = text.index(END_MARKER)
-    return text[:start] + "\n" + render_transition_table() + text[end:]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the generated section, or with --write rewrite it inside a document."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--write", type=Path, metavar="DOCUMENT", help=f"rewrite the section in place (e.g. {DOCUMENT})"
-    )
-    arguments = parser.parse_args(argv)
-    if arguments.write is None:
-        sys.stdout.write(render_transition_table())
-        return 0
-    path: Path = arguments.write
-    path.write_text(rewrite_document(path.read_text(encoding="utf-8")), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

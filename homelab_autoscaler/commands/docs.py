@@ -8,9 +8,10 @@ exported). Wherever a page states a fact the code owns, the page is generated he
 - `operations/metrics.md`: the section between its markers, from the operator's metric registry
   (`render_metrics_table`, which lives here because only the composition root may import prometheus_client
   alongside the schemas);
-- `architecture/state.md`: the section between its markers, from the power state machine's transition table.
+- `architecture/state.md`: the section between its markers, from the power state machine's transition table
+  (`homelab_autoscaler.state_doc`);
 - `architecture/kubernetes.md`: the section between its markers, from the table of every Kubernetes API call
-  (`actors.adapters.api_calls`), which the RBAC manifest is also checked against.
+  (`kubeapi.api_calls`), which the RBAC manifest is also checked against.
 
 `--write DIR` regenerates them; `--check DIR` exits 1 with a diff when one is stale, for CI. Prose outside the
 markers is written by hand and left alone.
@@ -144,8 +145,8 @@ def _between_markers(
 
 def generated_documents() -> tuple[GeneratedDocument, ...]:
     """Every generated document, reference pages first."""
-    from actors.adapters import api_calls
-    from actors.fsm import node as node_fsm
+    from homelab_autoscaler import state_doc
+    from kubeapi import api_calls
     from schemas.reference import render_reference_pages
 
     whole_pages = [GeneratedDocument(path, _whole_page(text)) for path, text in render_reference_pages().items()]
@@ -161,9 +162,9 @@ def generated_documents() -> tuple[GeneratedDocument, ...]:
             "architecture/state.md",
             _between_markers(
                 "Machine power states",
-                node_fsm.BEGIN_MARKER,
-                node_fsm.END_MARKER,
-                node_fsm.render_transition_table,
+                state_doc.BEGIN_MARKER,
+                state_doc.END_MARKER,
+                state_doc.render_transition_table,
                 "architecture/state.md",
             ),
         ),

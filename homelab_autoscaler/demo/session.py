@@ -22,10 +22,10 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
-from actors.adapters.webhook_certs import CertificateMaterial, write_files
 from homelab_autoscaler.demo.homelab import OPERATOR_NAMESPACE, DemoHomelab
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import LogLevel, Settings, WebhookCertSource
+from kubeapi.webhook_certs import CertificateMaterial, write_files
 from schemas import API_GROUP, API_VERSION
 from sim.fakeapi import FakeApiServer
 from sim.machines import MachineSimulator

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from actors.adapters.api_calls import Grant, required_grants
+from kubeapi.api_calls import Grant, required_grants
 from schemas.crds import apply_defaults
 from schemas.labels import GROUP_LABEL
 from schemas.validation import validate_group, validate_node
@@ -337,7 +337,7 @@ def test_network_policy_admits_ca_for_grpc_anyone_for_the_webhook_and_monitoring
 # --- RBAC ----------------------------------------------------------------------------------------------------
 
 
-# The grants are derived from actors/adapters/api_calls.py, the table of every request the operator makes;
+# The grants are derived from kubeapi/api_calls.py, the table of every request the operator makes;
 # tests/integration/security/test_security_rbac.py proves that table against the requests really sent.
 
 

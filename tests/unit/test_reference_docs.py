@@ -357,6 +357,8 @@ def test_every_event_reason_the_debugging_guide_lists_is_one_the_operator_record
     section = guide[guide.index("### Events") : guide.index("### The operator's log")]
     rows = re.findall(r"^\| (.+?) \| (?:Normal|Warning) \|", section, flags=re.MULTILINE)
     reasons = {reason for row in rows for reason in re.findall(r"`(\w+)`", row)}
-    sources = "".join(path.read_text() for path in (DOCS.parent / "actors").rglob("*.py"))
+    sources = "".join(
+        path.read_text() for package in ("actors", "kubeapi") for path in (DOCS.parent / package).rglob("*.py")
+    )
     assert reasons
     assert {reason for reason in reasons if f'"{reason}"' not in sources} == set()

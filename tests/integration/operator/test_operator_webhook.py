@@ -18,9 +18,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from actors.adapters.admission_lookup import CachedAdmissionLookup
-from actors.adapters.webhook_certs import WebhookCertificates, WebhookCertificateStore
-from homelab_autoscaler.operator import WebhookCertificateIssuer
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
+from kubeapi.admission_lookup import CachedAdmissionLookup
+from kubeapi.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from sim.fakeapi import ApiError
 from tests.support.operator_homelab import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest
 from tests.support.polling import wait_for

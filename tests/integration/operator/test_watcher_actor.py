@@ -16,7 +16,6 @@ import pytest
 from thespian.actors import Actor, ActorSystemMessage
 
 from actors import metrics
-from actors.adapters.watch import GROUPS, KUBE_NODES, MACHINES, POWER_JOBS, Listed, WatchEvent, WatchEventType
 from actors.messages import (
     GroupObserved,
     InventoryListed,
@@ -27,6 +26,7 @@ from actors.messages import (
     MachineRemoved,
 )
 from actors.runtime import ActorRuntime
+from actors.watch_port import GROUPS, KUBE_NODES, MACHINES, POWER_JOBS, Listed, WatchEvent, WatchEventType
 from actors.watcher_actor import is_newer, parse_job, parse_kube_node, start_watcher
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
