@@ -6,8 +6,10 @@ are we, given the last status we wrote, the machine's Jobs and its Kubernetes No
 the outcomes that happened while the operator was down are fed in as ordinary events. So a restart can
 never take a path the transition table does not allow.
 
-Guarantees: never a CreateJob for a Job that exists; timers re-armed for the time that remains; a garbled
-status gives the safest state the observations allow, with a Warning Event saying so.
+Guarantees: never a CreateJob for a Job that exists; never a power command (spec.power) sent again for an attempt
+the status records (what became of it is found out by the power-state readback, which resumes at once, or by the
+timeouts); timers re-armed for the time that remains; a garbled status gives the safest state the observations
+allow, with a Warning Event saying so.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from actors.fsm.events import (
     NodeNotReady,
     NodeReady,
     PolicyChanged,
+    PowerCommandSucceeded,
     TimerFired,
 )
 from actors.fsm.node import (
@@ -38,6 +41,7 @@ from actors.fsm.node import (
     pending_timers,
     step,
 )
+from actors.power_port import PowerAction
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, Operation, OperationKind
 
 _TIMER_AND_STATUS_EFFECTS = (fx.StartTimer, fx.CancelTimer, fx.PatchStatus)
@@ -188,10 +192,13 @@ def derive(
 
     presence = _presence(kube_node)
     machine = _adopt_newest_job(Machine(config=config, status=trusted), jobs, now)
+    recorded = machine.status.operation
     machine = replace(
         machine,
         kube_node=presence,
         not_ready_since=now if presence is KubeNodePresence.NOT_READY else None,
+        # A native command's outcome is recorded in the status (`commanded`); a Job's is read from the Job below.
+        job_finished=recorded is not None and recorded.driver is not None and recorded.commanded is not None,
     )
     replay = _Replay(machine, now, opening)
 
@@ -209,8 +216,13 @@ def derive(
         and machine.status.state is NodeState.SHUTTING_DOWN
         and presence is not KubeNodePresence.READY
     ):
-        # The shutdown Job is gone (cleaned up after it finished) and so is the Node: the power-off worked.
-        replay.feed(JobSucceeded(operation.kind, operation.job_name))
+        if operation.driver is None:
+            # The shutdown Job is gone (cleaned up after it finished) and so is the Node: the power-off worked.
+            replay.feed(JobSucceeded(operation.kind, operation.job_name))
+        elif not machine.job_finished:
+            # The power-off's outcome was not recorded before the restart, and the Node is gone: it was carried
+            # out (with a BMC, its readback still has the last word).
+            replay.feed(PowerCommandSucceeded(PowerAction.POWER_OFF, operation.attempt, operation.driver))
 
     replay.feed(_node_event(kube_node))
     # Deadlines that passed while we were down; each firing may arm the next (e.g. a shutdown retry).
@@ -231,6 +243,7 @@ def derive(
             effects.append(fx.Drain())  # the drain ran in the process that died
     if (
         final_operation is not None
+        and final_operation.driver is None
         and final_operation.job_name not in jobs_by_name
         and final.status.state is not NodeState.MAINTENANCE
         and not any(isinstance(e, fx.CreateJob) and e.job_name == final_operation.job_name for e in effects)
