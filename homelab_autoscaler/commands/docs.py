@@ -79,9 +79,10 @@ def registered_metrics(registry: CollectorRegistry | None = None) -> list[Metric
     """Every metric in `registry` (default: the operator's), in registration order (as `actors.metrics` has them)."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from actors import metrics
+    from actors import metrics, power_metrics
 
     registry = metrics.REGISTRY if registry is None else registry
+    assert power_metrics.READBACK_AGES is not None  # imported for its collector, registered on import
     # prometheus_client has no public way to list a registry's collectors with their label names; this map is
     # what `register` fills (one entry per exposed name, all pointing at the same collector).
     collectors = dict.fromkeys(registry._names_to_collectors.values())
