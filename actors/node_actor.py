@@ -162,6 +162,7 @@ class NodeActor(ShellActor):
         self._export_state()
         self._observe_durations(derived.finished)
         self._export_energy()
+        self._export_readback_age(derived.machine.status)
         # DEBUG: every machine derives at each start; the operator logs one summary line for all of them.
         LOGGER.debug("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
                     _names(derived.effects))
