@@ -7,14 +7,17 @@ attempt), the state reached, the conditions and Events, and when the machine rea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors.fsm import effects as fx
 from actors.fsm import events as ev
-from actors.fsm.derive import derive
+from actors.fsm.derive import KubeNodeObservation, derive
+from actors.fsm.errors import InvalidTransition
 from actors.fsm.node import KubeNodePresence, Machine, MachineConfig, Transition, pending_timers, step
 from actors.power_port import PowerAction
 from schemas.common import ConditionStatus
@@ -383,3 +386,101 @@ def test_a_restart_of_an_ssh_power_off_whose_node_is_gone_completes_it() -> None
     derived = derive(status, config, jobs=(), kube_node=None, now=at(30))
     assert derived.machine.status.state is NodeState.SHUTDOWN
     assert commands(derived.effects) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Random histories: never the same command twice, one readback at a time, failed readbacks never move
+
+
+@dataclass
+class PoweredWorld:
+    """A machine's BMC, its Kubernetes Node and the power port, as the machine's effects left them."""
+
+    now: datetime
+    machine: Machine
+    on: bool = False
+    node_ready: bool = False
+    commands_in_flight: list[fx.SendPowerCommand] = field(default_factory=list)
+    readback_in_flight: bool = False
+    timers: dict[str, tuple[ev.TimerKind, datetime]] = field(default_factory=dict)
+    sent: list[tuple[PowerAction, int]] = field(default_factory=list)
+
+    def feed(self, event: ev.Event) -> None:
+        before = self.machine.status.state
+        try:
+            result = step(self.machine, event, self.now)
+        except InvalidTransition:
+            return  # a command refused in this state: nothing happens
+        if isinstance(event, ev.PowerReadbackFailed):
+            assert result.machine.status.state is before, "a failed readback never moves the machine"
+        self.machine = result.machine
+        self.apply(result.effects)
+
+    def apply(self, effects: Sequence[fx.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, fx.SendPowerCommand):
+                key = (effect.action, effect.attempt)
+                assert key not in self.sent, f"{key} sent twice"
+                self.sent.append(key)
+                self.commands_in_flight.append(effect)
+            elif isinstance(effect, fx.ReadPowerState):
+                assert not self.readback_in_flight, "a second readback while one is in flight"
+                self.readback_in_flight = True
+            elif isinstance(effect, fx.StartTimer):
+                self.timers[effect.token] = (effect.kind, self.now + timedelta(seconds=effect.after_seconds))
+            elif isinstance(effect, fx.CancelTimer):
+                self.timers.pop(effect.token, None)
+            elif isinstance(effect, fx.CreateJob):
+                raise AssertionError("a Job for a machine powered natively")
+
+    def act(self, action: str, seconds: int) -> None:
+        if action == "power-on":
+            self.feed(ev.PowerOnRequested())
+        elif action == "power-off":
+            self.feed(ev.PowerOffRequested(drain=False))
+        elif action in ("command-done", "command-failed", "command-ignored") and self.commands_in_flight:
+            command = self.commands_in_flight.pop(0)
+            if action == "command-failed":
+                self.feed(ev.PowerCommandFailed(command.action, command.attempt, DriverName.IPMI, "TimedOut"))
+                return
+            if action == "command-done":  # "command-ignored": the BMC said yes and nothing happened
+                self.on = command.action is PowerAction.POWER_ON
+            self.feed(ev.PowerCommandSucceeded(command.action, command.attempt, DriverName.IPMI))
+        elif action in ("readback", "readback-failed") and self.readback_in_flight:
+            self.readback_in_flight = False
+            if action == "readback-failed":
+                self.feed(ev.PowerReadbackFailed("Unreachable", "no route", DriverName.IPMI))
+            else:
+                self.feed(ON if self.on else OFF)
+        elif action == "node" and self.on != self.node_ready:
+            self.node_ready = self.on
+            self.feed(READY if self.on else ev.NodeGone())
+        elif action == "wait":
+            self.now += timedelta(seconds=seconds)
+            for token, (kind, deadline) in sorted(self.timers.items(), key=lambda item: item[1][1]):
+                if deadline <= self.now and token in self.timers:
+                    del self.timers[token]
+                    self.feed(ev.TimerFired(kind, token))
+        elif action == "restart":
+            # The process dies: what was in flight in the old power port is lost with it.
+            self.commands_in_flight.clear()
+            self.readback_in_flight = False
+            self.timers.clear()
+            kube_node = KubeNodeObservation(True, "homelab://homelab/m1", SNAPSHOT) if self.node_ready else None
+            derived = derive(self.machine.status, self.machine.config, (), kube_node, self.now)
+            self.machine = derived.machine
+            self.apply(derived.effects)
+
+
+ACTIONS = st.sampled_from([
+    "power-on", "power-off", "command-done", "command-done", "command-failed", "command-ignored", "readback",
+    "readback", "readback-failed", "node", "wait", "wait", "restart",
+])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=st.lists(st.tuples(ACTIONS, st.integers(1, 200)), min_size=10, max_size=80))
+def test_random_histories_never_send_a_command_twice_for_one_attempt(history: list[tuple[str, int]]) -> None:
+    world = PoweredWorld(now=NOW, machine=shut_down())
+    for action, seconds in history:
+        world.act(action, seconds)
