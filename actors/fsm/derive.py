@@ -22,6 +22,7 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from actors.fsm import effects as fx
+from actors.fsm import readback
 from actors.fsm.events import (
     Event,
     JobFailed,
@@ -200,6 +201,14 @@ def derive(
         # A native command's outcome is recorded in the status (`commanded`); a Job's is read from the Job below.
         job_finished=recorded is not None and recorded.driver is not None and recorded.commanded is not None,
     )
+    if readback.reads_back(config.power):
+        machine = replace(
+            machine,
+            readback_requested_at=readback.first_readback_after_restart(
+                config.name, machine.status.state, now, config.readback_transition_seconds,
+                config.readback_steady_seconds,
+            ),
+        )
     replay = _Replay(machine, now, opening)
 
     jobs_by_name = {job.name: job for job in jobs}

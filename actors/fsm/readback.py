@@ -8,6 +8,7 @@ confirmed by the Kubernetes Node going away).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -61,6 +62,21 @@ def next_readback(
     """
     basis = last_requested or since or _EPOCH
     return basis, basis + timedelta(seconds=readback_interval_seconds(state, transition_seconds, steady_seconds))
+
+
+def first_readback_after_restart(
+    name: str, state: NodeState, now: datetime, transition_seconds: float, steady_seconds: float
+) -> datetime:
+    """When a restarted operator counts a machine's last readback as asked for. Pure.
+
+    A machine being switched is read back at once (its operation waits on it); the others are spread over one
+    steady interval by their name, so thousands of machines do not all query their BMCs in the first second.
+    """
+    interval = readback_interval_seconds(state, transition_seconds, steady_seconds)
+    if state in TRANSITION_STATES:
+        return now - timedelta(seconds=interval)
+    fraction = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2**32
+    return now - timedelta(seconds=interval * (1 - fraction))
 
 
 def command_deadline_seconds(

@@ -375,6 +375,19 @@ def test_a_restart_mid_power_off_keeps_waiting_for_the_readback() -> None:
     assert off.status.state is NodeState.SHUTDOWN
 
 
+def test_after_a_restart_machines_at_rest_read_back_spread_over_one_steady_interval() -> None:
+    delays = []
+    for name in ("m1", "m2", "m3", "m4"):
+        config = replace(CONFIG, name=name, kubernetes_node_name=name)
+        status = NodeStatus(state=NodeState.SHUTDOWN, since=at(-86400), attempts=2)
+        derived = derive(status, config, jobs=(), kube_node=None, now=at(0))
+        assert not any(isinstance(e, fx.ReadPowerState) for e in derived.effects), "not all in the first second"
+        (poll,) = [e for e in derived.effects if isinstance(e, fx.StartTimer) and e.kind is ev.TimerKind.READBACK_POLL]
+        assert 0 <= poll.after_seconds <= CONFIG.readback_steady_seconds
+        delays.append(poll.after_seconds)
+    assert len(set(delays)) == len(delays)
+
+
 def test_a_restart_of_an_ssh_power_off_whose_node_is_gone_completes_it() -> None:
     config = replace(CONFIG, power=WOL_SSH)
     operation = Operation(
