@@ -1013,6 +1013,12 @@ def _power_state_observed(machine: Machine, event: PowerStateObserved, now: date
     was_on = previous is not None and previous.state is PowerState.ON
     if event.state is PowerState.ON and not was_on and state in _BELIEVED_OFF:
         # The adoption rules act when its Kubernetes Node becomes Ready (NodeReady), exactly as without a BMC.
+        if released_boot_came_up(machine, now):
+            message = (
+                f"{event.driver.value} reads the machine On after its boot was let go of ({machine.status.reason}): "
+                "it is powered off again once its Kubernetes Node registers"
+            )
+            return Transition(observed, (fx.RecordEvent(fx.EventType.NORMAL, "ReleasedBootPoweredOn", message),))
         message = (
             f"{event.driver.value} reads the machine On while it is {state.value}: powered on outside the autoscaler; "
             "it is adopted when its Kubernetes Node becomes Ready"

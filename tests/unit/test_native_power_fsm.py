@@ -332,6 +332,21 @@ def test_a_machine_read_on_while_believed_off_is_adopted_by_the_node_ready_rules
     assert adopted.status.reason == "StartedOutsideAutoscaler"
 
 
+def test_a_cancelled_native_boot_that_comes_up_anyway_is_powered_off_by_the_released_boot_rule() -> None:
+    cancelled, _ = drive(
+        shut_down(),
+        (ev.PowerOnRequested(), at(0)),
+        (ev.CancelBoot(), at(5)),
+        (ev.PowerCommandSucceeded(PowerAction.POWER_ON, 3, DriverName.IPMI), at(6)),
+    )
+    assert cancelled.status.state is NodeState.SHUTDOWN
+    read_on, effects = drive(cancelled, (ON, at(10)))
+    assert reasons(effects) == ["ReleasedBootPoweredOn"]
+    powering_off, effects = drive(read_on, (READY, at(40)))
+    assert powering_off.status.state is NodeState.SHUTTING_DOWN
+    assert "ReleasedBootCameUp" in reasons(effects)
+
+
 def test_a_machine_in_maintenance_is_not_polled() -> None:
     config = replace(CONFIG, power_policy=PowerPolicy.MAINTENANCE)
     machine = shut_down(config, state=NodeState.MAINTENANCE)
