@@ -19,13 +19,9 @@ IPMI = {"ipmi": {"host": "10.0.0.5", "credentials": {"name": "bmc-m1"}, "forceOf
 KEY = f"{NAMESPACE}/m1"
 
 
-def test_a_natively_powered_machine_scales_up_and_down_through_its_readback(homelab: Homelab) -> None:
-    homelab.add_group(max_size=1, powerReadback={"transitionInterval": "200ms", "steadyInterval": "1s",
-                                                 "powerOnGrace": "10s"})
-    homelab.add_machine("m1", power=IPMI)
-    simulator = homelab.simulate(simulated("m1"))
-    machine = simulator.machine("m1", NAMESPACE)
-    ports: list[FakePowerPort] = []
+def _wired(homelab: Homelab, ports: list[FakePowerPort]) -> Any:
+    """A power-port factory whose commands press the simulated machine m1's power button."""
+    machine = homelab.simulators[-1].machine("m1", NAMESPACE)
 
     def switch(key: str, on: bool) -> None:
         if on:
@@ -38,7 +34,16 @@ def test_a_natively_powered_machine_scales_up_and_down_through_its_readback(home
         ports.append(port)
         return port
 
-    ca = homelab.start_operator(power=power)
+    return power
+
+
+def test_a_natively_powered_machine_scales_up_and_down_through_its_readback(homelab: Homelab) -> None:
+    homelab.add_group(max_size=1, powerReadback={"transitionInterval": "200ms", "steadyInterval": "1s",
+                                                 "powerOnGrace": "10s"})
+    homelab.add_machine("m1", power=IPMI)
+    homelab.simulate(simulated("m1"))
+    ports: list[FakePowerPort] = []
+    ca = homelab.start_operator(power=_wired(homelab, ports))
     ca.increase_size(1)
 
     status = homelab.wait_state("m1", "Ready")["status"]
@@ -60,3 +65,28 @@ def test_a_natively_powered_machine_scales_up_and_down_through_its_readback(home
     assert port.commands(KEY) == [(PowerAction.POWER_ON, 1), (PowerAction.POWER_OFF, 2)], "each attempt once"
     assert {"PoweringOn", "Booted", "PoweringOff", "PoweredOff"} <= homelab.event_reasons("m1")
     assert homelab.created_jobs() == []
+
+
+def test_an_operator_killed_mid_power_on_never_resends_that_attempt_and_the_readback_recovers(
+    homelab: Homelab,
+) -> None:
+    homelab.add_group(max_size=1, powerReadback={"transitionInterval": "200ms", "steadyInterval": "1s",
+                                                 "powerOnGrace": "2s"})
+    homelab.add_machine("m1", power=IPMI)
+    homelab.simulate(simulated("m1"))
+    ports: list[FakePowerPort] = []
+    first = homelab.start_operator(power=_wired(homelab, ports))
+    ports[0].hold()  # the BMC has not answered (nor switched) when the operator dies
+    first.increase_size(1)
+    wait_for(lambda: ports[0].commands(KEY) == [(PowerAction.POWER_ON, 1)], what="the power-on sent")
+    homelab.wait_state("m1", "StartingUp")
+    homelab.stop_operator(first, kill=True)
+
+    second = homelab.start_operator(power=_wired(homelab, ports))
+    homelab.wait_state("m1", "Ready")
+    assert second.target_size() == 1
+    restarted = ports[1]
+    # Attempt 1 is never sent again; the readback found the machine still off after the grace and sent attempt 2.
+    assert restarted.commands(KEY) == [(PowerAction.POWER_ON, 2)]
+    assert restarted.readbacks(KEY) >= 1
+    assert "PowerOnRetry" in homelab.event_reasons("m1")
