@@ -31,7 +31,7 @@ from schemas import labels
 from schemas.common import AUTO, ConditionStatus, human_duration
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
-from schemas.validation import power_job_placement_warnings, summarise_validation_error
+from schemas.validation import power_job_placement_warnings, power_way_errors, summarise_validation_error
 
 INVALID: Final = "Invalid"
 """The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
@@ -207,10 +207,15 @@ def parse_group(raw: Mapping[str, Any]) -> Group | InvalidResource:
 def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
     """The Node model of a raw resource, or an InvalidResource saying why it is not one. Pure."""
     try:
-        return Node.model_validate(raw)
+        node = Node.model_validate(raw)
     except ValidationError as error:
         namespace, name, group = _raw_identity(raw)
         return InvalidResource(namespace, name, validation_reason(error, Node), group)
+    problems = power_way_errors(node.spec)
+    if problems:  # the operator skips it too (no single way to power the machine)
+        namespace, name, group = _raw_identity(raw)
+        return InvalidResource(namespace, name, "; ".join(str(problem) for problem in problems[:3]), group)
+    return node
 
 
 def validation_reason(error: ValidationError, model: type[BaseModel] | None = None) -> str:

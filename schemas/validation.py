@@ -645,6 +645,16 @@ def _node_spec_errors(spec: NodeSpec, path: str) -> Iterator[FieldError]:
         yield from _job_errors(spec.shutdown_job, _child(path, "shutdownJob"))
 
 
+def power_way_errors(spec: NodeSpec) -> tuple[FieldError, ...]:
+    """Why `spec` names no single workable way to power the machine (both Jobs, or `power` whose drivers can switch
+    it on and off); empty when it does. Pure.
+
+    The operator skips a stored Node with such errors (one the CRD's rules refuse today, stored under an older CRD)
+    rather than guess how to power it.
+    """
+    return tuple(_power_way_errors(spec, "spec"))
+
+
 def split_power_problem(problem: str) -> tuple[str, str]:
     """`spec.power: nothing can ...` → (`spec.power`, `nothing can ...`): a PowerSpec problem as path and text."""
     where, _, message = problem.partition(": ")
