@@ -10,11 +10,12 @@ For the whole process (every replica, leader or not):
 
 For one leadership term (from gaining leadership, or from start without election, until losing it or stopping):
   an `ActorRuntime` with the Supervisor and the KubeWatcherActor; the `KubeWriter` that applies the actors'
-  effects and reports back through the runtime; the four watches (Groups, Node resources and power Jobs in
-  `--watch-namespace`, core Nodes). The watches list first and the watcher hands the Supervisor one inventory, so
-  every machine is derived at once and Jobs in flight are adopted, then they watch from the listed version. Once
-  the inventory is applied the replica *acts*: gRPC health turns SERVING, mutations are taken, and its pod gets
-  the leader label the gRPC and webhook Services select on.
+  effects and reports back through the runtime; the power port of machines powered natively (spec.power), when
+  the operator was given a factory for one (without, such machines' operations fail with a clear Event); the four
+  watches (Groups, Node resources and power Jobs in `--watch-namespace`, core Nodes). The watches list first and
+  the watcher hands the Supervisor one inventory, so every machine is derived at once and Jobs in flight are
+  adopted, then they watch from the listed version. Once the inventory is applied the replica *acts*: gRPC health
+  turns SERVING, mutations are taken, and its pod gets the leader label the gRPC and webhook Services select on.
 
 Losing leadership stops acting at once (health NOT_SERVING and mutations UNAVAILABLE in the elector's callback),
 then the term is torn down on the control thread: watches, actors, the writer (work not yet started is dropped;
@@ -50,6 +51,7 @@ from kubernetes.client import ApiClient
 from actors import metrics, watch_port, wiring
 from actors.errors import ActorTimeout, RuntimeStopped
 from actors.messages import Ping, Pong
+from actors.power_port import PowerPort
 from actors.read_model import ReadModel, describe_inventory
 from actors.runtime import ActorRuntime
 from actors.supervisor_actor import start_supervisor
@@ -158,6 +160,12 @@ class _TermRuntime:
 
 _term_numbers = itertools.count(1)
 
+PowerReport = Callable[[Any, object], None]
+"""Tells an actor (its address) a message through the term's runtime; dropped quietly once the term has ended."""
+PowerPortFactory = Callable[[ApiClient, PowerReport], PowerPort]
+"""Builds one term's power port: it reads the Secrets spec.power names through the client and tells each
+`PowerOutcome` with the report function. A port with a `stop(timeout)` method is stopped when the term ends."""
+
 
 @dataclass
 class _Term:
@@ -170,11 +178,12 @@ class _Term:
     watcher: Any
     watches: list[watch.ResourceWatch]
     acting: bool = False
+    power: PowerPort | None = None
 
     @classmethod
     def begin(
         cls, api_client: ApiClient, settings: Settings, read_model: ReadModel, clock: Callable[[], datetime],
-        identity: str, reachability: ApiReachability,
+        identity: str, reachability: ApiReachability, power_factory: PowerPortFactory | None = None,
     ) -> _Term:
         runtime = ActorRuntime(name=f"homelab-autoscaler-term-{next(_term_numbers)}")
         runtime.start()
@@ -189,13 +198,15 @@ class _Term:
             api_client, report, workers=settings.kubernetes.writer_workers, reporting_instance=identity,
             reachability=reachability,
         )
-        key = wiring.register(wiring.Wiring(read_model, writer, clock, runtime.ticker))
+        power = power_factory(api_client, report) if power_factory is not None else None
+        key = wiring.register(wiring.Wiring(read_model, writer, clock, runtime.ticker, power=power))
         try:
             supervisor = start_supervisor(runtime, key)
             watcher = start_watcher(runtime, supervisor)
         except BaseException:
             runtime.stop()
             writer.stop(STOP_TIMEOUT_SECONDS)
+            _stop_power(power)
             wiring.unregister(key)
             raise
 
@@ -212,7 +223,7 @@ class _Term:
         ]
         for resource_watch in watches:
             resource_watch.start()
-        return cls(runtime, writer, key, supervisor, watcher, watches)
+        return cls(runtime, writer, key, supervisor, watcher, watches, power=power)
 
     def inventory_applied(self) -> bool:
         """Whether the Supervisor has applied the first complete inventory (so every group answers)."""
@@ -234,9 +245,16 @@ class _Term:
         if writer_grace > 0 and not self.writer.wait_idle(writer_grace):
             LOGGER.warning("writes still pending after %.1f s; the next leader derives them again", writer_grace)
         self.writer.stop(writer_timeout)
+        _stop_power(self.power)
         wiring.unregister(self.wiring_key)
         for group in read_model.groups():
             read_model.remove(group.id)
+
+
+def _stop_power(power: PowerPort | None) -> None:
+    stop = getattr(power, "stop", None)
+    if callable(stop):
+        stop(STOP_TIMEOUT_SECONDS)
 
 
 # --- the operator ------------------------------------------------------------------------------------------------
@@ -252,8 +270,10 @@ class Operator:
         api_client: ApiClient | None = None,
         clock: Callable[[], datetime] = _utc_now,
         identity: str | None = None,
+        power: PowerPortFactory | None = None,
     ) -> None:
         self.settings = settings
+        self._power_factory = power
         self._own_client = api_client is None
         self._api_client = api_client
         self._clock = clock
@@ -526,7 +546,8 @@ class Operator:
         assert self._api_client is not None
         assert self._reachability is not None
         term = _Term.begin(
-            self._api_client, self.settings, self.read_model, self._clock, self.identity, self._reachability
+            self._api_client, self.settings, self.read_model, self._clock, self.identity, self._reachability,
+            self._power_factory,
         )
         with self._lock:
             self._term = term

@@ -6,8 +6,10 @@ are we, given the last status we wrote, the machine's Jobs and its Kubernetes No
 the outcomes that happened while the operator was down are fed in as ordinary events. So a restart can
 never take a path the transition table does not allow.
 
-Guarantees: never a CreateJob for a Job that exists; timers re-armed for the time that remains; a garbled
-status gives the safest state the observations allow, with a Warning Event saying so.
+Guarantees: never a CreateJob for a Job that exists; never a power command (spec.power) sent again for an attempt
+the status records (what became of it is found out by the power-state readback, which resumes at once, or by the
+timeouts); timers re-armed for the time that remains; a garbled status gives the safest state the observations
+allow, with a Warning Event saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from actors.fsm import effects as fx
+from actors.fsm import readback
 from actors.fsm.events import (
     Event,
     JobFailed,
@@ -28,6 +31,7 @@ from actors.fsm.events import (
     NodeNotReady,
     NodeReady,
     PolicyChanged,
+    PowerCommandSucceeded,
     TimerFired,
 )
 from actors.fsm.node import (
@@ -38,6 +42,7 @@ from actors.fsm.node import (
     pending_timers,
     step,
 )
+from actors.power_port import PowerAction
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, Operation, OperationKind
 
 _TIMER_AND_STATUS_EFFECTS = (fx.StartTimer, fx.CancelTimer, fx.PatchStatus)
@@ -214,11 +219,23 @@ def _reconstruct(
     """Phase 2: the machine as it stood, with a Job created just before a crash adopted and its Node's presence."""
     presence = _presence(kube_node)
     machine = _adopt_newest_job(Machine(config=config, status=trusted), jobs, now)
-    return replace(
+    recorded = machine.status.operation
+    machine = replace(
         machine,
         kube_node=presence,
         not_ready_since=now if presence is KubeNodePresence.NOT_READY else None,
+        # A native command's outcome is recorded in the status (`commanded`); a Job's is read from the Job below.
+        job_finished=recorded is not None and recorded.driver is not None and recorded.commanded is not None,
     )
+    if readback.reads_back(config.power):
+        machine = replace(
+            machine,
+            readback_requested_at=readback.first_readback_after_restart(
+                config.name, machine.status.state, now, config.readback_transition_seconds,
+                config.readback_steady_seconds,
+            ),
+        )
+    return machine
 
 
 def _replay_missed_outcomes(
@@ -243,8 +260,13 @@ def _replay_missed_outcomes(
         and machine.status.state is NodeState.SHUTTING_DOWN
         and machine.kube_node is not KubeNodePresence.READY
     ):
-        # The shutdown Job is gone (cleaned up after it finished) and so is the Node: the power-off worked.
-        replay.feed(JobSucceeded(operation.kind, operation.job_name))
+        if operation.driver is None:
+            # The shutdown Job is gone (cleaned up after it finished) and so is the Node: the power-off worked.
+            replay.feed(JobSucceeded(operation.kind, operation.job_name))
+        elif not machine.job_finished:
+            # The power-off's outcome was not recorded before the restart, and the Node is gone: it was carried
+            # out (with a BMC, its readback still has the last word).
+            replay.feed(PowerCommandSucceeded(PowerAction.POWER_OFF, operation.attempt, operation.driver))
 
     replay.feed(_node_event(kube_node))
     # Deadlines that passed while we were down; each firing may arm the next (e.g. a shutdown retry).
@@ -275,6 +297,7 @@ def _reconcile(
             effects.append(fx.Drain())  # the drain ran in the process that died
     if (
         final_operation is not None
+        and final_operation.driver is None
         and final_operation.job_name not in jobs_by_name
         and final.status.state is not NodeState.MAINTENANCE
         and not any(isinstance(e, fx.CreateJob) and e.job_name == final_operation.job_name for e in effects)

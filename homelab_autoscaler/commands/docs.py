@@ -84,7 +84,9 @@ def registered_metrics(
     Default: the operator's registry and the label names `actors.metrics` declared (a family without series
     shows none, and prometheus_client keeps a metric's label names to itself). Only the public `collect()` is used.
     """
-    from actors import metrics
+    from actors import metrics, power_metrics
+
+    assert power_metrics.READBACK_AGES is not None  # imported for its collector, registered on import
 
     if registry is None:
         registry, label_names = metrics.REGISTRY, metrics.LABEL_NAMES

@@ -45,14 +45,17 @@ class EffectAppliers:
     def create_job(self, batch: EffectBatch, effect: effects.CreateJob) -> None:
         if batch.node is None:
             raise KubePermanent(f"cannot render Job {effect.job_name}: no Node resource in the batch")
-        manifest = job_manifest.render_job(
-            batch.node,
-            batch.machine.group,
-            effect.kind,
-            effect.attempt,
-            effect.job_name,
-            _default_deadline(batch.group_spec, effect.kind),
-        )
+        try:
+            manifest = job_manifest.render_job(
+                batch.node,
+                batch.machine.group,
+                effect.kind,
+                effect.attempt,
+                effect.job_name,
+                _default_deadline(batch.group_spec, effect.kind),
+            )
+        except ValueError as error:
+            raise KubePermanent(f"cannot render Job {effect.job_name}: {error}") from None
         jobs = f"/apis/batch/v1/namespaces/{batch.machine.namespace}/jobs"
         try:
             self._write("create", JOBS, "POST", jobs, body=manifest)

@@ -498,6 +498,23 @@ def test_cert_manager_component_issues_the_secret_the_operator_loads(everything:
     assert issuer["metadata"]["namespace"] == certificate["metadata"]["namespace"]
 
 
+def test_native_power_component_grants_only_get_by_name_on_the_secrets_it_lists(everything: list[Document]) -> None:
+    role = find(everything, "Role", "homelab-autoscaler-power-secrets")
+    for rule in role["rules"]:
+        assert rule["verbs"] == ["get"], "never list or watch the machines' Secrets"
+        assert rule["resourceNames"], "every rule names its objects"
+        assert rule["resources"] in (["secrets"], ["configmaps"])
+    binding = find(everything, "RoleBinding", "homelab-autoscaler-power-secrets")
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] != NAMESPACE
+    account = find(everything, "ServiceAccount", "homelab-autoscaler")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]
+    }
+
+
 def test_service_monitor_scrapes_the_metrics_service(everything: list[Document]) -> None:
     monitor = find(everything, "ServiceMonitor")
     service = find(everything, "Service", "homelab-autoscaler-metrics")

@@ -137,8 +137,8 @@ def test_every_model_field_has_a_row_on_its_page(page: ResourcePage) -> None:
         ),
         pytest.param(
             "node.md",
-            "| `spec.shutdownJob` | [object](#specstartupjob) | — | yes | Job that powers the machine off. "
-            "Same fields as `spec.startupJob`. |",
+            "| `spec.shutdownJob` | [object](#specstartupjob) | — | no | Job that powers the machine off (set both "
+            "Jobs, or power instead). Same fields as `spec.startupJob`. |",
             id="shared-type-points-at-first",
         ),
         pytest.param(
