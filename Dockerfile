@@ -20,6 +20,7 @@ COPY grpc_gateway/ grpc_gateway/
 COPY protos/ protos/
 COPY webhooks/ webhooks/
 COPY sim/ sim/
+COPY kubeapi/ kubeapi/
 COPY homelab_autoscaler/ homelab_autoscaler/
 # All our runtime dependencies publish manylinux wheels, so this needs no compiler.
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .

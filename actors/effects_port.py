@@ -2,7 +2,7 @@
 
 An actor handler must never block (on simpleSystemBase a blocking handler stalls every actor and every deadline),
 so a NodeActor only *describes* what must happen, as an `EffectBatch`, and submits it to an `EffectPort`. The real
-port (the Kubernetes writer in `actors.adapters`) queues the batch for its worker threads and reports failures
+port (the Kubernetes writer in `kubeapi`) queues the batch for its worker threads and reports failures
 back to `reply_to` as messages (`EffectFailed`, `DrainCompleted`); tests use a recording fake. Keeping the port a
 Protocol in its own module lets actors, adapters and fakes agree on it without importing one another.
 

@@ -17,8 +17,8 @@ included, import it):
     ├── RuntimeStopped            the actor runtime is not running (never started, stopped, or its pump died)
     ├── WiringNotFound            no wiring registered under an actor's key (actors.wiring)
     ├── FsmError                  a refusal of the pure state machines (actors.fsm.errors)
-    ├── KubeError                 a Kubernetes API call failed, one subclass per kind (actors.adapters.kube_client)
-    ├── KubeConfigError           no Kubernetes client could be configured (actors.adapters.kube_client)
+    ├── KubeError                 a Kubernetes API call failed, one subclass per kind (kubeapi.kube_client)
+    ├── KubeConfigError           no Kubernetes client could be configured (kubeapi.kube_client)
     ├── GatewayError              a request the gRPC servicer answers with an error status (grpc_gateway.errors)
     └── MutationError             a size change that was not made, or not confirmed (grpc_gateway.mutations)
 

@@ -9,41 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from actors.fsm.derive import JobObservation, JobPhase, KubeNodeObservation
 from actors.fsm.effects import Effect
 from actors.fsm.events import Event, JobFailed, JobSucceeded, NodeNotReady, NodeReady
 from actors.fsm.group import MachineView
+
+# Defined beside the group's planning, which returns them; re-exported here, where the gateway and tests meet them.
+from actors.fsm.group_planning import ErrorKind as ErrorKind
+from actors.fsm.group_planning import MutationRefusal as MutationRefusal
 from actors.read_model import MachineSnapshot
 from schemas.common import Taint
 from schemas.group import Group, GroupSpec
 from schemas.node import Node, NodeSnapshot, NodeStatus, OperationKind
-
-
-class ErrorKind(StrEnum):
-    """Why a mutation was refused; the gateway maps each kind to one gRPC status code."""
-
-    NOT_FOUND = "NotFound"
-    """No such group."""
-    INVALID_ARGUMENT = "InvalidArgument"
-    """A bad delta, or a node that belongs to another group (or to none)."""
-    RESOURCE_EXHAUSTED = "ResourceExhausted"
-    """Not enough eligible machines for the whole increase (nothing was changed)."""
-    FAILED_PRECONDITION = "FailedPrecondition"
-    """The request is valid but the machines' state forbids it now (maintenance, powerPolicy On, registered)."""
-    NOT_STORED = "NotStored"
-    """The change was made and is under way, but the API did not store it in time: a restart may forget it."""
-
-
-@dataclass(frozen=True)
-class MutationRefusal:
-    """Why a group actor did not make a size change; travels in `MutationReply.error` (a message, not an exception)."""
-
-    kind: ErrorKind
-    message: str
-    """Says what was wrong, naming the group, node and reason."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ removed with `forget_node` / `forget_group` so that stale machines do not linger
 
 Memory: prometheus_client keeps one child object per series (a lock, a value object, the label tuple: about a
 kilobyte each). For the two metrics with a series per actor or per machine that is megabytes at 5000 machines,
-so those two (`actor_messages_handled`, `node_state`) are `TableCounter` / `NodeStateGauge` below: the same
-metric classes to the registry and the docs generator, exposition byte for byte the same, but their series are
-plain numbers and strings in one dict, rendered at scrape time.
+so those two (`actor_messages_handled`, `node_state`) are `TableCounter` / `NodeStateGauge` below: custom
+collectors whose series are plain numbers and strings in one dict, turned into metric families at scrape time,
+with exposition byte for byte that of a plain labelled Counter / Gauge. Like the energy collector, they use only
+prometheus_client's public collector API, so a new prometheus_client release cannot change them underneath.
 
 prometheus_client metric objects are thread-safe; the small bookkeeping in the helpers below is guarded by a
 lock because the pump thread and adapter threads may both call them.
@@ -29,14 +30,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, Final, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import metrics as client_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -47,6 +47,18 @@ PREFIX = "homelab_autoscaler_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+LABEL_NAMES: Final[dict[str, tuple[str, ...]]] = {}
+"""Family name -> label names of every metric below, in declaration order, for the docs generator: prometheus_client
+keeps a metric's label names to itself, and a family without series shows none."""
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+
+
+def _declare(kind: type[_Metric], name: str, documentation: str, labels: Sequence[str] = (), **options: Any) -> _Metric:
+    """A prometheus_client metric named PREFIX + `name` in `REGISTRY`, its label names noted in `LABEL_NAMES`."""
+    LABEL_NAMES[PREFIX + name] = tuple(labels)
+    return kind(PREFIX + name, documentation, labels, registry=REGISTRY, **options)
 
 # Actor message handling is normally tens of microseconds; the upper buckets catch a handler that blocks.
 _HANDLER_BUCKETS = (
@@ -61,12 +73,23 @@ _POWER_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 
 # --- metrics whose series are kept as plain data -----------------------------------------------------------
 
 
-class TableCounter(Counter):
-    """A labelled Counter whose series live in one dict (label values -> [count, created]) instead of child objects.
+def created_series_enabled() -> bool:
+    """Whether counters expose `_created` samples, as prometheus_client's own counters decide right now.
 
-    About 150 bytes per series instead of about a kilobyte. Exposition is what a plain `Counter` prints: the
-    `_total` sample and, unless `_created` series are disabled, the `_created` one, in first-seen order. Use
-    `increment`; `labels()` is refused, because its children would never be exported.
+    prometheus_client reads PROMETHEUS_DISABLE_CREATED_SERIES at import and lets `disable_created_metrics()` /
+    `enable_created_metrics()` change it later, but offers no way to read the switch; a throwaway unregistered
+    Counter shows it through its public `collect()`.
+    """
+    (family,) = Counter("created_series_probe", "Probe.", registry=None).collect()
+    return any(sample.name.endswith("_created") for sample in family.samples)
+
+
+class TableCounter:
+    """A labelled counter whose series live in one dict (label values -> [count, created]): a custom collector.
+
+    About 150 bytes per series instead of the kilobyte of a prometheus_client child. Exposition is what a plain
+    labelled `Counter` prints: the `_total` sample and, unless `_created` series are disabled, the `_created` one,
+    in first-seen order.
 
     Thread safety: the pump thread increments, the metrics HTTP thread collects; both hold `_table_lock`, and
     `collect` copies the rows under it, so a scrape never sees a half-made series nor holds the lock while
@@ -74,10 +97,13 @@ class TableCounter(Counter):
     """
 
     def __init__(self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry) -> None:
-        # Set up before registering: the registry may collect as soon as the metric is registered.
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        # Set up before registering: the registry may collect as soon as the collector is registered.
         self._table_lock = threading.Lock()
         self._table: dict[tuple[str, ...], list[float]] = {}
-        super().__init__(name, documentation, labelnames, registry=registry)
+        registry.register(self)
 
     def increment(self, label_values: tuple[str, ...], amount: float = 1.0) -> None:
         """Add `amount` to the series of `label_values` (one value per label name, in order), creating it at 0."""
@@ -88,7 +114,7 @@ class TableCounter(Counter):
             else:
                 row[0] += amount
 
-    def remove(self, *labelvalues: Any) -> None:
+    def remove(self, *labelvalues: object) -> None:
         with self._table_lock:
             self._table.pop(tuple(str(value) for value in labelvalues), None)
 
@@ -96,32 +122,35 @@ class TableCounter(Counter):
         with self._table_lock:
             self._table.clear()
 
-    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> NoReturn:
-        raise TypeError(f"{self._name} keeps its series as plain data: call increment(), not labels()")
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
 
     def collect(self) -> Iterable[Metric]:
         with self._table_lock:
             rows = [(label_values, row[0], row[1]) for label_values, row in self._table.items()]
-        # prometheus_client's own switch for `_created` series (PROMETHEUS_DISABLE_CREATED_SERIES).
-        with_created = client_metrics._use_created
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        with_created = created_series_enabled()
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for label_values, count, created in rows:
             family.add_metric(label_values, count, created=created if with_created else None)
         return [family]
 
 
-class NodeStateGauge(Gauge):
-    """`node_state`: one series per machine, labelled with its current state, value 1; plain data, no children.
+class NodeStateGauge:
+    """`node_state`: one series per machine, labelled with its current state, value 1; a custom collector.
 
     The table maps (group, node) to the state string, which is all the series holds. Exposition order is that of a
     plain `Gauge` whose previous-state series is removed on every change: a machine whose state changed moves to
     the end. Thread safety as in `TableCounter`: writes and the copy in `collect` hold `_table_lock`.
     """
 
+    labelnames = ("group", "node", "state")
+
     def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
         self._table_lock = threading.Lock()
         self._table: dict[tuple[str, str], str] = {}
-        super().__init__(name, documentation, ["group", "node", "state"], registry=registry)
+        registry.register(self)
 
     def set_state(self, group: str, node: str, state: str) -> None:
         key = (group, node)
@@ -134,23 +163,17 @@ class NodeStateGauge(Gauge):
         with self._table_lock:
             self._table.pop((group, node), None)
 
-    def remove(self, *labelvalues: Any) -> None:
-        group, node, state = (str(value) for value in labelvalues)
-        with self._table_lock:
-            if self._table.get((group, node)) == state:
-                del self._table[(group, node)]
-
     def clear(self) -> None:
         with self._table_lock:
             self._table.clear()
 
-    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> NoReturn:
-        raise TypeError(f"{self._name} keeps its series as plain data: call set_state(), not labels()")
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)]
 
     def collect(self) -> Iterable[Metric]:
         with self._table_lock:
             rows = list(self._table.items())
-        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for (group, node), state in rows:
             family.add_metric((group, node, state), 1.0)
         return [family]
@@ -325,41 +348,42 @@ ACTOR_MESSAGES_HANDLED = TableCounter(
     ["actor_kind", "actor"],
     registry=REGISTRY,
 )
-ACTOR_HANDLER_SECONDS = Histogram(
-    PREFIX + "actor_handler_seconds",
+LABEL_NAMES[ACTOR_MESSAGES_HANDLED.name] = ACTOR_MESSAGES_HANDLED.labelnames
+ACTOR_HANDLER_SECONDS = _declare(
+    Histogram,
+    "actor_handler_seconds",
     "Time an actor handler took per message. Labelled by kind only: a per-actor histogram would be "
     "about twenty series per node.",
     ["actor_kind"],
     buckets=_HANDLER_BUCKETS,
-    registry=REGISTRY,
 )
-PUMP_QUEUE_DEPTH = Gauge(
-    PREFIX + "pump_queue_depth",
+PUMP_QUEUE_DEPTH = _declare(
+    Gauge,
+    "pump_queue_depth",
     "Work items waiting for the actor pump thread.",
-    registry=REGISTRY,
 )
-PUMP_WAIT_SECONDS = Histogram(
-    PREFIX + "pump_wait_seconds",
+PUMP_WAIT_SECONDS = _declare(
+    Histogram,
+    "pump_wait_seconds",
     "Time a work item (ask, tell, actor creation) waited in the pump queue before the pump took it.",
     buckets=_HANDLER_BUCKETS,
-    registry=REGISTRY,
 )
-ASKS = Counter(
-    PREFIX + "asks",
+ASKS = _declare(
+    Counter,
+    "asks",
     "Asks made into the actor system from other threads, by outcome "
     "(ok, timeout, failed, stopped, cancelled, rejected).",
     ["outcome"],
-    registry=REGISTRY,
 )
-PENDING_TIMERS = Gauge(
-    PREFIX + "pending_timers",
+PENDING_TIMERS = _declare(
+    Gauge,
+    "pending_timers",
     "Timers armed in the ticker and not yet fired or cancelled.",
-    registry=REGISTRY,
 )
-LEADER = Gauge(
-    PREFIX + "leader",
+LEADER = _declare(
+    Gauge,
+    "leader",
     "1 while this replica is the acting leader (it runs the actors and answers the Cluster Autoscaler), else 0.",
-    registry=REGISTRY,
 )
 
 # --- machines and groups -----------------------------------------------------------------------------------
@@ -369,119 +393,121 @@ NODE_STATE = NodeStateGauge(
     "Power state of each machine: one series per machine, labelled with its current state, value 1.",
     registry=REGISTRY,
 )
-NODE_TRANSITIONS = Counter(
-    PREFIX + "node_transitions",
+LABEL_NAMES[NODE_STATE.name] = NODE_STATE.labelnames
+NODE_TRANSITIONS = _declare(
+    Counter,
+    "node_transitions",
     "Power state transitions of machines.",
     ["group", "from_state", "to_state"],
-    registry=REGISTRY,
 )
-GROUP_TARGET_SIZE = Gauge(
-    PREFIX + "group_target_size",
+GROUP_TARGET_SIZE = _declare(
+    Gauge,
+    "group_target_size",
     "Number of machines the group should have running, as last set by the Cluster Autoscaler.",
     ["group"],
-    registry=REGISTRY,
 )
-GROUP_MACHINES = Gauge(
-    PREFIX + "group_machines",
+GROUP_MACHINES = _declare(
+    Gauge,
+    "group_machines",
     "Machines of a group in each power state.",
     ["group", "state"],
-    registry=REGISTRY,
 )
-BOOT_FAILURES = Counter(
-    PREFIX + "boot_failures",
+BOOT_FAILURES = _declare(
+    Counter,
+    "boot_failures",
     "Boots that failed or timed out.",
     ["group"],
-    registry=REGISTRY,
 )
-EXERCISES = Counter(
-    PREFIX + "exercises",
+EXERCISES = _declare(
+    Counter,
+    "exercises",
     "Exercise boots that ended, by outcome: Succeeded, Failed (a failed boot is also in boot_failures_total), "
     "TakenOver (Cluster Autoscaler asked for the machine meanwhile) or Interrupted.",
     ["group", "outcome"],
-    registry=REGISTRY,
 )
-BOOT_SECONDS = Histogram(
-    PREFIX + "boot_seconds",
+BOOT_SECONDS = _declare(
+    Histogram,
+    "boot_seconds",
     "Boots that succeeded, from the startup Job's creation (the power command) to the Kubernetes Node Ready. "
     "Labelled by group only (a histogram per machine is about twenty series each).",
     ["group"],
     buckets=_POWER_BUCKETS,
-    registry=REGISTRY,
 )
-SHUTDOWN_SECONDS = Histogram(
-    PREFIX + "shutdown_seconds",
+SHUTDOWN_SECONDS = _declare(
+    Histogram,
+    "shutdown_seconds",
     "Power-offs confirmed, from the shutdown Job's creation (the power-off command) to the machine confirmed off.",
     ["group"],
     buckets=_POWER_BUCKETS,
-    registry=REGISTRY,
 )
 ENERGY = EnergyCollector(REGISTRY)
-LEARNED_PROVISION_SECONDS = Gauge(
-    PREFIX + "group_learned_provision_seconds",
+LABEL_NAMES.update(ENERGY.labels_by_name)
+LEARNED_PROVISION_SECONDS = _declare(
+    Gauge,
+    "group_learned_provision_seconds",
     "The provisioning time learned for a group, which maxNodeProvisionTime: auto tells Cluster Autoscaler: the p99 "
     "of its members' recorded boots times 1.5, between 2 and 60 minutes. Absent until 5 boots were recorded.",
     ["group"],
-    registry=REGISTRY,
 )
-QUARANTINED_MACHINES = Gauge(
-    PREFIX + "quarantined_machines",
+QUARANTINED_MACHINES = _declare(
+    Gauge,
+    "quarantined_machines",
     "Machines taken out of service after repeated failures, until a person resets them.",
     ["group"],
-    registry=REGISTRY,
 )
-MUTATIONS_NOT_STORED = Counter(
-    PREFIX + "mutations_not_stored",
+MUTATIONS_NOT_STORED = _declare(
+    Counter,
+    "mutations_not_stored",
     "Size changes whose machines' new statuses the API did not store in time (it was too slow or refused the "
     "writes): the Cluster Autoscaler got DEADLINE_EXCEEDED, the change is under way, and an operator restart "
     "before the writes land could forget it.",
     ["group"],
-    registry=REGISTRY,
 )
 
 # --- edges: gRPC and Kubernetes ----------------------------------------------------------------------------
 
-GRPC_REQUESTS = Counter(
-    PREFIX + "grpc_requests",
+GRPC_REQUESTS = _declare(
+    Counter,
+    "grpc_requests",
     "gRPC calls served to the Cluster Autoscaler, by method and status code.",
     ["method", "code"],
-    registry=REGISTRY,
 )
-GRPC_REQUEST_SECONDS = Histogram(
-    PREFIX + "grpc_request_seconds",
+GRPC_REQUEST_SECONDS = _declare(
+    Histogram,
+    "grpc_request_seconds",
     "Time to serve a gRPC call, by method.",
     ["method"],
     buckets=_GRPC_BUCKETS,
-    registry=REGISTRY,
 )
-KUBE_WRITES = Counter(
-    PREFIX + "kube_writes",
+KUBE_WRITES = _declare(
+    Counter,
+    "kube_writes",
     "Writes to the Kubernetes API, by verb, resource and outcome.",
     ["verb", "resource", "outcome"],
-    registry=REGISTRY,
 )
-WATCH_RESTARTS = Counter(
-    PREFIX + "watch_restarts",
+WATCH_RESTARTS = _declare(
+    Counter,
+    "watch_restarts",
     "Kubernetes watch streams re-established, by resource.",
     ["resource"],
-    registry=REGISTRY,
 )
-API_REACHABLE = Gauge(
-    PREFIX + "api_reachable",
+API_REACHABLE = _declare(
+    Gauge,
+    "api_reachable",
     "1 while the Kubernetes API server answers this replica's calls; 0 from the first call that found it missing "
     "(connection refused or reset, a timeout, or 503 while it starts) until the next call it answers.",
-    registry=REGISTRY,
 )
-API_OUTAGES = Counter(
-    PREFIX + "api_outages",
+API_OUTAGES = _declare(
+    Counter,
+    "api_outages",
     "Times the Kubernetes API server stopped answering this replica (each outage once, however many calls failed).",
-    registry=REGISTRY,
 )
-WATCH_OBJECTS_SKIPPED = Counter(
-    PREFIX + "watch_objects_skipped",
+WATCH_OBJECTS_SKIPPED = _declare(
+    Counter,
+    "watch_objects_skipped",
     "Watched objects that could not be read (a malformed Group or Node resource, a power Job without its "
     "labels) and were skipped, by resource.",
     ["resource"],
-    registry=REGISTRY,
 )
 
 

@@ -6,9 +6,13 @@ in and out, which is why it is separate from the pure core and small enough to r
 * in: the first `ConfigureMachine` (derive), `MachineEvent` (group commands and observations routed by the
   Supervisor), `TimerDue` from the ticker (applied as the FSM event `TimerFired`), `EffectFailed` /
   `DrainCompleted` from the adapters, and `MachineReconfigured` when the Node resource or its Group changed;
-* out: timer effects to the ticker, every other effect of a transition as one `EffectBatch` to the effect port
-  (so their order is kept), `MachineStateChanged` to the group whenever what the group sees changed, the written
-  status to the Supervisor (so a replacement actor derives from it), and metrics. A group command that asks for
+* in, for machines powered natively (spec.power): `PowerOutcome` from the power port, applied as the FSM events
+  `PowerCommandSucceeded` / `PowerCommandFailed` / `PowerStateObserved` / `PowerReadbackFailed`;
+* out: timer effects to the ticker, power commands and readbacks as `PowerRequest`s to the power port (each with its
+  deadline; with no port wired, answered at once with a failure naming that), every other effect of a transition
+  as one `EffectBatch` to the effect port (so their order is kept), `MachineStateChanged` to the group whenever
+  what the group sees changed, the written status to the Supervisor (so a replacement actor derives from it), and
+  metrics. A group command that asks for
   confirmation gets exactly one `IntentStored` back: from the writer once the command's status write is stored
   (the batch carries a `StoredNotice`), or from here at once when the command wrote no status.
 
@@ -24,21 +28,26 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import Counter
 
-from actors import metrics, wiring
+from actors import metrics, power_metrics, wiring
 from actors.base import ShellActor
 from actors.effects_port import EffectBatch, MachineRef, StoredNotice
 from actors.fsm import effects as fx
+from actors.fsm import readback
 from actors.fsm.derive import derive
+from actors.fsm.effect_failures import failure_event
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
     ConfigChanged,
     DrainFinished,
     Event,
-    JobFailed,
+    PowerCommandFailed,
+    PowerCommandSucceeded,
+    PowerReadbackFailed,
+    PowerStateObserved,
     ResetRequested,
     TimerFired,
     TimerKind,
@@ -56,6 +65,7 @@ from actors.messages import (
     MachineStateChanged,
     MachineStatusWritten,
 )
+from actors.power_port import PowerAction, PowerOutcome, PowerRequest
 from actors.read_model import MachineSnapshot
 from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
@@ -96,6 +106,25 @@ def state_report(machine: Machine, node: Node, commands_handled: int) -> Machine
     return MachineStateChanged(view, snapshot, machine.status.last_ready, commands_handled)
 
 
+DRIVERS_UNAVAILABLE: Final = "DriversUnavailable"
+"""The failure of a power request no port could take (no native power drivers in this operator)."""
+
+
+def power_event(outcome: PowerOutcome) -> Event:
+    """The state-machine event an outcome of the power port stands for. Pure.
+
+    An outcome without a failure reason is one this shell made up because no power port is wired.
+    """
+    failure = outcome.failure.value if outcome.failure is not None else DRIVERS_UNAVAILABLE
+    if outcome.action is PowerAction.READ_POWER_STATE:
+        if outcome.succeeded and outcome.observed is not None and outcome.driver is not None:
+            return PowerStateObserved(outcome.observed, outcome.driver)
+        return PowerReadbackFailed(failure, outcome.message, outcome.driver)
+    if outcome.succeeded:
+        return PowerCommandSucceeded(outcome.action, outcome.attempt, outcome.driver)
+    return PowerCommandFailed(outcome.action, outcome.attempt, outcome.driver, failure, outcome.message)
+
+
 def _timer_message(owner: Any, effect: fx.StartTimer | fx.CancelTimer) -> StartTimer | CancelTimer:
     if isinstance(effect, fx.StartTimer):
         return StartTimer(owner, effect.token, effect.after_seconds, effect.kind.value)
@@ -134,6 +163,7 @@ class NodeActor(ShellActor):
         self._export_state()
         self._observe_durations(derived.finished)
         self._export_energy()
+        self._export_readback_age(derived.machine.status)
         # DEBUG: every machine derives at each start; the operator logs one summary line for all of them.
         LOGGER.debug("node=%s group=%s derived state=%s effects=%s", self.actor_name, self._group_id, state.value,
                     _names(derived.effects))
@@ -164,11 +194,8 @@ class NodeActor(ShellActor):
 
     def receiveMsg_EffectFailed(self, message: EffectFailed, sender: Any) -> None:
         effect = message.effect
-        if isinstance(effect, fx.CreateJob) and message.permanent:
-            self._apply(JobFailed(effect.kind, effect.job_name, message.message))
-        elif isinstance(effect, fx.Drain):
-            self._apply(DrainFinished(succeeded=False, message=message.message))
-        else:
+        event = failure_event(effect, message.message, message.permanent)
+        if event is None or isinstance(event, WriteFailed):
             # The timers of the state machine catch what this failure leaves undone (a Job never created
             # times out; a status not written is written again with the next transition). The machine makes
             # it visible as a condition and an Event; a failed status or Event write is only logged, since
@@ -176,11 +203,17 @@ class NodeActor(ShellActor):
             LOGGER.warning("node=%s group=%s effect %s failed (%s): %s", self.actor_name, self._group_id,
                            type(effect).__name__, "permanent" if message.permanent else "retries exhausted",
                            message.message)
-            if not isinstance(effect, fx.PatchStatus | fx.RecordEvent):
-                self._apply(WriteFailed(type(effect).__name__, message.message, message.permanent))
+        if event is not None:
+            self._apply(event)
 
     def receiveMsg_DrainCompleted(self, message: DrainCompleted, sender: Any) -> None:
         self._apply(DrainFinished(message.succeeded, message.message))
+
+    def receiveMsg_PowerOutcome(self, message: PowerOutcome, sender: Any) -> None:
+        if self._node is None or message.machine_key != self._machine_key():
+            LOGGER.debug("node %s: power outcome for %s ignored", self.actor_name, message.machine_key)
+            return
+        self._apply(power_event(message))
 
     def receiveMsg_ActorExitRequest(self, message: object, sender: Any) -> None:
         # Timers of a retired actor would only fire into the void; cancel them so the ticker stays small.
@@ -189,6 +222,7 @@ class NodeActor(ShellActor):
             # Its energy is counted from the status it holds: a stopped actor (a lost leadership, a stopped operator)
             # must not go on counting a status that is no longer current.
             metrics.ENERGY.forget(self._group_id, self._machine.config.name)
+            power_metrics.READBACK_AGES.forget(self._group_id, self._machine.config.name)
 
     # --- the one path every event takes ----------------------------------------------------------------------
 
@@ -224,29 +258,71 @@ class NodeActor(ShellActor):
         return writes_status
 
     def _execute(self, effects: Iterable[fx.Effect], stored_notice: StoredNotice | None = None) -> bool:
-        """Timers to the ticker; everything else, in order, as one batch to the effect port.
+        """Timers to the ticker; power commands and readbacks to the power port; everything else, in order, as one
+        batch to the effect port.
 
         True when the batch writes the status; only then does it carry `stored_notice`.
         """
         batch: list[fx.Effect] = []
+        power: list[fx.SendPowerCommand | fx.ReadPowerState] = []
         for effect in effects:
             if isinstance(effect, fx.StartTimer | fx.CancelTimer):
                 self.send(self._ticker_address(), _timer_message(self.myAddress, effect))
+            elif isinstance(effect, fx.SendPowerCommand | fx.ReadPowerState):
+                power.append(effect)
             else:
                 batch.append(effect)
         written = [effect.status for effect in batch if isinstance(effect, fx.PatchStatus)]
-        if not batch:
-            return False
-        self._require_wiring().effects.submit(
-            EffectBatch(
-                self._machine_ref(), self._node, self._group_spec, tuple(batch), self.myAddress,
-                stored_notice if written else None,
+        if batch:
+            self._require_wiring().effects.submit(
+                EffectBatch(
+                    self._machine_ref(), self._node, self._group_spec, tuple(batch), self.myAddress,
+                    stored_notice if written else None,
+                )
             )
-        )
+        # After the batch is queued, so a command's status write (write-ahead) is on its way first; should the process
+        # die before it is stored, the readback finds the machine on and the adoption rules take it from there.
+        for request in power:
+            self._submit_power(request)
+        if written:
+            self._export_readback_age(written[-1])
         if written and self._supervisor is not None and self._node is not None:
             metadata = self._node.metadata
             self.send(self._supervisor, MachineStatusWritten(metadata.namespace, metadata.name, written[-1]))
         return bool(written)
+
+    def _submit_power(self, effect: fx.SendPowerCommand | fx.ReadPowerState) -> None:
+        """Hand a power command or readback to the power port; without one (or without spec.power), fail it here."""
+        action = effect.action if isinstance(effect, fx.SendPowerCommand) else PowerAction.READ_POWER_STATE
+        port = self._require_wiring().power
+        power = self._node.spec.power if self._node is not None else None
+        if port is None or power is None:
+            why = (
+                "native power drivers unavailable: this operator was started without them"
+                if port is None
+                else "the Node resource no longer sets spec.power"
+            )
+            if isinstance(effect, fx.SendPowerCommand):
+                LOGGER.warning("node=%s group=%s %s #%d not sent: %s", self.actor_name, self._group_id, action.value,
+                               effect.attempt, why)
+            self.send(self.myAddress, PowerOutcome(self._machine_key(), action, effect.attempt, None, False,
+                                                   message=why))
+            return
+        config = self._machine.config if self._machine is not None else self._config()
+        deadline = readback.command_deadline_seconds(
+            action, power, config.power_on_grace_seconds, config.shutdown_timeout_seconds
+        )
+        port.submit(PowerRequest(self._machine_key(), action, effect.attempt, power, deadline, self.myAddress))
+
+    def _export_readback_age(self, status: NodeStatus) -> None:
+        if self._node is None or self._machine is None:
+            return
+        observed = status.power_readback.observed_at if status.power_readback is not None else None
+        if not readback.reads_back(self._node.spec.power):
+            observed = None
+        power_metrics.READBACK_AGES.set_machine(
+            self._group_id, self._machine.config.name, observed, self._require_wiring().clock
+        )
 
     def _export_state(self) -> None:
         """Publish the state gauge and keep the group's boot-failure counter at hand."""
@@ -327,6 +403,11 @@ class NodeActor(ShellActor):
 
     def _machine_name(self) -> str:
         return self._node.metadata.name if self._node is not None else str(self.actor_name)
+
+    def _machine_key(self) -> str:
+        """`<namespace>/<name>`, as power requests and outcomes name the machine."""
+        assert self._node is not None
+        return f"{self._node.metadata.namespace}/{self._node.metadata.name}"
 
     def _machine_ref(self) -> MachineRef:
         assert self._node is not None

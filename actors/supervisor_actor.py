@@ -38,7 +38,8 @@ from actors.base import ShellActor
 from actors.effects_port import EffectBatch, GroupEventBatch, GroupStatusBatch, MachineRef
 from actors.fsm import effects as fx
 from actors.fsm.events import Event, NodeGone
-from actors.group_actor import GroupActor, invalid_spec_condition, invalid_spec_event
+from actors.fsm.group_planning import invalid_spec_condition, invalid_spec_event
+from actors.group_actor import GroupActor
 from actors.messages import (
     ConfigureGroup,
     ConfigureMachine,

@@ -1,6 +1,6 @@
 """`KubeWatcherActor`: turns the watch threads' raw objects into typed observations for the Supervisor.
 
-The watch threads (`actors.adapters.watch`) only read sockets; they hand every `Listed` batch and every
+The watch threads (`kubeapi.watch`) only read sockets; they hand every `Listed` batch and every
 `WatchEvent` to this actor through `ActorRuntime.tell`, untouched. Everything that needs judgement happens here, in
 one place and on the pump thread, which is why it is an actor of its own rather than code in the watch threads or
 in the Supervisor:
@@ -37,16 +37,6 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from actors import metrics
-from actors.adapters.watch import (
-    GROUPS,
-    KUBE_NODES,
-    MACHINES,
-    POWER_JOBS,
-    Listed,
-    WatchEvent,
-    WatchEventType,
-    drain_items,
-)
 from actors.base import ShellActor
 from actors.messages import (
     GroupInvalid,
@@ -61,11 +51,12 @@ from actors.messages import (
     MachineRemoved,
 )
 from actors.runtime import ActorRuntime
+from actors.watch_port import GROUPS, KUBE_NODES, MACHINES, POWER_JOBS, Listed, WatchEvent, WatchEventType, drain_items
 from schemas import labels
 from schemas.common import Taint
 from schemas.group import Group
 from schemas.node import Node, NodeSnapshot, NodeStatus, OperationKind
-from schemas.validation import summarise_validation_error
+from schemas.validation import power_way_errors, summarise_validation_error
 
 LOGGER = logging.getLogger(__name__)
 
@@ -146,7 +137,7 @@ def parse_group(raw: Mapping[str, Any]) -> Group:
 def parse_machine(raw: Mapping[str, Any]) -> Node:
     """A Node resource; an unreadable status alone is replaced (see the module docstring). Pure."""
     try:
-        return Node.model_validate(raw)
+        return _one_way_to_power(Node.model_validate(raw))
     except ValidationError as error:
         if not all(problem["loc"][:1] == ("status",) for problem in error.errors()):
             raise MalformedObjectError(describe_validation_error(error, Node)) from error
@@ -162,7 +153,15 @@ def parse_machine(raw: Mapping[str, Any]) -> Node:
         node = Node.model_validate({**raw, "status": {}})
     except ValidationError as error:  # pragma: no cover  # the status was the only problem
         raise MalformedObjectError(describe_validation_error(error, Node)) from error
-    return node.model_copy(update={"status": rebuilt})
+    return _one_way_to_power(node.model_copy(update={"status": rebuilt}))
+
+
+def _one_way_to_power(node: Node) -> Node:
+    """`node`, unless it names no single workable way to power its machine (raises MalformedObjectError). Pure."""
+    problems = power_way_errors(node.spec)
+    if problems:
+        raise MalformedObjectError("; ".join(str(problem) for problem in problems[:MAX_REPORTED_ERRORS]))
+    return node
 
 
 def signature(resource: str, raw: Mapping[str, Any]) -> bytes | None:

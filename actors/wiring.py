@@ -19,6 +19,7 @@ from typing import Any
 
 from actors.effects_port import EffectPort
 from actors.errors import OperatorError
+from actors.power_port import PowerPort
 from actors.read_model import ReadModel
 
 
@@ -43,6 +44,9 @@ class Wiring:
     5xx or a 429; past it the group answers DEADLINE_EXCEEDED (`ErrorKind.NOT_STORED`) and counts
     `mutations_not_stored`.
     """
+    power: PowerPort | None = None
+    """Where native power commands and readbacks go (machines with spec.power); None: no drivers in this process,
+    and such machines' operations fail with a clear Event instead."""
 
 
 _lock = threading.Lock()

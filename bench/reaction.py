@@ -128,7 +128,7 @@ class Arrivals:
 
 
 def start_operator(kubeconfig: str) -> tuple[Operator, float]:
-    settings = Settings(
+    settings = Settings.from_flags(
         kubeconfig=Path(kubeconfig),
         watch_namespace=NAMESPACE,
         grpc_address="127.0.0.1:0",

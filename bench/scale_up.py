@@ -45,8 +45,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from actors.adapters.kube_client import KubeApi, new_api_client
-from actors.adapters.watch import Listed, ResourceWatch, WatchOutput, collection
+from actors.watch_port import Listed, WatchOutput
+from kubeapi.kube_client import KubeApi, new_api_client
+from kubeapi.watch import ResourceWatch, collection
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from sim.controlplane import ControlPlane, find_binaries, free_ports

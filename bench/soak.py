@@ -613,7 +613,7 @@ class OperatorHolder:
     """The operator now running (there is one at a time) and a gRPC stub to it; killed and restarted on demand."""
 
     def __init__(self, kubeconfig: str) -> None:
-        self._settings = Settings(
+        self._settings = Settings.from_flags(
             kubeconfig=Path(kubeconfig), namespace=OPERATOR_NAMESPACE, watch_namespace=NAMESPACE,
             grpc_address="127.0.0.1:0", metrics_address="127.0.0.1:0", webhook_address="",
             shutdown_grace_seconds=2.0,

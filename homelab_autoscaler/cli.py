@@ -1,21 +1,19 @@
-"""The `homelab-autoscaler` command: one argparse parser whose subcommands live in `commands/`.
+"""The `homelab-autoscaler` command: one argparse parser whose subcommands are the modules listed in `COMMANDS`.
 
 Each subcommand is its own module in `homelab_autoscaler/commands/` exposing `add_parser(subparsers)` and
-`run(args) -> int`, so adding one (run, sim, demo, status) never touches this file and importing the CLI
-stays cheap for the commands that need little. Modules are found by listing the package, in name order.
+`run(args) -> int`, so each imports only what it needs when it runs and importing the CLI stays cheap. The list
+is written out rather than discovered: what the command offers is read here at a glance, and a stray module in
+the package cannot become a command. A new command is a module there and a name in `COMMANDS`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
-from homelab_autoscaler import commands
+from homelab_autoscaler.commands import crds, demo, docs, explain, run, sim, status, version
 from homelab_autoscaler.commands.version import version_line
 
 
@@ -27,19 +25,11 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-def discover_commands(package: ModuleType = commands) -> list[Command]:
-    """Every module of `package` that defines both add_parser and run, in name order."""
-    found: list[Command] = []
-    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package.__name__}.{module_info.name}")
-        if callable(getattr(module, "add_parser", None)) and callable(getattr(module, "run", None)):
-            found.append(cast(Command, module))
-    return found
+COMMANDS: Final[tuple[Command, ...]] = (crds, demo, docs, explain, run, sim, status, version)
+"""Every subcommand, in the order `--help` lists them."""
 
 
-def build_parser(available: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+def build_parser(available: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
     """The top-level parser; `args.handler` is the chosen subcommand's `run`."""
     parser = argparse.ArgumentParser(
         prog="homelab-autoscaler",
@@ -47,7 +37,7 @@ def build_parser(available: Sequence[Command] | None = None) -> argparse.Argumen
     )
     parser.add_argument("--version", action="version", version=version_line())
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
-    for command in discover_commands() if available is None else available:
+    for command in available:
         known = set(subparsers.choices)
         command.add_parser(subparsers)
         for name in set(subparsers.choices) - known:

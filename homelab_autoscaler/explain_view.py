@@ -175,6 +175,30 @@ def _why(node: Node, spec: GroupSpec | None, now: datetime) -> list[str]:
     for condition in status.conditions:
         if condition.type == labels.CONDITION_WRITE_FAILED and condition.status is ConditionStatus.TRUE:
             sentences.append(f"A write to the Kubernetes API failed: {condition.message or condition.reason}.")
+    sentences += _power_sentences(node, now)
+    return sentences
+
+
+def _power_sentences(node: Node, now: datetime) -> list[str]:
+    """How a machine powered natively is switched, and what its BMC last read back."""
+    power = node.spec.power
+    if power is None:
+        return []
+    on = power.power_on_driver.value if power.power_on_driver is not None else "nothing"
+    off = power.power_off_driver.value if power.power_off_driver is not None else "nothing"
+    sentences = [f"It is powered natively: on by {on}, off by {off}."]
+    readback = node.status.power_readback
+    if power.readback_driver is None:
+        sentences.append("Its power state cannot be read back (no BMC), so a power-off is confirmed by its "
+                         "Kubernetes Node going away.")
+    elif readback is None:
+        sentences.append(f"Its power state has not been read back by {power.readback_driver.value} yet.")
+    else:
+        age = human_age((now - readback.observed_at).total_seconds())
+        sentences.append(f"{readback.driver.value} last read it {readback.state.value}, {age} ago.")
+    for condition in node.status.conditions:
+        if condition.type == labels.CONDITION_POWER_READBACK_FAILING and condition.status is ConditionStatus.TRUE:
+            sentences.append(f"Its power readback is failing ({condition.reason}): {condition.message}.")
     return sentences
 
 
@@ -206,7 +230,10 @@ def _next(node: Node, group_name: str, spec: GroupSpec | None, now: datetime) ->
         deadline = deadlines.get(TimerKind.BOOT_TIMEOUT)
         timeout = format_duration(machine.config.boot_timeout_seconds)
         running = human_age((now - operation.started).total_seconds())
-        text = f"Its startup Job {operation.job_name} was created {running} ago."
+        if operation.driver is not None:
+            text = f"Its power-on #{operation.attempt} was sent by {operation.driver.value} {running} ago."
+        else:
+            text = f"Its startup Job {operation.job_name} was created {running} ago."
         if deadline is not None:
             told = "the exercise fails and it cools down" if is_exercising(status) else \
                 "Cluster Autoscaler is told of a failed creation"
@@ -223,8 +250,15 @@ def _next(node: Node, group_name: str, spec: GroupSpec | None, now: datetime) ->
             return ["Its Kubernetes Node is being drained; the shutdown Job is created when the drain finishes."]
         tries = f"try {status.operation_tries} of {1 + machine.config.shutdown_retries}"
         deadline = deadlines.get(TimerKind.SHUTDOWN_TIMEOUT)
-        text = f"Shutdown Job {operation.job_name} ({tries}) is powering it off; it is off once the Job succeeds " \
-               "and its Kubernetes Node goes away."
+        if operation.driver is not None and node.spec.power is not None and node.spec.power.readback_driver:
+            text = f"Power-off #{operation.attempt} by {operation.driver.value} ({tries}) is powering it off; it is " \
+                   f"off once {node.spec.power.readback_driver.value} reads it Off."
+        elif operation.driver is not None:
+            text = f"Power-off #{operation.attempt} by {operation.driver.value} ({tries}) is powering it off; it is " \
+                   "off once the command is done and its Kubernetes Node goes away."
+        else:
+            text = f"Shutdown Job {operation.job_name} ({tries}) is powering it off; it is off once the Job " \
+                   "succeeds and its Kubernetes Node goes away."
         if deadline is not None:
             text += f" If that is not confirmed by {_when(deadline, now)}, the power-off is retried, and after the " \
                     "last try the machine is returned to Ready."

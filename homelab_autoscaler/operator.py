@@ -10,11 +10,12 @@ For the whole process (every replica, leader or not):
 
 For one leadership term (from gaining leadership, or from start without election, until losing it or stopping):
   an `ActorRuntime` with the Supervisor and the KubeWatcherActor; the `KubeWriter` that applies the actors'
-  effects and reports back through the runtime; the four watches (Groups, Node resources and power Jobs in
-  `--watch-namespace`, core Nodes). The watches list first and the watcher hands the Supervisor one inventory, so
-  every machine is derived at once and Jobs in flight are adopted, then they watch from the listed version. Once
-  the inventory is applied the replica *acts*: gRPC health turns SERVING, mutations are taken, and its pod gets
-  the leader label the gRPC and webhook Services select on.
+  effects and reports back through the runtime; the power port of machines powered natively (spec.power), when
+  the operator was given a factory for one (without, such machines' operations fail with a clear Event); the four
+  watches (Groups, Node resources and power Jobs in `--watch-namespace`, core Nodes). The watches list first and
+  the watcher hands the Supervisor one inventory, so every machine is derived at once and Jobs in flight are
+  adopted, then they watch from the listed version. Once the inventory is applied the replica *acts*: gRPC health
+  turns SERVING, mutations are taken, and its pod gets the leader label the gRPC and webhook Services select on.
 
 Losing leadership stops acting at once (health NOT_SERVING and mutations UNAVAILABLE in the elector's callback),
 then the term is torn down on the control thread: watches, actors, the writer (work not yet started is dropped;
@@ -30,40 +31,27 @@ renews the Lease) and because a term must be fully torn down before the next one
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import itertools
 import logging
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
 
 from kubernetes.client import ApiClient
 
-from actors import metrics, wiring
-from actors.adapters import kube_client, watch
-from actors.adapters.admission_lookup import CachedAdmissionLookup
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
-from actors.adapters.leader import LeaderElector
-from actors.adapters.reachability import ApiReachability
-from actors.adapters.webhook_certs import (
-    CertificateMaterial,
-    WebhookCertificates,
-    WebhookCertificateStore,
-)
-from actors.adapters.writer import KubeWriter
+from actors import metrics, watch_port, wiring
 from actors.errors import ActorTimeout, RuntimeStopped
 from actors.messages import Ping, Pong
+from actors.power_port import PowerPort
 from actors.read_model import ReadModel, describe_inventory
 from actors.runtime import ActorRuntime
 from actors.supervisor_actor import start_supervisor
@@ -71,19 +59,23 @@ from actors.watcher_actor import start_watcher
 from grpc_gateway.mutations import ActorMutations
 from grpc_gateway.server import ServingHealth, TlsFiles, create_server, stop_server
 from grpc_gateway.servicer import CloudProviderServicer
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
+from homelab_autoscaler.heap import settle_heap_after_inventory, thaw_heap
 from homelab_autoscaler.http_server import HealthServer
 from homelab_autoscaler.listeners import Listener, check_free, unavailable
 from homelab_autoscaler.settings import Settings, WebhookCertSource
+from kubeapi import kube_client, watch
+from kubeapi.admission_lookup import CachedAdmissionLookup
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeError, KubeNotFound
+from kubeapi.leader import LeaderElector
+from kubeapi.reachability import ApiReachability
+from kubeapi.webhook_certs import (
+    WebhookCertificates,
+    WebhookCertificateStore,
+)
+from kubeapi.writer import KubeWriter
 from schemas import API_GROUP, API_VERSION
 from webhooks.admission import AdmissionRules, KnownMachine
-from webhooks.certs import (
-    CertificateAuthority,
-    create_certificate_authority,
-    create_serving_certificate,
-    needs_rotation,
-    service_dns_names,
-    serving_certificate_problem,
-)
 from webhooks.server import WebhookServer, parse_address
 
 LOGGER = logging.getLogger(__name__)
@@ -94,68 +86,10 @@ INVENTORY_POLL_SECONDS: Final = 0.05
 LEADERSHIP_LOSS_WRITER_SECONDS: Final = 2.0
 """A replica that lost its Lease gives writes already in progress this long, and starts none."""
 STOP_TIMEOUT_SECONDS: Final = 5.0
-TEMPORARY_CA_NAME: Final = "homelab-autoscaler temporary webhook CA"
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def settle_heap_after_inventory() -> None:
-    """Free the listing's garbage, hand freed heap back to the OS, and keep the long-lived objects out of GC passes.
-
-    Building every machine from a full listing keeps every raw resource alive at once, and RSS keeps that
-    high-water mark: on glibc, freed blocks stay in the process unless trimmed. What survives the inventory (models,
-    actors, metric series) lives for the whole term, so freezing it spares every later collection from walking it;
-    `thaw_heap` makes it collectable again once the term ends. Never fatal: a libc without `malloc_trim` (musl,
-    macOS) only means RSS stays higher.
-    """
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            LOGGER.debug("malloc_trim is not available; freed heap stays with the process")
-    gc.freeze()
-
-
-def thaw_heap() -> None:
-    """Undo `settle_heap_after_inventory`'s freeze, so a finished term's objects (and their cycles) can be collected."""
-    gc.unfreeze()
-
-
-# --- the webhook certificate decisions, over webhooks.certs --------------------------------------------------
-
-
-class WebhookCertificateIssuer:
-    """`CertificateIssuer` for our own small PKI (pure: every method is a function of its arguments)."""
-
-    def __init__(self, service: str, namespace: str) -> None:
-        self.dns_names = service_dns_names(service, namespace)
-
-    def problem(self, stored: CertificateMaterial | None, now: datetime) -> str | None:
-        if stored is None:
-            return "there was no certificate yet"
-        if stored.ca_key_pem is None:
-            return "the Secret holds no CA key, so the operator did not make it"
-        if needs_rotation(stored.ca_pem, now):
-            return "the CA expires soon"
-        if needs_rotation(stored.cert_pem, now):
-            return "the serving certificate expires soon"
-        return serving_certificate_problem(stored.cert_pem, stored.key_pem, stored.ca_pem, self.dns_names)
-
-    def issue(self, stored: CertificateMaterial | None, now: datetime) -> CertificateMaterial:
-        if stored is not None and stored.ca_key_pem is not None and not needs_rotation(stored.ca_pem, now):
-            authority = CertificateAuthority(stored.ca_pem, stored.ca_key_pem)
-        else:
-            authority = create_certificate_authority(now)
-        serving = create_serving_certificate(authority, self.dns_names, now)
-        return CertificateMaterial(serving.cert_pem, serving.key_pem, authority.cert_pem, authority.key_pem)
-
-    def temporary(self, now: datetime) -> CertificateMaterial:
-        authority = create_certificate_authority(now, TEMPORARY_CA_NAME, timedelta(days=30))
-        serving = create_serving_certificate(authority, self.dns_names, now, timedelta(days=30))
-        return CertificateMaterial(serving.cert_pem, serving.key_pem, authority.cert_pem)
 
 
 # --- small helpers around the API ------------------------------------------------------------------------------
@@ -226,6 +160,12 @@ class _TermRuntime:
 
 _term_numbers = itertools.count(1)
 
+PowerReport = Callable[[Any, object], None]
+"""Tells an actor (its address) a message through the term's runtime; dropped quietly once the term has ended."""
+PowerPortFactory = Callable[[ApiClient, PowerReport], PowerPort]
+"""Builds one term's power port: it reads the Secrets spec.power names through the client and tells each
+`PowerOutcome` with the report function. A port with a `stop(timeout)` method is stopped when the term ends."""
+
 
 @dataclass
 class _Term:
@@ -238,11 +178,12 @@ class _Term:
     watcher: Any
     watches: list[watch.ResourceWatch]
     acting: bool = False
+    power: PowerPort | None = None
 
     @classmethod
     def begin(
         cls, api_client: ApiClient, settings: Settings, read_model: ReadModel, clock: Callable[[], datetime],
-        identity: str, reachability: ApiReachability,
+        identity: str, reachability: ApiReachability, power_factory: PowerPortFactory | None = None,
     ) -> _Term:
         runtime = ActorRuntime(name=f"homelab-autoscaler-term-{next(_term_numbers)}")
         runtime.start()
@@ -254,24 +195,26 @@ class _Term:
                 LOGGER.debug("writer: %s not delivered, the term ended", type(message).__name__)
 
         writer = KubeWriter(
-            api_client, report, workers=settings.writer_workers, reporting_instance=identity,
+            api_client, report, workers=settings.kubernetes.writer_workers, reporting_instance=identity,
             reachability=reachability,
         )
-        key = wiring.register(wiring.Wiring(read_model, writer, clock, runtime.ticker))
+        power = power_factory(api_client, report) if power_factory is not None else None
+        key = wiring.register(wiring.Wiring(read_model, writer, clock, runtime.ticker, power=power))
         try:
             supervisor = start_supervisor(runtime, key)
             watcher = start_watcher(runtime, supervisor)
         except BaseException:
             runtime.stop()
             writer.stop(STOP_TIMEOUT_SECONDS)
+            _stop_power(power)
             wiring.unregister(key)
             raise
 
-        def sink(output: watch.WatchOutput) -> None:
+        def sink(output: watch_port.WatchOutput) -> None:
             with contextlib.suppress(RuntimeStopped):  # the term is ending; its watches stop next
                 runtime.tell(watcher, output)
 
-        namespace = settings.watch_namespace or None
+        namespace = settings.kubernetes.watch_namespace or None
         watches = [
             watch.group_watch(api_client, sink, namespace, reachability=reachability),
             watch.machine_watch(api_client, sink, namespace, reachability=reachability),
@@ -280,7 +223,7 @@ class _Term:
         ]
         for resource_watch in watches:
             resource_watch.start()
-        return cls(runtime, writer, key, supervisor, watcher, watches)
+        return cls(runtime, writer, key, supervisor, watcher, watches, power=power)
 
     def inventory_applied(self) -> bool:
         """Whether the Supervisor has applied the first complete inventory (so every group answers)."""
@@ -302,9 +245,16 @@ class _Term:
         if writer_grace > 0 and not self.writer.wait_idle(writer_grace):
             LOGGER.warning("writes still pending after %.1f s; the next leader derives them again", writer_grace)
         self.writer.stop(writer_timeout)
+        _stop_power(self.power)
         wiring.unregister(self.wiring_key)
         for group in read_model.groups():
             read_model.remove(group.id)
+
+
+def _stop_power(power: PowerPort | None) -> None:
+    stop = getattr(power, "stop", None)
+    if callable(stop):
+        stop(STOP_TIMEOUT_SECONDS)
 
 
 # --- the operator ------------------------------------------------------------------------------------------------
@@ -320,12 +270,14 @@ class Operator:
         api_client: ApiClient | None = None,
         clock: Callable[[], datetime] = _utc_now,
         identity: str | None = None,
+        power: PowerPortFactory | None = None,
     ) -> None:
         self.settings = settings
+        self._power_factory = power
         self._own_client = api_client is None
         self._api_client = api_client
         self._clock = clock
-        self.identity = identity or settings.pod_name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.identity = identity or settings.pod.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.read_model = ReadModel()
         self._health = ServingHealth(serving=False)
         self._lock = threading.Lock()
@@ -380,7 +332,7 @@ class Operator:
             return "listeners are not bound yet"
         if self._admission is not None and not self._admission.synced:
             return "the webhook's caches have not synced yet"
-        if not self.settings.leader_elect and not self.acting:
+        if not self.settings.leader_election.enabled and not self.acting:
             return "the inventory has not been applied yet"
         return None
 
@@ -412,16 +364,16 @@ class Operator:
         for listener in self._listeners():
             check_free(listener)
         if self._api_client is None:
-            self._api_client = kube_client.new_api_client(settings.kubeconfig, settings.context)
+            self._api_client = kube_client.new_api_client(settings.kubernetes.kubeconfig, settings.kubernetes.context)
         api_client = self._api_client
-        check_api_server(api_client, settings.watch_namespace)
+        check_api_server(api_client, settings.kubernetes.watch_namespace)
         # One for the process: every watch, the writer and the elector report to it, so an outage is told once.
         self._reachability = ApiReachability(str(api_client.configuration.host))
         self._start_grpc()
-        if settings.webhook_enabled:
+        if settings.webhook.enabled:
             self._start_webhook(api_client)
-        metrics_listener = Listener("--metrics-address", settings.metrics_address)
-        host, port = parse_address(settings.metrics_address)
+        metrics_listener = Listener("--metrics-address", settings.metrics.address)
+        host, port = parse_address(settings.metrics.address)
         self._health_server = HealthServer(
             (host, port), liveness=self.liveness_problem, readiness=self.readiness_problem,
             leading=lambda: self.acting,
@@ -435,28 +387,28 @@ class Operator:
         # Only now, with every listener bound, does the operator write to the cluster: a start that fails on a
         # port must leave the cluster as it found it.
         self._pod_label = PodLabel(
-            api_client, settings.pod_namespace or settings.namespace, settings.pod_name, self._reachability
+            api_client, settings.pod.namespace or settings.kubernetes.namespace, settings.pod.name, self._reachability
         )
         self._pod_label.set(False)  # a stale label from an earlier life of this pod must not attract traffic
         self._start_certificate_keeper()
         self._control = threading.Thread(target=self._run_control, name="operator-control", daemon=True)
         self._control.start()
-        if settings.leader_elect:
+        if settings.leader_election.enabled:
             self._elector = LeaderElector(
                 api_client,
-                settings.namespace,
-                settings.leader_election_lease,
+                settings.kubernetes.namespace,
+                settings.leader_election.lease,
                 self.identity,
-                lease_seconds=settings.leader_election_lease_seconds,
-                renew_seconds=settings.leader_election_renew_seconds,
-                retry_seconds=settings.leader_election_retry_seconds,
+                lease_seconds=settings.leader_election.lease_seconds,
+                renew_seconds=settings.leader_election.renew_seconds,
+                retry_seconds=settings.leader_election.retry_seconds,
                 on_started_leading=self._started_leading,
                 on_stopped_leading=self._stopped_leading,
                 reachability=self._reachability,
             )
             self._elector.start()
-            LOGGER.info("operator %s started; campaigning for lease %s/%s", self.identity, settings.namespace,
-                        settings.leader_election_lease)
+            LOGGER.info("operator %s started; campaigning for lease %s/%s", self.identity,
+                        settings.kubernetes.namespace, settings.leader_election.lease)
         else:
             self._commands.put("lead")
             LOGGER.info("operator %s started without leader election", self.identity)
@@ -464,52 +416,53 @@ class Operator:
     def _listeners(self) -> list[Listener]:
         settings = self.settings
         listeners = [
-            Listener("--grpc-address", settings.grpc_address),
-            Listener("--metrics-address", settings.metrics_address),
+            Listener("--grpc-address", settings.grpc.address),
+            Listener("--metrics-address", settings.metrics.address),
         ]
-        if settings.webhook_enabled:
-            listeners.append(Listener("--webhook-address", settings.webhook_address))
+        if settings.webhook.enabled:
+            listeners.append(Listener("--webhook-address", settings.webhook.address))
         return listeners
 
     def _start_grpc(self) -> None:
         settings = self.settings
         tls = None
-        if settings.grpc_cert is not None and settings.grpc_key is not None:
-            tls = TlsFiles(settings.grpc_cert, settings.grpc_key, settings.grpc_client_ca)
+        if settings.grpc.cert is not None and settings.grpc.key is not None:
+            tls = TlsFiles(settings.grpc.cert, settings.grpc.key, settings.grpc.client_ca)
         mutations = ActorMutations(_TermRuntime(self), self._supervisor_address)
-        servicer = CloudProviderServicer(self.read_model, mutations, price_per_kwh=settings.price_per_kwh)
+        servicer = CloudProviderServicer(self.read_model, mutations, price_per_kwh=settings.energy.price_per_kwh)
         try:
             self._grpc_server, self._grpc_port = create_server(
-                settings.grpc_address, servicer, tls=tls, health=self._health
+                settings.grpc.address, servicer, tls=tls, health=self._health
             )
         except FileNotFoundError:
             raise  # a TLS file that is not there: its own message names the file
         except OSError as error:
-            raise unavailable(Listener("--grpc-address", settings.grpc_address), error) from error
+            raise unavailable(Listener("--grpc-address", settings.grpc.address), error) from error
 
     def _start_webhook(self, api_client: ApiClient) -> None:
         """Bind the webhook with the certificate at hand; nothing is written until `_start_certificate_keeper`."""
         settings = self.settings
-        source = settings.webhook_cert_source
+        source = settings.webhook.cert_source
         store = None
         issuer = None
         if source is not WebhookCertSource.FILES:
             store = WebhookCertificateStore(
-                api_client, settings.namespace, settings.webhook_secret, settings.webhook_config
+                api_client, settings.kubernetes.namespace, settings.webhook.secret, settings.webhook.config
             )
-            issuer = WebhookCertificateIssuer(settings.webhook_service, settings.namespace)
+            issuer = WebhookCertificateIssuer(settings.webhook.service, settings.kubernetes.namespace)
         # May not write yet: this round only reads the Secret (or falls back to a temporary certificate on disk).
         self._certificates = WebhookCertificates(
-            source.value, settings.webhook_cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
+            source.value, settings.webhook.cert_dir, store=store, issuer=issuer, may_write=False, clock=self._clock,
             reachability=self._reachability,
         )
         self._certificates.prepare()
         self._admission = CachedAdmissionLookup(
-            api_client, KnownMachine, settings.watch_namespace, watch_options={"reachability": self._reachability}
+            api_client, KnownMachine, settings.kubernetes.watch_namespace,
+            watch_options={"reachability": self._reachability},
         )
         self._admission.start()
         webhook = WebhookServer(
-            settings.webhook_address,
+            settings.webhook.address,
             self._certificates.cert_file,
             self._certificates.key_file,
             AdmissionRules(self._admission),
@@ -517,7 +470,7 @@ class Operator:
         try:
             webhook.start()
         except OSError as error:
-            raise unavailable(Listener("--webhook-address", settings.webhook_address), error) from error
+            raise unavailable(Listener("--webhook-address", settings.webhook.address), error) from error
         self._webhook = webhook
 
     def _start_certificate_keeper(self) -> None:
@@ -525,7 +478,7 @@ class Operator:
         certificates, webhook = self._certificates, self._webhook
         if certificates is None or webhook is None:
             return
-        if not self.settings.leader_elect:
+        if not self.settings.leader_election.enabled:
             certificates.set_may_write(True)
             if certificates.refresh():
                 webhook.reload_certificate()
@@ -553,7 +506,7 @@ class Operator:
             metrics.LEADER.set(0)
             if self._term is not None:
                 self._term.acting = False
-            if self._certificates is not None and self.settings.leader_elect:
+            if self._certificates is not None and self.settings.leader_election.enabled:
                 self._certificates.set_may_write(False)
 
     def _run_control(self) -> None:
@@ -572,9 +525,9 @@ class Operator:
             elif command == "lead" and not self._guarded(self._lead):
                 # Acting half-way would be worse than not acting: tear down what began, and try again later.
                 self._guarded(self._follow)
-                retry_at = time.monotonic() + self.settings.leader_election_retry_seconds
+                retry_at = time.monotonic() + self.settings.leader_election.retry_seconds
                 LOGGER.error("operator %s: could not begin acting; retrying in %.1f s", self.identity,
-                             self.settings.leader_election_retry_seconds)
+                             self.settings.leader_election.retry_seconds)
 
     def _guarded(self, action: Callable[[], None]) -> bool:
         try:
@@ -593,7 +546,8 @@ class Operator:
         assert self._api_client is not None
         assert self._reachability is not None
         term = _Term.begin(
-            self._api_client, self.settings, self.read_model, self._clock, self.identity, self._reachability
+            self._api_client, self.settings, self.read_model, self._clock, self.identity, self._reachability,
+            self._power_factory,
         )
         with self._lock:
             self._term = term
@@ -685,7 +639,7 @@ class Operator:
         term = self._take_term()
         if term is None:
             return
-        grace = self.settings.shutdown_grace_seconds if graceful else 0.0
+        grace = self.settings.shutdown.grace_seconds if graceful else 0.0
         term.end(self.read_model, writer_grace=grace, writer_timeout=STOP_TIMEOUT_SECONDS if graceful else 0.5)
         if graceful and self._pod_label is not None:
             self._pod_label.set(False)

@@ -33,7 +33,7 @@ from schemas import labels
 from schemas.common import AUTO, ConditionStatus, human_duration
 from schemas.group import Group
 from schemas.node import Node, NodeState, NodeStatus
-from schemas.validation import power_job_placement_warnings, summarise_validation_error
+from schemas.validation import power_job_placement_warnings, power_way_errors, summarise_validation_error
 
 INVALID: Final = "Invalid"
 """The STATE of a machine (and the marker of a group) whose resource failed schema parsing."""
@@ -127,6 +127,8 @@ class OperationRow:
     job_name: str
     started: datetime
     tries: int
+    driver: str | None = None
+    """The native driver that sent the power command (spec.power); None: a Job performs it."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ class MachineRow:
     consecutive_failures: int | None = None
     warnings: tuple[str, ...] = ()
     """Configuration that works but invites trouble (a power Job that may run on a powered-off machine)."""
+    readback_state: str | None = None
+    """The power state last read back from the machine's BMC (spec.power); None: never read, or no BMC."""
+    readback_driver: str | None = None
+    readback_at: datetime | None = None
+    readback_age_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,10 +213,15 @@ def parse_group(raw: Mapping[str, Any]) -> Group | InvalidResource:
 def parse_node(raw: Mapping[str, Any]) -> Node | InvalidResource:
     """The Node model of a raw resource, or an InvalidResource saying why it is not one. Pure."""
     try:
-        return Node.model_validate(raw)
+        node = Node.model_validate(raw)
     except ValidationError as error:
         namespace, name, group = _raw_identity(raw)
         return InvalidResource(namespace, name, validation_reason(error, Node), group)
+    problems = power_way_errors(node.spec)
+    if problems:  # the operator skips it too (no single way to power the machine)
+        namespace, name, group = _raw_identity(raw)
+        return InvalidResource(namespace, name, "; ".join(str(problem) for problem in problems[:3]), group)
+    return node
 
 
 def validation_reason(error: ValidationError, model: type[BaseModel] | None = None) -> str:
@@ -326,7 +338,8 @@ def machine_row(node: Node | InvalidResource, now: datetime) -> MachineRow:
         age_seconds=math.floor(seconds_between(status.since, now)) if status.since is not None else None,
         operation=(
             OperationRow(
-                operation.kind.value, operation.attempt, operation.job_name, operation.started, status.operation_tries
+                operation.kind.value, operation.attempt, operation.job_name, operation.started, status.operation_tries,
+                operation.driver.value if operation.driver is not None else None,
             )
             if operation is not None
             else None
@@ -341,7 +354,28 @@ def machine_row(node: Node | InvalidResource, now: datetime) -> MachineRow:
         powered_on_seconds=math.floor(powered_on_seconds(status, now)),
         consecutive_failures=status.consecutive_failures,
         warnings=power_job_placement_warnings(node.spec),
+        **_readback_fields(status, now),
     )
+
+
+def _readback_fields(status: NodeStatus, now: datetime) -> dict[str, Any]:
+    readback = status.power_readback
+    if readback is None:
+        return {}
+    return {
+        "readback_state": readback.state.value,
+        "readback_driver": readback.driver.value,
+        "readback_at": readback.observed_at,
+        "readback_age_seconds": math.floor(seconds_between(readback.observed_at, now)),
+    }
+
+
+def readback_text(machine: MachineRow) -> str:
+    """`On 12s ago (ipmi)`: the last power readback; "" for a machine never read back. Pure."""
+    if machine.readback_state is None:
+        return ""
+    age = human_age(machine.readback_age_seconds) if machine.readback_age_seconds is not None else "?"
+    return f"{machine.readback_state} {age} ago ({machine.readback_driver})"
 
 
 def last_error(status: NodeStatus) -> str:
@@ -362,7 +396,11 @@ def last_error(status: NodeStatus) -> str:
     return ""
 
 
-_ERROR_CONDITIONS = (labels.CONDITION_OPERATION_FAILED, labels.CONDITION_WRITE_FAILED)
+_ERROR_CONDITIONS = (
+    labels.CONDITION_OPERATION_FAILED,
+    labels.CONDITION_WRITE_FAILED,
+    labels.CONDITION_POWER_READBACK_FAILING,
+)
 """Condition types whose true status is a machine's last error, most important first."""
 
 
@@ -426,7 +464,11 @@ def operation_text(machine: MachineRow) -> str:
     operation = machine.operation
     if operation is None:
         return machine.activity
-    text = f"{operation.kind} #{operation.attempt} job {operation.job_name}"
+    if operation.driver is not None:
+        action = "power-on" if operation.kind == "startup" else "power-off"
+        text = f"{operation.kind} #{operation.attempt} {action} by {operation.driver}"
+    else:
+        text = f"{operation.kind} #{operation.attempt} job {operation.job_name}"
     if operation.tries > 1:
         text += f" (try {operation.tries})"
     return f"{text} (exercise)" if machine.exercising else text
@@ -556,7 +598,7 @@ def _machine_cells(
 ) -> tuple[list[str], list[list[_Cell]]]:
     headers: list[str] = list(MachineColumn)
     if wide:
-        headers += ["PROVIDER-ID", "POWERED-ON"]
+        headers += ["PROVIDER-ID", "POWERED-ON", "READBACK"]
     rows: list[list[_Cell]] = []
     for machine in machines:
         error = " ".join(machine.last_error.split())  # one line, whatever the message holds
@@ -574,7 +616,11 @@ def _machine_cells(
         ]
         if wide:
             powered = machine.powered_on_seconds
-            cells += [machine.provider_id or NO_VALUE, human_age(powered) if powered is not None else NO_VALUE]
+            cells += [
+                machine.provider_id or NO_VALUE,
+                human_age(powered) if powered is not None else NO_VALUE,
+                readback_text(machine) or NO_VALUE,
+            ]
         rows.append(cells)
     return headers, rows
 
@@ -672,6 +718,7 @@ def _machine_document(machine: MachineRow) -> dict[str, Any]:
                 "jobName": operation.job_name,
                 "started": _timestamp(operation.started),
                 "tries": operation.tries,
+                "driver": operation.driver,
             }
             if operation is not None
             else None
@@ -685,6 +732,16 @@ def _machine_document(machine: MachineRow) -> dict[str, Any]:
         "poweredOnSeconds": machine.powered_on_seconds,
         "consecutiveFailures": machine.consecutive_failures,
         "warnings": list(machine.warnings),
+        "powerReadback": (
+            {
+                "state": machine.readback_state,
+                "driver": machine.readback_driver,
+                "observedAt": _timestamp(machine.readback_at),
+                "ageSeconds": machine.readback_age_seconds,
+            }
+            if machine.readback_state is not None
+            else None
+        ),
     }
 
 

@@ -35,6 +35,7 @@ from schemas.group import (
     GroupSpec,
     GroupStatus,
     NodeTemplate,
+    PowerReadbackPolicy,
     Schedule,
 )
 from schemas.labels import GROUP_LABEL
@@ -48,7 +49,13 @@ from schemas.node import (
     NodeStatus,
     VolumeMount,
 )
-from schemas.validation import MAX_LABEL_VALUE_LENGTH, PROVIDER_ID_PATTERN
+from schemas.power import CertificateAuthorityReference, PowerSpec
+from schemas.validation import (
+    JOBS_AND_POWER_MESSAGE,
+    MAX_LABEL_VALUE_LENGTH,
+    NEITHER_JOBS_NOR_POWER_MESSAGE,
+    PROVIDER_ID_PATTERN,
+)
 
 CRD_API_VERSION: Final = "apiextensions.k8s.io/v1"
 GROUP_CRD_NAME: Final = f"groups.{API_GROUP}"
@@ -86,6 +93,12 @@ def _exactly_one(first: str, second: str, what: str) -> CelRule:
         f"has(self.{first}) != has(self.{second})", f"{what} must set exactly one of {first} or {second}"
     )
 
+
+# PowerSpec.problems()' messages without their path (kubectl prints the path itself); a test holds them equal.
+POWER_ONE_BMC_MESSAGE: Final = "name at most one BMC (ipmi or redfish), not both"
+POWER_NO_ON_DRIVER_MESSAGE: Final = "nothing can power the machine on: add wakeOnLan, ipmi or redfish"
+POWER_NO_OFF_DRIVER_MESSAGE: Final = "nothing can power the machine off: add ssh, ipmi or redfish"
+POWER_CA_BUNDLE_MESSAGE: Final = "set exactly one of secretKeyRef and configMapKeyRef"
 
 # Only rules whose cost does not grow with the size of the object belong here (has(), in, comparisons):
 # the API server refuses a CRD whose rules might exceed its cost budget. Everything dearer, such as
@@ -136,6 +149,27 @@ MODEL_RULES: Final[Mapping[type[BaseModel], tuple[CelRule, ...]]] = {
             "no pod",
             ".capacity",
         ),
+    ),
+    PowerReadbackPolicy: (
+        CelRule(
+            "!has(self.transitionInterval) || !has(self.steadyInterval) || "
+            "duration(self.transitionInterval) <= duration(self.steadyInterval)",
+            "transitionInterval must not be longer than steadyInterval",
+            ".transitionInterval",
+        ),
+    ),
+    # The two ways to power a machine, and the driver combinations of PowerSpec.problems(), in the webhook's words.
+    NodeSpec: (
+        CelRule("!has(self.power) || (!has(self.startupJob) && !has(self.shutdownJob))", JOBS_AND_POWER_MESSAGE),
+        CelRule("has(self.power) || (has(self.startupJob) && has(self.shutdownJob))", NEITHER_JOBS_NOR_POWER_MESSAGE),
+    ),
+    PowerSpec: (
+        CelRule("!has(self.ipmi) || !has(self.redfish)", POWER_ONE_BMC_MESSAGE),
+        CelRule("has(self.wakeOnLan) || has(self.ipmi) || has(self.redfish)", POWER_NO_ON_DRIVER_MESSAGE),
+        CelRule("has(self.ssh) || has(self.ipmi) || has(self.redfish)", POWER_NO_OFF_DRIVER_MESSAGE),
+    ),
+    CertificateAuthorityReference: (
+        CelRule("has(self.secretKeyRef) != has(self.configMapKeyRef)", POWER_CA_BUNDLE_MESSAGE),
     ),
     EnvVar: (_exactly_one("value", "valueFrom", "an env entry"),),
     EnvVarSource: (_exactly_one("secretKeyRef", "configMapKeyRef", "valueFrom"),),

@@ -39,6 +39,25 @@ class FailurePolicy(Model):
     )
 
 
+class PowerReadbackPolicy(Model):
+    """How often machines powered natively have their power state read back, and how a power-on is checked."""
+
+    transition_interval: Duration = Field(
+        default="5s", description="Between readbacks while a machine is powering on or off."
+    )
+    steady_interval: Duration = Field(
+        default="5m", description="Between readbacks while a machine is on or off (noticing changes made by hand)."
+    )
+    power_on_grace: Duration = Field(
+        default="60s",
+        description="A power-on still read Off this long after the command is sent again; kept well below "
+        "bootTimeout, so a machine that does not switch on fails fast.",
+    )
+    power_on_retries: int = Field(
+        default=1, ge=0, le=5, description="Power-on commands sent again after a readback still says Off."
+    )
+
+
 class AutoscalingOptions(Model):
     """Per-group overrides of CA's options; unset fields keep CA's own flag defaults."""
 
@@ -182,6 +201,10 @@ class GroupSpec(Model):
     )
     power_off_node_policy: PowerOffNodePolicy = Field(
         default=PowerOffNodePolicy.DELETE, description="What happens to the Kubernetes Node after power-off."
+    )
+    power_readback: PowerReadbackPolicy = Field(
+        default_factory=PowerReadbackPolicy,
+        description="Readback intervals and the power-on check of members powered natively (spec.power).",
     )
     autoscaling_options: AutoscalingOptions | None = Field(
         default=None, description="Overrides of CA's per-group options; unset keeps CA's defaults."

@@ -50,6 +50,8 @@ spelled as the webhook spells them. The operator keeps the last valid spec runni
 CONDITION_WRITE_FAILED: Final = "KubernetesWriteFailed"
 """On a Node CR: a change the operator made to Kubernetes for this machine (cordon, providerID, labels, ...) was
 refused or kept failing; reason is the effect's name. Set False when the machine next changes state."""
+CONDITION_POWER_READBACK_FAILING: Final = "PowerReadbackFailing"
+"""True while the machine's power state cannot be read back; its reason is the failure (e.g. CredentialsRejected)."""
 
 EXERCISE_TAINT: Final = f"{API_GROUP}/exercise"
 """NoSchedule taint on the Kubernetes Node of a machine being exercised: nothing is scheduled on a machine that

@@ -1,10 +1,10 @@
 """The Node custom resource: one physical machine the operator powers on and off.
 
 The spec says how to power the machine (a startup and a shutdown Job template, a safe subset of a pod
-spec), which Kubernetes Node it becomes, and how the autoscaler may use it (power policy, priority,
-price). The status is the durable record of the machine: after a restart the operator rebuilds each
-machine's state machine from it, the machine's Jobs and its Kubernetes Node, so every field the state
-machine needs lives here.
+spec, or `power`: the operator's own drivers, which also read the power state back), which Kubernetes Node it
+becomes, and how the autoscaler may use it (power policy, priority, price). The status is the durable record of
+the machine: after a restart the operator rebuilds each machine's state machine from it, the machine's Jobs and
+its Kubernetes Node, so every field the state machine needs lives here.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from schemas.common import (
     Taint,
     Toleration,
 )
+from schemas.power import DriverName, PowerSpec, PowerState
 
 RECENT_DURATIONS: Final = 10
 """How many boot and shutdown durations a Node's status keeps: enough for percentiles over a group, small
@@ -202,8 +203,22 @@ class NodeSpec(Model):
     power_policy: PowerPolicy = Field(default=PowerPolicy.AUTO, description="Auto, On, Off or Maintenance.")
     priority: int = Field(default=0, description="Higher priority machines are powered on first.")
     pricing: Pricing = Field(default_factory=Pricing, description="Cost of running the machine.")
-    startup_job: JobTemplate = Field(description="Job that powers the machine on.")
-    shutdown_job: JobTemplate = Field(description="Job that powers the machine off.")
+    startup_job: JobTemplate | None = Field(
+        default=None, description="Job that powers the machine on (set both Jobs, or power instead)."
+    )
+    shutdown_job: JobTemplate | None = Field(
+        default=None, description="Job that powers the machine off (set both Jobs, or power instead)."
+    )
+    power: PowerSpec | None = Field(
+        default=None,
+        description="Power the machine natively (Wake-on-LAN, IPMI, Redfish, SSH) instead of by Jobs; a BMC also "
+        "reads the power state back.",
+    )
+
+    @property
+    def powered_natively(self) -> bool:
+        """Whether the operator's own drivers power this machine (else its Jobs do)."""
+        return self.power is not None
 
 
 Seconds = Annotated[float, Field(ge=0)]
@@ -214,8 +229,27 @@ class Operation(StatusModel):
 
     kind: OperationKind = Field(description="startup or shutdown.")
     attempt: int = Field(ge=1, description="Attempt number, part of the Job name.")
-    job_name: str = Field(description="Name of the Job performing it.")
+    job_name: str = Field(
+        description="Name of the Job performing it; for a machine powered natively, the operation's name (no Job)."
+    )
     started: datetime = Field(description="When the operation began.")
+    driver: DriverName | None = Field(
+        default=None, description="The native driver that sent the power command; unset: a Job performs it."
+    )
+    commanded: datetime | None = Field(
+        default=None, description="When the native driver reported the power command done."
+    )
+    forced_off: datetime | None = Field(
+        default=None, description="When a forced power-off followed a graceful one that did not complete."
+    )
+
+
+class PowerReadback(StatusModel):
+    """The machine's power state as last read back from its BMC."""
+
+    state: PowerState = Field(description="On or Off.")
+    observed_at: datetime = Field(description="When it was read.")
+    driver: DriverName = Field(description="The driver that read it (ipmi or redfish).")
 
 
 class NodeSnapshot(StatusModel):
@@ -304,8 +338,11 @@ class NodeStatus(StatusModel):
     handled_reset: str | None = Field(
         default=None, description="The reset annotation value last acted on (a new value clears quarantine)."
     )
+    power_readback: PowerReadback | None = Field(
+        default=None, description="The last good power-state readback (machines with a BMC in spec.power)."
+    )
     conditions: tuple[Condition, ...] = Field(
-        default=(), description="Ready, Quarantined, OperationFailed, KubernetesWriteFailed."
+        default=(), description="Ready, Quarantined, OperationFailed, KubernetesWriteFailed, PowerReadbackFailing."
     )
     observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
     last_exercise: ExerciseRecord | None = Field(

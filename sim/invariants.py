@@ -36,9 +36,9 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
-from actors.adapters.kube_client import KubeApi
 from actors.fsm.group import TARGET_STATES
 from actors.read_model import GroupSnapshot, MachineSnapshot, group_id
+from kubeapi.kube_client import KubeApi
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.group import PowerOffNodePolicy

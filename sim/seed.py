@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
-from actors.adapters.kube_client import KubeApi, KubeError, KubeNotFound
+from kubeapi.kube_client import KubeApi, KubeError, KubeNotFound
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
 from schemas.common import TaintEffect, Toleration, TolerationOperator

@@ -6,8 +6,10 @@ are we, given the last status we wrote, the machine's Jobs and its Kubernetes No
 the outcomes that happened while the operator was down are fed in as ordinary events. So a restart can
 never take a path the transition table does not allow.
 
-Guarantees: never a CreateJob for a Job that exists; timers re-armed for the time that remains; a garbled
-status gives the safest state the observations allow, with a Warning Event saying so.
+Guarantees: never a CreateJob for a Job that exists; never a power command (spec.power) sent again for an attempt
+the status records (what became of it is found out by the power-state readback, which resumes at once, or by the
+timeouts); timers re-armed for the time that remains; a garbled status gives the safest state the observations
+allow, with a Warning Event saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from actors.fsm import effects as fx
+from actors.fsm import readback
 from actors.fsm.events import (
     Event,
     JobFailed,
@@ -28,6 +31,7 @@ from actors.fsm.events import (
     NodeNotReady,
     NodeReady,
     PolicyChanged,
+    PowerCommandSucceeded,
     TimerFired,
 )
 from actors.fsm.node import (
@@ -38,6 +42,7 @@ from actors.fsm.node import (
     pending_timers,
     step,
 )
+from actors.power_port import PowerAction
 from schemas.node import NodeSnapshot, NodeState, NodeStatus, Operation, OperationKind
 
 _TIMER_AND_STATUS_EFFECTS = (fx.StartTimer, fx.CancelTimer, fx.PatchStatus)
@@ -167,7 +172,24 @@ def derive(
 
     `status` is the Node CR status as read (a NodeStatus, the raw mapping, or None when never written);
     `jobs` are the machine's power Jobs; `kube_node` its Kubernetes Node, or None when there is none.
+
+    Four phases: trust or rebuild the status; reconstruct the machine as it stood when the operator went down;
+    replay through `step` what happened since; reconcile the cluster with the result.
     """
+    trusted, written, opening = _trusted_status(status, jobs, now)
+    machine = _reconstruct(config, trusted, jobs, kube_node, now)
+    replay = _Replay(machine, now, opening)
+    jobs_by_name = {job.name: job for job in jobs}
+    _replay_missed_outcomes(replay, jobs_by_name, kube_node, config)
+    effects = _reconcile(replay.machine, replay.effects, jobs, jobs_by_name, written, now)
+    return Transition(replay.machine, tuple(effects), tuple(replay.finished))
+
+
+def _trusted_status(
+    status: NodeStatus | Mapping[str, object] | None, jobs: Sequence[JobObservation], now: datetime
+) -> tuple[NodeStatus, NodeStatus | None, list[fx.Effect]]:
+    """Phase 1: the status to start from; the status the cluster holds now (None when it holds nothing usable, so
+    the status is written only if it differs); and the Warning Event when the stored one had to be rebuilt."""
     trusted, distrust = _read_status(status)
     highest_attempt = max((job.attempt for job in jobs), default=0)
     opening: list[fx.Effect] = []
@@ -178,24 +200,53 @@ def derive(
             state=NodeState.SHUTDOWN, since=now, attempts=attempts, reason="StatusRebuilt", message=message
         )
         opening.append(fx.RecordEvent(fx.EventType.WARNING, "StatusRebuilt", message))
-    # What the cluster holds now (None when it holds nothing usable): the status is written only if it differs.
     written = trusted if distrust is None and status is not None else None
     # An older status may count fewer attempts than its own operation: never reuse a Job name.
     operation_attempt = trusted.operation.attempt if trusted.operation else 0
     trusted = trusted.model_copy(
         update={"attempts": max(trusted.attempts, operation_attempt), "since": trusted.since or now}
     )
+    return trusted, written, opening
 
+
+def _reconstruct(
+    config: MachineConfig,
+    trusted: NodeStatus,
+    jobs: Sequence[JobObservation],
+    kube_node: KubeNodeObservation | None,
+    now: datetime,
+) -> Machine:
+    """Phase 2: the machine as it stood, with a Job created just before a crash adopted and its Node's presence."""
     presence = _presence(kube_node)
     machine = _adopt_newest_job(Machine(config=config, status=trusted), jobs, now)
+    recorded = machine.status.operation
     machine = replace(
         machine,
         kube_node=presence,
         not_ready_since=now if presence is KubeNodePresence.NOT_READY else None,
+        # A native command's outcome is recorded in the status (`commanded`); a Job's is read from the Job below.
+        job_finished=recorded is not None and recorded.driver is not None and recorded.commanded is not None,
     )
-    replay = _Replay(machine, now, opening)
+    if readback.reads_back(config.power):
+        machine = replace(
+            machine,
+            readback_requested_at=readback.first_readback_after_restart(
+                config.name, machine.status.state, now, config.readback_transition_seconds,
+                config.readback_steady_seconds,
+            ),
+        )
+    return machine
 
-    jobs_by_name = {job.name: job for job in jobs}
+
+def _replay_missed_outcomes(
+    replay: _Replay,
+    jobs_by_name: Mapping[str, JobObservation],
+    kube_node: KubeNodeObservation | None,
+    config: MachineConfig,
+) -> None:
+    """Phase 3: feed what happened while the operator was down, as ordinary events: the current Job's outcome,
+    the Kubernetes Node as it is, the deadlines that passed, and the power policy."""
+    machine = replay.machine
     operation = machine.status.operation
     current_job = jobs_by_name.get(operation.job_name) if operation else None
     if operation is not None and current_job is not None and current_job.kind is operation.kind:
@@ -207,22 +258,37 @@ def derive(
         operation is not None
         and operation.kind is OperationKind.SHUTDOWN
         and machine.status.state is NodeState.SHUTTING_DOWN
-        and presence is not KubeNodePresence.READY
+        and machine.kube_node is not KubeNodePresence.READY
     ):
-        # The shutdown Job is gone (cleaned up after it finished) and so is the Node: the power-off worked.
-        replay.feed(JobSucceeded(operation.kind, operation.job_name))
+        if operation.driver is None:
+            # The shutdown Job is gone (cleaned up after it finished) and so is the Node: the power-off worked.
+            replay.feed(JobSucceeded(operation.kind, operation.job_name))
+        elif not machine.job_finished:
+            # The power-off's outcome was not recorded before the restart, and the Node is gone: it was carried
+            # out (with a BMC, its readback still has the last word).
+            replay.feed(PowerCommandSucceeded(PowerAction.POWER_OFF, operation.attempt, operation.driver))
 
     replay.feed(_node_event(kube_node))
     # Deadlines that passed while we were down; each firing may arm the next (e.g. a shutdown retry).
     for _ in range(len(NodeState)):
-        overdue = [timer for timer in pending_timers(replay.machine) if timer.deadline <= now]
+        overdue = [timer for timer in pending_timers(replay.machine) if timer.deadline <= replay.now]
         if not overdue:
             break
         replay.feed(TimerFired(overdue[0].kind, overdue[0].token))
     replay.feed(PolicyChanged(config.power_policy))
 
-    final = replay.machine
-    effects = replay.effects
+
+def _reconcile(
+    final: Machine,
+    effects: list[fx.Effect],
+    jobs: Sequence[JobObservation],
+    jobs_by_name: Mapping[str, JobObservation],
+    written: NodeStatus | None,
+    now: datetime,
+) -> list[fx.Effect]:
+    """Phase 4: `effects` (the replay's) plus what brings the cluster in line with `final`: the cordon and drain
+    lost with the process, the recorded Job that was never created, no second power operation, the timers for the
+    time that remains, and the status when it differs from the stored one."""
     deleted = {effect.job_name for effect in effects if isinstance(effect, fx.DeleteJob)}
     final_operation = final.status.operation
     if final.status.state is NodeState.SHUTTING_DOWN:
@@ -231,6 +297,7 @@ def derive(
             effects.append(fx.Drain())  # the drain ran in the process that died
     if (
         final_operation is not None
+        and final_operation.driver is None
         and final_operation.job_name not in jobs_by_name
         and final.status.state is not NodeState.MAINTENANCE
         and not any(isinstance(e, fx.CreateJob) and e.job_name == final_operation.job_name for e in effects)
@@ -248,4 +315,4 @@ def derive(
     ]
     if final.status != written:
         effects.append(fx.PatchStatus(final.status))
-    return Transition(final, tuple(effects), tuple(replay.finished))
+    return effects

@@ -2,9 +2,10 @@
 
 Separate from the machine so adapters and their fakes can import the effect types alone. The machine never
 performs an effect; it returns them in order from `step`, and the shell executes them (Kubernetes writes on
-the writer pool, timers on the ticker). Every effect is idempotent when repeated, because a restart may
-issue it again: `CreateJob` creates or adopts the Job by its deterministic name, `DeleteJob` of a missing
-Job succeeds, `PatchStatus` writes the whole status through the status subresource.
+the writer pool, power commands on the power port, timers on the ticker). Every Kubernetes effect is idempotent
+when repeated, because a restart may issue it again: `CreateJob` creates or adopts the Job by its deterministic
+name, `DeleteJob` of a missing Job succeeds, `PatchStatus` writes the whole status through the status
+subresource. A power command is the exception: it is never repeated for one attempt (see `SendPowerCommand`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from actors.fsm.events import TimerKind
+from actors.power_port import PowerAction
 from schemas.node import NodeStatus, OperationKind
 
 
@@ -114,6 +116,27 @@ class CancelTimer:
     token: str
 
 
+@dataclass(frozen=True)
+class SendPowerCommand:
+    """Have the machine's native driver power it on, off or force it off (`spec.power`; instead of `CreateJob`).
+
+    Sent once per `attempt` (the operation's number, as in a Job name): never again for the same attempt, not even
+    after a restart; a command that did not take is found out by the readback or the timeouts and retried as a new
+    attempt. `operation` is the operation's name as recorded in the status.
+    """
+
+    action: PowerAction
+    attempt: int
+    operation: str
+
+
+@dataclass(frozen=True)
+class ReadPowerState:
+    """Read the machine's power state back through its BMC; answered with PowerStateObserved or PowerReadbackFailed."""
+
+    attempt: int
+
+
 Effect = (
     CreateJob
     | DeleteJob
@@ -129,4 +152,6 @@ Effect = (
     | RecordEvent
     | StartTimer
     | CancelTimer
+    | SendPowerCommand
+    | ReadPowerState
 )

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
+from actors.power_port import PowerAction
 from schemas.node import NodeSnapshot, OperationKind, PowerPolicy
+from schemas.power import DriverName, PowerState
 
 if TYPE_CHECKING:
     # Only for annotations: node.py imports this module at run time.
@@ -28,6 +30,8 @@ class TimerKind(StrEnum):
     """A Ready machine's Kubernetes Node stayed NotReady this long: it is treated as powered off."""
     COOLDOWN_EXPIRED = "cooldown-expired"
     """The cooldown after a failed boot is over (armed only for machines with powerPolicy On)."""
+    READBACK_POLL = "readback-poll"
+    """Time to read the power state back (machines whose spec.power has a BMC)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,43 @@ class WriteFailed:
     permanent: bool
 
 
+@dataclass(frozen=True)
+class PowerCommandSucceeded:
+    """A native power command (power-on, power-off, force-off) of this machine was carried out by its driver."""
+
+    action: PowerAction
+    attempt: int
+    driver: DriverName | None
+
+
+@dataclass(frozen=True)
+class PowerCommandFailed:
+    """A native power command failed for good (after the driver's own retries). `failure` is a PowerFailure value."""
+
+    action: PowerAction
+    attempt: int
+    driver: DriverName | None
+    failure: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PowerStateObserved:
+    """The machine's BMC read its power state back."""
+
+    state: PowerState
+    driver: DriverName
+
+
+@dataclass(frozen=True)
+class PowerReadbackFailed:
+    """Reading the power state back failed. Legal in every state and never changes the state, like `WriteFailed`."""
+
+    failure: str
+    message: str = ""
+    driver: DriverName | None = None
+
+
 Event = (
     PowerOnRequested
     | BootSlotGranted
@@ -168,6 +209,10 @@ Event = (
     | ResetRequested
     | ConfigChanged
     | WriteFailed
+    | PowerCommandSucceeded
+    | PowerCommandFailed
+    | PowerStateObserved
+    | PowerReadbackFailed
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -186,5 +231,9 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     ResetRequested,
     ConfigChanged,
     WriteFailed,
+    PowerCommandSucceeded,
+    PowerCommandFailed,
+    PowerStateObserved,
+    PowerReadbackFailed,
 )
 """Every event type, in the order the documentation lists them."""

@@ -26,29 +26,31 @@ which everything that affects transitions in this file follows:
   the machine come up (and be adopted past maxSize), while one that finds `StartingUp` without its Job just
   boots it again.
 - No clock, no I/O: `now` (timezone-aware) is an argument.
+- A machine with `spec.power` is switched by a `SendPowerCommand` instead of a `CreateJob` (the same operation
+  numbering and retry rules), and, when it has a BMC, its power state is read back (`ReadPowerState`, fast while it
+  is switched, slow otherwise; `actors.fsm.readback`): a readback Off confirms a power-off, a power-on still read
+  Off after the grace is sent again as a new attempt and then fails the boot, a graceful off still read On after
+  the BMC's forceOffAfter is followed by a forced one. A failed readback only sets a condition. A command is never
+  sent twice for one attempt: after a restart the readback and the timeouts find out what became of it.
 
-The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`:
-`python -m actors.fsm.node --write docs/architecture/state.md`.
+The documentation's transition table and diagram are generated from `TRANSITIONS` and `POLICY_RULES`
+(`homelab_autoscaler.state_doc`, written by `homelab-autoscaler docs --write docs/`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final
 
 from actors.fsm import effects as fx
-from actors.fsm import exercise_record
+from actors.fsm import exercise_record, readback
 from actors.fsm.energy import account_stretch
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
-    EVENT_TYPES,
     BootSlotGranted,
     CancelBoot,
     ConfigChanged,
@@ -60,13 +62,18 @@ from actors.fsm.events import (
     NodeNotReady,
     NodeReady,
     PolicyChanged,
+    PowerCommandFailed,
+    PowerCommandSucceeded,
     PowerOffRequested,
     PowerOnRequested,
+    PowerReadbackFailed,
+    PowerStateObserved,
     ResetRequested,
     TimerFired,
     TimerKind,
     WriteFailed,
 )
+from actors.power_port import PowerAction
 from schemas import labels
 from schemas.common import (
     Condition,
@@ -87,9 +94,11 @@ from schemas.node import (
     Operation,
     OperationKind,
     PowerPolicy,
+    PowerReadback,
     default_provider_id,
     kubernetes_node_name,
 )
+from schemas.power import PowerSpec, PowerState
 
 MAX_JOB_NAME_LENGTH: Final = 63
 """Job names become the `job-name` label of their pods, and label values are at most 63 characters."""
@@ -122,6 +131,12 @@ class MachineConfig:
     shutdown_retries: int = 2
     power_off_node_policy: PowerOffNodePolicy = PowerOffNodePolicy.DELETE
     unready_grace_seconds: float = 120.0
+    power: PowerSpec | None = None
+    """spec.power: the machine is switched by native drivers instead of Jobs."""
+    readback_transition_seconds: float = 5.0
+    readback_steady_seconds: float = 300.0
+    power_on_grace_seconds: float = 60.0
+    power_on_retries: int = 1
 
     @classmethod
     def from_resources(
@@ -144,6 +159,11 @@ class MachineConfig:
             shutdown_retries=failure.shutdown_retries,
             power_off_node_policy=group.power_off_node_policy,
             unready_grace_seconds=unready_grace_seconds,
+            power=node.spec.power,
+            readback_transition_seconds=parse_duration(group.power_readback.transition_interval),
+            readback_steady_seconds=parse_duration(group.power_readback.steady_interval),
+            power_on_grace_seconds=parse_duration(group.power_readback.power_on_grace),
+            power_on_retries=group.power_readback.power_on_retries,
         )
 
 
@@ -157,7 +177,11 @@ class Machine:
     not_ready_since: datetime | None = None
     """When the Kubernetes Node was first seen NotReady in its current NotReady spell."""
     job_finished: bool = False
-    """The Job of the operation in flight has succeeded or failed (so it is kept, not deleted)."""
+    """The Job (or native power command) of the operation in flight has succeeded or failed (a Job is then kept)."""
+    readback_requested_at: datetime | None = None
+    """When the last power-state readback was asked for (the next is due an interval later)."""
+    readback_in_flight: bool = False
+    """A readback was asked for and not answered yet (no second one is asked for meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +246,26 @@ def timer_token(owner: str, kind: TimerKind) -> str:
 
 def pending_timers(machine: Machine) -> tuple[PendingTimer, ...]:
     """The timers a machine in its current state needs, with their deadlines. Pure."""
+    return (*_state_timers(machine), *_readback_timer(machine))
+
+
+def _readback_timer(machine: Machine) -> tuple[PendingTimer, ...]:
+    """The next power-state readback of a machine with a BMC, unless one is in flight or a person holds it."""
+    config, status = machine.config, machine.status
+    if not readback.reads_back(config.power) or machine.readback_in_flight or status.state in readback.UNPOLLED_STATES:
+        return ()
+    basis, due = readback.next_readback(
+        status.state,
+        machine.readback_requested_at,
+        status.since,
+        config.readback_transition_seconds,
+        config.readback_steady_seconds,
+    )
+    kind = TimerKind.READBACK_POLL
+    return (PendingTimer(kind, timer_token(f"{config.name}:{basis.isoformat()}", kind), due),)
+
+
+def _state_timers(machine: Machine) -> tuple[PendingTimer, ...]:
     status, config = machine.status, machine.config
     operation = status.operation
     if status.state is NodeState.STARTING_UP and operation and operation.kind is OperationKind.STARTUP:
@@ -285,8 +329,8 @@ def _without_operation(machine: Machine) -> Machine:
 def _abandon_job(machine: Machine) -> tuple[fx.Effect, ...]:
     """Delete the operation's Job only while it may still run; a finished Job is kept for inspection."""
     operation = machine.status.operation
-    if operation is None or machine.job_finished:
-        return ()
+    if operation is None or machine.job_finished or operation.driver is not None:
+        return ()  # a native power command cannot be called back
     return (fx.DeleteJob(operation.job_name),)
 
 
@@ -322,7 +366,7 @@ def _attempts_text(config: MachineConfig, tries: int) -> str:
     return f"try {tries} of {1 + config.shutdown_retries}"
 
 
-def _created_text(create: fx.CreateJob) -> str:
+def _created_text(create: fx.CreateJob | fx.SendPowerCommand, driver: str = "") -> str:
     """`shutdown #2: Job nuc-2-shutdown-2 created`. Pure.
 
     The number in a Job's name counts every power Job the machine has had (`status.attempts`, startups and
@@ -330,35 +374,67 @@ def _created_text(create: fx.CreateJob) -> str:
     name, as the status command's OPERATION column does, keeps `nuc-2-shutdown-2 ... (try 1 of 3)` from reading
     like a second try. The names themselves stay as they are: restarts adopt Jobs in flight by these names.
     """
+    if isinstance(create, fx.SendPowerCommand):
+        return f"{_KIND_OF_ACTION[create.action].value} #{create.attempt}: {create.action.value} sent by {driver}"
     return f"{create.kind.value} #{create.attempt}: Job {create.job_name} created"
 
 
-def _start_job(machine: Machine, kind: OperationKind, now: datetime, tries: int) -> tuple[Machine, fx.CreateJob]:
+_KIND_OF_ACTION: Final = {
+    PowerAction.POWER_ON: OperationKind.STARTUP,
+    PowerAction.POWER_OFF: OperationKind.SHUTDOWN,
+    PowerAction.FORCE_OFF: OperationKind.SHUTDOWN,
+}
+
+
+def _start_job(
+    machine: Machine, kind: OperationKind, now: datetime, tries: int, started_at: datetime | None = None
+) -> tuple[Machine, fx.CreateJob | fx.SendPowerCommand]:
+    """Start the operation: a Job, or for a machine with spec.power the native command (same numbering)."""
     attempt = machine.status.attempts + 1
     name = job_name(machine.config.name, kind, attempt)
-    operation = Operation(kind=kind, attempt=attempt, job_name=name, started=now)
+    power = machine.config.power
+    driver = None
+    if power is not None:
+        driver = power.power_on_driver if kind is OperationKind.STARTUP else power.power_off_driver
+    operation = Operation(kind=kind, attempt=attempt, job_name=name, started=started_at or now, driver=driver)
     started = replace(
         _update(machine, operation=operation, attempts=attempt, operation_tries=tries), job_finished=False
     )
-    return started, fx.CreateJob(kind=kind, attempt=attempt, job_name=name)
+    if power is None:
+        return started, fx.CreateJob(kind=kind, attempt=attempt, job_name=name)
+    action = PowerAction.POWER_ON if kind is OperationKind.STARTUP else PowerAction.POWER_OFF
+    return started, fx.SendPowerCommand(action, attempt, name)
 
 
-def _start_boot(machine: Machine, now: datetime) -> Transition:
-    started, create = _start_job(machine, OperationKind.STARTUP, now, tries=1)
-    message = _created_text(create)
+def _operation_text(operation: Operation) -> str:
+    """`startup Job nuc-1-startup-3`, or `power-on #3 by ipmi` for a native operation. Pure."""
+    if operation.driver is None:
+        return f"{operation.kind.value} Job {operation.job_name}"
+    action = PowerAction.POWER_ON if operation.kind is OperationKind.STARTUP else PowerAction.POWER_OFF
+    return f"{action.value} #{operation.attempt} by {operation.driver.value}"
+
+
+def _start_boot(machine: Machine, now: datetime, tries: int = 1, started_at: datetime | None = None) -> Transition:
+    started, create = _start_job(machine, OperationKind.STARTUP, now, tries=tries, started_at=started_at)
+    message = _created_text(create, _driver_of(started))
     booting = _enter(started, NodeState.STARTING_UP, "PoweringOn", message)
     return Transition(booting, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOn", f"powering on: {message}")))
 
 
 def _start_shutdown_job(machine: Machine, now: datetime, tries: int, cause: str = "") -> Transition:
     started, create = _start_job(machine, OperationKind.SHUTDOWN, now, tries=tries)
-    message = f"{_created_text(create)} ({_attempts_text(machine.config, tries)})"
+    message = f"{_created_text(create, _driver_of(started))} ({_attempts_text(machine.config, tries)})"
     if cause:
         message += f" because {cause}"
     stopping = _enter(started, NodeState.SHUTTING_DOWN, "PoweringOff", message)
     return Transition(
         stopping, (create, fx.RecordEvent(fx.EventType.NORMAL, "PoweringOff", f"powering off: {message}"))
     )
+
+
+def _driver_of(machine: Machine) -> str:
+    operation = machine.status.operation
+    return readback.driver_text(operation.driver if operation is not None else None)
 
 
 def _begin_power_off(machine: Machine, now: datetime, drain: bool) -> Transition:
@@ -861,6 +937,11 @@ def _shutdown_job_failed(machine: Machine, event: JobFailed, now: datetime) -> T
 
 def _node_down_while_shutting_down(machine: Machine, event: NodeNotReady | NodeGone, now: datetime) -> Transition:
     operation = machine.status.operation
+    if operation is not None and machine.job_finished and operation.driver is not None:
+        if readback.reads_back(machine.config.power):
+            return Transition(machine)  # with a BMC only its readback Off confirms the power-off
+        return _powered_off(machine, now, "PoweredOff", f"powered off by {_operation_text(operation)}",
+                            fx.EventType.NORMAL)
     if operation is not None and machine.job_finished:
         return _powered_off(machine, now, "PoweredOff", f"powered off by Job {operation.job_name}", fx.EventType.NORMAL)
     if operation is None and machine.kube_node is KubeNodePresence.ABSENT:
@@ -887,13 +968,15 @@ def _timer_fired(machine: Machine, event: TimerFired, now: datetime) -> Transiti
         operation = machine.status.operation
         assert operation is not None  # pending_timers only arms it with an operation
         took = format_duration(config.boot_timeout_seconds)
-        message = f"not Ready within {took} of startup Job {operation.job_name}"
+        message = f"not Ready within {took} of {_operation_text(operation)}"
         return _boot_failed(machine, now, "BootTimedOut", message)
     if due.kind is TimerKind.SHUTDOWN_TIMEOUT:
         operation = machine.status.operation
         assert operation is not None
         took = format_duration(config.shutdown_timeout_seconds)
-        if machine.job_finished:
+        if operation.driver is not None:
+            message = f"{_operation_text(operation)} not confirmed off within {took}"
+        elif machine.job_finished:
             message = (
                 f"shutdown Job {operation.job_name} succeeded but the Kubernetes Node was still Ready after {took}"
             )
@@ -904,6 +987,9 @@ def _timer_fired(machine: Machine, event: TimerFired, now: datetime) -> Transiti
         grace = format_duration(config.unready_grace_seconds)
         message = f"Kubernetes Node {config.kubernetes_node_name} NotReady for {grace}: treated as powered off"
         return _powered_off(machine, now, "NodeUnready", message, fx.EventType.WARNING)
+    if due.kind is TimerKind.READBACK_POLL:
+        asked = replace(machine, readback_requested_at=now, readback_in_flight=True)
+        return Transition(asked, (fx.ReadPowerState(machine.status.attempts),))
     return Transition(machine)  # COOLDOWN_EXPIRED: the policy rules power the machine on
 
 
@@ -964,6 +1050,186 @@ def _config_changed(machine: Machine, event: ConfigChanged, now: datetime) -> Tr
 
 
 # --------------------------------------------------------------------------------------------------
+# Native power (spec.power): command outcomes and readbacks
+
+_READBACK_DETAIL_LIMIT: Final = 512
+
+
+def _is_current_command(machine: Machine, action: PowerAction, attempt: int) -> bool:
+    operation = machine.status.operation
+    return (
+        operation is not None
+        and operation.driver is not None
+        and operation.attempt == attempt
+        and operation.kind is _KIND_OF_ACTION.get(action)
+    )
+
+
+def _power_command_succeeded(machine: Machine, event: PowerCommandSucceeded, now: datetime) -> Transition:
+    operation = machine.status.operation
+    if operation is None or not _is_current_command(machine, event.action, event.attempt):
+        return Transition(machine)  # late: an older attempt, or an operation that already ended
+    driver = readback.driver_text(event.driver)
+    if event.action is PowerAction.FORCE_OFF:
+        message = f"power cut by {driver} (force-off #{operation.attempt}); waiting for the readback to say Off"
+        return Transition(_update(machine, reason="ForcingOff", message=message))
+    done = replace(_update(machine, operation=operation.model_copy(update={"commanded": now})), job_finished=True)
+    what = f"{event.action.value} #{operation.attempt} done by {driver}"
+    if event.action is PowerAction.POWER_ON:
+        message = f"{what}; waiting for the Kubernetes Node to become Ready"
+        return Transition(_update(done, reason="Booting", message=message))
+    if readback.reads_back(machine.config.power):
+        bmc = readback.driver_text(machine.config.power.readback_driver if machine.config.power else None)
+        return Transition(_update(done, reason="PoweringOff", message=f"{what}; waiting for {bmc} to read it Off"))
+    if machine.kube_node is KubeNodePresence.READY:
+        message = f"{what}; waiting for the Kubernetes Node to go NotReady"
+        return Transition(_update(done, reason="PoweringOff", message=message))
+    return _powered_off(done, now, "PoweredOff", f"powered off by {_operation_text(operation)}", fx.EventType.NORMAL)
+
+
+def _power_command_failed(machine: Machine, event: PowerCommandFailed, now: datetime) -> Transition:
+    if not _is_current_command(machine, event.action, event.attempt):
+        return Transition(machine)
+    detail = event.message[:_READBACK_DETAIL_LIMIT]
+    text = f"{event.action.value} #{event.attempt} by {readback.driver_text(event.driver)} failed ({event.failure})"
+    text += f": {detail}" if detail else ""
+    finished = replace(machine, job_finished=True)
+    if event.action is PowerAction.POWER_ON:
+        return _boot_failed(finished, now, "PowerOnFailed", text)
+    return _shutdown_failed(finished, now, "PowerOffFailed", text)
+
+
+def _maintenance_command_finished(
+    machine: Machine, event: PowerCommandSucceeded | PowerCommandFailed, now: datetime
+) -> Transition:
+    if not _is_current_command(machine, event.action, event.attempt):
+        return Transition(machine)
+    outcome = "done" if isinstance(event, PowerCommandSucceeded) else f"failed ({event.failure})"
+    message = f"{event.action.value} #{event.attempt} {outcome} during maintenance"
+    return Transition(_update(_without_operation(machine), message=message))
+
+
+def _power_state_observed(machine: Machine, event: PowerStateObserved, now: datetime) -> Transition:
+    """Record the readback (clearing PowerReadbackFailing), then act on it as the machine's state says."""
+    previous = machine.status.power_readback
+    observed = replace(
+        _update(machine, power_readback=PowerReadback(state=event.state, observed_at=now, driver=event.driver)),
+        readback_in_flight=False,
+    )
+    observed = _clear_readback_failing(observed, now, event)
+    state = machine.status.state
+    if state is NodeState.STARTING_UP:
+        return _readback_while_booting(observed, event, now)
+    if state is NodeState.SHUTTING_DOWN:
+        return _readback_while_shutting_down(observed, event, now)
+    was_on = previous is not None and previous.state is PowerState.ON
+    if event.state is PowerState.ON and not was_on and state in _BELIEVED_OFF:
+        # The adoption rules act when its Kubernetes Node becomes Ready (NodeReady), exactly as without a BMC.
+        if released_boot_came_up(machine, now):
+            message = (
+                f"{event.driver.value} reads the machine On after its boot was let go of ({machine.status.reason}): "
+                "it is powered off again once its Kubernetes Node registers"
+            )
+            return Transition(observed, (fx.RecordEvent(fx.EventType.NORMAL, "ReleasedBootPoweredOn", message),))
+        message = (
+            f"{event.driver.value} reads the machine On while it is {state.value}: powered on outside the autoscaler; "
+            "it is adopted when its Kubernetes Node becomes Ready"
+        )
+        return Transition(observed, (fx.RecordEvent(fx.EventType.NORMAL, "PoweredOnOutsideAutoscaler", message),))
+    return Transition(observed)
+
+
+_BELIEVED_OFF: Final = frozenset({NodeState.SHUTDOWN, NodeState.BOOT_FAILED, NodeState.QUARANTINED})
+
+
+def _clear_readback_failing(machine: Machine, now: datetime, event: PowerStateObserved) -> Machine:
+    current = next(
+        (c for c in machine.status.conditions if c.type == labels.CONDITION_POWER_READBACK_FAILING), None
+    )
+    if current is None or current.status is not ConditionStatus.TRUE:
+        return machine
+    message = f"{event.driver.value} reads the power state again"
+    return _with_condition(machine, now, labels.CONDITION_POWER_READBACK_FAILING, False, "ReadBack", message)
+
+
+def _readback_while_booting(machine: Machine, event: PowerStateObserved, now: datetime) -> Transition:
+    """On: keep waiting for the Node. Off after the grace: send the power-on again, then fail the boot."""
+    operation = machine.status.operation
+    if operation is None or operation.driver is None:
+        return Transition(machine)  # queued for a boot slot: nothing was sent yet
+    config = machine.config
+    if event.state is PowerState.ON:
+        if machine.status.reason == "PoweringOn" or machine.status.reason == "Booting":
+            message = f"{event.driver.value} reads it On; waiting for the Kubernetes Node to become Ready"
+            return Transition(_update(machine, reason="PoweredOn", message=message))
+        return Transition(machine)
+    sent = operation.commanded or operation.started
+    if now < sent + timedelta(seconds=config.power_on_grace_seconds):
+        return Transition(machine)
+    grace = format_duration(config.power_on_grace_seconds)
+    text = f"{event.driver.value} still reads it Off {grace} after {_operation_text(operation)}"
+    tries = machine.status.operation_tries
+    if tries < 1 + config.power_on_retries:
+        # A new attempt (never the same one twice); the boot keeps its start, so bootTimeout bounds all attempts.
+        retried = _start_boot(_without_operation(machine), now, tries=tries + 1, started_at=operation.started)
+        warning = fx.RecordEvent(fx.EventType.WARNING, "PowerOnRetry", f"{text}; sending it again")
+        return Transition(retried.machine, (warning, *retried.effects))
+    return _boot_failed(machine, now, "PowerOnNotObserved", f"{text} ({tries} tries)")
+
+
+def _readback_while_shutting_down(machine: Machine, event: PowerStateObserved, now: datetime) -> Transition:
+    """Off: the power-off is confirmed. Still On after the BMC's forceOffAfter: cut the power, once."""
+    operation = machine.status.operation
+    if operation is None or operation.driver is None:
+        return Transition(machine)  # draining, or a Job powers it off: the Job's rules decide
+    if event.state is PowerState.OFF:
+        message = f"{event.driver.value} reads it Off after {_operation_text(operation)}"
+        return _powered_off(machine, now, "PoweredOff", message, fx.EventType.NORMAL)
+    power = machine.config.power
+    force_after = readback.force_off_after_seconds(power)
+    commanded = operation.commanded
+    if (
+        force_after is None
+        or power is None
+        or power.force_off_driver is None
+        or commanded is None
+        or operation.forced_off is not None
+        or now < commanded + timedelta(seconds=force_after)
+    ):
+        return Transition(machine)
+    forced = operation.model_copy(update={"forced_off": now})
+    message = (
+        f"{event.driver.value} still reads it On {format_duration(force_after)} after {_operation_text(operation)}; "
+        f"cutting the power (force-off by {power.force_off_driver.value})"
+    )
+    cut = _update(machine, operation=forced, reason="ForcingOff", message=message)
+    return Transition(
+        cut,
+        (
+            fx.SendPowerCommand(PowerAction.FORCE_OFF, operation.attempt, operation.job_name),
+            fx.RecordEvent(fx.EventType.WARNING, "ForcingOff", message),
+        ),
+    )
+
+
+def _power_readback_failed(machine: Machine, event: PowerReadbackFailed, now: datetime) -> Transition:
+    """Make a failed readback visible (a condition, and a Warning Event once per new failure); never a move."""
+    answered = replace(machine, readback_in_flight=False)
+    detail = event.message[:_READBACK_DETAIL_LIMIT]
+    message = f"{readback.driver_text(event.driver)} could not read the power state ({event.failure})"
+    message += f": {detail}" if detail else ""
+    current = next((c for c in answered.status.conditions if c.type == labels.CONDITION_POWER_READBACK_FAILING), None)
+    if (
+        current is not None
+        and current.status is ConditionStatus.TRUE
+        and (current.reason, current.message) == (event.failure, message)
+    ):
+        return Transition(answered)
+    failing = _with_condition(answered, now, labels.CONDITION_POWER_READBACK_FAILING, True, event.failure, message)
+    return Transition(failing, (fx.RecordEvent(fx.EventType.WARNING, "PowerReadbackFailed", message),))
+
+
+# --------------------------------------------------------------------------------------------------
 # The transition table
 
 
@@ -1008,6 +1274,21 @@ def _stay(state: NodeState, summary: str = _OBSERVE_SUMMARY) -> Rule:
     return Rule(_observe_only, (state,), summary)
 
 
+_READBACK_TARGETS: Final = {
+    NodeState.STARTING_UP: (NodeState.STARTING_UP, NodeState.BOOT_FAILED),
+    NodeState.SHUTTING_DOWN: (NodeState.SHUTTING_DOWN, NodeState.SHUTDOWN),
+}
+_READBACK_SUMMARIES: Final = {
+    NodeState.STARTING_UP: "record the readback; Off powerOnGrace after the power-on: send it again as a new attempt"
+    " (powerOnRetries), then failed boot",
+    NodeState.SHUTTING_DOWN: "record the readback; Off: powered off (Node deleted with policy Delete); still On"
+    " forceOffAfter after a graceful off: force-off, once",
+    NodeState.SHUTDOWN: "record the readback; On: a Normal Event, adopted by the NodeReady rules",
+    NodeState.BOOT_FAILED: "record the readback; On: a Normal Event, adopted by the NodeReady rules",
+    NodeState.QUARANTINED: "record the readback; On: a Normal Event, adopted by the NodeReady rules",
+}
+
+
 def _common_cells(state: NodeState) -> dict[tuple[NodeState, type[Event]], Rule | _Ignore]:
     """Cells every state shares: policy, reset, configuration and write-failure reports are never refused."""
     policy_targets = (state, NodeState.SHUTTING_DOWN) if state is NodeState.READY else (state,)
@@ -1026,6 +1307,16 @@ def _common_cells(state: NodeState) -> dict[tuple[NodeState, type[Event]], Rule 
         ),
         (state, ConfigChanged): Rule(
             _config_changed, policy_targets, "apply the new settings; a different powerPolicy is a PolicyChanged"
+        ),
+        (state, PowerStateObserved): Rule(
+            _power_state_observed,
+            _READBACK_TARGETS.get(state, (state,)),
+            _READBACK_SUMMARIES.get(state, "record the readback (PowerReadbackFailing cleared)"),
+        ),
+        (state, PowerReadbackFailed): Rule(
+            _power_readback_failed,
+            (state,),
+            "set the PowerReadbackFailing condition (reason: the failure) and record a Warning once; no move",
         ),
         (state, WriteFailed): Rule(
             _write_failed,
@@ -1058,8 +1349,12 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.SHUTDOWN, NodeNotReady): _stay(NodeState.SHUTDOWN),
     (NodeState.SHUTDOWN, NodeGone): _stay(NodeState.SHUTDOWN),
     (NodeState.SHUTDOWN, TimerFired): Rule(
-        _timer_fired, (NodeState.SHUTDOWN,), "cooldown over: the policy rules boot a powerPolicy On machine again"
+        _timer_fired,
+        (NodeState.SHUTDOWN,),
+        "cooldown over: the policy rules boot a powerPolicy On machine again; readback due: read the power state",
     ),
+    (NodeState.SHUTDOWN, PowerCommandSucceeded): IGNORE,
+    (NodeState.SHUTDOWN, PowerCommandFailed): IGNORE,
     **_common_cells(NodeState.SHUTDOWN),
     # StartingUp: queued for a boot slot, or the startup Job runs / the machine boots.
     (NodeState.STARTING_UP, PowerOnRequested): Rule(
@@ -1096,7 +1391,20 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.STARTING_UP, NodeNotReady): _stay(NodeState.STARTING_UP, "registered, not Ready yet: keep waiting"),
     (NodeState.STARTING_UP, NodeGone): _stay(NodeState.STARTING_UP),
     (NodeState.STARTING_UP, TimerFired): Rule(
-        _timer_fired, (NodeState.STARTING_UP, NodeState.BOOT_FAILED), "boot timeout: failed boot (stale timers ignored)"
+        _timer_fired,
+        (NodeState.STARTING_UP, NodeState.BOOT_FAILED),
+        "boot timeout: failed boot (stale timers ignored); readback due: read the power state",
+    ),
+    (NodeState.STARTING_UP, PowerCommandSucceeded): Rule(
+        _power_command_succeeded,
+        (NodeState.STARTING_UP,),
+        "note the power-on was sent; wait for the Kubernetes Node (older attempts ignored)",
+    ),
+    (NodeState.STARTING_UP, PowerCommandFailed): Rule(
+        _power_command_failed,
+        (NodeState.STARTING_UP, NodeState.BOOT_FAILED),
+        "failed boot naming the failure (e.g. CredentialsRejected): count it, cool down, report to CA (older"
+        " attempts ignored)",
     ),
     **_common_cells(NodeState.STARTING_UP),
     # Ready: on, and a Ready Kubernetes Node.
@@ -1122,8 +1430,11 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.READY, TimerFired): Rule(
         _timer_fired,
         (NodeState.READY, NodeState.SHUTDOWN),
-        "unready grace over: treated as powered off (Node deleted with policy Delete)",
+        "unready grace over: treated as powered off (Node deleted with policy Delete); readback due: read the power"
+        " state",
     ),
+    (NodeState.READY, PowerCommandSucceeded): IGNORE,
+    (NodeState.READY, PowerCommandFailed): IGNORE,
     **_common_cells(NodeState.READY),
     # ShuttingDown: draining, or the shutdown Job runs, or waiting for the Node to go away.
     (NodeState.SHUTTING_DOWN, PowerOnRequested): Rule(
@@ -1167,7 +1478,17 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.SHUTTING_DOWN, TimerFired): Rule(
         _timer_fired,
         (NodeState.SHUTTING_DOWN, NodeState.READY, NodeState.SHUTDOWN),
-        "shutdown timeout: retry, then give up like a failed Job",
+        "shutdown timeout: retry, then give up like a failed Job; readback due: read the power state",
+    ),
+    (NodeState.SHUTTING_DOWN, PowerCommandSucceeded): Rule(
+        _power_command_succeeded,
+        (NodeState.SHUTTING_DOWN, NodeState.SHUTDOWN),
+        "with a BMC: wait for its readback Off; without (SSH): off once the Node is NotReady or gone",
+    ),
+    (NodeState.SHUTTING_DOWN, PowerCommandFailed): Rule(
+        _power_command_failed,
+        (NodeState.SHUTTING_DOWN, NodeState.READY, NodeState.SHUTDOWN),
+        "like a failed shutdown Job: retry as a new attempt, then give up (Ready and uncordoned)",
     ),
     **_common_cells(NodeState.SHUTTING_DOWN),
     # BootFailed: the last boot failed; CA sees a failed creation until it lets the machine go.
@@ -1188,7 +1509,11 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.BOOT_FAILED, NodeReady): Rule(_started_outside, (NodeState.READY,), "it came up after all: adopt it"),
     (NodeState.BOOT_FAILED, NodeNotReady): _stay(NodeState.BOOT_FAILED),
     (NodeState.BOOT_FAILED, NodeGone): _stay(NodeState.BOOT_FAILED),
-    (NodeState.BOOT_FAILED, TimerFired): IGNORE,
+    (NodeState.BOOT_FAILED, TimerFired): Rule(
+        _timer_fired, (NodeState.BOOT_FAILED,), "readback due: read the power state"
+    ),
+    (NodeState.BOOT_FAILED, PowerCommandSucceeded): IGNORE,
+    (NodeState.BOOT_FAILED, PowerCommandFailed): IGNORE,
     **_common_cells(NodeState.BOOT_FAILED),
     # Quarantined: never chosen until a person resets it.
     (NodeState.QUARANTINED, BootSlotGranted): IGNORE,
@@ -1201,7 +1526,11 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     ),
     (NodeState.QUARANTINED, NodeNotReady): _stay(NodeState.QUARANTINED),
     (NodeState.QUARANTINED, NodeGone): _stay(NodeState.QUARANTINED),
-    (NodeState.QUARANTINED, TimerFired): IGNORE,
+    (NodeState.QUARANTINED, TimerFired): Rule(
+        _timer_fired, (NodeState.QUARANTINED,), "readback due: read the power state"
+    ),
+    (NodeState.QUARANTINED, PowerCommandSucceeded): IGNORE,
+    (NodeState.QUARANTINED, PowerCommandFailed): IGNORE,
     **_common_cells(NodeState.QUARANTINED),
     # Maintenance: out of the autoscaler's hands.
     (NodeState.MAINTENANCE, BootSlotGranted): IGNORE,
@@ -1218,6 +1547,12 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.MAINTENANCE, NodeNotReady): _stay(NodeState.MAINTENANCE),
     (NodeState.MAINTENANCE, NodeGone): _stay(NodeState.MAINTENANCE),
     (NodeState.MAINTENANCE, TimerFired): IGNORE,
+    (NodeState.MAINTENANCE, PowerCommandSucceeded): Rule(
+        _maintenance_command_finished, (NodeState.MAINTENANCE,), "record that the power command left running finished"
+    ),
+    (NodeState.MAINTENANCE, PowerCommandFailed): Rule(
+        _maintenance_command_finished, (NodeState.MAINTENANCE,), "record that the power command left running finished"
+    ),
     **_common_cells(NodeState.MAINTENANCE),
 }
 """(state, event type) → what happens. Cells not listed are illegal and raise InvalidTransition."""
@@ -1430,7 +1765,7 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
     if isinstance(cell, _Ignore):
         return Transition(machine)
     handled = cell(_observe(machine, event, now), event, now)
-    if isinstance(event, WriteFailed):
+    if isinstance(event, WriteFailed | PowerReadbackFailed):
         # Only a report: the state stays, so no policy rule, state bookkeeping or timer can be due because of it
         # (and a failed status write stays free of effects even when a policy rule has just become due).
         settled, final = Transition(handled.machine), handled.machine
@@ -1446,107 +1781,3 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
         write_ahead = isinstance(event, COMMANDS) and final.status.state in _OPERATION_STATES
         effects = (write, *effects) if write_ahead else (*effects, write)
     return Transition(final, effects, (*handled.finished, *settled.finished))
-
-
-# --------------------------------------------------------------------------------------------------
-# Documentation generated from the tables
-
-BEGIN_MARKER: Final = "<!-- BEGIN GENERATED TRANSITIONS -->"
-END_MARKER: Final = "<!-- END GENERATED TRANSITIONS -->"
-DOCUMENT: Final = Path("docs/architecture/state.md")
-
-
-def _cell_text(state: NodeState, cell: Rule | _Ignore | None) -> str:
-    if cell is None:
-        return "✗"
-    if isinstance(cell, _Ignore):
-        return "·"
-    moves = [target.value for target in cell.targets if target is not state]
-    return "→ " + " / ".join(moves) if moves else "↺"
-
-
-def render_transition_table() -> str:
-    """The generated part of docs/architecture/state.md: matrix, rules, policy rules, diagram. Pure."""
-    lines = [
-        "Legend: `→ X` moves to X (several: depends on the situation), `↺` stays but acts,",
-        "`·` ignored (legal, changes nothing), `✗` illegal (raises `InvalidTransition`, machine unchanged).",
-        "",
-        "| state \\ event | " + " | ".join(f"`{e.__name__}`" for e in EVENT_TYPES) + " |",
-        "|---|" + "---|" * len(EVENT_TYPES),
-    ]
-    for state in NodeState:
-        cells = [_cell_text(state, TRANSITIONS.get((state, event))) for event in EVENT_TYPES]
-        lines.append(f"| **{state.value}** | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "### What each legal cell does",
-        "",
-        "| state | event | may lead to | what happens |",
-        "|---|---|---|---|",
-    ]
-    for state in NodeState:
-        for event in EVENT_TYPES:
-            cell = TRANSITIONS.get((state, event))
-            if isinstance(cell, Rule):
-                targets = ", ".join(t.value for t in cell.targets)
-                lines.append(f"| {state.value} | `{event.__name__}` | {targets} | {cell.summary} |")
-    lines += [
-        "",
-        "### Power-policy rules (applied after every accepted event, first match first, until none applies)",
-        "",
-        "| powerPolicy | state | may lead to | what happens |",
-        "|---|---|---|---|",
-    ]
-    for rule in POLICY_RULES:
-        policies = ", ".join(p.value for p in rule.policies)
-        states = (
-            "any but Maintenance" if rule.states == _ALL_BUT_MAINTENANCE else ", ".join(s.value for s in rule.states)
-        )
-        targets = ", ".join(t.value for t in rule.targets)
-        lines.append(f"| {policies} | {states} | {targets} | {rule.summary} |")
-    lines += ["", "```mermaid", "stateDiagram-v2", f"    [*] --> {NodeState.SHUTDOWN.value}"]
-    edges: dict[tuple[NodeState, NodeState], list[str]] = {}
-    for (state, event), cell in TRANSITIONS.items():
-        if isinstance(cell, Rule):
-            for target in cell.targets:
-                if target is not state:
-                    edges.setdefault((state, target), []).append(event.__name__)
-    for rule in POLICY_RULES:
-        for state in rule.states:
-            for target in rule.targets:
-                if target is not state:
-                    label = "policy " + "/".join(p.value for p in rule.policies)
-                    edges.setdefault((state, target), []).append(label)
-    for (source, target), names in sorted(
-        edges.items(), key=lambda item: (list(NodeState).index(item[0][0]), list(NodeState).index(item[0][1]))
-    ):
-        unique = ", ".join(dict.fromkeys(names))
-        lines.append(f"    {source.value} --> {target.value}: {unique}")
-    lines.append("```")
-    return "\n".join(lines) + "\n"
-
-
-def rewrite_document(text: str) -> str:
-    """`text` with the part between the markers replaced by `render_transition_table()`. Pure."""
-    start = text.index(BEGIN_MARKER) + len(BEGIN_MARKER)
-    end = text.index(END_MARKER)
-    return text[:start] + "\n" + render_transition_table() + text[end:]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the generated section, or with --write rewrite it inside a document."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--write", type=Path, metavar="DOCUMENT", help=f"rewrite the section in place (e.g. {DOCUMENT})"
-    )
-    arguments = parser.parse_args(argv)
-    if arguments.write is None:
-        sys.stdout.write(render_transition_table())
-        return 0
-    path: Path = arguments.write
-    path.write_text(rewrite_document(path.read_text(encoding="utf-8")), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

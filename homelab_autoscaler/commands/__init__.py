@@ -1,5 +1,5 @@
 """Subcommands of `homelab-autoscaler`, one module each (`add_parser(subparsers)` and `run(args) -> int`).
 
-Kept as separate modules so that each command imports only what it needs and new commands are added by
-dropping a module here; `homelab_autoscaler.cli` discovers them.
+Kept as separate modules so that each command imports only what it needs; `homelab_autoscaler.cli.COMMANDS`
+lists them.
 """

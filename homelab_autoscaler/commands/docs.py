@@ -8,9 +8,10 @@ exported). Wherever a page states a fact the code owns, the page is generated he
 - `operations/metrics.md`: the section between its markers, from the operator's metric registry
   (`render_metrics_table`, which lives here because only the composition root may import prometheus_client
   alongside the schemas);
-- `architecture/state.md`: the section between its markers, from the power state machine's transition table.
+- `architecture/state.md`: the section between its markers, from the power state machine's transition table
+  (`homelab_autoscaler.state_doc`);
 - `architecture/kubernetes.md`: the section between its markers, from the table of every Kubernetes API call
-  (`actors.adapters.api_calls`), which the RBAC manifest is also checked against.
+  (`kubeapi.api_calls`), which the RBAC manifest is also checked against.
 
 `--write DIR` regenerates them; `--check DIR` exits 1 with a diff when one is stale, for CI. Prose outside the
 markers is written by hand and left alone.
@@ -75,43 +76,40 @@ class GeneratedDocument:
     """Current text (None when the file is missing) → the text the file should have."""
 
 
-def registered_metrics(registry: CollectorRegistry | None = None) -> list[MetricDoc]:
-    """Every metric in `registry` (default: the operator's), in registration order (as `actors.metrics` has them)."""
-    from prometheus_client.metrics import MetricWrapperBase
+def registered_metrics(
+    registry: CollectorRegistry | None = None, label_names: Mapping[str, tuple[str, ...]] | None = None
+) -> list[MetricDoc]:
+    """Every metric family in `registry`, in registration order, with its label names from `label_names`.
 
-    from actors import metrics
+    Default: the operator's registry and the label names `actors.metrics` declared (a family without series
+    shows none, and prometheus_client keeps a metric's label names to itself). Only the public `collect()` is used.
+    """
+    from actors import metrics, power_metrics
 
-    registry = metrics.REGISTRY if registry is None else registry
-    # prometheus_client has no public way to list a registry's collectors with their label names; this map is
-    # what `register` fills (one entry per exposed name, all pointing at the same collector).
-    collectors = dict.fromkeys(registry._names_to_collectors.values())
-    found: list[MetricDoc] = []
-    for collector in collectors:
-        if isinstance(collector, MetricWrapperBase):
-            labels, families = tuple(collector._labelnames), collector.describe()
-        else:  # a custom collector: its families, with the label names it declares (else only in its samples)
-            declared: Mapping[str, tuple[str, ...]] = getattr(collector, "labels_by_name", {})
-            families = list(collector.collect())
-            found.extend(
-                MetricDoc(family.name, family.type, tuple(declared.get(family.name, ())), family.documentation)
-                for family in families
-            )
-            continue
-        found.extend(MetricDoc(family.name, family.type, labels, family.documentation) for family in families)
-    return found
+    assert power_metrics.READBACK_AGES is not None  # imported for its collector, registered on import
+
+    if registry is None:
+        registry, label_names = metrics.REGISTRY, metrics.LABEL_NAMES
+    declared = label_names or {}
+    return [
+        MetricDoc(family.name, family.type, tuple(declared.get(family.name, ())), family.documentation)
+        for family in registry.collect()
+    ]
 
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def render_metrics_table(registry: CollectorRegistry | None = None) -> str:
+def render_metrics_table(
+    registry: CollectorRegistry | None = None, label_names: Mapping[str, tuple[str, ...]] | None = None
+) -> str:
     """The generated section of docs/operations/metrics.md: one row per exported metric."""
     lines = [
         "| metric | type | labels | meaning |",
         "|---|---|---|---|",
     ]
-    for metric in registered_metrics(registry):
+    for metric in registered_metrics(registry, label_names):
         if metric.kind == "histogram":
             name = f"`{metric.name}` (`_bucket`, `_sum`, `_count`)"
         else:
@@ -149,8 +147,8 @@ def _between_markers(
 
 def generated_documents() -> tuple[GeneratedDocument, ...]:
     """Every generated document, reference pages first."""
-    from actors.adapters import api_calls
-    from actors.fsm import node as node_fsm
+    from homelab_autoscaler import state_doc
+    from kubeapi import api_calls
     from schemas.reference import render_reference_pages
 
     whole_pages = [GeneratedDocument(path, _whole_page(text)) for path, text in render_reference_pages().items()]
@@ -166,9 +164,9 @@ def generated_documents() -> tuple[GeneratedDocument, ...]:
             "architecture/state.md",
             _between_markers(
                 "Machine power states",
-                node_fsm.BEGIN_MARKER,
-                node_fsm.END_MARKER,
-                node_fsm.render_transition_table,
+                state_doc.BEGIN_MARKER,
+                state_doc.END_MARKER,
+                state_doc.render_transition_table,
                 "architecture/state.md",
             ),
         ),

@@ -62,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from actors.adapters.kube_client import KubeApi, KubeNotFound, new_api_client
     from homelab_autoscaler import explain_view
     from homelab_autoscaler.commands.status import current_namespace, list_all
     from homelab_autoscaler.status_view import parse_group, parse_node
+    from kubeapi.kube_client import KubeApi, KubeNotFound, new_api_client
     from schemas import GROUP_VERSION
     from schemas.labels import GROUP_LABEL, MACHINE_LABEL
 

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from homelab_autoscaler.logs import configure_logging
 
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.logging.format, settings.logging.level)
     stop_requested = threading.Event()
     previous = _install_stop_handlers(stop_requested)
     try:

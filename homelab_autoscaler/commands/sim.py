@@ -155,7 +155,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kubernetes.config import ConfigException
 
-    from actors.adapters.kube_client import KubeError
+    from kubeapi.kube_client import KubeError
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop_requested = threading.Event()

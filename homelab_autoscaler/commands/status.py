@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from actors.adapters.kube_client import KubeApi
+    from kubeapi.kube_client import KubeApi
 
 # The Kubernetes client is imported only when the command runs, so that building the top-level parser (which loads
 # every command module) stays cheap.
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, output: str) -> int:
-    from actors.adapters.kube_client import KubeApi, new_api_client
     from homelab_autoscaler import status_view
+    from kubeapi.kube_client import KubeApi, new_api_client
 
     kubeconfig: Path | None = getattr(args, "kubeconfig", None)
     context: str | None = getattr(args, "context", None)
@@ -142,7 +142,7 @@ def _list_resources(
 
 def list_all(api: KubeApi, path: str, query: Mapping[str, str], kind: str) -> list[dict[str, Any]]:
     """Every item of a list, page by page; a resource that is not served names the likely cause."""
-    from actors.adapters.kube_client import KubeNotFound
+    from kubeapi.kube_client import KubeNotFound
 
     items: list[dict[str, Any]] = []
     token = ""

@@ -16,7 +16,6 @@ from typing import Any, Final, Protocol
 import grpc
 from kubernetes import client as kube_client
 
-from actors.adapters.kube_client import KubeApi
 from homelab_autoscaler.commands.status import list_all
 from homelab_autoscaler.demo.observation import (
     GroupSeen,
@@ -28,6 +27,7 @@ from homelab_autoscaler.demo.observation import (
     kube_node_seen,
 )
 from homelab_autoscaler.status_view import build_view, parse_group, parse_node
+from kubeapi.kube_client import KubeApi
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION

@@ -22,10 +22,10 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
-from actors.adapters.webhook_certs import CertificateMaterial, write_files
 from homelab_autoscaler.demo.homelab import OPERATOR_NAMESPACE, DemoHomelab
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import LogLevel, Settings, WebhookCertSource
+from kubeapi.webhook_certs import CertificateMaterial, write_files
 from schemas import API_GROUP, API_VERSION
 from sim.fakeapi import FakeApiServer
 from sim.machines import MachineSimulator
@@ -200,7 +200,7 @@ class DemoSession:
             # Nothing should be written to the cluster for this webhook's certificate, so it is made here and
             # handed over as files; the CA goes into the configuration registered with the fake API.
             self._webhook_ca_pem = _write_webhook_certificate(certificate_directory)
-        return Settings(
+        return Settings.from_flags(
             kubeconfig=kubeconfig,
             namespace=OPERATOR_NAMESPACE,
             watch_namespace=self.homelab.namespace,

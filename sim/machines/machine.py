@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeError
 from sim.machines import manifests
 from sim.machines.clock import Clock
 from sim.machines.model import PowerState, SimulatedMachine

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError
-from actors.adapters.watch import Listed, ResourceWatch, WatchOutput, collection
+from actors.watch_port import Listed, WatchOutput
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeError
+from kubeapi.watch import ResourceWatch, collection
 from schemas.node import OperationKind
 from sim.machines import manifests
 from sim.machines.clock import Clock

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from kubernetes import client as kube_client
 
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeError
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeError
 from schemas.node import OperationKind
 from sim.machines import manifests
 from sim.machines.clock import Clock, RealClock

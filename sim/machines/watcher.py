@@ -1,7 +1,7 @@
 """Follows the operator's power Jobs for the simulator, through the operator's own list-then-watch loop.
 
 The reflector behaviour (resume from the last resourceVersion, relist on 410 Gone, backoff with jitter, a thread
-that `stop()` ends at once) lives in `actors.adapters.watch.ResourceWatch`; keeping a second copy here let the two
+that `stop()` ends at once) lives in `kubeapi.watch.ResourceWatch`; keeping a second copy here let the two
 drift. What stays here is what only the simulator wants: a namespaced watch when one namespace is followed (what
 least-privilege RBAC allows) or one cluster-wide watch filtered here, and plain callbacks instead of the
 operator's `Listed`/`WatchEvent` values. The callbacks run on the watch thread and must be quick.
@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from actors.adapters.kube_client import KubeApi
-from actors.adapters.watch import Listed, ResourceWatch, WatchOutput, collection
+from actors.watch_port import Listed, WatchOutput
+from kubeapi.kube_client import KubeApi
+from kubeapi.watch import ResourceWatch, collection
 
 WATCH_NAME: Final = "machine-jobs"
 """Names the thread (`kube-watch-machine-jobs`) and the watch-restarts metric series, apart from the operator's."""

@@ -23,14 +23,14 @@ from actors.base import ShellActor
 from actors.fsm import effects as fx
 from actors.fsm.events import CancelBoot, PowerOffRequested
 from actors.fsm.group import InstanceState, MachineView
-from actors.group_actor import (
+from actors.fsm.group_planning import (
     intended,
     plan_decrease,
     plan_delete_actions,
     plan_increase,
     plan_schedule_boots,
-    template_source,
 )
+from actors.group_actor import template_source
 from actors.messages import (
     DecreaseTargetSize,
     DeleteNodes,

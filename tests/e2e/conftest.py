@@ -31,7 +31,7 @@ from e2e_support import (
     real_pace,
 )
 
-from actors.adapters.kube_client import KubeError, new_api_client
+from kubeapi.kube_client import KubeError, new_api_client
 from sim.controlplane import ControlPlane
 from sim.fakeapi import FakeApiServer
 from tests.support.control_plane import (

@@ -27,9 +27,9 @@ import pytest
 import yaml
 from kubernetes import client as kube_client
 
-from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import Settings
+from kubeapi.kube_client import KubeApi, KubeError, new_api_client
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
@@ -394,7 +394,7 @@ class E2eHomelab:
     # --- operators ----------------------------------------------------------------------------------------------
 
     def settings(self) -> Settings:
-        return Settings(
+        return Settings.from_flags(
             kubeconfig=self.cluster.kubeconfig,
             context=self.cluster.context,
             namespace=self.namespace,

@@ -32,6 +32,7 @@ from actors.messages import (
     Ping,
     Pong,
 )
+from actors.power_port import PowerPort
 from actors.read_model import GroupSnapshot, MachineSnapshot, ReadModel, group_id
 from actors.runtime import ActorRuntime
 from actors.supervisor_actor import start_supervisor
@@ -39,6 +40,7 @@ from schemas import labels
 from schemas.common import Metadata
 from schemas.group import Group, GroupSpec
 from schemas.node import JobTemplate, Node, NodeSnapshot, NodeSpec, NodeStatus, OperationKind, PowerPolicy, Pricing
+from schemas.power import PowerSpec
 
 NAMESPACE = "lab"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -197,7 +199,12 @@ def make_node(
     annotations: dict[str, str] | None = None,
     kubernetes_node_name: str | None = None,
     provider_id: str | None = None,
+    power: PowerSpec | None = None,
 ) -> Node:
+    """A Node resource powered by Jobs, or natively when `power` is given."""
+    powering: dict[str, Any] = {"power": power} if power is not None else {
+        "startup_job": TEMPLATE, "shutdown_job": TEMPLATE
+    }
     metadata_labels = {labels.GROUP_LABEL: group} if group else {}
     return Node(
         metadata=Metadata(
@@ -209,8 +216,7 @@ def make_node(
             "power_policy": power_policy,
             "priority": priority,
             "pricing": Pricing(hourly_price=price, power_watts=watts),
-            "startup_job": TEMPLATE,
-            "shutdown_job": TEMPLATE,
+            **powering,
         }),
         status=status or NodeStatus(),
     )
@@ -322,7 +328,10 @@ class Lab:
 
 @contextmanager
 def start_lab(
-    runtime: ActorRuntime, clock: FakeClock | None = None, stored_wait_seconds: float = WAIT / 2
+    runtime: ActorRuntime,
+    clock: FakeClock | None = None,
+    stored_wait_seconds: float = WAIT / 2,
+    power: PowerPort | None = None,
 ) -> Iterator[Lab]:
     """A configured Supervisor in `runtime` with a fresh read model, a recording port and a fake clock.
 
@@ -332,7 +341,9 @@ def start_lab(
     port.runtime = runtime
     read_model = ReadModel()
     chosen_clock = clock or FakeClock()
-    key = wiring.register(wiring.Wiring(read_model, port, chosen_clock, runtime.ticker, stored_wait_seconds))
+    key = wiring.register(
+        wiring.Wiring(read_model, port, chosen_clock, runtime.ticker, stored_wait_seconds, power=power)
+    )
     try:
         supervisor = start_supervisor(runtime, key, timeout=WAIT)
         yield Lab(runtime, supervisor, read_model, port, chosen_clock, key)

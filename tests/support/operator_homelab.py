@@ -21,7 +21,7 @@ from typing import Any, Final
 import grpc
 from kubernetes import client as kube_client
 
-from homelab_autoscaler.operator import Operator
+from homelab_autoscaler.operator import Operator, PowerPortFactory
 from homelab_autoscaler.settings import Settings
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
@@ -71,11 +71,13 @@ def group_manifest(name: str = GROUP, *, max_size: int = 3, **spec: Any) -> dict
 
 
 def machine_manifest(name: str, group: str = GROUP, **spec: Any) -> dict[str, Any]:
+    """A Node resource powered by Jobs, or natively when `spec` has `power` (a Node sets one way, never both)."""
+    jobs = {} if "power" in spec else {"startupJob": job_template(), "shutdownJob": job_template()}
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "Node",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {label_names.GROUP_LABEL: group}},
-        "spec": {"startupJob": job_template(), "shutdownJob": job_template(), **spec},
+        "spec": {**jobs, **spec},
     }
 
 
@@ -168,14 +170,20 @@ class Homelab:
             "webhook_cert_dir": self.directory / f"certs-{len(self.operators)}",
         }
         values.update(overrides)
-        return Settings(**values)
+        return Settings.from_flags(**values)
 
     def start_operator(
-        self, *, wait_acting: bool = True, clock: Callable[[], datetime] | None = None, **overrides: Any
+        self,
+        *,
+        wait_acting: bool = True,
+        clock: Callable[[], datetime] | None = None,
+        power: PowerPortFactory | None = None,
+        **overrides: Any,
     ) -> RunningOperator:
-        """An operator on this homelab; `clock` replaces its clock (a test that compresses time moves it)."""
+        """An operator on this homelab; `clock` replaces its clock (a test that compresses time moves it), `power`
+        builds its power port (machines with spec.power)."""
         settings = self.settings(**overrides)
-        operator = Operator(settings) if clock is None else Operator(settings, clock=clock)
+        operator = Operator(settings, power=power) if clock is None else Operator(settings, clock=clock, power=power)
         operator.start()
         channel = grpc.insecure_channel(f"127.0.0.1:{operator.grpc_port}")
         running = RunningOperator(operator, channel, externalgrpc_grpc.CloudProviderStub(channel))

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-from actors.adapters.api_calls import ApiCall, Grant, NamedBy, RoleKind
+from kubeapi.api_calls import ApiCall, Grant, NamedBy, RoleKind
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 MANIFESTS: Final = ROOT / "manifests"

@@ -21,8 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from homelab_autoscaler import __version__
-from homelab_autoscaler.cli import build_parser, discover_commands, main
+from homelab_autoscaler import __version__, commands
+from homelab_autoscaler.cli import build_parser, main
 from schemas.crds import (
     GROUP_CRD_NAME,
     NODE_CRD_NAME,
@@ -112,6 +112,30 @@ def without(*path: str | int) -> Change:
         for key in path[:-1]:
             target = target[key]
         del target[path[-1]]
+
+    return change
+
+
+IPMI = {"host": "10.0.0.5", "credentials": {"name": "bmc-m1"}}
+REDFISH = {"endpoint": "https://10.0.0.6", "credentials": {"name": "bmc-m1"}}
+WAKE_ON_LAN = {"macAddress": "aa:bb:cc:dd:ee:ff"}
+SSH = {"host": "10.0.0.7", "user": "power", "privateKey": {"name": "ssh-m1", "key": "id"}, "knownHosts": "h k"}
+
+
+def powered_natively(**power: object) -> Change:
+    """The sample Node powered by `power` instead of its Jobs."""
+
+    def change(obj: dict[str, Any]) -> None:
+        del obj["spec"]["startupJob"], obj["spec"]["shutdownJob"]
+        obj["spec"]["power"] = power
+
+    return change
+
+
+def changes(*steps: Change) -> Change:
+    def change(obj: dict[str, Any]) -> None:
+        for one in steps:
+            one(obj)
 
     return change
 
@@ -642,6 +666,70 @@ CEL_CASES = [
         id="exercise-window-without-length",
     ),
     pytest.param(NODE_CRD_NAME, lambda _: None, [], id="node-valid"),
+    pytest.param(NODE_CRD_NAME, powered_natively(ipmi=IPMI), [], id="power-ipmi"),
+    pytest.param(NODE_CRD_NAME, powered_natively(redfish=REDFISH), [], id="power-redfish"),
+    pytest.param(NODE_CRD_NAME, powered_natively(wakeOnLan=WAKE_ON_LAN, ssh=SSH), [], id="power-wol-ssh"),
+    pytest.param(NODE_CRD_NAME, powered_natively(wakeOnLan=WAKE_ON_LAN, ipmi=IPMI), [], id="power-wol-ipmi"),
+    pytest.param(NODE_CRD_NAME, powered_natively(redfish=REDFISH, ssh=SSH), [], id="power-redfish-ssh"),
+    pytest.param(
+        NODE_CRD_NAME,
+        at("spec", "power", value={"ipmi": IPMI}),
+        ["a Node is powered either by Jobs (startupJob and shutdownJob) or natively (power), not both"],
+        id="jobs-and-power",
+    ),
+    pytest.param(
+        NODE_CRD_NAME,
+        without("spec", "shutdownJob"),
+        [
+            "a Node needs both startupJob and shutdownJob, or power (native Wake-on-LAN, IPMI, Redfish or SSH "
+            "drivers)"
+        ],
+        id="one-job-only",
+    ),
+    pytest.param(
+        NODE_CRD_NAME,
+        powered_natively(ipmi=IPMI, redfish=REDFISH),
+        ["name at most one BMC (ipmi or redfish), not both"],
+        id="two-bmcs",
+    ),
+    pytest.param(
+        NODE_CRD_NAME,
+        powered_natively(ssh=SSH),
+        ["nothing can power the machine on: add wakeOnLan, ipmi or redfish"],
+        id="no-on-driver",
+    ),
+    pytest.param(
+        NODE_CRD_NAME,
+        powered_natively(wakeOnLan=WAKE_ON_LAN),
+        ["nothing can power the machine off: add ssh, ipmi or redfish"],
+        id="no-off-driver",
+    ),
+    pytest.param(
+        NODE_CRD_NAME,
+        powered_natively(redfish={**REDFISH, "caBundle": {}}),
+        ["set exactly one of secretKeyRef and configMapKeyRef"],
+        id="ca-bundle-neither",
+    ),
+    pytest.param(
+        NODE_CRD_NAME,
+        powered_natively(
+            redfish={
+                **REDFISH,
+                "caBundle": {
+                    "secretKeyRef": {"name": "ca", "key": "pem"},
+                    "configMapKeyRef": {"name": "ca", "key": "pem"},
+                },
+            }
+        ),
+        ["set exactly one of secretKeyRef and configMapKeyRef"],
+        id="ca-bundle-both",
+    ),
+    pytest.param(
+        GROUP_CRD_NAME,
+        at("spec", "powerReadback", value={"transitionInterval": "10m", "steadyInterval": "5m"}),
+        ["transitionInterval must not be longer than steadyInterval"],
+        id="readback-fast>slow",
+    ),
     pytest.param(
         NODE_CRD_NAME,
         at("spec", "startupJob", "env", 0, value={"name": "MAC"}),
@@ -681,6 +769,20 @@ def test_cel_rules_refuse_exactly_the_bad_objects(crd_name: str, change: Change,
     assert cel_violations(SCHEMAS[crd_name], obj) == expected
     webhook_errors = VALIDATORS[crd_name](obj)
     assert bool(webhook_errors) == bool(expected), "the webhook agrees with the API server"
+
+
+POWER_CASES = frozenset({
+    "power-ipmi", "power-redfish", "power-wol-ssh", "power-wol-ipmi", "power-redfish-ssh", "jobs-and-power",
+    "one-job-only", "two-bmcs", "no-on-driver", "no-off-driver", "ca-bundle-neither", "ca-bundle-both",
+})
+
+
+def test_the_power_rules_say_what_the_webhook_says() -> None:
+    power_cases = [case for case in CEL_CASES if case.id in POWER_CASES]
+    assert len(power_cases) == len(POWER_CASES)
+    for case in power_cases:
+        webhook_messages = [error.message for error in validate_node(changed(NODE_CRD_NAME, case.values[1]))]
+        assert webhook_messages == case.values[2], case.id
 
 
 def test_every_cel_rule_has_a_case_that_breaks_it() -> None:
@@ -786,7 +888,12 @@ def test_sample_objects_validate(crd_name: str) -> None:
             "$.spec.startupJob.env",
             id="too-many-env",
         ),
-        pytest.param(NODE_CRD_NAME, without("spec", "shutdownJob"), "$.spec", id="no-shutdown-job"),
+        pytest.param(
+            NODE_CRD_NAME,
+            powered_natively(wakeOnLan={"macAddress": "not-a-mac"}, ssh=SSH),
+            "$.spec.power.wakeOnLan.macAddress",
+            id="mac-address",
+        ),
         pytest.param(NODE_CRD_NAME, at("status", "since", value="yesterday"), "$.status.since", id="date-time"),
     ],
 )
@@ -866,5 +973,9 @@ def test_a_command_module_needs_only_add_parser_and_run() -> None:
     assert args.handler(args) == 7
 
 
-def test_the_shipped_commands_are_discovered() -> None:
-    assert {"crds", "version"} <= {command.__name__.rsplit(".", 1)[-1] for command in discover_commands()}  # type: ignore[attr-defined]
+def test_help_lists_every_shipped_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = re.findall(r"^    (\w+) ", capsys.readouterr().out, flags=re.MULTILINE)
+    shipped = sorted(path.stem for path in Path(commands.__file__).parent.glob("[!_]*.py"))
+    assert listed == shipped

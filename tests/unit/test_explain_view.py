@@ -102,6 +102,57 @@ def test_why_names_the_state_its_reason_the_failures_and_how_to_release_a_quaran
     assert f"kubectl annotate hnode nas-1 {RESET_ANNOTATION}=$(date +%s) --overwrite" in why[1]
 
 
+IPMI = {"ipmi": {"host": "10.0.0.5", "credentials": {"name": "bmc"}}}
+
+
+def natively_powered(power: dict[str, Any], **status: Any) -> Node:
+    return Node.model_validate({
+        "metadata": {"name": "nas-2", "namespace": "lab", "labels": {GROUP_LABEL: "rack"}},
+        "spec": {"power": power},
+        "status": {"since": ago(3), **status},
+    })
+
+
+def test_a_natively_powered_machine_says_how_it_is_switched_and_what_was_read_back() -> None:
+    readback = {"state": "On", "observedAt": ago(0.5), "driver": "ipmi"}
+    failing = {"type": "PowerReadbackFailing", "status": "True", "reason": "TimedOut",
+               "message": "ipmi could not read the power state (TimedOut)", "lastTransitionTime": ago(1)}
+    node = natively_powered(IPMI, state="Ready", powerReadback=readback, conditions=[failing])
+    why = explain(node, GROUP, [], [], [], NOW).why
+    assert "It is powered natively: on by ipmi, off by ipmi." in why
+    assert "ipmi last read it On, 30s ago." in why
+    assert "Its power readback is failing (TimedOut): ipmi could not read the power state (TimedOut)." in why
+
+
+@pytest.mark.parametrize(
+    ("node", "next_starts"),
+    [
+        pytest.param(
+            natively_powered(IPMI, state="StartingUp", operationTries=1,
+                             operation={**operation("startup", 2), "driver": "ipmi"}),
+            "Its power-on #4 was sent by ipmi 2m ago.",
+            id="native-booting",
+        ),
+        pytest.param(
+            natively_powered(IPMI, state="ShuttingDown", operationTries=1,
+                             operation={**operation("shutdown", 1), "driver": "ipmi"}),
+            "Power-off #4 by ipmi (try 1 of 3) is powering it off; it is off once ipmi reads it Off.",
+            id="native-powering-off",
+        ),
+        pytest.param(
+            natively_powered({"wakeOnLan": {"macAddress": "aa:bb:cc:dd:ee:ff"}, "ssh": {
+                "host": "h", "user": "u", "privateKey": {"name": "k", "key": "id"}, "knownHosts": "h k"}},
+                state="ShuttingDown", operationTries=1, operation={**operation("shutdown", 1), "driver": "ssh"}),
+            "Power-off #4 by ssh (try 1 of 3) is powering it off; it is off once the command is done and its "
+            "Kubernetes Node goes away.",
+            id="ssh-powering-off",
+        ),
+    ],
+)
+def test_what_happens_next_to_a_natively_powered_machine(node: Node, next_starts: str) -> None:
+    assert explain(node, GROUP, [], [], [], NOW).next[0].startswith(next_starts)
+
+
 def test_unknown_energy_is_said_not_hidden() -> None:
     why = explain(machine(watts=None, state="Ready"), GROUP, [], [], [], NOW).why
     assert "Its energy is unknown: it declares no spec.pricing.powerWatts." in why

@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from actors.adapters.job_manifest import render_job
+from kubeapi.job_manifest import render_job
 from schemas.node import Node, OperationKind
 
 

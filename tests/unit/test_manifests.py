@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from actors.adapters.api_calls import Grant, required_grants
+from kubeapi.api_calls import Grant, required_grants
 from schemas.crds import apply_defaults
 from schemas.labels import GROUP_LABEL
 from schemas.validation import validate_group, validate_node
@@ -337,7 +337,7 @@ def test_network_policy_admits_ca_for_grpc_anyone_for_the_webhook_and_monitoring
 # --- RBAC ----------------------------------------------------------------------------------------------------
 
 
-# The grants are derived from actors/adapters/api_calls.py, the table of every request the operator makes;
+# The grants are derived from kubeapi/api_calls.py, the table of every request the operator makes;
 # tests/integration/security/test_security_rbac.py proves that table against the requests really sent.
 
 
@@ -496,6 +496,23 @@ def test_cert_manager_component_issues_the_secret_the_operator_loads(everything:
     )
     issuer = find(everything, certificate["spec"]["issuerRef"]["kind"], certificate["spec"]["issuerRef"]["name"])
     assert issuer["metadata"]["namespace"] == certificate["metadata"]["namespace"]
+
+
+def test_native_power_component_grants_only_get_by_name_on_the_secrets_it_lists(everything: list[Document]) -> None:
+    role = find(everything, "Role", "homelab-autoscaler-power-secrets")
+    for rule in role["rules"]:
+        assert rule["verbs"] == ["get"], "never list or watch the machines' Secrets"
+        assert rule["resourceNames"], "every rule names its objects"
+        assert rule["resources"] in (["secrets"], ["configmaps"])
+    binding = find(everything, "RoleBinding", "homelab-autoscaler-power-secrets")
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] != NAMESPACE
+    account = find(everything, "ServiceAccount", "homelab-autoscaler")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]
+    }
 
 
 def test_service_monitor_scrapes_the_metrics_service(everything: list[Document]) -> None:

@@ -86,7 +86,9 @@ EXAMPLES: dict[type, object] = {
 def message_classes() -> list[type]:
     return [
         cls for _, cls in inspect.getmembers(messages, inspect.isclass)
-        if dataclasses.is_dataclass(cls) and cls.__module__ == messages.__name__
+        if dataclasses.is_dataclass(cls)
+        # MutationRefusal is defined beside the group planning that returns it and travels in MutationReply.
+        and (cls.__module__ == messages.__name__ or cls is messages.MutationRefusal)
     ]
 
 

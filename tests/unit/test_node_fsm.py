@@ -26,6 +26,7 @@ from actors.fsm.node import (
     pending_timers,
     step,
 )
+from actors.power_port import PowerAction
 from schemas.common import ConditionStatus, Metadata
 from schemas.group import FailurePolicy, GroupSpec, PowerOffNodePolicy
 from schemas.labels import CONDITION_WRITE_FAILED
@@ -40,6 +41,7 @@ from schemas.node import (
     OperationKind,
     PowerPolicy,
 )
+from schemas.power import DriverName, PowerState
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CONFIG = MachineConfig(namespace="homelab", name="m1", group="workers", kubernetes_node_name="m1")
@@ -102,6 +104,13 @@ EVENT_FOR: dict[type[ev.Event], Callable[[Machine], tuple[ev.Event, datetime]]] 
     ev.ResetRequested: lambda m: (ev.ResetRequested("first-reset"), NOW),
     ev.ConfigChanged: lambda m: (ev.ConfigChanged(replace(m.config, boot_timeout_seconds=900)), NOW),
     ev.WriteFailed: lambda m: (ev.WriteFailed("Cordon", 'nodes "m1" is forbidden', permanent=True), NOW),
+    ev.PowerCommandSucceeded: lambda m: (ev.PowerCommandSucceeded(PowerAction.POWER_ON, 1, DriverName.IPMI), NOW),
+    ev.PowerCommandFailed: lambda m: (
+        ev.PowerCommandFailed(PowerAction.POWER_OFF, 2, DriverName.IPMI, "CredentialsRejected"),
+        NOW,
+    ),
+    ev.PowerStateObserved: lambda m: (ev.PowerStateObserved(PowerState.OFF, DriverName.IPMI), NOW),
+    ev.PowerReadbackFailed: lambda m: (ev.PowerReadbackFailed("TimedOut", "no answer", DriverName.IPMI), NOW),
 }
 
 IGNORED = "ignored"
@@ -113,23 +122,28 @@ CELLS: dict[NodeState, tuple[NodeState | str, ...]] = {
     #                 PowerOn         BootSlot        PowerOff          Cancel           JobSucceeded
     #                 JobFailed       Drain           NodeReady         NodeNotReady     NodeGone
     #                 TimerFired      PolicyChanged   ResetRequested    ConfigChanged    WriteFailed
+    #                 PowerCommandSucceeded  PowerCommandFailed  PowerStateObserved  PowerReadbackFailed
+    # (these machines are powered by Jobs, so a power command's outcome is never theirs: it changes nothing)
     NodeState.SHUTDOWN: (
         *(NodeState.STARTING_UP, IGNORED, IGNORED, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.SHUTDOWN, NodeState.SHUTDOWN),
         *(NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.SHUTDOWN),
         NodeState.SHUTDOWN,
+        *(IGNORED, IGNORED, NodeState.SHUTDOWN, NodeState.SHUTDOWN),
     ),
     NodeState.STARTING_UP: (
         *(NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.SHUTDOWN, NodeState.SHUTDOWN, NodeState.STARTING_UP),
         *(NodeState.BOOT_FAILED, IGNORED, NodeState.READY, NodeState.STARTING_UP, NodeState.STARTING_UP),
         *(NodeState.BOOT_FAILED, NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.STARTING_UP),
         NodeState.STARTING_UP,
+        *(NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.STARTING_UP, NodeState.STARTING_UP),
     ),
     NodeState.READY: (
         *(NodeState.READY, IGNORED, NodeState.SHUTTING_DOWN, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.READY, NodeState.SHUTDOWN),
         *(NodeState.READY, NodeState.READY, NodeState.READY, NodeState.READY),
         NodeState.READY,
+        *(IGNORED, IGNORED, NodeState.READY, NodeState.READY),
     ),
     NodeState.SHUTTING_DOWN: (
         *(REFUSED, IGNORED, IGNORED, ILLEGAL, NodeState.SHUTTING_DOWN),
@@ -142,24 +156,33 @@ CELLS: dict[NodeState, tuple[NodeState | str, ...]] = {
         ),
         *(NodeState.SHUTTING_DOWN, NodeState.SHUTTING_DOWN, NodeState.SHUTTING_DOWN, NodeState.SHUTTING_DOWN),
         NodeState.SHUTTING_DOWN,
+        *(
+            NodeState.SHUTTING_DOWN,
+            NodeState.SHUTTING_DOWN,
+            NodeState.SHUTTING_DOWN,
+            NodeState.SHUTTING_DOWN,
+        ),
     ),
     NodeState.BOOT_FAILED: (
         *(ILLEGAL, IGNORED, NodeState.SHUTDOWN, NodeState.SHUTDOWN, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED),
-        *(IGNORED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED),
+        *(NodeState.BOOT_FAILED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED),
         NodeState.BOOT_FAILED,
+        *(IGNORED, IGNORED, NodeState.BOOT_FAILED, NodeState.BOOT_FAILED),
     ),
     NodeState.QUARANTINED: (
         *(ILLEGAL, IGNORED, IGNORED, ILLEGAL, IGNORED),
         *(IGNORED, IGNORED, NodeState.READY, NodeState.QUARANTINED, NodeState.QUARANTINED),
-        *(IGNORED, NodeState.QUARANTINED, NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        *(NodeState.QUARANTINED, NodeState.QUARANTINED, NodeState.SHUTDOWN, NodeState.QUARANTINED),
         NodeState.QUARANTINED,
+        *(IGNORED, IGNORED, NodeState.QUARANTINED, NodeState.QUARANTINED),
     ),
     NodeState.MAINTENANCE: (
         *(ILLEGAL, IGNORED, ILLEGAL, ILLEGAL, NodeState.MAINTENANCE),
         *(NodeState.MAINTENANCE, IGNORED, NodeState.MAINTENANCE, NodeState.MAINTENANCE, NodeState.MAINTENANCE),
         *(IGNORED, NodeState.MAINTENANCE, NodeState.MAINTENANCE, NodeState.MAINTENANCE),
         NodeState.MAINTENANCE,
+        *(NodeState.MAINTENANCE, NodeState.MAINTENANCE, NodeState.MAINTENANCE, NodeState.MAINTENANCE),
     ),
 }
 

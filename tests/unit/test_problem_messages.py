@@ -69,3 +69,39 @@ def test_a_bad_node_reads_the_same_in_the_webhook_the_operator_and_status() -> N
     assert str(operator.value) == expected
     assert isinstance(status, InvalidResource)
     assert status.reason == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(
+            {"startupJob": JOB},
+            "spec.shutdownJob: a Node needs both startupJob and shutdownJob, or power (native Wake-on-LAN, IPMI, "
+            "Redfish or SSH drivers)",
+            id="one-job",
+        ),
+        pytest.param(
+            {"startupJob": JOB, "shutdownJob": JOB, "power": {"ipmi": {"host": "h", "credentials": {"name": "c"}}}},
+            "spec.power: a Node is powered either by Jobs (startupJob and shutdownJob) or natively (power), not both",
+            id="both-ways",
+        ),
+        pytest.param(
+            {"power": {"wakeOnLan": {"macAddress": "aa:bb:cc:dd:ee:ff"}}},
+            "spec.power: nothing can power the machine off: add ssh, ipmi or redfish",
+            id="no-off-driver",
+        ),
+    ],
+)
+def test_a_node_without_one_way_to_power_it_reads_the_same_everywhere_and_is_skipped(
+    spec: dict[str, Any], expected: str
+) -> None:
+    raw = {**node(), "spec": spec}
+    (webhook,) = validate_node(raw)
+    with pytest.raises(MalformedObjectError) as operator:
+        operator_parse_machine(raw)
+    status = status_parse_node(raw)
+
+    assert str(webhook) == expected
+    assert str(operator.value) == expected
+    assert isinstance(status, InvalidResource)
+    assert status.reason == expected

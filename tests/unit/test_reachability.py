@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from actors import metrics
-from actors.adapters.kube_client import KubeError, KubePermanent, KubeTransient, QuietConnectionRetries
-from actors.adapters.reachability import (
+from kubeapi.kube_client import KubeError, KubePermanent, KubeTransient, QuietConnectionRetries
+from kubeapi.reachability import (
     Abandoned,
     ApiReachability,
     Back,
@@ -195,7 +195,7 @@ def test_the_shell_logs_once_sets_the_gauge_and_counts_the_outage(caplog: pytest
     now = [100.0]
     tracker = ApiReachability("https://api", settle_seconds=60, monotonic=lambda: now[0], clock=lambda: START)
     outages = metrics.REGISTRY.get_sample_value("homelab_autoscaler_api_outages_total") or 0.0
-    with caplog.at_level(logging.DEBUG, logger="actors.adapters.reachability"):
+    with caplog.at_level(logging.DEBUG, logger="kubeapi.reachability"):
         for source in ("watch groups", "watch machines", "kube writer", "leader election"):
             assert tracker.failed(source, KubeTransient(f"{source}: [Errno 111] Connection refused"), source)
         assert not tracker.failed("kube writer", KubePermanent("refused", 403))

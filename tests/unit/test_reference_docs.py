@@ -18,6 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from actors import metrics
 from homelab_autoscaler.cli import main
 from homelab_autoscaler.commands.docs import (
     METRICS_BEGIN_MARKER,
@@ -136,8 +137,8 @@ def test_every_model_field_has_a_row_on_its_page(page: ResourcePage) -> None:
         ),
         pytest.param(
             "node.md",
-            "| `spec.shutdownJob` | [object](#specstartupjob) | — | yes | Job that powers the machine off. "
-            "Same fields as `spec.startupJob`. |",
+            "| `spec.shutdownJob` | [object](#specstartupjob) | — | no | Job that powers the machine off (set both "
+            "Jobs, or power instead). Same fields as `spec.startupJob`. |",
             id="shared-type-points-at-first",
         ),
         pytest.param(
@@ -217,29 +218,49 @@ def test_every_registered_metric_is_on_the_metrics_page_with_its_labels() -> Non
 
 
 @pytest.mark.parametrize(
-    ("declare", "expected_row"),
+    ("declare", "label_names", "expected_row"),
     [
         pytest.param(
             lambda registry: Counter("jobs", "Jobs made.", ["group"], registry=registry),
+            {"jobs": ("group",)},
             "| `jobs_total` | counter | `group` | Jobs made. |",
             id="counter-is-queried-with-total",
         ),
         pytest.param(
             lambda registry: Gauge("depth", "Queue depth.", registry=registry),
+            {},
             "| `depth` | gauge | — | Queue depth. |",
             id="gauge-without-labels",
         ),
         pytest.param(
             lambda registry: Histogram("wait_seconds", "Wait | time.", ["kind"], registry=registry),
+            {"wait_seconds": ("kind",)},
             "| `wait_seconds` (`_bucket`, `_sum`, `_count`) | histogram | `kind` | Wait \\| time. |",
             id="histogram-series-and-escaped-pipe",
         ),
     ],
 )
-def test_metrics_table_row(declare: typing.Callable[[CollectorRegistry], object], expected_row: str) -> None:
+def test_metrics_table_row(
+    declare: typing.Callable[[CollectorRegistry], object], label_names: dict[str, tuple[str, ...]], expected_row: str
+) -> None:
     registry = CollectorRegistry()
     declare(registry)
-    assert expected_row in render_metrics_table(registry).splitlines()
+    assert expected_row in render_metrics_table(registry, label_names).splitlines()
+
+
+def test_the_declared_label_names_are_those_the_operator_exposes() -> None:
+    # Every family has declared label names (else the metrics page would show none), and a family's series carry
+    # exactly those labels. A scrape after one series of each shows them.
+    metrics.set_node_state("docs-group", "docs-node", "Ready")
+    metrics.ASKS.labels("ok")
+    try:
+        families = {family.name: family for family in metrics.REGISTRY.collect()}
+        assert list(families) == list(metrics.LABEL_NAMES)
+        for name, family in families.items():
+            for sample in family.samples:
+                assert set(sample.labels) - {"le"} == set(metrics.LABEL_NAMES[name]), sample
+    finally:
+        metrics.forget_node("docs-group", "docs-node")
 
 
 # --- the command -------------------------------------------------------------------------------------------------
@@ -336,6 +357,8 @@ def test_every_event_reason_the_debugging_guide_lists_is_one_the_operator_record
     section = guide[guide.index("### Events") : guide.index("### The operator's log")]
     rows = re.findall(r"^\| (.+?) \| (?:Normal|Warning) \|", section, flags=re.MULTILINE)
     reasons = {reason for row in rows for reason in re.findall(r"`(\w+)`", row)}
-    sources = "".join(path.read_text() for path in (DOCS.parent / "actors").rglob("*.py"))
+    sources = "".join(
+        path.read_text() for package in ("actors", "kubeapi") for path in (DOCS.parent / package).rglob("*.py")
+    )
     assert reasons
     assert {reason for reason in reasons if f'"{reason}"' not in sources} == set()

@@ -158,6 +158,7 @@ def full_node() -> dict[str, Any]:
             "reason": "BootRetried",
             "message": "first boot timed out",
             "handledReset": "0",
+            "powerReadback": {"state": "Off", "observedAt": "2026-01-01T00:10:00Z", "driver": "ipmi"},
             "conditions": [{"type": "Ready", "status": "False", "reason": "Booting"}],
             "observedGeneration": 3,
             "lastExercise": {
@@ -178,6 +179,20 @@ def minimal_node() -> dict[str, Any]:
     return {
         "metadata": {"name": "node1", "labels": {"infra.homecluster.dev/group": "workers"}},
         "spec": {"startupJob": {"image": "wol:1"}, "shutdownJob": {"image": "ssh-poweroff:1"}},
+    }
+
+
+def natively_powered_node() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "node2", "labels": {"infra.homecluster.dev/group": "workers"}},
+        "spec": {"power": {"wakeOnLan": {"macAddress": "aa:bb:cc:dd:ee:ff"}, "redfish": {
+            "endpoint": "https://10.0.0.6", "credentials": {"name": "bmc"}, "forceOffAfter": "90s"}}},
+        "status": {
+            "state": "ShuttingDown",
+            "operation": {"kind": "shutdown", "attempt": 4, "jobName": "node2-shutdown-4",
+                          "started": "2026-01-01T00:00:00Z", "driver": "redfish",
+                          "commanded": "2026-01-01T00:00:01Z", "forcedOff": "2026-01-01T00:01:31Z"},
+        },
     }
 
 
@@ -223,6 +238,7 @@ SAMPLE_INSTANCES = [
         pytest.param(Node, full_node(), id="node-every-field"),
         pytest.param(Group, minimal_group(), id="group-minimal"),
         pytest.param(Node, minimal_node(), id="node-minimal"),
+        pytest.param(Node, natively_powered_node(), id="node-powered-natively"),
     ],
 )
 def test_wire_form_survives_a_round_trip(model: type[BaseModel], wire: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.fsm.node import BEGIN_MARKER, END_MARKER, render_transition_table, rewrite_document
+from homelab_autoscaler.state_doc import BEGIN_MARKER, END_MARKER, render_transition_table, rewrite_document
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "architecture" / "state.md"
 
@@ -15,7 +15,7 @@ def test_the_documented_transition_table_is_the_generated_one() -> None:
     assert text.count(END_MARKER) == 1
     assert rewrite_document(text) == text, (
         "docs/architecture/state.md is out of date with actors/fsm/node.py; run "
-        "`.venv/bin/python -m actors.fsm.node --write docs/architecture/state.md`"
+        "`.venv/bin/homelab-autoscaler docs --write docs/`"
     )
 
 

@@ -25,6 +25,7 @@ from homelab_autoscaler.status_view import (
     operation_text,
     parse_group,
     parse_node,
+    readback_text,
     render_text,
     to_document,
 )
@@ -126,6 +127,16 @@ def test_ages_read_like_kubectl(seconds: float, expected: str) -> None:
             id="retried-shutdown",
         ),
         pytest.param({"state": "ShuttingDown", "reason": "Draining"}, "draining", id="drain-before-job"),
+        pytest.param(
+            {
+                "state": "StartingUp",
+                "operationTries": 2,
+                "operation": {"kind": "startup", "attempt": 4, "jobName": "nas-1-startup-4", "started": stamp(10),
+                              "driver": "ipmi"},
+            },
+            "startup #4 power-on by ipmi (try 2)",
+            id="native-power-on",
+        ),
     ],
 )
 def test_operation_column(fields: dict[str, Any], expected: str) -> None:
@@ -182,6 +193,15 @@ def test_operation_column(fields: dict[str, Any], expected: str) -> None:
             },
             "shutdown gave up; stays on",
             id="a-failed-operation-outranks-a-failed-write",
+        ),
+        pytest.param(
+            {
+                "state": "Ready",
+                "conditions": [{"type": "PowerReadbackFailing", "status": "True", "reason": "CredentialsRejected",
+                                "message": "ipmi could not read the power state (CredentialsRejected)"}],
+            },
+            "ipmi could not read the power state (CredentialsRejected)",
+            id="failing-readback",
         ),
     ],
 )
@@ -367,7 +387,7 @@ def test_wide_output_adds_state_counts_provider_ids_and_the_whole_error() -> Non
     assert (group_line["STARTINGUP"], group_line["QUARANTINED"], group_line["INVALID"]) == ("1", "1", "0")
     _booting, stuck = table_rows(machine_table)
     assert stuck["LAST ERROR"].endswith("after failures")
-    assert {"PROVIDER-ID", "POWERED-ON"} <= set(stuck)
+    assert {"PROVIDER-ID", "POWERED-ON", "READBACK"} <= set(stuck)
 
 
 def test_namespace_column_only_when_asked() -> None:
@@ -418,6 +438,7 @@ def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
             "jobName": "nas-1-startup-3",
             "started": "2026-03-01T11:58:45Z",
             "tries": 1,
+            "driver": None,
         },
         "operationText": "startup #3 job nas-1-startup-3",
         "lastError": None,
@@ -428,9 +449,22 @@ def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
         "poweredOnSeconds": 75,  # booting since its startup Job was created counts as powered on
         "consecutiveFailures": 0,
         "warnings": [],
+        "powerReadback": None,
     }
     assert set(stuck) == set(booting)
     assert stuck["lastError"].startswith("quarantined after failures")
+
+
+def test_the_last_readback_shows_in_the_wide_table_and_the_json() -> None:
+    read = node("nas-2", state="Ready", powerReadback={"state": "On", "observedAt": stamp(12), "driver": "redfish"})
+    row = machine_row(read, NOW)
+    assert readback_text(row) == "On 12s ago (redfish)"
+    (line,) = table_rows(render_text(StatusView((), (row,)), wide=True))
+    assert line["READBACK"] == "On 12s ago (redfish)"
+    (entry,) = to_document(StatusView((), (row,)))["machines"]
+    assert entry["powerReadback"] == {
+        "state": "On", "driver": "redfish", "observedAt": "2026-03-01T11:59:48Z", "ageSeconds": 12
+    }
 
 
 def test_json_of_an_invalid_machine_keeps_every_key() -> None:

@@ -153,6 +153,24 @@ GROUP_CASES = [
         id="zero-cooldown",
     ),
     pytest.param(
+        at("spec", "powerReadback", "transitionInterval", value="10m"),
+        "spec.powerReadback.transitionInterval",
+        "must not be longer than steadyInterval (5m)",
+        id="readback-fast>slow",
+    ),
+    pytest.param(
+        at("spec", "powerReadback", "steadyInterval", value="0s"),
+        "spec.powerReadback.steadyInterval",
+        "longer than 0s",
+        id="readback-zero-interval",
+    ),
+    pytest.param(
+        at("spec", "powerReadback", "powerOnGrace", value="10m"),
+        "spec.powerReadback.powerOnGrace",
+        "must be shorter than bootTimeout",
+        id="grace>=bootTimeout",
+    ),
+    pytest.param(
         at("spec", "powerOffNodePolicy", value="Destroy"),
         "spec.powerOffNodePolicy",
         "must be one of 'Delete' or 'Keep'",
@@ -320,7 +338,14 @@ NODE_CASES = [
     pytest.param(
         at("spec", "kubernetesNodeName", value="Node 1"), "spec.kubernetesNodeName", "RFC 1123", id="k8s-node-name"
     ),
-    pytest.param(without("spec", "startupJob"), "spec.startupJob", "is required", id="no-startup-job"),
+    pytest.param(
+        without("spec", "startupJob"), "spec.startupJob", "needs both startupJob and shutdownJob, or power",
+        id="no-startup-job",
+    ),
+    pytest.param(
+        at("spec", "power", value={"ipmi": {"host": "10.0.0.5", "credentials": {"name": "bmc"}}}),
+        "spec.power", "either by Jobs (startupJob and shutdownJob) or natively (power), not both", id="jobs-and-power",
+    ),
     pytest.param(at("spec", "powerPolicy", value="Sometimes"), "spec.powerPolicy", "one of", id="bad-policy"),
     pytest.param(
         at("spec", "startupJob", "env", 0, value={"name": "HOST"}),
@@ -529,7 +554,6 @@ def test_python_names_in_the_input_are_reported_with_wire_names() -> None:
     assert {error.path for error in errors} == {
         "spec.providerID",
         "spec.startupJob.envFrom[0].prefix",
-        "spec.shutdownJob",
     }
 
 

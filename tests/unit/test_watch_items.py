@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import urllib3
 
-from actors.adapters.kube_client import KubeTransient
-from actors.adapters.watch import Listed, ResourceWatch, WatchOutput, drain_items
+from actors.watch_port import Listed, WatchOutput, drain_items
+from kubeapi.kube_client import KubeTransient
+from kubeapi.watch import ResourceWatch
 
 
 def _raw(name: str) -> dict[str, Any]:

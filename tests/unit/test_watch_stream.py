@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from actors.adapters.watch import WatchStream
+from kubeapi.watch import WatchStream
 
 EVENT = b'{"type": "ADDED", "object": {"metadata": {"name": "m1"}}}\n'
 

@@ -198,6 +198,51 @@ def test_node_denials_name_the_field_and_the_reason(
     assert expected_words in response["status"]["message"]
 
 
+def natively_powered(name: str = "nas-1", **power: Any) -> dict[str, Any]:
+    obj = node_object(name)
+    obj["spec"] = {"power": power}
+    return obj
+
+
+IPMI = {"host": "10.0.0.5", "credentials": {"name": "bmc-nas-1"}}
+
+
+def test_a_node_powered_natively_is_admitted_silently() -> None:
+    response = answer(review_body("Node", "CREATE", natively_powered(ipmi=IPMI)))
+    assert response == {"uid": "req-1", "allowed": True}, "no power-Job placement warning without Jobs"
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected_field", "expected_words"),
+    [
+        pytest.param(
+            node_object(power={"ipmi": IPMI}),
+            "spec.power",
+            "either by Jobs (startupJob and shutdownJob) or natively (power), not both",
+            id="both-ways",
+        ),
+        pytest.param(
+            natively_powered(ipmi=IPMI, redfish={"endpoint": "https://bmc", "credentials": {"name": "c"}}),
+            "spec.power",
+            "name at most one BMC (ipmi or redfish), not both",
+            id="two-bmcs",
+        ),
+        pytest.param(
+            natively_powered(wakeOnLan={"macAddress": "aa:bb:cc:dd:ee:ff"}),
+            "spec.power",
+            "nothing can power the machine off: add ssh, ipmi or redfish",
+            id="no-off-driver",
+        ),
+    ],
+)
+def test_one_way_to_power_a_machine_is_enforced_with_the_crds_words(
+    obj: dict[str, Any], expected_field: str, expected_words: str
+) -> None:
+    response = answer(review_body("Node", "CREATE", obj))
+    assert expected_field in denied_fields(response)
+    assert expected_words in response["status"]["message"]
+
+
 def test_every_violation_is_listed_not_just_the_first() -> None:
     obj = node_object(group="storage", kubernetesNodeName="nas-2", providerID="k3s://taken")
     others = [machine("nas-2", provider_id="k3s://taken")]

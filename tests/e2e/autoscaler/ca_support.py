@@ -26,7 +26,7 @@ import pytest
 import yaml
 from e2e_support import ALWAYS_ON_LABEL, SIMULATED_LABEL, SIMULATED_TAINT, JobRecorder
 
-from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
+from kubeapi.kube_client import KubeApi, KubeError, new_api_client
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from actors.adapters.kube_client import KubeApi, KubeNotFound, KubeTransient, new_api_client
+from kubeapi.kube_client import KubeApi, KubeNotFound, KubeTransient, new_api_client
 from sim.controlplane import (
     COMPONENTS,
     Binaries,

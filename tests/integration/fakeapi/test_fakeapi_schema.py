@@ -106,7 +106,9 @@ def test_a_group_applied_without_optional_fields_gets_the_schemas_defaults(
     assert listed.splitlines()[1].split()[:3] == ["small", "0", "2"]  # MIN is the default 0, not blank
     assert fake_api.store.get(GROUP_VERSION, "groups", "small", namespace)["spec"] == {
         "minSize": 0, "maxSize": 2, "bootTimeout": "10m", "shutdownTimeout": "5m", "powerOffNodePolicy": "Delete",
-        "failurePolicy": {"quarantineAfter": 3, "cooldownBase": "30s", "cooldownCap": "30m", "shutdownRetries": 2}}
+        "failurePolicy": {"quarantineAfter": 3, "cooldownBase": "30s", "cooldownCap": "30m", "shutdownRetries": 2},
+        "powerReadback": {"transitionInterval": "5s", "steadyInterval": "5m", "powerOnGrace": "60s",
+                          "powerOnRetries": 1}}
 
 
 def test_an_unknown_field_without_strict_validation_is_dropped_with_a_warning(

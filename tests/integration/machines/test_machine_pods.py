@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from machine_lab import Lab
 
-from actors.adapters.kube_client import KubeApi
+from kubeapi.kube_client import KubeApi
 from schemas import labels as label_names
 from sim.machines import MachineFailures, PowerState, SimulatedMachine
 from tests.support.polling import wait_for

@@ -8,6 +8,7 @@ import argparse
 import io
 import json
 import logging
+import operator
 import os
 import signal
 import subprocess
@@ -25,7 +26,15 @@ import pytest
 from homelab_autoscaler.cli import build_parser
 from homelab_autoscaler.http_server import HealthServer
 from homelab_autoscaler.logs import configure_logging
-from homelab_autoscaler.settings import LogFormat, LogLevel, Settings, SettingsError, env_name, settings_from
+from homelab_autoscaler.settings import (
+    OPTIONS,
+    LogFormat,
+    LogLevel,
+    Settings,
+    SettingsError,
+    env_name,
+    settings_from,
+)
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from tests.support.operator_homelab import RUNNING
@@ -44,44 +53,80 @@ def parse(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize(
     ("argv", "environ", "field", "expected"),
     [
-        pytest.param((), {}, "grpc_address", "0.0.0.0:50051", id="default"),
-        pytest.param((), {"HOMELAB_AUTOSCALER_GRPC_ADDRESS": "127.0.0.1:6000"}, "grpc_address", "127.0.0.1:6000",
+        pytest.param((), {}, "grpc.address", "0.0.0.0:50051", id="default"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_GRPC_ADDRESS": "127.0.0.1:6000"}, "grpc.address", "127.0.0.1:6000",
                      id="environment-over-default"),
         pytest.param(("--grpc-address", "127.0.0.1:7000"), {"HOMELAB_AUTOSCALER_GRPC_ADDRESS": "127.0.0.1:6000"},
-                     "grpc_address", "127.0.0.1:7000", id="flag-over-environment"),
-        pytest.param((), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "true"}, "leader_elect", True, id="boolean-from-env"),
-        pytest.param(("--no-leader-elect",), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "true"}, "leader_elect", False,
-                     id="boolean-flag-over-env"),
-        pytest.param((), {}, "webhook_address", "", id="no-webhook-unless-asked"),
-        pytest.param((), {"HOMELAB_AUTOSCALER_WEBHOOK_ADDRESS": "0.0.0.0:9443"}, "webhook_address", "0.0.0.0:9443",
+                     "grpc.address", "127.0.0.1:7000", id="flag-over-environment"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "true"}, "leader_election.enabled", True,
+                     id="boolean-from-env"),
+        pytest.param(("--no-leader-elect",), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "true"}, "leader_election.enabled",
+                     False, id="boolean-flag-over-env"),
+        pytest.param((), {}, "webhook.address", "", id="no-webhook-unless-asked"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_WEBHOOK_ADDRESS": "0.0.0.0:9443"}, "webhook.address", "0.0.0.0:9443",
                      id="webhook-where-asked"),
-        pytest.param((), {"HOMELAB_AUTOSCALER_KUBECONFIG": ""}, "kubeconfig", None, id="empty-means-unset"),
-        pytest.param(("--log-format", "json"), {}, "log_format", LogFormat.JSON, id="choice"),
-        pytest.param((), {"POD_NAME": "operator-7d9f"}, "pod_name", "operator-7d9f", id="downward-api"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_KUBECONFIG": ""}, "kubernetes.kubeconfig", None,
+                     id="empty-means-unset"),
+        pytest.param(("--log-format", "json"), {}, "logging.format", LogFormat.JSON, id="choice"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_WRITER_WORKERS": "8"}, "kubernetes.writer_workers", 8,
+                     id="number-from-env"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_SHUTDOWN_GRACE_SECONDS": "2.5"}, "shutdown.grace_seconds", 2.5,
+                     id="seconds-from-env"),
+        pytest.param((), {"POD_NAME": "operator-7d9f"}, "pod.name", "operator-7d9f", id="downward-api"),
     ],
 )
 def test_settings_come_from_flags_then_environment_then_defaults(
     argv: tuple[str, ...], environ: dict[str, str], field: str, expected: object
 ) -> None:
-    assert getattr(settings_from(parse(*argv), environ), field) == expected
+    assert operator.attrgetter(field)(settings_from(parse(*argv), environ)) == expected
 
 
 @pytest.mark.parametrize(
-    ("argv", "environ", "named"),
+    ("argv", "environ", "expected"),
     [
-        pytest.param(("--grpc-address", "nowhere"), {}, "--grpc-address (env HOMELAB_AUTOSCALER_GRPC_ADDRESS)",
-                     id="bad-address"),
+        pytest.param(("--grpc-address", "nowhere"), {},
+                     "--grpc-address (env HOMELAB_AUTOSCALER_GRPC_ADDRESS): 'nowhere' is not an address of the form "
+                     "HOST:PORT (port 0 picks a free one)", id="bad-address"),
         pytest.param((), {"HOMELAB_AUTOSCALER_WRITER_WORKERS": "zero"},
-                     "--writer-workers (env HOMELAB_AUTOSCALER_WRITER_WORKERS)", id="bad-number-from-env"),
+                     "--writer-workers (env HOMELAB_AUTOSCALER_WRITER_WORKERS): 'zero' is invalid: input should be a "
+                     "valid integer, unable to parse string as an integer", id="bad-number-from-env"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_WRITER_WORKERS": "0"},
+                     "--writer-workers (env HOMELAB_AUTOSCALER_WRITER_WORKERS): '0' is invalid: input should be "
+                     "greater than or equal to 1", id="number-out-of-range"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_LEADER_ELECT": "maybe"},
+                     "--leader-elect (env HOMELAB_AUTOSCALER_LEADER_ELECT): 'maybe' is invalid: input should be a "
+                     "valid boolean, unable to interpret input", id="bad-boolean-from-env"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_LOG_LEVEL": "verbose"},
+                     "--log-level (env HOMELAB_AUTOSCALER_LOG_LEVEL): 'verbose' is invalid: input should be 'DEBUG', "
+                     "'INFO', 'WARNING' or 'ERROR'", id="bad-choice-from-env"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_NAMESPACE": ""},
+                     "--namespace (env HOMELAB_AUTOSCALER_NAMESPACE): '' is invalid: string should have at least 1 "
+                     "character", id="empty-required-name"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_PRICE_PER_KWH": "cheap"},
+                     "--price-per-kwh (env HOMELAB_AUTOSCALER_PRICE_PER_KWH): 'cheap' is invalid: input should be a "
+                     "valid decimal", id="bad-price-from-env"),
         pytest.param(("--grpc-cert", "/tls.crt"), {}, "--grpc-cert and --grpc-key go together", id="half-tls"),
-        pytest.param(("--leader-election-renew-seconds", "20"), {}, "must be shorter", id="renew-after-expiry"),
+        pytest.param(("--leader-election-renew-seconds", "20"), {},
+                     "--leader-election-renew-seconds must be shorter than --leader-election-lease-seconds",
+                     id="renew-after-expiry"),
+        pytest.param((), {"HOMELAB_AUTOSCALER_WRITER_WORKERS": "zero", "HOMELAB_AUTOSCALER_METRICS_ADDRESS": "8080"},
+                     "--writer-workers (env HOMELAB_AUTOSCALER_WRITER_WORKERS): 'zero' is invalid: input should be a "
+                     "valid integer, unable to parse string as an integer; --metrics-address (env "
+                     "HOMELAB_AUTOSCALER_METRICS_ADDRESS): '8080' is not an address of the form HOST:PORT (port 0 "
+                     "picks a free one)", id="every-problem-in-one-line"),
     ],
 )
-def test_invalid_settings_name_the_flag_and_its_variable(
-    argv: tuple[str, ...], environ: dict[str, str], named: str
+def test_invalid_settings_name_the_flag_its_variable_the_value_and_what_is_expected(
+    argv: tuple[str, ...], environ: dict[str, str], expected: str
 ) -> None:
-    with pytest.raises(SettingsError, match=named.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SettingsError) as raised:
         settings_from(parse(*argv), environ)
+    assert str(raised.value) == expected
+
+
+def test_settings_named_as_their_flags_refuse_a_name_that_is_no_setting() -> None:
+    with pytest.raises(SettingsError, match="no such setting: grpc_adress"):
+        Settings.from_flags(grpc_adress="127.0.0.1:0")
 
 
 def test_a_rule_over_several_flags_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,14 +149,14 @@ def test_help_explains_every_flag_and_names_its_variable(capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         parse("--help")
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    flags = [
-        str(extra["flag"]) for field in Settings.model_fields.values()
-        if isinstance(extra := field.json_schema_extra, dict) and "flag" in extra
-    ]
+    flags = [(option.flag, option.env) for option in OPTIONS if option.flag is not None]
     assert len(flags) == 25
-    for flag in flags:
+    for flag, env in flags:
         assert flag in text
-        assert env_name(flag) in text
+        assert env in text
+        assert env == env_name(flag)
+    for heading in ("Kubernetes:", "gRPC (the Cluster Autoscaler's calls):", "leader election:", "logging:"):
+        assert heading in text
 
 
 # --- logs --------------------------------------------------------------------------------------------------------
@@ -298,11 +343,24 @@ def test_run_manages_the_simulated_homelab_and_stops_cleanly_on_sigterm(tmp_path
 def test_the_running_page_documents_every_flag_and_its_variable() -> None:
     page = (ROOT / "docs" / "operations" / "running.md").read_text()
     rows = [line for line in page.splitlines() if line.startswith("| `--")]
-    for field in Settings.model_fields.values():
-        extra = field.json_schema_extra
-        if not isinstance(extra, dict) or "flag" not in extra:
+    for option in OPTIONS:
+        if option.flag is None:
             continue
-        flag = str(extra["flag"])
+        flag = option.flag
         row = next((line for line in rows if line.startswith(f"| `{flag} ") or line.startswith(f"| `{flag}`")), None)
         assert row is not None, f"{flag} is not on docs/operations/running.md"
-        assert f"`{env_name(flag)}`" in row
+        assert f"`{option.env}`" in row
+        assert row.split(" | ")[2].startswith(_as_documented(option.default)), row
+    # In the order of --help, which follows the groups.
+    listed = [line.split("`")[1].split()[0] for line in rows if "`HOMELAB_AUTOSCALER_" in line]
+    assert listed == [option.flag for option in OPTIONS if option.flag is not None]
+
+
+def _as_documented(default: object) -> str:
+    if default is False:
+        return "off"
+    if default is None:
+        return "none"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{getattr(default, 'value', default)}`" if default != "" else '`""`'

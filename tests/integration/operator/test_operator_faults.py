@@ -21,8 +21,9 @@ from tests.support.operator_homelab import GROUP_ID, NAMESPACE, RUNNING, Homelab
 from tests.support.polling import wait_for
 
 
-def _counter(counter: object, *labels: str) -> float:
-    return float(counter.labels(*labels)._value.get())  # type: ignore[attr-defined]
+def _counter(name: str, **labels: str) -> float:
+    """The counter's `_total` sample for `labels`, as a scrape shows it (0 before the first count)."""
+    return metrics.REGISTRY.get_sample_value(f"{metrics.PREFIX}{name}_total", labels) or 0.0
 
 
 def _members(homelab: Homelab) -> list[str]:
@@ -37,7 +38,7 @@ def test_dropped_watches_lost_history_and_server_errors_mid_flight(homelab: Home
         homelab.add_machine(name)
     homelab.simulate(simulated("m1"), simulated("m2"), simulated("m3"), job_seconds=0.5)
     ca = homelab.start_operator()
-    restarts_before = _counter(metrics.WATCH_RESTARTS, "power-jobs")
+    restarts_before = _counter("watch_restarts", resource="power-jobs")
     job_lists_before = homelab.fake.faults.count("list", "jobs")
 
     ca.increase_size(2)
@@ -57,7 +58,7 @@ def test_dropped_watches_lost_history_and_server_errors_mid_flight(homelab: Home
     wait_for(lambda: _members(homelab) == booted, what=f"{unused} to leave the group after the relist")
     assert [instance.status.instanceState for instance in ca.nodes()] == [RUNNING, RUNNING]
     assert homelab.created_jobs() == [f"{name}-startup-1" for name in booted]
-    assert _counter(metrics.WATCH_RESTARTS, "power-jobs") > restarts_before
+    assert _counter("watch_restarts", resource="power-jobs") > restarts_before
     assert homelab.fake.faults.count("list", "jobs") > job_lists_before
 
 
@@ -95,7 +96,7 @@ def test_conflicting_node_writes_are_retried_from_a_fresh_read_and_lose_nothing(
                 "spec": {"taints": [*(node["spec"].get("taints") or []), someone_else]},
             })
 
-    conflicts_before = _counter(metrics.KUBE_WRITES, "patch", "nodes", "conflict")
+    conflicts_before = _counter("kube_writes", verb="patch", resource="nodes", outcome="conflict")
     homelab.fake.on_request.append(write_in_between)
 
     ca.increase_size(1)
@@ -118,7 +119,7 @@ def test_conflicting_node_writes_are_retried_from_a_fresh_read_and_lose_nothing(
     assert interfered.is_set()
     assert someone_else in node["spec"]["taints"]
     assert node["metadata"]["labels"]["example.com/owner"] == "someone-else"
-    assert _counter(metrics.KUBE_WRITES, "patch", "nodes", "conflict") > conflicts_before
+    assert _counter("kube_writes", verb="patch", resource="nodes", outcome="conflict") > conflicts_before
 
 
 def test_a_malformed_node_resource_is_skipped_until_it_is_fixed(
@@ -130,7 +131,7 @@ def test_a_malformed_node_resource_is_skipped_until_it_is_fixed(
     del broken["spec"]["startupJob"]
     with looser_crd(homelab.fake, NODE_CRD_NAME):  # the CRD refuses it now; an older one stored it
         homelab.fake.store.create(GROUP_VERSION, "nodes", broken, NAMESPACE)
-    skipped_before = _counter(metrics.WATCH_OBJECTS_SKIPPED, "machines")
+    skipped_before = _counter("watch_objects_skipped", resource="machines")
 
     with caplog.at_level(logging.WARNING, logger="actors.watcher_actor"):
         homelab.start_operator()
@@ -140,7 +141,7 @@ def test_a_malformed_node_resource_is_skipped_until_it_is_fixed(
     assert _members(homelab) == ["m1"]
     (warning,) = [record for record in caplog.records if "m-broken" in record.getMessage()]
     assert "startupJob" in warning.getMessage()
-    assert _counter(metrics.WATCH_OBJECTS_SKIPPED, "machines") == skipped_before + 1
+    assert _counter("watch_objects_skipped", resource="machines") == skipped_before + 1
 
     homelab.fake.store.update(GROUP_VERSION, "nodes", machine_manifest("m-broken") | {
         "metadata": homelab.fake.store.get(GROUP_VERSION, "nodes", "m-broken", NAMESPACE)["metadata"]

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from actors.adapters.kube_client import KubeConfigError, KubeError
 from homelab_autoscaler.cli import build_parser
 from homelab_autoscaler.listeners import ListenerUnavailable
 from homelab_autoscaler.operator import Operator
+from kubeapi.kube_client import KubeConfigError, KubeError
 from sim.fakeapi.kubeconfig import write_kubeconfig
 from tests.support.operator_homelab import OPERATOR_NAMESPACE, Homelab
 

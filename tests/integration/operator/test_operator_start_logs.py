@@ -11,7 +11,7 @@ import pytest
 
 from homelab_autoscaler.logs import configure_logging
 from homelab_autoscaler.operator import Operator
-from homelab_autoscaler.settings import LogFormat, LogLevel, Settings
+from homelab_autoscaler.settings import LogFormat, LogLevel, WebhookSettings
 from tests.support.operator_homelab import Homelab
 
 
@@ -32,8 +32,10 @@ def test_a_start_summarises_the_inventory_in_one_info_line(
 
 
 def test_without_a_webhook_address_no_webhook_listens(homelab: Homelab) -> None:
-    settings = homelab.settings().model_dump(exclude={"webhook_address"})
-    operator = Operator(Settings(**settings))
+    given = homelab.settings()
+    # Every setting as the homelab gives it but the webhook's address, which is left at its default.
+    settings = given.model_copy(update={"webhook": WebhookSettings(cert_dir=given.webhook.cert_dir)})
+    operator = Operator(settings)
     operator.start()
     try:
         assert operator.webhook_port is None

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from actors.adapters.admission_lookup import CachedAdmissionLookup
-from actors.adapters.webhook_certs import WebhookCertificates, WebhookCertificateStore
-from homelab_autoscaler.operator import WebhookCertificateIssuer
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
+from kubeapi.admission_lookup import CachedAdmissionLookup
+from kubeapi.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from sim.fakeapi import ApiError
 from tests.support.operator_homelab import NAMESPACE, OPERATOR_NAMESPACE, Homelab, machine_manifest
 from tests.support.polling import wait_for
@@ -101,7 +101,7 @@ def test_the_operator_keeps_its_webhook_certificate_and_answers_reviews(cluster:
 
     ca_pem = _secret_bytes(homelab, "ca.crt")
     assert _ca_bundle(homelab) == ca_pem
-    assert (homelab.settings().webhook_cert_dir.parent / "certs-0" / "tls.crt").read_bytes() == _secret_bytes(
+    assert (homelab.settings().webhook.cert_dir.parent / "certs-0" / "tls.crt").read_bytes() == _secret_bytes(
         homelab, "tls.crt"
     )
     wait_for(lambda: running.operator.readiness_problem() is None, what="the webhook caches to sync")

@@ -16,7 +16,6 @@ import pytest
 from thespian.actors import Actor, ActorSystemMessage
 
 from actors import metrics
-from actors.adapters.watch import GROUPS, KUBE_NODES, MACHINES, POWER_JOBS, Listed, WatchEvent, WatchEventType
 from actors.messages import (
     GroupObserved,
     InventoryListed,
@@ -27,6 +26,7 @@ from actors.messages import (
     MachineRemoved,
 )
 from actors.runtime import ActorRuntime
+from actors.watch_port import GROUPS, KUBE_NODES, MACHINES, POWER_JOBS, Listed, WatchEvent, WatchEventType
 from actors.watcher_actor import is_newer, parse_job, parse_kube_node, start_watcher
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
@@ -241,8 +241,11 @@ def test_a_malformed_node_resource_is_logged_once_counted_and_skipped(
     everything_listed(watcher)
     broken = machine("m9", "60")
     del broken["spec"]["startupJob"]
-    skipped = metrics.WATCH_OBJECTS_SKIPPED.labels(MACHINES)
-    before = skipped._value.get()
+    def skipped() -> float:
+        sample = ("homelab_autoscaler_watch_objects_skipped_total", {"resource": MACHINES})
+        return metrics.REGISTRY.get_sample_value(*sample) or 0.0
+
+    before = skipped()
 
     with caplog.at_level(logging.WARNING, logger="actors.watcher_actor"):
         assert watcher.feed(event(MACHINES, ADDED, broken)) == []
@@ -251,7 +254,7 @@ def test_a_malformed_node_resource_is_logged_once_counted_and_skipped(
     (warning,) = caplog.records
     assert "homelab/m9" in warning.getMessage()
     assert "spec.startupJob" in warning.getMessage()
-    assert skipped._value.get() == before + 1
+    assert skipped() == before + 1
     (fixed,) = watcher.feed(event(MACHINES, MODIFIED, machine("m9", "61")))
     assert isinstance(fixed, MachineObserved)
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 import grpc
 import pytest
 
-from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
+from kubeapi.kube_client import KubeApi, KubeError, new_api_client
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION

@@ -26,9 +26,9 @@ LEASE_ARGS = (
     "--leader-election-retry-seconds=1",
 )
 """Leader election on, with a renew deadline (20 - 2 = 18 s) longer than the outage: leadership must survive it."""
-REACHABILITY = "actors.adapters.reachability"
+REACHABILITY = "kubeapi.reachability"
 GROUP_ACTOR = "actors.group_actor"
-LEADER = "actors.adapters.leader"
+LEADER = "kubeapi.leader"
 
 
 def test_an_api_server_restart_during_a_boot_is_one_warning_one_info_and_nothing_lost(

@@ -301,7 +301,7 @@ def operator_settings(directory: Path, **overrides: Any) -> Settings:
         "shutdown_grace_seconds": 2.0,
     }
     values.update(overrides)
-    return Settings(**values)
+    return Settings.from_flags(**values)
 
 
 @contextlib.contextmanager

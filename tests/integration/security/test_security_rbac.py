@@ -7,7 +7,7 @@ certificate keeper creating and rotating its Secret and filling the caBundle, th
 live read, the leader label on the operator's pod; then the whole `Operator` with leader election and the
 webhook, scaling a group up. The tests then hold the recorded requests to two things:
 
-- `actors/adapters/api_calls.py` (nothing unlisted is sent; nothing listed is dead);
+- `kubeapi/api_calls.py` (nothing unlisted is sent; nothing listed is dead);
 - the RBAC rendered by `kubectl kustomize manifests/` for the operator's
   ServiceAccount (every request is allowed; every grant is needed, in the narrowest role and by name where RBAC
   can limit it).
@@ -32,16 +32,17 @@ from security_support import (
     running_operator,
 )
 
-from actors.adapters import api_calls, watch
-from actors.adapters.admission_lookup import CachedAdmissionLookup
-from actors.adapters.api_calls import API_CALLS, ApiCall, Grant, NamedBy, RoleKind, Scope
-from actors.adapters.leader import LeaderElector
-from actors.adapters.webhook_certs import WebhookCertificates, WebhookCertificateStore
-from actors.adapters.writer import KubeWriter
 from actors.effects_port import EffectBatch, GroupStatusBatch, MachineRef
 from actors.fsm import effects
 from actors.messages import DrainCompleted, EffectFailed
-from homelab_autoscaler.operator import PodLabel, WebhookCertificateIssuer, check_api_server
+from homelab_autoscaler.certificates import WebhookCertificateIssuer
+from homelab_autoscaler.operator import PodLabel, check_api_server
+from kubeapi import api_calls, watch
+from kubeapi.admission_lookup import CachedAdmissionLookup
+from kubeapi.api_calls import API_CALLS, ApiCall, Grant, NamedBy, RoleKind, Scope
+from kubeapi.leader import LeaderElector
+from kubeapi.webhook_certs import WebhookCertificates, WebhookCertificateStore
+from kubeapi.writer import KubeWriter
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import labels as label_names
@@ -272,7 +273,7 @@ def test_every_request_is_in_the_api_call_table(exercise: Exercise) -> None:
         for record in exercise.records
         if not any(_entry_matches(call, record, exercise.setup) for call in API_CALLS)
     })  # fmt: skip
-    assert unlisted == [], "requests missing from actors/adapters/api_calls.py:\n" + "\n".join(unlisted)
+    assert unlisted == [], "requests missing from kubeapi/api_calls.py:\n" + "\n".join(unlisted)
     assert exercise.unclassified == (), "requests outside the resource API (no RBAC rule of ours covers them)"
 
 

@@ -27,10 +27,10 @@ from security_support import (
     running_operator,
 )
 
-from actors.adapters.writer import KubeWriter
 from actors.effects_port import EffectBatch, MachineRef
 from actors.fsm import effects
 from actors.messages import EffectFailed
+from kubeapi.writer import KubeWriter
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas.group import GroupSpec

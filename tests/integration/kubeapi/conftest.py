@@ -8,10 +8,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from adapters_test_support import Reports
+from kubeapi_test_support import Reports
 from kubernetes import client as kube
 
-from actors.adapters.writer import KubeWriter
+from kubeapi.writer import KubeWriter
 from schemas.crds import render_crds
 from sim.fakeapi import FakeApiServer
 

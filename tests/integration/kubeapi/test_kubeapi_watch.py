@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from adapters_test_support import create_machine
+from kubeapi_test_support import create_machine
 from kubernetes import client as kube
 
-from actors import metrics
-from actors.adapters import watch
-from actors.adapters.reachability import ApiReachability
-from actors.adapters.watch import Listed, ResourceWatch, WatchEvent, WatchEventType, WatchOutput
+from actors import metrics, watch_port
+from actors.watch_port import Listed, WatchEvent, WatchEventType, WatchOutput
+from kubeapi import watch
+from kubeapi.reachability import ApiReachability
+from kubeapi.watch import ResourceWatch
 from schemas import GROUP_VERSION
 from schemas.crds import render_crds
 from sim.fakeapi import FakeApiServer
@@ -86,7 +87,7 @@ def test_list_then_watch_sees_every_change(
 
     resource_watch = start_watch(watch.machine_watch(api_client, collected, namespace, **FAST))
     [listed] = collected.lists
-    assert listed.resource == watch.MACHINES
+    assert listed.resource == watch_port.MACHINES
     assert _names(listed) == {"m1", "m2"}
     assert listed.resource_version
 
@@ -128,7 +129,7 @@ def test_a_dropped_watch_resumes_without_replaying(
     resource_watch = start_watch(watch.machine_watch(api_client, collected, namespace, **FAST))
     create_machine(fake_api, namespace, "m2")
     wait_for(lambda: collected.events == [(WatchEventType.ADDED, "m2")], what="the first event")
-    restarts_before = _restarts(watch.MACHINES)
+    restarts_before = _restarts(watch_port.MACHINES)
 
     assert fake_api.faults.drop_watches() >= 1
     create_machine(fake_api, namespace, "m3")  # while the watch is down: must arrive once it resumes
@@ -137,7 +138,7 @@ def test_a_dropped_watch_resumes_without_replaying(
              what="the change made while disconnected, and nothing replayed")
     assert len(collected.lists) == 1, "resuming must not relist"
     assert resource_watch.lists == 1
-    assert _restarts(watch.MACHINES) > restarts_before
+    assert _restarts(watch_port.MACHINES) > restarts_before
 
 
 def test_an_expired_resource_version_relists(
@@ -223,7 +224,7 @@ def test_stop_ends_an_open_stream_promptly(
 
     resource_watch.stop(timeout=2.0)
 
-    assert not any(t.name == f"kube-watch-{watch.MACHINES}" for t in threading.enumerate())
+    assert not any(t.name == f"kube-watch-{watch_port.MACHINES}" for t in threading.enumerate())
 
 
 def test_a_failing_sink_does_not_end_the_watch(
@@ -255,9 +256,9 @@ def test_repeated_drops_of_a_live_stream_do_not_grow_the_back_off(
     waits: list[float] = []
     real_back_off = resource_watch._back_off
 
-    def recording_back_off(backoff: float) -> None:
+    def recording_back_off(backoff: float, server_asked: float | None = None) -> None:
         waits.append(backoff)
-        real_back_off(backoff)
+        real_back_off(backoff, server_asked)
 
     resource_watch._back_off = recording_back_off  # type: ignore[method-assign]
     for index in range(4):
@@ -301,7 +302,7 @@ def test_a_watch_that_lost_the_server_relists_on_its_return_and_the_outage_is_to
                 reachability.close()
 
     assert _names(collected.lists[-1]) == {"m1", "m2"}, "the relist holds what happened meanwhile"
-    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "actors.adapters.reachability"]
+    told = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "kubeapi.reachability"]
     assert [level for level, _ in told] == ["WARNING", "INFO"], told
     assert told[1][1].endswith("watches relisted: machines; no write retried; nothing missed")
-    assert [r for r in caplog.records if r.name == "actors.adapters.watch" and r.levelno >= logging.WARNING] == []
+    assert [r for r in caplog.records if r.name == "kubeapi.watch" and r.levelno >= logging.WARNING] == []

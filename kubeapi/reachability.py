@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Final
 
 from actors import metrics
-from actors.adapters.kube_client import KubeError, KubeTransient
+from kubeapi.kube_client import KubeError, KubeTransient
 
 logger = logging.getLogger(__name__)
 

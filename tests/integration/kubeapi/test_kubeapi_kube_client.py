@@ -9,7 +9,8 @@ import pytest
 import urllib3
 from kubernetes import client as kube
 
-from actors.adapters.kube_client import (
+from actors.errors import OperatorError
+from kubeapi.kube_client import (
     KubeAlreadyExists,
     KubeApi,
     KubeConflict,
@@ -20,7 +21,6 @@ from actors.adapters.kube_client import (
     new_api_client,
     translate,
 )
-from actors.errors import OperatorError
 from sim.fakeapi import FakeApiServer
 
 

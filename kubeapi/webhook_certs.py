@@ -43,9 +43,9 @@ from typing import Any, Final, Protocol
 from kubernetes.client import ApiClient
 
 from actors import metrics
-from actors.adapters import kube_client
-from actors.adapters.kube_client import MERGE_PATCH, KubeApi, KubeConflict, KubeError, KubeNotFound
-from actors.adapters.reachability import ApiReachability
+from kubeapi import kube_client
+from kubeapi.kube_client import MERGE_PATCH, KubeApi, KubeConflict, KubeError, KubeNotFound
+from kubeapi.reachability import ApiReachability
 
 LOGGER = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ The loop behaves like a client-go reflector, because the consumer's correctness 
 - the watch resumes from the newest resourceVersion seen, bookmarks included, so a dropped connection neither
   replays old events nor loses new ones;
 - an expired resourceVersion (410 Gone, as an ERROR event or an error answer) triggers a relist, never a guess;
-- any other failure backs off with jitter (0.2 s doubling to 30 s), so a broken API server is never hammered;
+- any other failure backs off with jitter (0.2 s doubling to 30 s, or the Retry-After the server asked for, up to
+  the same ceiling: `kubeapi.backoff`), so a broken API server is never hammered;
 - a call that got no answer at all (the API server is unreachable) is reported to the process's `ApiReachability`,
   which tells the outage once instead of each watch at each retry; the watch relists when it reconnects (after an
   outage the server may have restarted, so the old resourceVersion is likely gone anyway, and a relist proves that
@@ -24,21 +25,30 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import urllib3
 from kubernetes.client import ApiClient
 
 from actors import metrics
-from actors.adapters import kube_client
-from actors.adapters.kube_client import KubeApi, KubeError, KubeTransient
-from actors.adapters.reachability import WATCH_PREFIX, ApiReachability
+from actors.watch_port import (
+    GROUPS,
+    KUBE_NODES,
+    MACHINES,
+    POWER_JOBS,
+    Listed,
+    Sink,
+    WatchEvent,
+    WatchEventType,
+    WatchOutput,
+)
+from kubeapi import kube_client
+from kubeapi.backoff import Backoff, pause, retry_after
+from kubeapi.kube_client import KubeApi, KubeError, KubeTransient
+from kubeapi.reachability import WATCH_PREFIX, ApiReachability
 from schemas import API_GROUP, API_VERSION
 from schemas import labels as label_names
 
@@ -58,57 +68,11 @@ WatchFunction = Callable[[Mapping[str, str], float], urllib3.BaseHTTPResponse]
 """Open a watch with these query parameters and this socket read timeout; the caller reads and closes it."""
 
 
-class WatchEventType(StrEnum):
-    ADDED = "ADDED"
-    MODIFIED = "MODIFIED"
-    DELETED = "DELETED"
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One change of one object of `resource`; `object` is the raw JSON of the object after the change."""
-
-    resource: str
-    type: WatchEventType
-    object: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Listed:
-    """The complete current set of `resource` (first list and every relist); deletions are implied by absence.
-
-    As the API server sends them, list items of built-in kinds (Nodes, Jobs) carry no `kind`/`apiVersion`.
-
-    `items` is handed over: the watch keeps no reference to it, and a consumer may empty a list as it reads it
-    (`drain_items`), so that each raw object is freed as soon as it has been read instead of all of them staying
-    alive until the last one is (at 5000 machines, tens of MiB of raw JSON at the startup peak).
-    """
-
-    resource: str
-    items: Sequence[dict[str, Any]]
-    resource_version: str
-
-
-def drain_items(listed: Listed) -> Iterator[dict[str, Any]]:
-    """The items of `listed` in order; a list is emptied as it is read (see `Listed`), a tuple left as it is."""
-    items = listed.items
-    if not isinstance(items, list):
-        yield from items
-        return
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
 def _drop_managed_fields(raw: dict[str, Any]) -> dict[str, Any]:
     metadata = raw.get("metadata")
     if isinstance(metadata, dict):
         metadata.pop("managedFields", None)
     return raw
-
-
-WatchOutput = WatchEvent | Listed
-Sink = Callable[[WatchOutput], None]
 
 
 class _ResourceVersionExpiredError(Exception):
@@ -213,8 +177,7 @@ class ResourceWatch:
         self._sink = sink
         self._resync_seconds = resync_seconds
         self._watch_timeout_seconds = watch_timeout_seconds
-        self._initial_backoff = initial_backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(initial_backoff, max_backoff)
         self._watch_delivered = False  # the current or last watch stream delivered at least one event
         self._stopping = threading.Event()
         self._stream_lock = threading.Lock()
@@ -261,7 +224,7 @@ class ResourceWatch:
 
     def _run(self) -> None:
         must_list = True
-        backoff = self._initial_backoff
+        failed_in_a_row = 0  # the back-off grows with it
         expired_in_a_row = 0
         last_list = 0.0
         while not self._stopping.is_set():
@@ -277,12 +240,12 @@ class ResourceWatch:
                     last_list = time.monotonic()
                     must_list = False
                 if self._watch(last_list):
-                    backoff = self._initial_backoff
+                    failed_in_a_row = 0
                     expired_in_a_row = 0
                     continue
                 # The stream ended at once with nothing in it: wait as after a failure, never spin.
-                self._back_off(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                failed_in_a_row += 1
+                self._back_off(self._backoff.base(failed_in_a_row))
             except (_ResourceVersionExpiredError, KubeError) as error:
                 if self._stopping.is_set():
                     return
@@ -290,7 +253,7 @@ class ResourceWatch:
                     # The stream was healthy until it broke (e.g. a dropped connection): start the retries over
                     # instead of growing the back-off with every drop, which left the watch blind for up to
                     # max_backoff after a few drops.
-                    backoff = self._initial_backoff
+                    failed_in_a_row = 0
                     self._watch_delivered = False
                 if isinstance(error, WatchStreamBroke):
                     # A dropped stream is routine (idle timeouts, a server restart): the reconnect that follows
@@ -309,29 +272,27 @@ class ResourceWatch:
                 else:
                     logger.warning("watch %s failed: %s", self.name, error.message)
                 self.failures += 1
-                self._back_off(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                failed_in_a_row += 1
+                server_asked = retry_after(error) if isinstance(error, KubeError) else None
+                self._back_off(self._backoff.base(failed_in_a_row), server_asked)
             except Exception:  # a bug must not end the watch for good: log it loudly and carry on as after a failure
                 if self._stopping.is_set():
                     return
                 logger.exception("watch %s: unexpected failure", self.name)
                 must_list = True
                 self.failures += 1
-                self._back_off(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                failed_in_a_row += 1
+                self._back_off(self._backoff.base(failed_in_a_row))
 
     def _lost_server(self, error: KubeError) -> bool:
         return self._reachability is not None and self._reachability.failed(self._source, error, self._source)
 
-    def _back_off(self, backoff: float) -> None:
-        # Jitter in [backoff/2, backoff]: watches of several resources never retry in lockstep.
-        seconds = backoff * (0.5 + random.random() / 2)
-        if self._reachability is None:
-            self._stopping.wait(seconds)
-            return
-        # Ends early when the API server answers again: after a long outage the back-off has grown to 30 s, and
-        # the watch would stay blind that long after the server is back.
-        self._reachability.wait_for_return(self._returns_seen, seconds, self._stopping.is_set)
+    def _back_off(self, backoff: float, server_asked: float | None = None) -> None:
+        """Wait after a failure: `backoff` with jitter (watches of several resources never retry in lockstep), at
+        least the Retry-After the server asked for. With a reachability report the wait also ends when the API
+        server answers again: after a long outage the back-off has grown to its ceiling, and the watch would stay
+        blind that long after the server is back."""
+        pause(self._backoff.jittered(backoff, server_asked), self._stopping, self._reachability, self._returns_seen)
 
     def _list(self) -> None:
         items: list[dict[str, Any]] = []
@@ -424,11 +385,6 @@ class ResourceWatch:
 
 
 # -- the operator's four watches ----------------------------------------------------------------------------
-
-GROUPS: Final = "groups"
-MACHINES: Final = "machines"
-KUBE_NODES: Final = "kube-nodes"
-POWER_JOBS: Final = "power-jobs"
 
 POWER_JOB_SELECTOR: Final = f"{label_names.MANAGED_BY_LABEL}={label_names.MANAGED_BY_VALUE}"
 CUSTOM_PREFIX: Final = f"/apis/{API_GROUP}/{API_VERSION}"

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from adapters_test_support import (
+from kubeapi_test_support import (
     GROUP,
     REPLY_TO,
     Reports,
@@ -25,12 +25,12 @@ from adapters_test_support import (
 )
 
 from actors import metrics
-from actors.adapters.job_manifest import job_labels
-from actors.adapters.reachability import ApiReachability
-from actors.adapters.writer import KubeWriter, merge_taints, needs_eviction
 from actors.effects_port import EffectPort, GroupEventBatch, GroupStatusBatch, StoredNotice
 from actors.fsm import effects
 from actors.messages import EffectFailed, IntentStored
+from kubeapi.job_manifest import job_labels
+from kubeapi.reachability import ApiReachability
+from kubeapi.writer import KubeWriter, merge_taints, needs_eviction
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.common import Taint, TaintEffect
@@ -389,7 +389,7 @@ def test_the_scale_from_zero_template_is_made_true_of_a_member_without_overwriti
         "taints": [{"key": "homelab.example/loud", "effect": "PreferNoSchedule"}],
     })
 
-    with caplog.at_level(logging.WARNING, logger="actors.adapters.writer"):
+    with caplog.at_level(logging.WARNING, logger="kubeapi.writer"):
         _apply(writer, batch_for(node, effects.ApplyManagedLabelsAndTaints(), spec=spec))
 
     stored = _kube_node(fake_api, name)

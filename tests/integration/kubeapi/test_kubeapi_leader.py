@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client as kube
 
-from actors.adapters.leader import LeaderElector, format_micro_time, parse_time
+from kubeapi.leader import LeaderElector, format_micro_time, parse_time
 from sim.fakeapi import FakeApiServer
 from tests.support.polling import wait_for
 
@@ -103,7 +103,7 @@ def test_a_leader_asked_to_stop_says_so_without_a_warning(
     elector.start()
     wait_for(lambda: elector.is_leader, what="leadership")
 
-    with caplog.at_level(logging.INFO, logger="actors.adapters.leader"):
+    with caplog.at_level(logging.INFO, logger="kubeapi.leader"):
         elector.stop()
 
     said = [(record.levelname, record.getMessage()) for record in caplog.records if record.name.endswith("leader")]

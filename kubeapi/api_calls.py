@@ -96,11 +96,11 @@ class ApiCall:
         return RoleKind.ROLE if self.scope is Scope.OPERATOR_NAMESPACE else RoleKind.CLUSTER_ROLE
 
 
-WATCH: Final = "actors.adapters.watch"
-WRITER: Final = "actors.adapters.writer"
-LEADER: Final = "actors.adapters.leader"
-WEBHOOK_CERTS: Final = "actors.adapters.webhook_certs"
-ADMISSION_LOOKUP: Final = "actors.adapters.admission_lookup"
+WATCH: Final = "kubeapi.watch"
+WRITER: Final = "kubeapi.writer"
+LEADER: Final = "kubeapi.leader"
+WEBHOOK_CERTS: Final = "kubeapi.webhook_certs"
+ADMISSION_LOOKUP: Final = "kubeapi.admission_lookup"
 OPERATOR: Final = "homelab_autoscaler.operator"
 
 CORE: Final = ""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from adapters_test_support import (
+from kubeapi_test_support import (
     REPLY_TO,
     EvictionRecorder,
     Reports,
@@ -24,9 +24,9 @@ from adapters_test_support import (
 )
 from kubernetes import client as kube
 
-from actors.adapters.writer import KubeWriter
 from actors.fsm import effects
 from actors.messages import DrainCompleted
+from kubeapi.writer import KubeWriter
 from schemas import GROUP_VERSION
 from schemas.crds import render_crds
 from schemas.node import NodeStatus

@@ -27,8 +27,9 @@ from typing import Any, Final, Generic, TypeVar
 
 from kubernetes.client import ApiClient
 
-from actors.adapters.kube_client import KubeApi, KubeNotFound
-from actors.adapters.watch import CUSTOM_PREFIX, Listed, ResourceWatch, WatchEvent, WatchEventType, collection
+from actors.watch_port import Listed, WatchEvent, WatchEventType
+from kubeapi.kube_client import KubeApi, KubeNotFound
+from kubeapi.watch import CUSTOM_PREFIX, ResourceWatch, collection
 from schemas import labels
 
 LOGGER = logging.getLogger(__name__)

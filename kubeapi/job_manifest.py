@@ -41,8 +41,13 @@ def render_job(
     job_name: str,
     default_deadline_seconds: int,
 ) -> dict[str, Any]:
-    """The batch/v1 Job that performs `kind` on the machine `node`. Pure."""
+    """The batch/v1 Job that performs `kind` on the machine `node`. Pure.
+
+    Raises ValueError for a machine powered natively (`spec.power`), which has no Job templates.
+    """
     template = node.spec.startup_job if kind is OperationKind.STARTUP else node.spec.shutdown_job
+    if template is None:
+        raise ValueError(f"{node.metadata.name} has no {kind.value} Job: it is powered natively (spec.power)")
     labels = job_labels(node.metadata.name, group, kind, attempt)
     owner = {
         "apiVersion": GROUP_VERSION,

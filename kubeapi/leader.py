@@ -35,9 +35,9 @@ from typing import Any, Final
 from kubernetes import client as kube
 
 from actors import metrics
-from actors.adapters import kube_client
-from actors.adapters.kube_client import KubeApi, KubeConflict, KubeError, KubeNotFound
-from actors.adapters.reachability import ApiReachability
+from kubeapi import kube_client
+from kubeapi.kube_client import KubeApi, KubeConflict, KubeError, KubeNotFound
+from kubeapi.reachability import ApiReachability
 
 logger = logging.getLogger(__name__)
 
