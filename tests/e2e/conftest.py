@@ -161,7 +161,7 @@ def cluster(
         with running_control_plane(
             request, tmp_path_factory.mktemp("control-plane"), controller_manager_args=ControlPlane.fast_node_lifecycle
         ) as control_plane:
-            yield from _prepared_cluster(pytestconfig, control_plane.kubeconfig, None, runs_pods=True)
+            yield from _prepared_cluster(pytestconfig, control_plane.kubeconfig, None, runs_pods=True, fake=None)
         return
     fake: FakeApiServer | None = None
     kubeconfig_text = _kubeconfig(pytestconfig)
@@ -176,14 +176,14 @@ def cluster(
         context = None
     try:
         runs_pods = _flag(pytestconfig, "--e2e-no-kubelet", "E2E_NO_KUBELET")
-        yield from _prepared_cluster(pytestconfig, kubeconfig, context, runs_pods=runs_pods)
+        yield from _prepared_cluster(pytestconfig, kubeconfig, context, runs_pods=runs_pods, fake=fake)
     finally:
         if fake is not None:
             fake.stop()
 
 
 def _prepared_cluster(
-    pytestconfig: pytest.Config, kubeconfig: Path, context: str | None, *, runs_pods: bool
+    pytestconfig: pytest.Config, kubeconfig: Path, context: str | None, *, runs_pods: bool, fake: FakeApiServer | None
 ) -> Iterator[Cluster]:
     api_client = new_api_client(kubeconfig, context)
     try:
@@ -203,6 +203,7 @@ def _prepared_cluster(
         pace=FAKE_PACE if is_fake else control_plane_pace(step) if own_control_plane else real_pace(step),
         job_image=_option(pytestconfig, "--e2e-job-image", "E2E_JOB_IMAGE") or DEFAULT_JOB_IMAGE,
         runs_pods=runs_pods and not is_fake,
+        fake=fake,
     )
 
 
