@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from thespian.actors import ActorExitRequest
 
 from actors import metrics
@@ -357,29 +358,50 @@ def test_handled_messages_and_ask_outcomes_are_counted(runtime: ActorRuntime) ->
     assert ok_after == ok_before + 3
 
 
-def test_metrics_render_names_every_operator_metric(runtime: ActorRuntime) -> None:
-    echo(runtime, create(runtime, EchoActor), "touch the runtime metrics").result(timeout=RESULT_WAIT)
+OPERATOR_METRICS = {
+    "homelab_autoscaler_actor_messages_handled": "counter",
+    "homelab_autoscaler_actor_handler_seconds": "histogram",
+    "homelab_autoscaler_pump_queue_depth": "gauge",
+    "homelab_autoscaler_pump_wait_seconds": "histogram",
+    "homelab_autoscaler_asks": "counter",
+    "homelab_autoscaler_pending_timers": "gauge",
+    "homelab_autoscaler_node_state": "gauge",
+    "homelab_autoscaler_node_transitions": "counter",
+    "homelab_autoscaler_group_target_size": "gauge",
+    "homelab_autoscaler_group_machines": "gauge",
+    "homelab_autoscaler_boot_failures": "counter",
+    "homelab_autoscaler_quarantined_machines": "gauge",
+    "homelab_autoscaler_grpc_requests": "counter",
+    "homelab_autoscaler_grpc_request_seconds": "histogram",
+    "homelab_autoscaler_kube_writes": "counter",
+    "homelab_autoscaler_watch_restarts": "counter",
+}
+
+
+def test_a_scrape_has_every_operator_metric_and_the_series_of_what_happened(runtime: ActorRuntime) -> None:
+    # Read as Prometheus reads it: families with their types, and samples; a HELP line alone proves nothing.
+    asks_before = metrics.REGISTRY.get_sample_value("homelab_autoscaler_asks_total", {"outcome": "ok"}) or 0.0
+    echo(runtime, create(runtime, EchoActor, global_name="rendered-echo"), "touch the runtime metrics").result(
+        timeout=RESULT_WAIT
+    )
     metrics.set_node_state("render-group", "render-node", "Ready")
 
-    text = metrics.render().decode()
+    families = {family.name: family for family in text_string_to_metric_families(metrics.render().decode())}
 
-    for name in (
-        "homelab_autoscaler_actor_messages_handled_total",
-        "homelab_autoscaler_actor_handler_seconds_bucket",
-        "homelab_autoscaler_pump_queue_depth",
-        "homelab_autoscaler_pump_wait_seconds_bucket",
-        "homelab_autoscaler_asks_total",
-        "homelab_autoscaler_pending_timers",
-        "homelab_autoscaler_node_state",
-        "homelab_autoscaler_node_transitions",
-        "homelab_autoscaler_group_target_size",
-        "homelab_autoscaler_group_machines",
-        "homelab_autoscaler_boot_failures",
-        "homelab_autoscaler_quarantined_machines",
-        "homelab_autoscaler_grpc_requests",
-        "homelab_autoscaler_grpc_request_seconds",
-        "homelab_autoscaler_kube_writes",
-        "homelab_autoscaler_watch_restarts",
-    ):
-        assert name in text, name
+    assert {name: families[name].type for name in OPERATOR_METRICS if name in families} == OPERATOR_METRICS
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families.values()
+        for sample in family.samples
+    }
+    handled = ("homelab_autoscaler_actor_messages_handled_total",
+               (("actor", "rendered-echo"), ("actor_kind", "test-echo")))
+    assert samples[handled] == 1.0
+    assert samples[("homelab_autoscaler_actor_handler_seconds_count", (("actor_kind", "test-echo"),))] >= 1.0
+    assert samples[("homelab_autoscaler_asks_total", (("outcome", "ok"),))] >= asks_before + 1
+    node_state = ("homelab_autoscaler_node_state", (("group", "render-group"), ("node", "render-node"),
+                                                    ("state", "Ready")))
+    assert samples[node_state] == 1.0
     metrics.forget_node("render-group", "render-node")
+    rendered_again = metrics.render().decode()
+    assert 'node="render-node"' not in rendered_again
