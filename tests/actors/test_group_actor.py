@@ -446,6 +446,7 @@ def test_sixteen_threads_never_over_allocate_or_double_book(lab: Lab) -> None:
     for worker in workers:
         worker.join(60)
 
+    assert [worker.name for worker in workers if worker.is_alive()] == [], "a gateway thread never finished"
     assert (violations, unexpected) == ([], [])
     assert done["ok"] > 50  # the run really scaled up and down, and hit the limits too
     assert done["refused"] > 0

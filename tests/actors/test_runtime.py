@@ -177,6 +177,7 @@ def test_asks_from_sixteen_threads_each_get_their_own_reply(runtime: ActorRuntim
     for thread in threads:
         thread.join(timeout=60)
 
+    assert [thread.name for thread in threads if thread.is_alive()] == [], "a caller never got all its replies"
     assert wrong == []
     assert answered == [asks_per_thread] * 16
 
