@@ -35,6 +35,9 @@ from sim.controlplane import ControlPlane
 from sim.fakeapi import FakeApiServer
 from tests.support.control_plane import running_control_plane
 
+# The scenario table's checks are plain asserts in a helper module: have pytest explain them as in a test module.
+pytest.register_assert_rewrite("scenarios")
+
 HERE = Path(__file__).resolve().parent
 AUTOSCALER_SCENARIOS = HERE / "autoscaler"
 AUTOSCALER_SKIP_REASON = (

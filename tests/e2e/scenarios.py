@@ -191,6 +191,8 @@ def highest_priority_gets_one_labelled_job(run: Run) -> None:
         [(run.instance_id("m2"), CREATING)],
         [(run.instance_id("m2"), RUNNING)],  # a fast cluster may have finished the boot already
     )
+    # The Job recorder's watch may see the Job a moment after a GET does; then it must have seen that one alone.
+    homelab.wait(lambda: "m2-startup-1" in homelab.created_jobs(), "the Job recorder to see the startup Job")
     assert homelab.created_jobs() == ["m2-startup-1"]
 
 
