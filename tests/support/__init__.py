@@ -14,5 +14,5 @@ modules rather than conftest files, because conftest files are not meant to be i
 - `actor_fakes`: the recording effect port, a hand-moved clock, resource builders and a small lab for the actors
   (actor tests, the gateway fuzzer, bench/actors.py).
 - `rbac`: RBAC as Kubernetes evaluates it, against the rendered manifests (security integration tests,
-  tests/unit/test_manifests.py).
+  tests/integration/manifests/test_manifests.py).
 """

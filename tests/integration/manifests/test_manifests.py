@@ -31,7 +31,7 @@ from tests.support.rbac import installation, operator_grants
 from webhooks.admission import ALL_NAMESPACES, AdmissionRules, KnownMachine, review
 from webhooks.certs import service_dns_names
 
-ROOT: Final = Path(__file__).resolve().parents[2]
+ROOT: Final = Path(__file__).resolve().parents[3]
 MANIFESTS: Final = ROOT / "manifests"
 COMPONENTS: Final = MANIFESTS / "components"
 EXAMPLES: Final = ROOT / "examples"
