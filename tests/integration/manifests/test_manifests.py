@@ -451,6 +451,16 @@ def test_every_component_renders_on_its_own(tmp_path: Path) -> None:
         assert len(documents) > 15, component
 
 
+def test_the_grafana_component_generates_a_config_map_the_grafana_sidecar_picks_up(tmp_path: Path) -> None:
+    documents = kustomize(with_components(tmp_path / "grafana", "grafana"))
+
+    maps = [document for document in documents if document["kind"] == "ConfigMap"]
+    (dashboard_map,) = [m for m in maps if m["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert dashboard_map["metadata"]["name"] == "homelab-autoscaler-dashboard"  # no hash suffix: no stale copies
+    dashboard_file = COMPONENTS / "grafana" / "dashboard.json"
+    assert json.loads(dashboard_map["data"]["dashboard.json"]) == json.loads(dashboard_file.read_text(encoding="utf-8"))
+
+
 def test_cluster_autoscaler_component_reaches_our_grpc_service(everything: list[Document]) -> None:
     service = find(everything, "Service", "homelab-autoscaler-grpc")
     ca_pod = find(everything, "Deployment", "cluster-autoscaler")["spec"]["template"]
