@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
+from kubeapi.kube_client import KubeApi, KubeError, new_api_client
 from schemas import GROUP_VERSION
 from sim.controlplane import Binaries
 from sim.seed import install_crds

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.adapters.kube_client import KubeApi, KubeError, new_api_client
+from kubeapi.kube_client import KubeApi, KubeError, new_api_client
 from schemas import GROUP_VERSION
 from sim.fakeapi import FakeApiServer
 from sim.seed import install_crds
