@@ -7,8 +7,8 @@ Role in manifests/21-rbac.yaml, and the list of what the operator never does. Th
 once, so that:
 
 - the documentation table is generated from it (`render_api_calls_table`, written by `homelab-autoscaler docs`);
-- the RBAC rules it requires are derived from it (`required_grants`), and tests/unit/test_manifests.py compares
-  them with the rendered manifests;
+- the RBAC rules it requires are derived from it (`required_grants`), and
+  tests/integration/manifests/test_manifests.py compares them with the rendered manifests;
 - tests/integration/security/ drives every adapter against the fake API server, records each request and
   fails when a request is missing from here, when an entry here was never exercised, or when RBAC grants more
   or less than the recorded requests need.

@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sim.machines.clock import Clock
@@ -31,6 +32,7 @@ class Scheduler:
         self._sequence = itertools.count()  # equal due times run in the order they were scheduled
         self._wakeup = threading.Condition()
         self._stopping = False
+        self._running = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -68,6 +70,18 @@ class Scheduler:
         with self._wakeup:
             return len(self._heap)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether, within `timeout` seconds of real time, no action is running and none is scheduled: from then on
+        nothing happens until something outside (a watch event, a test) schedules an action."""
+        deadline = time.monotonic() + timeout
+        with self._wakeup:
+            while self._heap or self._running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wakeup.wait(remaining)
+            return True
+
     def _run(self) -> None:
         while True:
             with self._wakeup:
@@ -78,6 +92,10 @@ class Scheduler:
                 action()
             except Exception:
                 logger.exception("simulator action failed; continuing")
+            finally:
+                with self._wakeup:
+                    self._running = False
+                    self._wakeup.notify_all()  # for wait_idle
 
     def _next_due_action(self) -> Action | None:
         """Blocks (holding the condition) until an action is due or the scheduler stops."""
@@ -89,6 +107,7 @@ class Scheduler:
             remaining = due - self._clock.monotonic()
             if remaining <= 0:
                 heapq.heappop(self._heap)
+                self._running = True
                 return action
             self._wakeup.wait(remaining)
         return None

@@ -14,6 +14,7 @@ always-on one, typically) and run there.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,6 +107,9 @@ class MachineSimulator:
             watch_timeout_seconds=watch_timeout_seconds,
         )
         self._jobs: dict[str, _JobRecord] = {}
+        self._seen_lock = threading.Lock()
+        self._seen: set[tuple[str, str]] = set()
+        """(namespace, name) of every power Job the simulator has observed and acted on (or chosen to ignore)."""
         self._started = False
         by_kube_node = {handle.machine.kubernetes_node_name: handle for handle in self._machines.values()}
         self._pods = (
@@ -182,6 +186,17 @@ class MachineSimulator:
     def machines(self) -> list[MachineHandle]:
         return list(self._machines.values())
 
+    def has_seen(self, job_name: str, namespace: str | None = None) -> bool:
+        """Whether the power Job `job_name` has reached the simulator and been acted on, or ignored, already: with
+        `wait_idle`, the signal a test waits for before showing that a Job changed nothing."""
+        with self._seen_lock:
+            return any(name == job_name and namespace in (None, in_namespace) for in_namespace, name in self._seen)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Whether, within `timeout` seconds, every action the simulator had scheduled (boots, heartbeats, Job runs)
+        has run and none is left: nothing more happens by itself until a Job or a test changes something."""
+        return self._scheduler.wait_idle(timeout)
+
     @property
     def job_lists(self) -> int:
         """How many times Jobs were listed: 1, plus one per relist after a 410 or a broken watch."""
@@ -196,6 +211,7 @@ class MachineSimulator:
             if power_job is not None:
                 seen.add(power_job.uid)
                 self._observe(power_job, job, history=first)
+                self._mark_seen(power_job)
         for uid in set(self._jobs) - seen:  # deleted while the watch was down
             del self._jobs[uid]
 
@@ -207,6 +223,11 @@ class MachineSimulator:
             self._jobs.pop(power_job.uid, None)
             return
         self._observe(power_job, job, history=False)
+        self._mark_seen(power_job)
+
+    def _mark_seen(self, power_job: PowerJob) -> None:
+        with self._seen_lock:
+            self._seen.add((power_job.namespace, power_job.name))
 
     def _observe(self, power_job: PowerJob, job: dict[str, Any], history: bool) -> None:
         handle = self._machines.get((power_job.namespace, power_job.machine))

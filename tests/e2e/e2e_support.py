@@ -7,9 +7,10 @@ in-process with its own client, the machine simulator attaches as a plain client
 collide, and each homelab deletes its namespace and its Nodes (and their Leases) when it is done.
 
 The CA side (a gRPC client the way Cluster Autoscaler dials us) and the polling helper are shared with the operator
-integration tests (tests/support/operator_homelab.py), which run the same kinds of scenario against the fake with
-direct access to its store and request log; here only the API is available, so Jobs are counted by a watch that
-sees every one ever created (a duplicate deleted again would still be caught).
+integration tests (tests/support/operator_homelab.py). The scenarios themselves are in scenarios.py; the harness
+reads only the API, so Jobs are counted by a watch that sees every one ever created (a duplicate deleted again
+would still be caught), and the fake's store and request log are reached through `Cluster.fake` where the suite
+started it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import API_GROUP, API_VERSION, GROUP_VERSION
 from schemas import labels as label_names
 from schemas.node import OperationKind, default_provider_id
+from sim.fakeapi import FakeApiServer
 from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
 from sim.machines.jobs import PowerJob, job_selector, read_power_job
 from sim.machines.manifests import LEASE_NAMESPACE
@@ -133,6 +135,8 @@ class Cluster:
     runs_pods: bool = False
     """No kubelet runs (a bare control plane): each homelab has an always-on simulated machine, its power Jobs are
     pinned there, and the simulator runs the pods the real Job controller creates and the real scheduler binds."""
+    fake: FakeApiServer | None = None
+    """The fake API the suite started (--e2e-fake): scenarios add checks of its store and request log."""
 
     def new_api_client(self) -> kube_client.ApiClient:
         return new_api_client(self.kubeconfig, self.context)
@@ -305,14 +309,15 @@ class E2eHomelab:
 
     # --- writing the homelab ----------------------------------------------------------------------------------
 
-    def add_group(self, *, max_size: int) -> dict[str, Any]:
+    def add_group(self, *, max_size: int, quarantine_after: int = 3) -> dict[str, Any]:
         pace = self.pace
         spec = {
             "maxSize": max_size,
             "bootTimeout": pace.operation_timeout,
             "shutdownTimeout": pace.operation_timeout,
             "failurePolicy": {
-                "quarantineAfter": 3, "cooldownBase": pace.cooldown, "cooldownCap": pace.cooldown, "shutdownRetries": 1,
+                "quarantineAfter": quarantine_after, "cooldownBase": pace.cooldown, "cooldownCap": pace.cooldown,
+                "shutdownRetries": 1,
             },
             "nodeLabels": {POOL_LABEL: GROUP},
             "nodeTaints": [SIMULATED_TAINT],
@@ -426,6 +431,11 @@ class E2eHomelab:
             running.operator.stop()
         self.operators.remove(running)
 
+    def reset(self, machine: str, reason: str) -> None:
+        """What a person does once a quarantined machine is fixed: `kubectl annotate` it with the reset annotation."""
+        body = {"metadata": {"annotations": {label_names.RESET_ANNOTATION: reason}}}
+        self.rest.patch(f"{self._custom('nodes')}/{machine}", body)
+
     # --- looking at the cluster -------------------------------------------------------------------------------
 
     def wait(self, condition: Any, what: str) -> Any:
@@ -477,6 +487,12 @@ class E2eHomelab:
         path = f"/api/v1/namespaces/{self.namespace}/events"
         items = self.rest.get(path, {"fieldSelector": f"involvedObject.name={machine}"}).get("items") or ()
         return [event for event in items if (event.get("involvedObject") or {}).get("kind") == "Node"]
+
+    def group_events(self) -> list[dict[str, Any]]:
+        """The Events recorded on the Group (what `kubectl describe group` lists)."""
+        path = f"/api/v1/namespaces/{self.namespace}/events"
+        items = self.rest.get(path, {"fieldSelector": f"involvedObject.name={GROUP}"}).get("items") or ()
+        return [event for event in items if (event.get("involvedObject") or {}).get("kind") == "Group"]
 
     def event_counts(self, machine: str) -> dict[str, int]:
         """Reason → how many times it was reported (an Event repeated is one object with a count)."""

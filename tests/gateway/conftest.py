@@ -8,7 +8,7 @@ The homelab (`lab` fixture) is built by hand so every test can name what CA shou
                  w-4 off, w-5 in maintenance; no template (no member seen Ready, none declared)
     garage/pis   min 0, max 2, target 0  pi-1 off; declared template, a second GPU type
 
-Servers bind 127.0.0.1 port 0 and are stopped (worker threads joined) when the test ends; an autouse fixture
+Servers bind 127.0.0.1 port 0 and are stopped (worker threads joined) when the test ends; the root conftest.py
 fails any test that leaves a thread running.
 """
 
@@ -32,7 +32,6 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas.common import Taint, TaintEffect
 from schemas.group import AutoscalingOptions
 from schemas.node import NodeState, PowerPolicy
-from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 # Odd on purpose: CA compares instance ids to spec.providerID byte for byte, so nothing may normalise them.
 ODD_PROVIDER_ID = "k3s://w-1/Rack%202 "

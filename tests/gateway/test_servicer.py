@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,7 +33,7 @@ from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from protos import k8s_node_pb2 as kubernetes
 from schemas.group import AutoscalingOptions
 from schemas.node import NodeState
-from tests.gateway.conftest import ODD_PROVIDER_ID, Gateway, GatewayFactory, machine
+from tests.gateway.conftest import ODD_PROVIDER_ID, FakeMutations, Gateway, GatewayFactory, machine
 
 FAKE_NODE_REASON = "k8s.io/cluster-autoscaler/fake-node-reason"
 States = externalgrpc.InstanceStatus
@@ -204,6 +206,58 @@ def test_decrease_target_size(gateway: Gateway) -> None:
 
     assert gateway.mutations.calls == [("decrease_target_size", "lab/gpu", -1)]
     assert target(gateway, "lab/gpu") == 1
+
+
+class HeldMutations(FakeMutations):
+    """Holds each change inside the port until the test releases it, so the test sees CA's side meanwhile."""
+
+    def __init__(self, read_model: ReadModel) -> None:
+        super().__init__(read_model)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _apply(self, method: str, group_id: str, argument: object, target_change: int) -> None:
+        self.entered.set()
+        if not self.release.wait(10):
+            raise AssertionError("the test never released the change")
+        super()._apply(method, group_id, argument, target_change)
+
+
+@pytest.mark.parametrize(
+    ("rpc", "request_message", "target_after"),
+    [
+        pytest.param("NodeGroupIncreaseSize", externalgrpc.NodeGroupIncreaseSizeRequest(id="lab/gpu", delta=1), 3,
+                     id="IncreaseSize"),
+        pytest.param("NodeGroupDeleteNodes", externalgrpc.NodeGroupDeleteNodesRequest(
+            id="lab/gpu", nodes=[node("gpu-1", "homelab://lab/gpu-1")]), 1, id="DeleteNodes"),
+        pytest.param("NodeGroupDecreaseTargetSize",
+                     externalgrpc.NodeGroupDecreaseTargetSizeRequest(id="lab/gpu", delta=-1), 1,
+                     id="DecreaseTargetSize"),
+    ],
+)
+def test_a_size_change_is_answered_only_once_its_target_is_published(
+    lab: ReadModel, rpc: str, request_message: Any, target_after: int
+) -> None:
+    # CA reads TargetSize right after the answer: an answer sent before the change lands would show it the old one.
+    mutations = HeldMutations(lab)
+    server, port = create_server("127.0.0.1:0", CloudProviderServicer(lab, mutations), tls=None)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, ThreadPoolExecutor(1) as pool:
+            stub = externalgrpc_grpc.CloudProviderStub(channel)
+
+            def target_now() -> int:
+                answer = stub.NodeGroupTargetSize(externalgrpc.NodeGroupTargetSizeRequest(id="lab/gpu"), timeout=10)
+                return int(answer.targetSize)
+
+            answer = pool.submit(getattr(stub, rpc), request_message, timeout=10)
+            assert mutations.entered.wait(10), "the change never reached the port"
+            assert not answer.done(), "answered while the change was still under way"
+            assert target_now() == 2  # meanwhile CA still reads the old target, never a half-made one
+            mutations.release.set()
+            answer.result(timeout=10)
+            assert target_now() == target_after
+    finally:
+        stop_server(server, grace_seconds=0)
 
 
 def test_every_size_change_is_logged_with_its_outcome(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:

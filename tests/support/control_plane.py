@@ -23,10 +23,8 @@ Use it in a test body or in a fixture:
             yield control_plane
 
 In a test body the failing exception passes through the context manager, which attaches the logs itself. In a
-fixture the test's failure never reaches it, so the folder's conftest.py must also import the report hook, which
-attaches the logs while the control plane is still running (and records each phase's report for `phase_failed`):
-
-    from tests.support.control_plane import pytest_runtest_makereport  # noqa: F401  # control-plane logs on failure
+fixture the test's failure never reaches it: the report hook, which tests/conftest.py imports for every folder,
+attaches the logs while the control plane is still running (and records each phase's report for `phase_failed`).
 """
 
 from __future__ import annotations
@@ -89,7 +87,7 @@ def show_on_failure(request: pytest.FixtureRequest, title: str, source: Callable
 
 
 def phase_failed(request: pytest.FixtureRequest) -> bool:
-    """Whether the requesting test's setup or call failed so far (needs the report hook imported, else False)."""
+    """Whether the requesting test's setup or call failed so far (kept by the report hook)."""
     reports = request.node.stash.get(_REPORTS, {})
     return any(report.failed for when, report in reports.items() if when in ("setup", "call"))
 

@@ -10,7 +10,7 @@ Three pieces, each small enough to read in one go:
   the bindings that name it (a role nobody binds grants nothing);
 - `allows`: whether one permission admits one request.
 
-Shared by the security integration tests (tests/integration/security) and tests/unit/test_manifests.py.
+Shared by the security integration tests (tests/integration/security) and tests/integration/manifests/test_manifests.py.
 """
 
 from __future__ import annotations

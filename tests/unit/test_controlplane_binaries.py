@@ -168,7 +168,8 @@ def test_concurrent_callers_all_get_the_complete_binary(tmp_path: Path, folder: 
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(60)
+    assert [thread.name for thread in threads if thread.is_alive()] == []
     assert len(results) == 4
     assert {result.kube_apiserver for result in results} == {results[0].kube_apiserver}
     assert results[0].kube_apiserver.read_bytes() == elf(padding=b"apiserver")

@@ -2,22 +2,19 @@
 
 A dashboard that names a metric nobody exports shows "No data" forever, and nothing else would notice: the
 original project's dashboard was built on metrics it never exported. Every PromQL expression is read here and
-each metric name checked against the operator's registry, with the series suffix its type really has.
+each metric name checked against the operator's registry, with the series suffix its type really has. That the
+grafana component delivers it to Grafana's sidecar needs kubectl: tests/integration/manifests/test_manifests.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
-import yaml
 
 from homelab_autoscaler.commands.docs import registered_metrics
 
@@ -185,25 +182,3 @@ def test_every_variable_used_is_defined() -> None:
     data_sources = [panel["datasource"] for panel in query_panels()]
     data_sources += [target["datasource"] for panel in query_panels() for target in panel["targets"]]
     assert all(source == {"type": "prometheus", "uid": "$datasource"} for source in data_sources)
-
-
-# --- the component delivers it to Grafana ----------------------------------------------------------------------
-
-
-def test_the_component_generates_a_config_map_the_grafana_sidecar_picks_up(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (for `kubectl kustomize`) is not installed")
-    manifests = os.path.relpath(ROOT / "manifests", tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {manifests}\ncomponents:\n  - {manifests}/components/grafana\n"
-    )
-    result = subprocess.run(
-        [kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    maps = [document for document in yaml.safe_load_all(result.stdout) if document and document["kind"] == "ConfigMap"]
-    (dashboard_map,) = [m for m in maps if m["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
-    assert dashboard_map["metadata"]["name"] == "homelab-autoscaler-dashboard"  # no hash suffix: no stale copies
-    assert json.loads(dashboard_map["data"]["dashboard.json"]) == load_dashboard()

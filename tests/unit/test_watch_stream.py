@@ -114,4 +114,5 @@ def test_closing_twice_closes_the_response_once() -> None:
     stream.close()
 
     reader.join(5.0)
+    assert not reader.is_alive()
     assert response.closes == 1

@@ -3,7 +3,7 @@
 They run only in --e2e-control-plane mode (tests/e2e/conftest.py skips them otherwise, saying how to enable
 them), and skip with one line when the binary folder has no `cluster-autoscaler` (HOMELAB_CA_BIN names one).
 A failed scenario shows the operator's and CA's last log lines beside the control plane's (the report hook is
-imported by tests/e2e/conftest.py).
+imported by tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ def fake_api() -> Iterator[FakeApiServer]:
         yield server
 
 
+@pytest.fixture
+def long_lived_thread_prefixes() -> tuple[str, ...]:
+    """The module's fake API serves every test: tests/conftest.py's thread check leaves its threads be."""
+    return ("fakeapi-",)
+
+
 @pytest.fixture(scope="module")
 def kubeconfig(fake_api: FakeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fake_api.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config")

@@ -61,6 +61,7 @@ def test_a_client_that_resets_its_connection_prints_no_traceback(capfd: pytest.C
         connection.close()  # with linger 0: a reset, while the server waits for the next request
         for thread in serving:
             thread.join(10)
+        assert [thread.name for thread in serving if thread.is_alive()] == [], "a reset connection was kept open"
     assert "Traceback" not in capfd.readouterr().err
 
 

@@ -77,6 +77,7 @@ class ScriptedWebhook:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+        assert not self.thread.is_alive(), "the scripted webhook server did not stop"
 
 
 @pytest.fixture(scope="module")

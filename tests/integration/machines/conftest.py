@@ -25,6 +25,12 @@ def fake_api() -> Iterator[FakeApiServer]:
         server.stop()
 
 
+@pytest.fixture
+def long_lived_thread_prefixes() -> tuple[str, ...]:
+    """The module's fake API serves every test: tests/conftest.py's thread check leaves its threads be."""
+    return ("fakeapi-",)
+
+
 @pytest.fixture(scope="module")
 def api_client(fake_api: FakeApiServer) -> Iterator[kube_client.ApiClient]:
     configuration = kube_client.Configuration()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from machine_lab import HEARTBEAT, Lab, ready_condition
 
@@ -107,7 +105,8 @@ def test_shutdown_job_makes_the_node_not_ready_and_stops_heartbeats(lab: Lab) ->
     assert (handle.state, handle.shutdowns) == (PowerState.OFF, 1)
     renewed = lab.lease_renew_time(machine)
     heartbeats = handle.heartbeats
-    time.sleep(HEARTBEAT * 4)
+    # Nothing left scheduled (no heartbeat due) means nothing renews the Lease again, however long one waits.
+    assert simulator.wait_idle(timeout=HEARTBEAT * 4)
     assert lab.lease_renew_time(machine) == renewed
     assert handle.heartbeats == heartbeats
 
@@ -139,7 +138,7 @@ def test_without_mark_not_ready_a_powered_off_node_is_left_as_it_was(lab: Lab) -
     lab.create_job(machine, "shutdown")
 
     assert handle.wait_until(lambda m: not m.powered_on, timeout=5)
-    time.sleep(HEARTBEAT * 2)
+    assert simulator.wait_idle(timeout=HEARTBEAT * 4)  # everything the power-off set off has run
     node = lab.node(machine)
     assert node is not None
     ready = ready_condition(node)

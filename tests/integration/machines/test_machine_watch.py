@@ -3,12 +3,11 @@ watches, expired resourceVersions and failing requests are survived without miss
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from kubernetes import client as kube_client
-from machine_lab import JOB_RUN, Lab
+from machine_lab import Lab
 
 from sim.machines import PowerState
 from tests.support.polling import wait_for
@@ -37,9 +36,13 @@ def test_jobs_finished_before_the_simulator_started_are_history_not_power_signal
     old_job = lab.create_job(machine, "startup", attempt=1)
     complete_job_as_a_real_controller_would(lab, old_job)
 
-    handle = lab.simulate(machine).machine("box-1")
-    time.sleep(JOB_RUN * 4)
+    simulator = lab.simulate(machine)
+    handle = simulator.machine("box-1")
+    # Processed, not merely not yet reached: the simulator has seen the old Job and has nothing left to do.
+    wait_for(lambda: simulator.has_seen(old_job), what="the simulator to see the finished Job")
+    assert simulator.wait_idle(timeout=5)
     assert handle.state is PowerState.OFF
+    assert handle.boots == 0
 
     lab.create_job(machine, "startup", attempt=2)
     lab.ready_node(machine)
@@ -47,10 +50,12 @@ def test_jobs_finished_before_the_simulator_started_are_history_not_power_signal
 
 def test_when_not_playing_the_job_controller_the_jobs_own_success_powers_the_machine(lab: Lab) -> None:
     machine = lab.machine("box-1")
-    handle = lab.simulate(machine, complete_jobs=False).machine("box-1")
+    simulator = lab.simulate(machine, complete_jobs=False)
+    handle = simulator.machine("box-1")
     name = lab.create_job(machine, "startup")
 
-    time.sleep(JOB_RUN * 4)
+    wait_for(lambda: simulator.has_seen(name), what="the simulator to see the new Job")
+    assert simulator.wait_idle(timeout=5)
     untouched = lab.job(name)
     assert untouched.status is None or untouched.status.start_time is None
     assert lab.core.list_namespaced_pod(lab.namespace).items == []

@@ -69,6 +69,7 @@ class SimProcess:
         finally:
             self.kill()
         self._reader.join(EXIT_TIMEOUT)
+        assert not self._reader.is_alive(), "the simulator's output was still being read after it exited"
         return self.process.returncode, stderr
 
     def kill(self) -> None:

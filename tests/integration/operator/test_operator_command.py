@@ -284,6 +284,7 @@ class Process:
             self.process.kill()
             status = self.process.wait(timeout)
         self._reader.join(timeout)
+        assert not self._reader.is_alive(), "the operator's output was still being read after it exited"
         if self.process.stdout is not None:
             self.process.stdout.close()
         return status

@@ -84,10 +84,6 @@ class Scenario:
 
 SCENARIOS = [
     pytest.param(
-        Scenario(_starting_with_job_running, {}, 1.5, "Ready", ["m1-startup-1"], [RUNNING], 1),
-        id="StartingUp-job-running",
-    ),
-    pytest.param(
         Scenario(_starting_with_status_unwritten, {}, 1.5, "Ready", ["m1-startup-1"], [RUNNING], 1),
         id="StartingUp-job-created-status-not-written",
     ),

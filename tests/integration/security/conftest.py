@@ -1,4 +1,4 @@
-"""Fixtures for the security tests: a recorded fake cluster per test, and no thread left behind."""
+"""Fixtures for the security tests: a recorded fake cluster per test."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 from security_support import Cluster, new_cluster
-
-from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from sim.fakeapi import FakeApiServer
 from sim.fakeapi.kubeconfig import write_kubeconfig
 from sim.seed import seed_homelab
 from tests.support.crds import looser_crd
-from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 NAMESPACE = "homelab"
 AGE = re.compile(r"^(\d+[dhms])+$")

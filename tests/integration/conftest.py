@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.operator_homelab import Homelab, new_homelab
-from tests.support.threads import no_thread_left_behind  # noqa: F401  # autouse: checked in this folder
 
 
 @pytest.fixture

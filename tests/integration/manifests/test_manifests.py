@@ -31,7 +31,7 @@ from tests.support.rbac import installation, operator_grants
 from webhooks.admission import ALL_NAMESPACES, AdmissionRules, KnownMachine, review
 from webhooks.certs import service_dns_names
 
-ROOT: Final = Path(__file__).resolve().parents[2]
+ROOT: Final = Path(__file__).resolve().parents[3]
 MANIFESTS: Final = ROOT / "manifests"
 COMPONENTS: Final = MANIFESTS / "components"
 EXAMPLES: Final = ROOT / "examples"
@@ -449,6 +449,16 @@ def test_every_component_renders_on_its_own(tmp_path: Path) -> None:
     for component in sorted(path.name for path in COMPONENTS.iterdir()):
         documents = kustomize(with_components(tmp_path / component, component))
         assert len(documents) > 15, component
+
+
+def test_the_grafana_component_generates_a_config_map_the_grafana_sidecar_picks_up(tmp_path: Path) -> None:
+    documents = kustomize(with_components(tmp_path / "grafana", "grafana"))
+
+    maps = [document for document in documents if document["kind"] == "ConfigMap"]
+    (dashboard_map,) = [m for m in maps if m["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert dashboard_map["metadata"]["name"] == "homelab-autoscaler-dashboard"  # no hash suffix: no stale copies
+    dashboard_file = COMPONENTS / "grafana" / "dashboard.json"
+    assert json.loads(dashboard_map["data"]["dashboard.json"]) == json.loads(dashboard_file.read_text(encoding="utf-8"))
 
 
 def test_cluster_autoscaler_component_reaches_our_grpc_service(everything: list[Document]) -> None:
