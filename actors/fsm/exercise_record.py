@@ -26,10 +26,12 @@ def begun(now: datetime) -> ExerciseRecord:
     return ExerciseRecord(started=now, outcome=ExerciseOutcome.RUNNING, message="booting")
 
 
-def checked(record: ExerciseRecord, now: datetime) -> ExerciseRecord:
-    """The running record once the machine's Kubernetes Node is Ready (the check passed). Pure."""
+def checked(record: ExerciseRecord, now: datetime, read_back: bool = False) -> ExerciseRecord:
+    """The running record once the check passed: the Kubernetes Node is Ready (and, `read_back`, the BMC read the
+    power back On). Pure."""
     took = format_duration(max(0.0, (now - record.started).total_seconds()))
-    return record.model_copy(update={"message": f"Ready {took} after the power-on; powering off again"})
+    power = ", power read back On" if read_back else ""
+    return record.model_copy(update={"message": f"Ready {took} after the power-on{power}; powering off again"})
 
 
 def concluded(record: ExerciseRecord, outcome: ExerciseOutcome, now: datetime, message: str) -> ExerciseRecord:

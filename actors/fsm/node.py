@@ -671,15 +671,35 @@ def _take_over_exercise(machine: Machine, event: PowerOnRequested, now: datetime
     return Transition(taken, tuple(effects))
 
 
+def exercise_read_back_on(machine: Machine) -> bool:
+    """Whether an exercised machine's power state was read back On since its exercise began; True for a machine
+    that cannot be read back (its Kubernetes Node Ready is the whole check). Pure."""
+    if not readback.reads_back(machine.config.power):
+        return True
+    record, observed = machine.status.last_exercise, machine.status.power_readback
+    return (
+        record is not None
+        and observed is not None
+        and observed.state is PowerState.ON
+        and observed.observed_at >= record.started
+    )
+
+
 def _exercise_due_for_check(machine: Machine, now: datetime) -> bool:
-    return exercise_record.is_exercising(machine.status) and _not_after_failed_power_off(machine, now)
+    # Node Ready, and for a machine with a BMC its power read back On: then the check passed.
+    return (
+        exercise_record.is_exercising(machine.status)
+        and _not_after_failed_power_off(machine, now)
+        and exercise_read_back_on(machine)
+    )
 
 
 def _exercise_checked(machine: Machine, now: datetime) -> Transition:
-    """The exercised machine is Ready: the check passed; power it off again (drained, in case a pod got on)."""
+    """The exercised machine is Ready (and read back On, with a BMC): the check passed; power it off again (drained,
+    in case a pod got on)."""
     record = machine.status.last_exercise
     assert record is not None  # _exercise_due_for_check
-    noted = exercise_record.checked(record, now)
+    noted = exercise_record.checked(record, now, read_back=readback.reads_back(machine.config.power))
     checked = _update(machine, last_exercise=noted)
     powering_off = _begin_power_off(checked, now, drain=True)
     event = fx.RecordEvent(fx.EventType.NORMAL, "ExerciseChecked", f"exercise: Kubernetes Node {noted.message}")
@@ -715,8 +735,10 @@ def _conclude_exercise(machine: Machine, now: datetime) -> Transition:
     record = status.last_exercise
     if record is None or record.outcome is not ExerciseOutcome.RUNNING:
         return Transition(machine)
+    # Ready and Auto, it is on course too: the check rule powered it off already, or it waits for its readback.
+    back_after_failed_power_off = status.state is NodeState.READY and status.reason in _AFTER_FAILED_POWER_OFF
     on_course = machine.config.power_policy is PowerPolicy.AUTO and status.state in _EXERCISE_STATES
-    if on_course and status.state is not NodeState.READY:
+    if on_course and not back_after_failed_power_off:
         return Transition(machine)
     effects: list[fx.Effect] = []
     if status.state is NodeState.SHUTDOWN and status.reason == "PoweredOff":

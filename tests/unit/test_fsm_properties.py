@@ -214,7 +214,7 @@ def check_agreement(machine: Machine, world: World) -> None:
     assert status.attempts == len(world.created)
     if is_exercising(status):
         assert status.state in (NodeState.STARTING_UP, NodeState.SHUTTING_DOWN), "an exercise runs its course only"
-        assert machine.config.power_policy is PowerPolicy.AUTO
+        assert machine.config.power_policy is PowerPolicy.AUTO  # (Ready, awaiting a readback: test_native_power_fsm)
     types = [condition.type for condition in status.conditions]
     assert len(types) == len(set(types))
     expected_timers = {timer.token: timer for timer in pending_timers(machine)}
