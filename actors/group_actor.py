@@ -59,6 +59,7 @@ from actors.effects_port import GroupEventBatch, GroupStatusBatch
 from actors.fsm import effects as fx
 from actors.fsm.durations import learned_provision_seconds
 from actors.fsm.events import BootSlotGranted, CancelBoot, Event, PowerOnRequested
+from actors.fsm.exercise import choose_for_exercise, next_look
 from actors.fsm.group import (
     MachineView,
     boot_slots,
@@ -208,6 +209,8 @@ class _HeldReply:
 _HELD_REPLY_TIMER = "held-reply"
 _SCHEDULE_TIMER = "schedule"
 """The token of the one timer for the next schedule window change (held-reply tokens start with `stored/`)."""
+_EXERCISE_TIMER = "exercise"
+"""The token of the one timer for the next instant a member becomes due for an exercise (or the window opens)."""
 _RECHECK_WITHOUT_CHANGE: Final = timedelta(days=1)
 """How long sizes are trusted when no window changes within a week (a spec change recomputes them anyway)."""
 
@@ -255,6 +258,7 @@ class GroupActor(ShellActor):
         self._window: Schedule | None = None
         self._timer_for: datetime | None = None  # the change the schedule timer is armed for
         self._mutating = False  # while a mutation is decided and published: no schedule boots of our own
+        self._exercise_timer_for: datetime | None = None  # the instant the exercise timer is armed for
 
     # --- configuration and membership ------------------------------------------------------------------------
 
@@ -319,6 +323,10 @@ class GroupActor(ShellActor):
             self._schedule = None
             self._schedule_publish()
             return
+        if message.token == _EXERCISE_TIMER:
+            self._exercise_timer_for = None
+            self._schedule_publish()
+            return
         if message.token not in self._held:
             return  # answered already
         self._answer_not_stored(message.token, f"within {self._require_wiring().stored_wait_seconds:g} s")
@@ -330,6 +338,8 @@ class GroupActor(ShellActor):
             self._answer_not_stored(token, "before the group's actor stopped (operator stopping, or Group deleted)")
         if self._timer_for is not None:
             self.send(self._ticker_address(), CancelTimer(self.myAddress, _SCHEDULE_TIMER))
+        if self._exercise_timer_for is not None:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, _EXERCISE_TIMER))
         if self._wiring is not None and self._id:
             self._wiring.read_model.remove(self._id)
             metrics.forget_group(self._id)
@@ -461,7 +471,9 @@ class GroupActor(ShellActor):
 
     def _set_view(self, member: _Member, view: MachineView) -> None:
         member.view = view
-        member.snapshot = replace(member.snapshot, state=view.state, instance=instance_status(view))
+        member.snapshot = replace(
+            member.snapshot, state=view.state, instance=instance_status(view), exercising=view.exercising
+        )
 
     def _record(self, name: str, member: _Member | None, report: MachineStateChanged, sender: Any) -> bool:
         """Take the report into the mirror; True when what the read model shows of the member changed."""
@@ -527,6 +539,7 @@ class GroupActor(ShellActor):
         sizes = self._sizes(now)
         self._follow_schedule(sizes, now)
         self._grant_boot_slots(now)
+        self._follow_exercise(now)
         if self._sorted_names is None:
             self._sorted_names = sorted(self._members)
         members = [self._members[name] for name in self._sorted_names]
@@ -537,6 +550,7 @@ class GroupActor(ShellActor):
             self._invalid_spec,
             sizes.window.name if sizes.window is not None else None,
             self._schedule.next_change,
+            sizes,
         )
         if self._boots_changed:
             self._boots_changed = False
@@ -580,6 +594,8 @@ class GroupActor(ShellActor):
     def _follow_schedule(self, sizes: EffectiveSizes, now: datetime) -> None:
         """Mark a window change with an Event, arm the timer for the next one, power on up to a window's min."""
         assert self._schedule is not None
+        if not self._window_known:
+            self._recall_window()
         if not self._window_known or sizes.window != self._window:
             if self._window_known or sizes.window is not None:
                 upcoming = self._schedule.next_change
@@ -613,6 +629,40 @@ class GroupActor(ShellActor):
             f"(target {target_before} → {self._target()})"
         )
         self._record_event(fx.EventType.NORMAL, "ScheduleScaleUp", message)
+
+    def _follow_exercise(self, now: datetime) -> None:
+        """Start an exercise boot when a member is due (never inside a mutation), and arm the timer for the next."""
+        spec = self._spec()
+        views = self._views()
+        chosen = None if self._mutating else choose_for_exercise(views, spec, now)
+        if chosen is not None:
+            member = self._members[chosen]
+            self._command(chosen, PowerOnRequested(exercise=True), NodeState.STARTING_UP, now, booting=True)
+            self._set_view(member, replace(member.view, exercising=True))
+            message = (
+                f"exercising {chosen}: powering it on to check it still boots, then off again (hidden from "
+                "Cluster Autoscaler meanwhile)"
+            )
+            self._record_event(fx.EventType.NORMAL, "ExerciseStarted", message)
+            LOGGER.info("group=%s exercise of %s started", self._id, chosen)
+            views = self._views()
+        upcoming = next_look(views, spec, now)
+        if upcoming == self._exercise_timer_for:
+            return
+        if upcoming is None:
+            self.send(self._ticker_address(), CancelTimer(self.myAddress, _EXERCISE_TIMER))
+        else:
+            wait = max(0.0, (upcoming - now).total_seconds())
+            self.send(self._ticker_address(), StartTimer(self.myAddress, _EXERCISE_TIMER, wait, None))
+        self._exercise_timer_for = upcoming
+
+    def _recall_window(self) -> None:
+        """Take the window a previous operator recorded in force (status.activeSchedule) as the one known, so a
+        restart inside a window does not announce it again, and one that ended meanwhile is announced as ended."""
+        recorded = self._group.status.active_schedule if self._group is not None else None
+        window = next((window for window in self._spec().schedules if window.name == recorded), None)
+        if recorded is None or window is not None:
+            self._window_known, self._window = True, window
 
     def _submit_status(self, status: GroupStatus) -> None:
         if status == self._last_status or self._group is None:

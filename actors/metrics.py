@@ -41,7 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.fsm import energy
-from schemas.node import NodeStatus
+from schemas.node import ExerciseOutcome, NodeStatus
 
 PREFIX = "homelab_autoscaler_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -418,6 +418,13 @@ BOOT_FAILURES = _declare(
     "Boots that failed or timed out.",
     ["group"],
 )
+EXERCISES = _declare(
+    Counter,
+    "exercises",
+    "Exercise boots that ended, by outcome: Succeeded, Failed (a failed boot is also in boot_failures_total), "
+    "TakenOver (Cluster Autoscaler asked for the machine meanwhile) or Interrupted.",
+    ["group", "outcome"],
+)
 BOOT_SECONDS = _declare(
     Histogram,
     "boot_seconds",
@@ -570,6 +577,8 @@ def forget_group(group: str) -> None:
         LEARNED_PROVISION_SECONDS,
     ):
         _remove_quietly(metric, group)
+    for outcome in ExerciseOutcome:
+        _remove_quietly(EXERCISES, group, outcome.value)
 
 
 def _remove_quietly(metric: Gauge | Counter | Histogram, *label_values: str) -> None:

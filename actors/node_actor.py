@@ -70,7 +70,7 @@ from actors.read_model import MachineSnapshot
 from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
 from schemas.group import GroupSpec
-from schemas.node import Node, NodeState, NodeStatus, OperationKind, kubernetes_node_name
+from schemas.node import ExerciseOutcome, Node, NodeState, NodeStatus, OperationKind, kubernetes_node_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def state_report(machine: Machine, node: Node, commands_handled: int) -> Machine
         instance=instance_status(view),
         hourly_price=view.hourly_price,
         power_watts=view.power_watts,
+        exercising=view.exercising,
     )
     return MachineStateChanged(view, snapshot, machine.status.last_ready, commands_handled)
 
@@ -253,6 +254,7 @@ class NodeActor(ShellActor):
             self._count_transition(old, new)
             LOGGER.info("node=%s group=%s from=%s event=%s to=%s effects=%s", self.actor_name, self._group_id,
                         old.value, type(event).__name__, new.value, _names(transition.effects))
+        self._count_exercise(before.status, transition.machine.status)
         return writes_status
 
     def _execute(self, effects: Iterable[fx.Effect], stored_notice: StoredNotice | None = None) -> bool:
@@ -334,6 +336,17 @@ class NodeActor(ShellActor):
         assert machine is not None  # committed just before
         metrics.record_transition(self._group_id, machine.config.name, old.value, new.value)
         if new is NodeState.BOOT_FAILED and self._boot_failures is not None:
+            self._boot_failures.inc()
+
+    def _count_exercise(self, before: NodeStatus, after: NodeStatus) -> None:
+        """Count an exercise that just ended; a failed exercise boot is a boot failure too (its BootFailed state
+        lasts no longer than the step that released it, so the transition count above never sees it)."""
+        record = after.last_exercise
+        if record is None or record == before.last_exercise or record.outcome is ExerciseOutcome.RUNNING:
+            return
+        metrics.EXERCISES.labels(self._group_id, record.outcome.value).inc()
+        failed_boot = after.consecutive_failures > before.consecutive_failures
+        if record.outcome is ExerciseOutcome.FAILED and failed_boot and self._boot_failures is not None:
             self._boot_failures.inc()
 
     def _export_energy(self) -> None:

@@ -50,6 +50,8 @@ class MachineSnapshot:
     """What NodeGroupNodes reports; None for machines that are not listed (off, quarantined, maintenance)."""
     hourly_price: Decimal | None = None
     power_watts: int | None = None
+    exercising: bool = False
+    """Being exercised: NodeGroupForNode claims it for no group (and `instance` is None), so CA never sees it."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,12 @@ class GroupSnapshot:
     _by_node_name: Mapping[str, MachineSnapshot] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        listed = [machine for machine in self.machines if machine.state is not NodeState.MAINTENANCE]
+        # Machines in maintenance or being exercised belong to no group as far as CA can tell.
+        listed = [
+            machine
+            for machine in self.machines
+            if machine.state is not NodeState.MAINTENANCE and not machine.exercising
+        ]
         object.__setattr__(
             self, "_by_provider_id", MappingProxyType({machine.provider_id: machine for machine in listed})
         )

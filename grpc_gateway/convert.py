@@ -32,6 +32,7 @@ from schemas.labels import (
     CA_DELETION_CANDIDATE_TAINT,
     CA_FAKE_NODE_REASON_ANNOTATION,
     CA_TO_BE_DELETED_TAINT,
+    EXERCISE_TAINT,
     MACHINE_LABEL,
     NODE_GROUP_ANNOTATION,
     UNSCHEDULABLE_TAINT,
@@ -66,6 +67,7 @@ TRANSIENT_TAINTS: Final = frozenset(
     {
         CA_TO_BE_DELETED_TAINT,
         CA_DELETION_CANDIDATE_TAINT,
+        EXERCISE_TAINT,
         UNSCHEDULABLE_TAINT,
         "node.kubernetes.io/not-ready",
         "node.kubernetes.io/unreachable",
@@ -76,7 +78,7 @@ TRANSIENT_TAINTS: Final = frozenset(
         "node.cloudprovider.kubernetes.io/uninitialized",
     }
 )
-"""Taints a member only carries for a while (cordoned, draining, under pressure, chosen by CA); a new member
+"""Taints a member only carries for a while (cordoned, draining, under pressure, chosen by CA, exercised); a new member
 would not have them, and a template carrying them would make CA believe no pending pod fits the group."""
 
 _DURATION_OPTIONS: Final = (

@@ -174,7 +174,8 @@ class CloudProviderServicer(externalgrpc_grpc.CloudProviderServicer):
         # still unregistered, finds no room on it for the pods it was booted for, and scales up again.
         found = inventory.machine_for(node.providerID, node.name) if node.providerID else None
         if found is None:
-            # Control plane, unmanaged hosts, machines in maintenance: "not autoscaled" is an answer, not an error.
+            # Control plane, unmanaged hosts, machines in maintenance, a machine being exercised (CA must neither
+            # count it nor scale it down): "not autoscaled" is an answer, not an error.
             LOGGER.debug("NodeGroupForNode: %r (providerID %r) is in no group", node.name, node.providerID)
             return externalgrpc.NodeGroupForNodeResponse(nodeGroup=externalgrpc.NodeGroup(id=""))
         group, _machine = found

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from actors.fsm import energy
 from actors.fsm.durations import summarize
 from actors.fsm.events import TimerKind
+from actors.fsm.exercise_record import is_exercising
 from actors.fsm.node import Machine, MachineConfig, is_cooling_down, pending_timers
 from homelab_autoscaler.status_view import InvalidResource, human_age, kwh_text
 from schemas import labels
-from schemas.common import ConditionStatus, format_duration
+from schemas.common import ConditionStatus, format_duration, parse_duration
 from schemas.group import Group, GroupSpec
-from schemas.node import Node, NodeState, PowerPolicy
+from schemas.node import ExerciseOutcome, Node, NodeState, PowerPolicy
 
 RECENT_JOBS: Final = 3
 RECENT_EVENTS: Final = 5
@@ -161,6 +162,16 @@ def _why(node: Node, spec: GroupSpec | None, now: datetime) -> list[str]:
             PowerPolicy.MAINTENANCE: "the autoscaler leaves it alone (no power operations, in no group for CA)",
         }[node.spec.power_policy]
         sentences.append(f"Its powerPolicy is {node.spec.power_policy.value}: {meaning}.")
+    record = status.last_exercise
+    if record is not None and record.outcome is ExerciseOutcome.RUNNING:
+        sentences.append(
+            f"It is being exercised (since {_when(record.started, now)}): powered on to check it still boots, then "
+            "off again; Cluster Autoscaler does not see it meanwhile, and takes it first if it asks for a machine."
+        )
+    elif record is not None:
+        sentences.append(
+            f"Its last exercise, started {_when(record.started, now)}, {record.outcome.value}: {record.message}."
+        )
     for condition in status.conditions:
         if condition.type == labels.CONDITION_WRITE_FAILED and condition.status is ConditionStatus.TRUE:
             sentences.append(f"A write to the Kubernetes API failed: {condition.message or condition.reason}.")
@@ -205,6 +216,11 @@ def _next(node: Node, group_name: str, spec: GroupSpec | None, now: datetime) ->
                     "chosen for a boot before then."]
         if node.spec.power_policy is PowerPolicy.OFF:
             return ["It stays off until its powerPolicy changes."]
+        if spec.exercise is not None and status.since is not None and node.spec.power_policy is PowerPolicy.AUTO:
+            due = status.since + timedelta(seconds=parse_duration(spec.exercise.every))
+            window = " (in the group's exercise window)" if spec.exercise.window is not None else ""
+            return [f"It stays off until Cluster Autoscaler asks group {group_name} for more machines and it is the "
+                    f"best powered-off machine, or until it is exercised, from {_when(due, now)}{window}."]
         return [f"It stays off until Cluster Autoscaler asks group {group_name} for more machines and it is the "
                 "best powered-off machine (priority, then price)."]
     if state is NodeState.STARTING_UP:
@@ -219,8 +235,10 @@ def _next(node: Node, group_name: str, spec: GroupSpec | None, now: datetime) ->
         else:
             text = f"Its startup Job {operation.job_name} was created {running} ago."
         if deadline is not None:
+            told = "the exercise fails and it cools down" if is_exercising(status) else \
+                "Cluster Autoscaler is told of a failed creation"
             text += f" If its Kubernetes Node is not Ready by {_when(deadline, now)}, the boot fails (bootTimeout " \
-                    f"{timeout}) and Cluster Autoscaler is told of a failed creation."
+                    f"{timeout}) and {told}."
         return [text]
     if state is NodeState.READY:
         if node.spec.power_policy is PowerPolicy.ON:

@@ -26,7 +26,9 @@ from pydantic import BaseModel, ValidationError
 
 from actors.fsm import energy
 from actors.fsm.durations import DurationSummary, learned_provision_seconds, summarize
+from actors.fsm.exercise_record import is_exercising
 from actors.fsm.group import TARGET_STATES
+from actors.fsm.schedules import effective_sizes
 from schemas import labels
 from schemas.common import AUTO, ConditionStatus, human_duration
 from schemas.group import Group
@@ -112,6 +114,8 @@ class GroupRow:
     """Listed member machines per STATE name (every name of STATE_NAMES present, zeros included)."""
     error: str = ""
     """Why the Group resource is invalid; empty when it parsed."""
+    schedule: str | None = None
+    """The schedule window whose sizes `min_size` and `max_size` are (None: the spec's)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class MachineRow:
     age_seconds: int | None = None
     operation: OperationRow | None = None
     activity: str = ""
+    exercising: bool = False
+    """An exercise boot is in flight (status.lastExercise Running): the machine is not in its group's target."""
     """What the machine is doing when no Job runs (e.g. draining); empty otherwise."""
     last_error: str = ""
     cooldown_until: datetime | None = None
@@ -240,6 +246,9 @@ def _raw_identity(raw: Mapping[str, Any]) -> tuple[str, str, str | None]:
 # --- the rows --------------------------------------------------------------------------------------------------
 
 
+_TARGET_STATE_NAMES: Final = frozenset(state.value for state in TARGET_STATES)
+
+
 def build_view(
     groups: Iterable[Group | InvalidResource], nodes: Iterable[Node | InvalidResource], now: datetime
 ) -> StatusView:
@@ -252,11 +261,17 @@ def build_view(
     known = {_group_key(group) for group in groups}
     machines = tuple(sorted((_managed_row(machine_row(node, now), known) for node in nodes), key=_machine_order))
     members: dict[tuple[str, str], Counter[str]] = {}
+    exercised: Counter[tuple[str, str]] = Counter()
     for machine in machines:
         if machine.group is not None and machine.state != UNMANAGED:
             members.setdefault((machine.namespace, machine.group), Counter())[machine.state] += 1
+            if machine.exercising and machine.state in _TARGET_STATE_NAMES:
+                exercised[(machine.namespace, machine.group)] += 1
     rows = sorted(
-        (group_row(group, members.get(_group_key(group), Counter())) for group in groups),
+        (
+            group_row(group, members.get(_group_key(group), Counter()), now, exercised[_group_key(group)])
+            for group in groups
+        ),
         key=lambda row: (row.namespace, row.name),
     )
     prices = {_group_key(group): _energy_price(group) for group in groups}
@@ -285,15 +300,26 @@ def _managed_row(row: MachineRow, known_groups: set[tuple[str, str]]) -> Machine
     return replace(row, state=UNMANAGED, last_error=reason) if reason else row
 
 
-def group_row(group: Group | InvalidResource, member_states: Mapping[str, int]) -> GroupRow:
-    """The group table's line for a group whose listed members are in `member_states` (STATE name → count). Pure."""
+def group_row(
+    group: Group | InvalidResource, member_states: Mapping[str, int], now: datetime, exercised: int = 0
+) -> GroupRow:
+    """The group table's line for a group whose listed members are in `member_states` (STATE name → count), of
+    which `exercised` are booting or powering off for an exercise (not in the target). Pure.
+
+    MIN and MAX are the sizes in force at `now`: an active schedule window's, as CA is told them.
+    """
     counts = {state: int(member_states.get(state, 0)) for state in STATE_NAMES}
-    target = sum(counts[state.value] for state in TARGET_STATES)
+    target = sum(counts[state.value] for state in TARGET_STATES) - exercised
     ready = counts[NodeState.READY.value]
     if isinstance(group, InvalidResource):
         return GroupRow(group.namespace, group.name, None, None, target, ready, counts, group.reason)
-    spec = group.spec
-    return GroupRow(group.metadata.namespace, group.metadata.name, spec.min_size, spec.max_size, target, ready, counts)
+    sizes = effective_sizes(group.spec, now)
+    window = sizes.window.name if sizes.window is not None else None
+    metadata = group.metadata
+    return GroupRow(
+        metadata.namespace, metadata.name, sizes.min_size, sizes.max_size, max(0, target), ready, counts,
+        schedule=window,
+    )
 
 
 def machine_row(node: Node | InvalidResource, now: datetime) -> MachineRow:
@@ -319,6 +345,7 @@ def machine_row(node: Node | InvalidResource, now: datetime) -> MachineRow:
             else None
         ),
         activity=_activity(status),
+        exercising=is_exercising(status),
         last_error=last_error(status),
         cooldown_until=status.cooldown_until,
         cooldown_seconds=math.ceil(remaining) if remaining > 0 else None,
@@ -384,9 +411,10 @@ def powered_on_seconds(status: NodeStatus, now: datetime) -> float:
 
 def _activity(status: NodeStatus) -> str:
     # A drain runs before the shutdown Job exists; without this the OPERATION column would look idle.
-    if status.operation is None and status.state is NodeState.SHUTTING_DOWN and status.reason == "Draining":
-        return "draining"
-    return ""
+    draining = status.operation is None and status.state is NodeState.SHUTTING_DOWN and status.reason == "Draining"
+    if is_exercising(status):
+        return "exercise, draining" if draining else "exercise"
+    return "draining" if draining else ""
 
 
 def seconds_between(earlier: datetime, later: datetime) -> float:
@@ -431,7 +459,8 @@ def human_age(seconds: float) -> str:
 
 
 def operation_text(machine: MachineRow) -> str:
-    """`startup #3 job nas-1-startup-3`, with `(try 2)` on a retried shutdown; the activity when no Job runs."""
+    """`startup #3 job nas-1-startup-3`, with `(try 2)` on a retried shutdown and `(exercise)` for an exercise;
+    the activity when no Job runs."""
     operation = machine.operation
     if operation is None:
         return machine.activity
@@ -440,7 +469,9 @@ def operation_text(machine: MachineRow) -> str:
         text = f"{operation.kind} #{operation.attempt} {action} by {operation.driver}"
     else:
         text = f"{operation.kind} #{operation.attempt} job {operation.job_name}"
-    return f"{text} (try {operation.tries})" if operation.tries > 1 else text
+    if operation.tries > 1:
+        text += f" (try {operation.tries})"
+    return f"{text} (exercise)" if machine.exercising else text
 
 
 def render_text(view: StatusView, *, wide: bool = False, show_namespace: bool = False, colour: bool = False) -> str:
@@ -473,6 +504,9 @@ def warning_lines(machines: Iterable[MachineRow], *, show_namespace: bool = Fals
 def _group_table(groups: Sequence[GroupRow], *, wide: bool, show_namespace: bool, colour: bool) -> str:
     headers = ["GROUP", "MIN", "MAX", "TARGET", "READY"]
     counted = [state for state in STATE_NAMES if state != NodeState.READY.value]
+    with_windows = any(group.schedule for group in groups)
+    if with_windows:
+        headers.append("WINDOW")
     if wide:
         headers += [state.upper() for state in counted]
     with_errors = any(group.error for group in groups)
@@ -487,6 +521,8 @@ def _group_table(groups: Sequence[GroupRow], *, wide: bool, show_namespace: bool
             str(group.target),
             str(group.ready),
         ]
+        if with_windows:
+            cells.append(group.schedule or NO_VALUE)
         if wide:
             cells += [str(group.machines.get(state, 0)) for state in counted]
         if with_errors:
@@ -652,6 +688,7 @@ def to_document(view: StatusView) -> dict[str, Any]:
                 "name": group.name,
                 "minSize": group.min_size,
                 "maxSize": group.max_size,
+                "schedule": group.schedule,
                 "targetSize": group.target,
                 "readyCount": group.ready,
                 "machines": dict(group.machines),

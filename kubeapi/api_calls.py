@@ -131,11 +131,13 @@ API_CALLS: Final[tuple[ApiCall, ...]] = (
     ApiCall(("delete",), BATCH, "jobs", Scope.WATCHED_NAMESPACES, WRITER, "`DeleteJob`",
             "cancel a power operation, its pods included (propagation Background)"),
     ApiCall(("get",), CORE, "nodes", Scope.CLUSTER, WRITER,
-            "`RemoveAutoscalerTaints`, `SetProviderID`, `ApplyManagedLabelsAndTaints`",
+            "`RemoveAutoscalerTaints`, `SetProviderID`, `ApplyManagedLabelsAndTaints`, `TaintForExercise`",
             "a fresh read, whose resourceVersion guards the write that follows"),
     ApiCall(("patch",), CORE, "nodes", Scope.CLUSTER, WRITER,
-            "`Cordon`, `Uncordon`, `RemoveAutoscalerTaints`, `SetProviderID`, `ApplyManagedLabelsAndTaints`",
-            "cordon before a shutdown and uncordon after a boot; drop CA's leftover taints; set an empty "
+            "`Cordon`, `Uncordon`, `RemoveAutoscalerTaints`, `SetProviderID`, `ApplyManagedLabelsAndTaints`, "
+            "`TaintForExercise`",
+            "cordon before a shutdown and uncordon after a boot; drop CA's leftover taints; taint an exercised "
+            "machine's Node; set an empty "
             "providerID; keep the Group's labels and taints and our own labels on the machine's Node"),
     ApiCall(("delete",), CORE, "nodes", Scope.CLUSTER, WRITER, "`DeleteKubeNode`",
             "a powered-off machine must not count as an unready Node for CA"),

@@ -27,7 +27,17 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from schemas import API_GROUP, API_VERSION
-from schemas.group import FailurePolicy, Group, GroupSpec, GroupStatus, NodeTemplate, PowerReadbackPolicy, Schedule
+from schemas.group import (
+    Exercise,
+    ExerciseWindow,
+    FailurePolicy,
+    Group,
+    GroupSpec,
+    GroupStatus,
+    NodeTemplate,
+    PowerReadbackPolicy,
+    Schedule,
+)
 from schemas.labels import GROUP_LABEL
 from schemas.node import (
     EnvFromSource,
@@ -113,6 +123,16 @@ MODEL_RULES: Final[Mapping[type[BaseModel], tuple[CelRule, ...]]] = {
     Schedule: (
         CelRule("self.start != self.end", "end must differ from start (a window needs a length)", ".end"),
         CelRule("has(self.minSize) || has(self.maxSize)", "a schedule must set minSize, maxSize or both"),
+    ),
+    Exercise: (
+        CelRule(
+            "!has(self.every) || duration(self.every) >= duration('1h')",
+            "every must be at least 1h: each exercise is a real boot and power-off",
+            ".every",
+        ),
+    ),
+    ExerciseWindow: (
+        CelRule("self.start != self.end", "end must differ from start (a window needs a length)", ".end"),
     ),
     FailurePolicy: (
         CelRule(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from pydantic import Field
 
@@ -149,6 +150,38 @@ class Schedule(Model):
     )
 
 
+class ExerciseWindow(Model):
+    """When exercise boots may start: weekly, from `start` on each of `days` to the next `end` (a schedule's shape)."""
+
+    days: tuple[Weekday, ...] = Field(
+        min_length=1, max_length=7, description="Days of the week the window starts on, e.g. [Sat, Sun]."
+    )
+    start: str = Field(pattern=CLOCK_TIME_PATTERN, description="When the window starts, HH:MM by the zone's clock.")
+    end: str = Field(
+        pattern=CLOCK_TIME_PATTERN,
+        description="When the window ends, HH:MM by the zone's clock; earlier than start: the next day.",
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64, description="IANA time zone of start and end, e.g. Europe/Berlin."
+    )
+
+
+MIN_EXERCISE_INTERVAL_SECONDS: Final = 3600
+"""The shortest `exercise.every`: an exercise is a real boot and power-off, not a health probe."""
+
+
+class Exercise(Model):
+    """Boot machines that have been off a long time, check they come up, and power them off again."""
+
+    every: Duration = Field(
+        default="168h",
+        description="A machine powered off longer than this is exercised (at least 1h; 168h is a week).",
+    )
+    window: ExerciseWindow | None = Field(
+        default=None, description="When exercises may start; unset: at any time."
+    )
+
+
 class GroupSpec(Model):
     """Desired behaviour of a group of machines."""
 
@@ -201,6 +234,11 @@ class GroupSpec(Model):
         max_length=20,
         description="Weekly windows overriding minSize and/or maxSize while active; the first active one wins.",
     )
+    exercise: Exercise | None = Field(
+        default=None,
+        description="Exercise boots: machines off longer than `every` are booted, checked and powered off again, "
+        "one at a time, hidden from Cluster Autoscaler; unset: never.",
+    )
 
 
 class GroupStatus(StatusModel):
@@ -211,11 +249,22 @@ class GroupStatus(StatusModel):
     machines: dict[str, int] = Field(default_factory=dict, description="Number of machines in each state.")
     conditions: tuple[Condition, ...] = Field(default=(), description="Healthy and other conditions.")
     observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    min_size: int | None = Field(
+        default=None, ge=0, description="The minSize in force, as Cluster Autoscaler is told it: the active schedule "
+        "window's, else spec.minSize."
+    )
+    max_size: int | None = Field(
+        default=None, ge=0, description="The maxSize in force, as Cluster Autoscaler is told it: the active schedule "
+        "window's, else spec.maxSize."
+    )
     active_schedule: str | None = Field(
         default=None, description="The schedule window in force (its name); unset: spec.minSize and maxSize apply."
     )
     next_schedule_change: datetime | None = Field(
         default=None, description="When a schedule window next starts or ends; unset: no change within a week."
+    )
+    exercising: str | None = Field(
+        default=None, description="The member being exercised now (hidden from Cluster Autoscaler); unset: none."
     )
 
 

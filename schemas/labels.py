@@ -52,3 +52,7 @@ CONDITION_WRITE_FAILED: Final = "KubernetesWriteFailed"
 refused or kept failing; reason is the effect's name. Set False when the machine next changes state."""
 CONDITION_POWER_READBACK_FAILING: Final = "PowerReadbackFailing"
 """True while the machine's power state cannot be read back; its reason is the failure (e.g. CredentialsRejected)."""
+
+EXERCISE_TAINT: Final = f"{API_GROUP}/exercise"
+"""NoSchedule taint on the Kubernetes Node of a machine being exercised: nothing is scheduled on a machine that
+is about to be powered off again. Removed when Cluster Autoscaler takes the machine over."""

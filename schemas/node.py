@@ -262,6 +262,28 @@ class NodeSnapshot(StatusModel):
     seen_at: datetime | None = Field(default=None, description="When it was recorded.")
 
 
+class ExerciseOutcome(StrEnum):
+    RUNNING = "Running"
+    """Booting, or checked and powering off again; hidden from Cluster Autoscaler meanwhile."""
+    SUCCEEDED = "Succeeded"
+    """Booted to a Ready Kubernetes Node and powered off again."""
+    FAILED = "Failed"
+    """The boot failed or timed out (counted as a failed boot), or the machine could not be powered off again."""
+    TAKEN_OVER = "TakenOver"
+    """Cluster Autoscaler asked for a machine meanwhile: the exercise boot became a normal boot."""
+    INTERRUPTED = "Interrupted"
+    """Ended otherwise: the power policy changed, or the machine went off or on outside the autoscaler."""
+
+
+class ExerciseRecord(StatusModel):
+    """One exercise boot: when it began, how it ended."""
+
+    started: datetime = Field(description="When the exercise boot's startup Job was created.")
+    outcome: ExerciseOutcome = Field(description="Running, Succeeded, Failed, TakenOver or Interrupted.")
+    finished: datetime | None = Field(default=None, description="When the outcome was decided; unset while Running.")
+    message: str = Field(default="", description="What happened, e.g. how long the machine took to be Ready.")
+
+
 class NodeStatus(StatusModel):
     """The durable record of one machine."""
 
@@ -323,6 +345,9 @@ class NodeStatus(StatusModel):
         default=(), description="Ready, Quarantined, OperationFailed, KubernetesWriteFailed, PowerReadbackFailing."
     )
     observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    last_exercise: ExerciseRecord | None = Field(
+        default=None, description="The last exercise boot (the group's spec.exercise), or the one running now."
+    )
 
 
 class Node(StatusModel):

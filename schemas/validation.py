@@ -42,7 +42,15 @@ from schemas.common import (
     parse_duration,
     parse_quantity,
 )
-from schemas.group import Group, GroupSpec, NodeTemplate, PowerReadbackPolicy, Schedule
+from schemas.group import (
+    MIN_EXERCISE_INTERVAL_SECONDS,
+    Exercise,
+    Group,
+    GroupSpec,
+    NodeTemplate,
+    PowerReadbackPolicy,
+    Schedule,
+)
 from schemas.labels import GROUP_LABEL, MACHINE_LABEL
 from schemas.node import JobTemplate, Node, NodeSpec
 
@@ -398,6 +406,27 @@ def _schedule_errors(schedules: Sequence[Schedule], spec: GroupSpec, path: str) 
             )
 
 
+def _exercise_errors(exercise: Exercise, path: str) -> Iterator[FieldError]:
+    if parse_duration(exercise.every) < MIN_EXERCISE_INTERVAL_SECONDS:
+        yield FieldError(
+            _child(path, "every"),
+            f"every ({exercise.every}) must be at least 1h: each exercise is a real boot and power-off",
+        )
+    window = exercise.window
+    if window is None:
+        return
+    window_path = _child(path, "window")
+    if not _known_zone(window.time_zone):
+        yield FieldError(
+            _child(window_path, "timeZone"),
+            f"timeZone {window.time_zone!r} is not an IANA time zone such as Europe/Berlin or UTC",
+        )
+    if window.start == window.end:
+        yield FieldError(
+            _child(window_path, "end"), f"end ({window.end}) must differ from start (a window needs a length)"
+        )
+
+
 def _group_spec_errors(spec: GroupSpec, path: str) -> Iterator[FieldError]:
     if spec.min_size > spec.max_size:
         yield FieldError(
@@ -441,6 +470,8 @@ def _group_spec_errors(spec: GroupSpec, path: str) -> Iterator[FieldError]:
     yield from _taint_errors(spec.node_taints, _child(path, "nodeTaints"))
     yield from _schedule_errors(spec.schedules, spec, _child(path, "schedules"))
     yield from _readback_policy_errors(spec.power_readback, spec, _child(path, "powerReadback"))
+    if spec.exercise is not None:
+        yield from _exercise_errors(spec.exercise, _child(path, "exercise"))
 
 
 def _readback_policy_errors(policy: PowerReadbackPolicy, spec: GroupSpec, path: str) -> Iterator[FieldError]:

@@ -9,7 +9,8 @@ every promise below holds:
 - `state-agrees`: each machine's Node resource `status.state` equals the state its actor published, and the read
   model knows exactly the machines and groups the API has;
 - `target-agrees`: each group's target in the read model, in its Group `status.targetSize`, and as derived from
-  its members' Node resource states (Starting up, Ready, BootFailed count) are the same number;
+  its members' Node resource states (Starting up, Ready, BootFailed count, unless being exercised) are the same
+  number;
 - `job-has-operation`: a power Job still running belongs to a machine whose `status.operation` names it;
 - `one-active-job`: no machine has two power Jobs running at once;
 - `target-within-max`: no target exceeds the group's `maxSize` (a machine a person powered on, adopted with
@@ -41,7 +42,7 @@ from kubeapi.kube_client import KubeApi
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
 from schemas.group import PowerOffNodePolicy
-from schemas.node import NodeState
+from schemas.node import ExerciseOutcome, NodeState
 from sim.fakeapi import Store
 
 STARTED_OUTSIDE_REASON: Final = "StartedOutsideAutoscaler"
@@ -288,9 +289,14 @@ def _state_agrees(index: _Index, objects: ClusterObjects) -> Iterable[Violation]
             )
 
 
+def _exercising(machine: Mapping[str, Any]) -> bool:
+    return bool((_status(machine).get("lastExercise") or {}).get("outcome") == ExerciseOutcome.RUNNING.value)
+
+
 def _derived_target(members: Iterable[Mapping[str, Any]]) -> int:
     counted = {state.value for state in TARGET_STATES}
-    return sum(1 for machine in members if machine_state(machine) in counted)
+    # A machine being exercised is on for the operator's own check: CA never asked for it, so it is no target.
+    return sum(1 for machine in members if machine_state(machine) in counted and not _exercising(machine))
 
 
 def _target_agrees(index: _Index, objects: ClusterObjects) -> Iterable[Violation]:

@@ -251,7 +251,14 @@ class AdmissionRules:
                     "to Auto first",
                 )
             )
-        return errors, []
+        warnings = [
+            f"schedule {window.name!r}: maxSize ({window.max_size}) is below the {len(always_on)} machines of this "
+            f"group with powerPolicy On ({_list_names(always_on)}); they stay on while the window is active, so "
+            "Cluster Autoscaler sees the group above its maximum then and scales nothing up"
+            for window in group.spec.schedules
+            if window.max_size is not None and window.max_size < len(always_on)
+        ]
+        return errors, warnings
 
     # --- Node -------------------------------------------------------------------------------------------
 

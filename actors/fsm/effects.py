@@ -60,7 +60,8 @@ class Uncordon:
 
 @dataclass(frozen=True)
 class RemoveAutoscalerTaints:
-    """Remove CA's ToBeDeleted / DeletionCandidate taints a previous scale-down left on the Kubernetes Node."""
+    """Remove CA's ToBeDeleted / DeletionCandidate taints a previous scale-down left on the Kubernetes Node, and
+    our exercise taint."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class SetProviderID:
 @dataclass(frozen=True)
 class ApplyManagedLabelsAndTaints:
     """Put the group label and the Group's nodeLabels / nodeTaints on the Kubernetes Node."""
+
+
+@dataclass(frozen=True)
+class TaintForExercise:
+    """Put our exercise NoSchedule taint on the Kubernetes Node (`RemoveAutoscalerTaints` removes it again)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ Effect = (
     | RemoveAutoscalerTaints
     | SetProviderID
     | ApplyManagedLabelsAndTaints
+    | TaintForExercise
     | Drain
     | DeleteKubeNode
     | RecordEvent

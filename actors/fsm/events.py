@@ -39,10 +39,12 @@ class PowerOnRequested:
     """The group chose this machine for a scale-up (or its policy became On).
 
     `start_now` False means maxConcurrentBoots is reached: the machine waits in StartingUp until
-    `BootSlotGranted`.
+    `BootSlotGranted`. `exercise`: the group's exercise boot (boot, check, power off again, hidden from CA);
+    sent to a machine being exercised without it, the exercise is taken over as a normal boot.
     """
 
     start_now: bool = True
+    exercise: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from enum import IntEnum
 from typing import Final
 
 from actors.fsm.errors import CannotDecrease, DeleteRefused, NotEnoughMachines
+from actors.fsm.exercise_record import is_exercising
 from actors.fsm.node import KubeNodePresence, Machine, effective_provider_id
 from schemas.group import GroupSpec
 from schemas.node import NodeState, PowerPolicy
@@ -43,6 +44,8 @@ class MachineView:
     message: str = ""
     recent_boot_seconds: tuple[float, ...] = ()
     """The machine's last recorded boots (status.recentBootSeconds), for the group's learned provisioning time."""
+    exercising: bool = False
+    """An exercise boot is in flight (status.lastExercise Running): hidden from CA, not in the target."""
 
 
 def machine_view(
@@ -65,6 +68,7 @@ def machine_view(
         reason=status.reason,
         message=status.message,
         recent_boot_seconds=status.recent_boot_seconds,
+        exercising=is_exercising(status),
     )
 
 
@@ -73,8 +77,11 @@ TARGET_STATES: Final = frozenset({NodeState.STARTING_UP, NodeState.READY, NodeSt
 
 
 def target_size(machines: Iterable[MachineView]) -> int:
-    """How many machines CA wants on: those starting, Ready, or failed and not yet released. Pure."""
-    return sum(1 for machine in machines if machine.state in TARGET_STATES)
+    """How many machines CA wants on: those starting, Ready, or failed and not yet released. Pure.
+
+    A machine being exercised is not counted: CA did not ask for it and never sees it.
+    """
+    return sum(1 for machine in machines if machine.state in TARGET_STATES and not machine.exercising)
 
 
 def _ineligibility(machine: MachineView, now: datetime) -> str | None:
@@ -85,6 +92,11 @@ def _ineligibility(machine: MachineView, now: datetime) -> str | None:
         return "quarantined"
     if machine.power_policy is PowerPolicy.OFF:
         return "powerPolicy Off"
+    if machine.exercising:
+        # On for an exercise (booting, or checked and drained before its shutdown Job): the first choice, it simply
+        # stays on. Once its shutdown Job runs it is too late.
+        draining = machine.state is NodeState.SHUTTING_DOWN and machine.operation_started is None
+        return None if machine.state is NodeState.STARTING_UP or draining else "being exercised (powering off again)"
     if machine.state in TARGET_STATES:
         return "already on"
     if machine.state is NodeState.SHUTTING_DOWN:
@@ -96,9 +108,11 @@ def _ineligibility(machine: MachineView, now: datetime) -> str | None:
     return None
 
 
-def _scale_up_order(machine: MachineView) -> tuple[int, bool, Decimal, bool, int, bool, float, str]:
-    # Unset price, power and since sort last: a machine we know nothing about is never preferred.
+def _scale_up_order(machine: MachineView) -> tuple[bool, int, bool, Decimal, bool, int, bool, float, str]:
+    # A machine booting for an exercise first: it is on its way already. Unset price, power and since sort last: a
+    # machine we know nothing about is never preferred.
     return (
+        not machine.exercising,
         -machine.priority,
         machine.hourly_price is None,
         machine.hourly_price if machine.hourly_price is not None else Decimal(0),
@@ -117,8 +131,9 @@ def _count_text(reasons: Counter[str]) -> str:
 def choose_for_scale_up(machines: Sequence[MachineView], delta: int, spec: GroupSpec, now: datetime) -> tuple[str, ...]:
     """Exactly `delta` machines to power on, best first, or NotEnoughMachines (nothing chosen). Pure.
 
-    Eligible: Shutdown, powerPolicy Auto, cooldown over. Order: higher priority, cheaper hourly price,
-    lower power draw, off the longest, then name. Never beyond the group's maxSize.
+    Eligible: Shutdown, powerPolicy Auto, cooldown over, or booting for an exercise. Order: booting for an
+    exercise, higher priority, cheaper hourly price, lower power draw, off the longest, then name. Never beyond
+    the group's maxSize.
     """
     if delta <= 0:
         raise ValueError(f"a scale-up needs a positive delta, not {delta}")
@@ -168,7 +183,9 @@ def choose_boots_to_cancel(machines: Sequence[MachineView], count: int) -> tuple
     cancellable = [
         machine
         for machine in machines
-        if machine.state in (NodeState.STARTING_UP, NodeState.BOOT_FAILED) and not machine.registered
+        if machine.state in (NodeState.STARTING_UP, NodeState.BOOT_FAILED)
+        and not machine.registered
+        and not machine.exercising
     ]
     if len(cancellable) < count:
         raise CannotDecrease(count, len(cancellable))
@@ -184,6 +201,8 @@ def check_delete(machine: MachineView) -> None:
     """Raise DeleteRefused when CA may not have this machine powered off now. Pure."""
     if machine.state is NodeState.MAINTENANCE or machine.power_policy is PowerPolicy.MAINTENANCE:
         raise DeleteRefused(machine.name, "in maintenance (powerPolicy Maintenance)")
+    if machine.exercising:
+        raise DeleteRefused(machine.name, "being exercised (not a Cluster Autoscaler instance until it is off again)")
     # A booting On machine too: cancelling its boot would only make the policy start a new one at once.
     if machine.power_policy is PowerPolicy.ON and machine.state in (NodeState.READY, NodeState.STARTING_UP):
         raise DeleteRefused(machine.name, "kept on by powerPolicy On")
@@ -229,13 +248,14 @@ _CA_STATES: Final = {
 
 
 def instance_status(machine: MachineView) -> InstanceView | None:
-    """How CA sees the machine; None for machines that are not listed (off, quarantined, in maintenance). Pure.
+    """How CA sees the machine; None for machines that are not listed (off, quarantined, in maintenance, being
+    exercised). Pure.
 
     A failed boot is `CREATING` with error info, so CA backs the group off at once instead of waiting for
     its max-node-provision-time, and then lets the machine go with DeleteNodes.
     """
     state = _CA_STATES.get(machine.state)
-    if state is None:
+    if state is None or machine.exercising:
         return None
     error = None
     if machine.state is NodeState.BOOT_FAILED:

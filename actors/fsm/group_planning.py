@@ -19,7 +19,6 @@ from actors.fsm import effects as fx
 from actors.fsm.errors import CannotDecrease, DeleteRefused, NotEnoughMachines
 from actors.fsm.events import CancelBoot, Event, PowerOffRequested
 from actors.fsm.group import (
-    TARGET_STATES,
     MachineView,
     check_delete,
     choose_boots_to_cancel,
@@ -166,7 +165,9 @@ def plan_decrease(views: Sequence[MachineView], delta: int, group: str) -> tuple
 
 def intended(view: MachineView, state: NodeState, now: datetime, booting: bool = False) -> MachineView:
     """The view of a member the group just commanded into `state`, before the member confirms. Pure."""
-    return replace(view, state=state, since=now, operation_started=now if booting else None, reason="Requested")
+    return replace(
+        view, state=state, since=now, operation_started=now if booting else None, reason="Requested", exercising=False
+    )
 
 
 def group_status(
@@ -175,24 +176,29 @@ def group_status(
     invalid_spec: Condition | None = None,
     active_schedule: str | None = None,
     next_schedule_change: datetime | None = None,
+    sizes: EffectiveSizes | None = None,
 ) -> GroupStatus:
     """The Group resource's status for these members (its target is `target_size` of the same views). Pure.
 
     `group` is the last valid version; `invalid_spec` the InvalidSpec condition while a newer version fails our
     schemas. A stored InvalidSpec condition is dropped otherwise: a Group that parsed has a valid spec.
     """
+    views = list(views)
     counts = state_counts(views)
     conditions = tuple(
         condition for condition in group.status.conditions if condition.type != labels.CONDITION_INVALID_SPEC
     )
     return GroupStatus(
-        target_size=sum(counts[state.value] for state in TARGET_STATES),
+        target_size=target_size(views),
         ready_count=counts[NodeState.READY.value],
         machines=counts,
         conditions=(*conditions, invalid_spec) if invalid_spec is not None else conditions,
         observed_generation=group.metadata.generation,
+        min_size=sizes.min_size if sizes is not None else group.spec.min_size,
+        max_size=sizes.max_size if sizes is not None else group.spec.max_size,
         active_schedule=active_schedule,
         next_schedule_change=next_schedule_change,
+        exercising=next((view.name for view in views if view.exercising), None),
     )
 
 

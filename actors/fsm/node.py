@@ -47,7 +47,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from actors.fsm import effects as fx
-from actors.fsm import readback
+from actors.fsm import exercise_record, readback
 from actors.fsm.energy import account_stretch
 from actors.fsm.errors import InvalidTransition
 from actors.fsm.events import (
@@ -86,6 +86,7 @@ from schemas.common import (
 from schemas.group import GroupSpec, PowerOffNodePolicy
 from schemas.node import (
     RECENT_DURATIONS,
+    ExerciseOutcome,
     Node,
     NodeSnapshot,
     NodeState,
@@ -488,7 +489,12 @@ def _become_ready(
     """
     effects: list[fx.Effect] = list(_abandon_job(machine))
     provider_id = event.provider_id or stamped_provider_id(machine.config)
-    effects += _usable_node_effects(() if event.provider_id else (fx.SetProviderID(provider_id),))
+    stamp: tuple[fx.Effect, ...] = () if event.provider_id else (fx.SetProviderID(provider_id),)
+    if exercise_record.is_exercising(machine.status):
+        # Powered off again at once: tainted so nothing is scheduled on it, and left cordoned if it was.
+        effects += [fx.TaintForExercise(), fx.ApplyManagedLabelsAndTaints(), *stamp]
+    else:
+        effects += _usable_node_effects(stamp)
     took = _operation_seconds(machine, OperationKind.STARTUP, now)
     durations = machine.status.recent_boot_seconds
     ready = _enter(
@@ -623,6 +629,136 @@ def _leave_maintenance(machine: Machine, now: datetime) -> Transition:
 
 
 # --------------------------------------------------------------------------------------------------
+# Exercise boots: boot a machine that was off a long time, check it, power it off again (status.lastExercise)
+
+
+def _begin_exercise(machine: Machine, now: datetime) -> Transition:
+    """Boot for an exercise: never queued (the group starts one only with a free boot slot)."""
+    off_since = human_moment(machine.status.since, now) if machine.status.since else "long"
+    booting = _start_boot(machine, now)
+    started = _update(booting.machine, last_exercise=exercise_record.begun(now))
+    message = (
+        f"exercise: powering on to check the machine still boots (off since {off_since}); hidden from "
+        "Cluster Autoscaler until it is off again"
+    )
+    return Transition(started, (*booting.effects, fx.RecordEvent(fx.EventType.NORMAL, "ExerciseStarted", message)))
+
+
+def _take_over_exercise(machine: Machine, event: PowerOnRequested, now: datetime) -> Transition:
+    """CA asked for a machine while this one is exercised: it stays on as a normal boot (else: nothing to do).
+
+    Checked and being drained, it is still on: it goes back to Ready (the drain finds nothing to evict on a
+    tainted Node, and its late report is ignored in Ready). Once its shutdown Job runs it is too late.
+    """
+    record = machine.status.last_exercise
+    state = machine.status.state
+    exercised = record is not None and record.outcome is ExerciseOutcome.RUNNING and not event.exercise
+    if state is NodeState.SHUTTING_DOWN and (not exercised or machine.status.operation is not None):
+        raise InvalidTransition(state, event, "the machine is shutting down")
+    if record is None or not exercised:
+        return Transition(machine)
+    message = "Cluster Autoscaler asked for a machine: the exercise boot stays on as a normal boot"
+    taken = _update(
+        machine, last_exercise=exercise_record.concluded(record, ExerciseOutcome.TAKEN_OVER, now, message)
+    )
+    effects: list[fx.Effect] = []
+    if state is NodeState.SHUTTING_DOWN:
+        taken, stamp = _stamp_missing_provider_id(_enter(taken, NodeState.READY, "ExerciseTakenOver", message))
+        effects += _usable_node_effects(stamp)
+    elif state is NodeState.READY:
+        effects += _usable_node_effects(())
+    effects.append(fx.RecordEvent(fx.EventType.NORMAL, "ExerciseTakenOver", message))
+    return Transition(taken, tuple(effects))
+
+
+def exercise_read_back_on(machine: Machine) -> bool:
+    """Whether an exercised machine's power state was read back On since its exercise began; True for a machine
+    that cannot be read back (its Kubernetes Node Ready is the whole check). Pure."""
+    if not readback.reads_back(machine.config.power):
+        return True
+    record, observed = machine.status.last_exercise, machine.status.power_readback
+    return (
+        record is not None
+        and observed is not None
+        and observed.state is PowerState.ON
+        and observed.observed_at >= record.started
+    )
+
+
+def _exercise_due_for_check(machine: Machine, now: datetime) -> bool:
+    # Node Ready, and for a machine with a BMC its power read back On: then the check passed.
+    return (
+        exercise_record.is_exercising(machine.status)
+        and _not_after_failed_power_off(machine, now)
+        and exercise_read_back_on(machine)
+    )
+
+
+def _exercise_checked(machine: Machine, now: datetime) -> Transition:
+    """The exercised machine is Ready (and read back On, with a BMC): the check passed; power it off again (drained,
+    in case a pod got on)."""
+    record = machine.status.last_exercise
+    assert record is not None  # _exercise_due_for_check
+    noted = exercise_record.checked(record, now, read_back=readback.reads_back(machine.config.power))
+    checked = _update(machine, last_exercise=noted)
+    powering_off = _begin_power_off(checked, now, drain=True)
+    event = fx.RecordEvent(fx.EventType.NORMAL, "ExerciseChecked", f"exercise: Kubernetes Node {noted.message}")
+    return Transition(powering_off.machine, (event, *powering_off.effects))
+
+
+def _exercising(machine: Machine, now: datetime) -> bool:
+    return exercise_record.is_exercising(machine.status)
+
+
+def _exercise_failed(machine: Machine, now: datetime) -> Transition:
+    """The exercise boot failed: counted as a failed boot already; CA never saw it, so release it at once."""
+    record = machine.status.last_exercise
+    assert record is not None  # _exercising
+    message = f"the exercise boot failed: {machine.status.message}"
+    failed = _update(machine, last_exercise=exercise_record.concluded(record, ExerciseOutcome.FAILED, now, message))
+    released = _release_failed_boot(failed, now)
+    warning = fx.RecordEvent(fx.EventType.WARNING, "ExerciseFailed", message)
+    return Transition(released.machine, (warning, *released.effects))
+
+
+_EXERCISE_STATES: Final = frozenset({NodeState.STARTING_UP, NodeState.READY, NodeState.SHUTTING_DOWN})
+
+
+def _conclude_exercise(machine: Machine, now: datetime) -> Transition:
+    """An exercise still Running once the machine settled outside its course gets its outcome. Pure.
+
+    Off after the commanded power-off: succeeded. Back in Ready because the power-off failed: failed (the
+    machine is now an ordinary Ready one, visible to CA). Anything else (a policy change, off or on outside the
+    autoscaler): interrupted.
+    """
+    status = machine.status
+    record = status.last_exercise
+    if record is None or record.outcome is not ExerciseOutcome.RUNNING:
+        return Transition(machine)
+    # Ready and Auto, it is on course too: the check rule powered it off already, or it waits for its readback.
+    back_after_failed_power_off = status.state is NodeState.READY and status.reason in _AFTER_FAILED_POWER_OFF
+    on_course = machine.config.power_policy is PowerPolicy.AUTO and status.state in _EXERCISE_STATES
+    if on_course and not back_after_failed_power_off:
+        return Transition(machine)
+    effects: list[fx.Effect] = []
+    if status.state is NodeState.SHUTDOWN and status.reason == "PoweredOff":
+        outcome, message = ExerciseOutcome.SUCCEEDED, exercise_record.success_message(record)
+        event_type, reason = fx.EventType.NORMAL, "ExerciseSucceeded"
+    elif status.state is NodeState.READY and status.reason in _AFTER_FAILED_POWER_OFF:
+        outcome, message = ExerciseOutcome.FAILED, f"not powered off again: {status.message}"
+        event_type, reason = fx.EventType.WARNING, "ExerciseFailed"
+        effects.append(fx.RemoveAutoscalerTaints())
+    else:
+        outcome, message = ExerciseOutcome.INTERRUPTED, f"{status.state.value}: {status.message}"
+        event_type, reason = fx.EventType.NORMAL, "ExerciseInterrupted"
+        if status.state is NodeState.READY:
+            effects += _usable_node_effects(())
+    ended = _update(machine, last_exercise=exercise_record.concluded(record, outcome, now, message))
+    effects.append(fx.RecordEvent(event_type, reason, f"exercise: {message}"))
+    return Transition(ended, tuple(effects))
+
+
+# --------------------------------------------------------------------------------------------------
 # Handlers: one per table cell kind. Each gets the machine with the event's observation already
 # recorded (see `_observe`), and returns the handler's own outcome; `step` adds the rest.
 
@@ -644,6 +780,8 @@ def _power_on(machine: Machine, event: PowerOnRequested, now: datetime) -> Trans
             event,
             f"in cooldown until {human_moment(until, now)} after {failures} failed boot(s)",
         )
+    if event.exercise:
+        return _begin_exercise(machine, now)
     if event.start_now:
         return _start_boot(machine, now)
     message = "waiting for a boot slot (the group's maxConcurrentBoots is reached)"
@@ -1241,7 +1379,11 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.SHUTDOWN, PowerCommandFailed): IGNORE,
     **_common_cells(NodeState.SHUTDOWN),
     # StartingUp: queued for a boot slot, or the startup Job runs / the machine boots.
-    (NodeState.STARTING_UP, PowerOnRequested): IGNORE,
+    (NodeState.STARTING_UP, PowerOnRequested): Rule(
+        _take_over_exercise,
+        (NodeState.STARTING_UP,),
+        "an exercise boot becomes a normal boot (CA asked for a machine); otherwise nothing (already booting)",
+    ),
     (NodeState.STARTING_UP, BootSlotGranted): Rule(
         _grant_boot_slot, (NodeState.STARTING_UP,), "a queued machine starts its startup Job (duplicate grants ignored)"
     ),
@@ -1288,7 +1430,11 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     ),
     **_common_cells(NodeState.STARTING_UP),
     # Ready: on, and a Ready Kubernetes Node.
-    (NodeState.READY, PowerOnRequested): IGNORE,
+    (NodeState.READY, PowerOnRequested): Rule(
+        _take_over_exercise,
+        (NodeState.READY,),
+        "an exercised machine becomes a normal one: uncordoned, exercise taint removed; otherwise nothing",
+    ),
     (NodeState.READY, BootSlotGranted): IGNORE,
     (NodeState.READY, PowerOffRequested): Rule(
         _power_off,
@@ -1313,6 +1459,12 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
     (NodeState.READY, PowerCommandFailed): IGNORE,
     **_common_cells(NodeState.READY),
     # ShuttingDown: draining, or the shutdown Job runs, or waiting for the Node to go away.
+    (NodeState.SHUTTING_DOWN, PowerOnRequested): Rule(
+        _take_over_exercise,
+        (NodeState.READY,),
+        "an exercised machine being drained stays on, Ready and uncordoned (CA asked for a machine); refused "
+        "otherwise (shutting down)",
+    ),
     (NodeState.SHUTTING_DOWN, BootSlotGranted): IGNORE,
     (NodeState.SHUTTING_DOWN, PowerOffRequested): IGNORE,
     (NodeState.SHUTTING_DOWN, JobSucceeded): Rule(
@@ -1428,7 +1580,6 @@ TRANSITIONS: Final[dict[tuple[NodeState, type[Event]], Rule | _Ignore]] = {
 """(state, event type) → what happens. Cells not listed are illegal and raise InvalidTransition."""
 
 _ILLEGAL_REASONS: Final[dict[tuple[NodeState, type[Event]], str]] = {
-    (NodeState.SHUTTING_DOWN, PowerOnRequested): "the machine is shutting down",
     (NodeState.BOOT_FAILED, PowerOnRequested): "its last boot failed and CA has not released it yet",
     (NodeState.QUARANTINED, PowerOnRequested): "quarantined after repeated failed boots",
     (NodeState.MAINTENANCE, PowerOnRequested): "in maintenance (powerPolicy Maintenance)",
@@ -1504,6 +1655,22 @@ POLICY_RULES: Final[tuple[PolicyRule, ...]] = (
         _leave_maintenance,
         (NodeState.READY, NodeState.SHUTDOWN),
         "leave maintenance: Ready (uncordoned) if the Node is Ready, else Shutdown; a Job still running is deleted",
+    ),
+    PolicyRule(
+        (PowerPolicy.AUTO,),
+        (NodeState.READY,),
+        _exercise_checked,
+        (NodeState.SHUTTING_DOWN,),
+        "exercise checked (the Node is Ready): power off again with drain (not again after a failed power-off)",
+        _exercise_due_for_check,
+    ),
+    PolicyRule(
+        (PowerPolicy.AUTO,),
+        (NodeState.BOOT_FAILED,),
+        _exercise_failed,
+        (NodeState.SHUTDOWN, NodeState.QUARANTINED),
+        "exercise boot failed: CA never saw it, so release it at once (cooldown, or quarantine after too many)",
+        _exercising,
     ),
     PolicyRule(
         (PowerPolicy.ON, PowerPolicy.OFF),
@@ -1626,6 +1793,8 @@ def step(machine: Machine, event: Event, now: datetime) -> Transition:
         settled, final = Transition(handled.machine), handled.machine
     else:
         settled = settle(handled.machine, now)
+        ended = _conclude_exercise(settled.machine, now)
+        settled = Transition(ended.machine, (*settled.effects, *ended.effects), settled.finished)
         final = _bookkeep(machine, settled.machine, now)
     fired = event.token if isinstance(event, TimerFired) else None
     effects = (*handled.effects, *settled.effects, *_timer_effects(machine, final, now, fired))

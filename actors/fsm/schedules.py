@@ -18,10 +18,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Final
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.group import GroupSpec, Schedule, Weekday
+
+
+class WeeklyWindow(Protocol):
+    """The calendar part of a window: a schedule's, or the exercise window's (`spec.exercise.window`)."""
+
+    @property
+    def days(self) -> tuple[Weekday, ...]: ...
+    @property
+    def start(self) -> str: ...
+    @property
+    def end(self) -> str: ...
+    @property
+    def time_zone(self) -> str: ...
 
 _WEEKDAYS: Final = tuple(Weekday)
 """Weekday members in `date.weekday()` order (Monday is 0)."""
@@ -44,7 +57,7 @@ def _clock(text: str) -> time:
 
 
 def _occurrences(
-    window: Schedule, around: datetime, days_before: int, days_after: int
+    window: WeeklyWindow, around: datetime, days_before: int, days_after: int
 ) -> Iterator[tuple[datetime, datetime]]:
     """The window's (start, end) instants in UTC for start days from `days_before` before to `days_after` after."""
     zone = _zone(window.time_zone)
@@ -63,8 +76,21 @@ def _occurrences(
         )
 
 
-def _is_active(window: Schedule, now: datetime) -> bool:
+def _is_active(window: WeeklyWindow, now: datetime) -> bool:
     return any(start <= now < end for start, end in _occurrences(window, now, 1, 0))
+
+
+def is_open(window: WeeklyWindow, now: datetime) -> bool:
+    """Whether `now` falls inside one of the window's weekly occurrences. Pure."""
+    return _is_active(window, now)
+
+
+def next_opening(window: WeeklyWindow, now: datetime) -> datetime | None:
+    """The first instant at or after `now` at which the window is open; None: never (an unknown zone). Pure."""
+    if _is_active(window, now):
+        return now
+    starts = sorted(start for start, _end in _occurrences(window, now, 0, _HORIZON_DAYS) if start > now)
+    return next(iter(starts), None)
 
 
 def active_window(schedules: Sequence[Schedule], now: datetime) -> Schedule | None:

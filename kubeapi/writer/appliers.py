@@ -21,7 +21,7 @@ from kubeapi import job_manifest
 from kubeapi.kube_client import JSON_PATCH, MERGE_PATCH, KubeAlreadyExists, KubeApi, KubeNotFound, KubePermanent
 from kubeapi.writer.calls import CUSTOM_PREFIX, GROUP_STATUS, JOBS, MACHINE_STATUS, NODES, CountedWrites
 from schemas import labels as label_names
-from schemas.common import Taint, parse_duration
+from schemas.common import Taint, TaintEffect, parse_duration
 from schemas.group import GroupSpec
 from schemas.node import OperationKind
 
@@ -30,7 +30,10 @@ logger = logging.getLogger("kubeapi.writer")
 
 DEFAULT_BOOT_TIMEOUT_SECONDS: Final = 600.0
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: Final = 300.0
-AUTOSCALER_TAINTS: Final = frozenset({label_names.CA_TO_BE_DELETED_TAINT, label_names.CA_DELETION_CANDIDATE_TAINT})
+AUTOSCALER_TAINTS: Final = frozenset(
+    {label_names.CA_TO_BE_DELETED_TAINT, label_names.CA_DELETION_CANDIDATE_TAINT, label_names.EXERCISE_TAINT}
+)
+EXERCISE_TAINT: Final = Taint(key=label_names.EXERCISE_TAINT, effect=TaintEffect.NO_SCHEDULE)
 
 
 class EffectAppliers:
@@ -166,6 +169,7 @@ NODE_WRITES: Final = (
     effects.Uncordon,
     effects.RemoveAutoscalerTaints,
     effects.ApplyManagedLabelsAndTaints,
+    effects.TaintForExercise,
     effects.SetProviderID,
 )
 """Effects that change only the machine's Kubernetes Node; consecutive ones are applied as one patch."""
@@ -218,6 +222,8 @@ def node_patch(
                     conflicts[key] = (str(labels[key]), value)
             changed_labels.update({key: value for key, value in managed_labels.items() if labels.get(key) != value})
             taints = merge_taints(taints, managed_taints)
+        elif isinstance(write, effects.TaintForExercise):
+            taints = merge_taints(taints, (EXERCISE_TAINT,))
         elif isinstance(write, effects.SetProviderID):
             current = spec.get("providerID") or ""
             if not current:

@@ -35,7 +35,7 @@ from actors.messages import (
 )
 from actors.runtime import ActorRuntime
 from actors.ticker_actor import Tick
-from schemas.group import NodeTemplate, Schedule, Weekday
+from schemas.group import Exercise, GroupStatus, NodeTemplate, Schedule, Weekday
 from schemas.node import NodeState, NodeStatus, OperationKind, PowerPolicy
 from tests.support.actor_fakes import (
     NAMESPACE,
@@ -513,6 +513,7 @@ def test_a_window_raising_min_powers_on_up_to_it_and_reports_it_until_it_ends(la
     assert lab.port.machines_with_jobs(STARTUP) == ["m0", "m1"]
     status = lab.port.group_statuses[-1].status
     assert (status.active_schedule, status.next_schedule_change) == ("lunch", START + timedelta(hours=2))
+    assert (status.min_size, status.max_size) == (2, 3)  # the window's, as CA is told them
 
     window_passes(lab, 1, ticks)  # 14:00: lunch is over
 
@@ -598,3 +599,73 @@ def test_auto_provision_time_is_learned_once_the_group_has_seen_five_boots(lab: 
         "homelab_autoscaler_group_learned_provision_seconds", {"group": lab.group_id("workers")}
     )
     assert exported == 300.0
+
+
+# --- exercise boots (spec.exercise) ----------------------------------------------------------------------------
+
+
+def _off_since(days: int) -> NodeStatus:
+    return NodeStatus(state=NodeState.SHUTDOWN, since=START - timedelta(days=days))
+
+
+def test_a_machine_off_for_a_week_is_exercised_hidden_from_ca(lab: Lab) -> None:
+    machines = (make_node("m0", status=_off_since(9)), make_node("m1", status=_off_since(8)))
+    lab.list_inventory((make_group(max_size=2, exercise=Exercise()),), machines)
+    lab.sync()
+
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]  # one at a time, the one off the longest
+    assert lab.group().target_size == 0
+    assert lab.group().instances == ()
+    assert lab.machine("m0").exercising
+    assert lab.port.group_statuses[-1].status.exercising == "m0"
+    assert [event.reason for event in lab.port.group_events("workers")] == ["ExerciseStarted"]
+
+
+def test_a_scale_up_takes_over_the_exercised_machine(lab: Lab) -> None:
+    machines = (make_node("m0", status=_off_since(9)), make_node("m1", status=_off_since(1), priority=10))
+    lab.list_inventory((make_group(max_size=2, exercise=Exercise()),), machines)
+    lab.sync()
+
+    assert lab.increase("workers", 1).error is None
+    lab.sync()
+
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]  # no second boot: the exercised one stays on
+    assert lab.group().target_size == 1
+    assert not lab.machine("m0").exercising
+    assert "ExerciseTakenOver" in [event.reason for event in lab.port.events("m0")]
+    booted(lab, "m0")
+    assert [instance.id for instance in lab.group().instances] == ["homelab://lab/m0"]
+    assert lab.port.machines_with_jobs(SHUTDOWN) == []
+
+
+def _recorded(group: Any, active_schedule: str) -> Any:
+    return group.model_copy(update={"status": GroupStatus(active_schedule=active_schedule)})
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "events"),
+    [
+        pytest.param("11:00", "14:00", [], id="still-active-not-announced-again"),
+        pytest.param("08:00", "10:00", ["ScheduleEnded"], id="ended-meanwhile-announced-as-ended"),
+    ],
+)
+def test_a_restart_remembers_the_window_a_previous_operator_recorded(
+    lab: Lab, start: str, end: str, events: list[str]
+) -> None:
+    morning = Schedule(name="morning", days=tuple(Weekday), start=start, end=end, max_size=1)
+    group = _recorded(make_group(max_size=3, schedules=(morning,)), "morning")
+    lab.list_inventory((group,), (make_node("m1"),))
+    lab.sync()
+    assert [event.reason for event in lab.port.group_events("workers")] == events
+
+
+def test_an_exercise_starts_when_its_timer_says_the_machine_is_due(lab: Lab) -> None:
+    almost = NodeStatus(state=NodeState.SHUTDOWN, since=START - timedelta(days=7) + timedelta(minutes=30))
+    lab.list_inventory((make_group(max_size=2, exercise=Exercise()),), (make_node("m0", status=almost),))
+    lab.sync()
+    assert lab.port.machines_with_jobs(STARTUP) == []
+
+    window_passes(lab, 1, [])  # the wall clock passes the due time and the ticker fires the group's timer
+
+    assert lab.port.machines_with_jobs(STARTUP) == ["m0"]
+    assert lab.machine("m0").exercising

@@ -397,3 +397,22 @@ def test_boot_durations_go_to_the_group_histogram_including_one_finished_while_t
     machine.command(PowerOnRequested())  # refused (already Ready): nothing observed
     machine.heard()
     assert _histogram("boot_seconds", machine.group_id) == (1.0, 80.0)
+
+
+def test_a_failed_exercise_counts_as_a_boot_failure_and_an_exercise_outcome(machine: OneMachine) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {"group": machine.group_id, **labels}) or 0.0
+
+    failures_before = sample("homelab_autoscaler_boot_failures_total")
+    exercises_before = sample("homelab_autoscaler_exercises_total", outcome="Failed")
+    machine.configure(make_node("m1"))
+    machine.command(PowerOnRequested(exercise=True))
+    machine.heard()
+    machine.clock.advance(timedelta(minutes=10, seconds=1).total_seconds())
+    machine.runtime.tell(machine.runtime.ticker, Tick(time.monotonic() + 10_000))  # the boot times out
+
+    report = machine.last()
+    assert report.view.state is NodeState.SHUTDOWN  # released at once: CA never saw the instance
+    assert report.view.cooldown_until is not None
+    assert sample("homelab_autoscaler_boot_failures_total") == failures_before + 1
+    assert sample("homelab_autoscaler_exercises_total", outcome="Failed") == exercises_before + 1

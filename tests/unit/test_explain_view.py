@@ -75,6 +75,26 @@ def test_what_happens_next(node: Node, next_starts: str) -> None:
     assert explanation.next[0].startswith(next_starts), explanation.next[0]
 
 
+EXERCISED = Group.model_validate(
+    {"metadata": {"name": "rack", "namespace": "lab"}, "spec": {"maxSize": 3, "exercise": {"every": "168h"}}}
+)
+
+
+def test_an_exercise_is_explained_while_it_runs_and_after() -> None:
+    running = {"started": ago(3), "outcome": "Running", "message": "booting"}
+    booting = machine(state="StartingUp", operation=operation("startup", 3), operationTries=1, lastExercise=running)
+    explanation = explain(booting, EXERCISED, [], [], [], NOW)
+    assert any(sentence.startswith("It is being exercised") for sentence in explanation.why)
+    assert explanation.next[0].endswith("the boot fails (bootTimeout 10m) and the exercise fails and it cools down.")
+
+    done = {"started": ago(60), "outcome": "Succeeded", "finished": ago(57),
+            "message": "Ready 2m after the power-on; powered off again"}
+    spare = machine(state="Shutdown", lastExercise=done)
+    explanation = explain(spare, EXERCISED, [], [], [], NOW)
+    assert "Succeeded: Ready 2m after the power-on; powered off again." in explanation.why[-1]
+    assert "or until it is exercised, from 2026-03-08 11:57:00 UTC (in 6d23h)." in explanation.next[0]
+
+
 def test_why_names_the_state_its_reason_the_failures_and_how_to_release_a_quarantine() -> None:
     node = machine(state="Quarantined", consecutiveFailures=3, reason="Quarantined", message="quarantined after 3")
     why = explain(node, GROUP, [], [], [], NOW).why

@@ -20,6 +20,7 @@ from actors.fsm import effects as fx
 from actors.fsm import events as ev
 from actors.fsm.derive import JobObservation, JobPhase, KubeNodeObservation, derive
 from actors.fsm.errors import CannotDecrease, InvalidTransition, NotEnoughMachines
+from actors.fsm.exercise_record import is_exercising
 from actors.fsm.group import MachineView, choose_boots_to_cancel, choose_for_scale_up, target_size
 from actors.fsm.node import (
     POLICY_RULES,
@@ -95,6 +96,7 @@ Action = tuple[Any, ...]
 _POWER_AND_WORLD: st.SearchStrategy[Action] = st.one_of(
     st.tuples(st.just("advance"), st.sampled_from([1, 30, 100, 200, 400, 700, 2000])),
     st.tuples(st.just("power_on"), st.booleans()),
+    st.tuples(st.just("exercise")),
     st.tuples(st.just("grant")),
     st.tuples(st.just("power_off"), st.booleans()),
     st.tuples(st.just("cancel")),
@@ -146,6 +148,8 @@ def events_for(action: Action, world: World, machine: Machine) -> list[ev.Event]
         return world.fire_due_timers()
     if name == "power_on":
         return [ev.PowerOnRequested(start_now=action[1])]
+    if name == "exercise":
+        return [ev.PowerOnRequested(exercise=True)]
     if name == "grant":
         return [ev.BootSlotGranted()]
     if name == "power_off":
@@ -208,6 +212,9 @@ def check_agreement(machine: Machine, world: World) -> None:
     active = {job.name for job in world.jobs.values() if job.phase is JobPhase.ACTIVE}
     assert active <= ({operation.job_name} if operation else set()), "never two power operations at once"
     assert status.attempts == len(world.created)
+    if is_exercising(status):
+        assert status.state in (NodeState.STARTING_UP, NodeState.SHUTTING_DOWN), "an exercise runs its course only"
+        assert machine.config.power_policy is PowerPolicy.AUTO  # (Ready, awaiting a readback: test_native_power_fsm)
     types = [condition.type for condition in status.conditions]
     assert len(types) == len(set(types))
     expected_timers = {timer.token: timer for timer in pending_timers(machine)}

@@ -18,11 +18,20 @@ from actors.fsm import effects as fx
 from actors.fsm import events as ev
 from actors.fsm.derive import KubeNodeObservation, derive
 from actors.fsm.errors import InvalidTransition
-from actors.fsm.node import KubeNodePresence, Machine, MachineConfig, Transition, pending_timers, step
+from actors.fsm.exercise_record import is_exercising
+from actors.fsm.node import (
+    KubeNodePresence,
+    Machine,
+    MachineConfig,
+    Transition,
+    exercise_read_back_on,
+    pending_timers,
+    step,
+)
 from actors.power_port import PowerAction
 from schemas.common import ConditionStatus
 from schemas.labels import CONDITION_OPERATION_FAILED, CONDITION_POWER_READBACK_FAILING
-from schemas.node import NodeSnapshot, NodeState, NodeStatus, Operation, OperationKind, PowerPolicy
+from schemas.node import ExerciseOutcome, NodeSnapshot, NodeState, NodeStatus, Operation, OperationKind, PowerPolicy
 from schemas.power import CredentialsSecret as Credentials
 from schemas.power import DriverName, Ipmi, PowerSpec, PowerState, SecretKeySelector, Ssh, WakeOnLan
 
@@ -464,6 +473,8 @@ class PoweredWorld:
     def act(self, action: str, seconds: int) -> None:
         if action == "power-on":
             self.feed(ev.PowerOnRequested())
+        elif action == "exercise":
+            self.feed(ev.PowerOnRequested(exercise=True))
         elif action == "power-off":
             self.feed(ev.PowerOffRequested(drain=False))
         elif action in ("command-done", "command-failed", "command-ignored") and self.commands_in_flight:
@@ -502,7 +513,7 @@ class PoweredWorld:
 
 ACTIONS = st.sampled_from([
     "power-on", "power-off", "command-done", "command-done", "command-failed", "command-ignored", "readback",
-    "readback", "readback-failed", "node", "wait", "wait", "restart",
+    "readback", "readback-failed", "node", "wait", "wait", "restart", "exercise",
 ])
 
 
@@ -512,3 +523,57 @@ def test_random_histories_never_send_a_command_twice_for_one_attempt(history: li
     world = PoweredWorld(now=NOW, machine=shut_down())
     for action, seconds in history:
         world.act(action, seconds)
+        status = world.machine.status
+        if is_exercising(status):
+            assert status.state in (NodeState.STARTING_UP, NodeState.READY, NodeState.SHUTTING_DOWN)
+        if is_exercising(status) and status.state is NodeState.READY:
+            # Ready while exercised: only until the BMC reads the power back On, then it is powered off again.
+            assert not exercise_read_back_on(world.machine), "a checked exercise is powered off again"
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise boots: with a BMC, the check is the Kubernetes Node Ready and the power read back On
+
+
+def test_an_exercise_of_a_machine_with_a_bmc_is_checked_only_once_its_power_reads_back_on() -> None:
+    ready, _ = drive(
+        shut_down(),
+        (ev.PowerOnRequested(exercise=True), at(0)),
+        (ev.PowerCommandSucceeded(PowerAction.POWER_ON, 3, DriverName.IPMI), at(1)),
+        (READY, at(20)),
+    )
+    assert ready.status.state is NodeState.READY, "Ready, but its power was not read back On yet"
+    record = ready.status.last_exercise
+    assert record is not None
+    assert record.outcome is ExerciseOutcome.RUNNING
+
+    checked, effects = drive(ready, (ON, at(25)))
+    assert checked.status.state is NodeState.SHUTTING_DOWN
+    assert "ExerciseChecked" in reasons(effects)
+    assert checked.status.last_exercise is not None
+    assert "power read back On" in checked.status.last_exercise.message
+
+    drained, _ = drive(checked, (ev.DrainFinished(succeeded=True), at(30)))
+    off, effects = drive(
+        drained,
+        (ev.PowerCommandSucceeded(PowerAction.POWER_OFF, 4, DriverName.IPMI), at(31)),
+        (ev.NodeGone(), at(35)),
+        (OFF, at(40)),
+    )
+    assert off.status.state is NodeState.SHUTDOWN
+    assert off.status.last_exercise is not None
+    assert off.status.last_exercise.outcome is ExerciseOutcome.SUCCEEDED
+    assert "ExerciseSucceeded" in reasons(effects)
+
+
+def test_an_exercise_whose_power_on_is_refused_by_the_bmc_is_a_failed_boot() -> None:
+    failed, effects = drive(
+        shut_down(),
+        (ev.PowerOnRequested(exercise=True), at(0)),
+        (ev.PowerCommandFailed(PowerAction.POWER_ON, 3, DriverName.IPMI, "CredentialsRejected", "401"), at(1)),
+    )
+    assert failed.status.state is NodeState.SHUTDOWN
+    assert failed.status.consecutive_failures == 1
+    assert failed.status.last_exercise is not None
+    assert failed.status.last_exercise.outcome is ExerciseOutcome.FAILED
+    assert "ExerciseFailed" in reasons(effects)

@@ -86,6 +86,15 @@ def test_what_ca_sees_of_each_machine(state: NodeState, listed: bool, indexed: b
     assert (model.group_for_node_name("m1-node") is not None) is indexed
 
 
+def test_a_machine_being_exercised_is_in_no_group_for_ca() -> None:
+    exercised = MachineSnapshot(
+        "m1", "lab", "m1-node", "homelab://lab/m1", NodeState.STARTING_UP, PowerPolicy.AUTO, None, exercising=True
+    )
+    model = ReadModel()
+    model.publish(group("a", exercised))
+    assert model.machine_for(provider_id="homelab://lab/m1", node_name="m1-node") is None
+
+
 def test_groups_are_listed_in_id_order() -> None:
     model = ReadModel()
     for name in ("c", "a", "b"):

@@ -52,6 +52,10 @@ def full_group() -> dict[str, Any]:
                 {"name": "office", "days": ["Mon", "Tue"], "start": "08:00", "end": "18:00",
                  "timeZone": "Europe/Berlin", "minSize": 2, "maxSize": 4},
             ],
+            "exercise": {
+                "every": "336h",
+                "window": {"days": ["Sat"], "start": "02:00", "end": "06:00", "timeZone": "Europe/Berlin"},
+            },
         },
         "status": {
             "targetSize": 2,
@@ -68,8 +72,11 @@ def full_group() -> dict[str, Any]:
                 }
             ],
             "observedGeneration": 3,
+            "minSize": 2,
+            "maxSize": 4,
             "activeSchedule": "office",
             "nextScheduleChange": "2026-01-05T17:00:00Z",
+            "exercising": "node2",
         },
     }
 
@@ -154,6 +161,12 @@ def full_node() -> dict[str, Any]:
             "powerReadback": {"state": "Off", "observedAt": "2026-01-01T00:10:00Z", "driver": "ipmi"},
             "conditions": [{"type": "Ready", "status": "False", "reason": "Booting"}],
             "observedGeneration": 3,
+            "lastExercise": {
+                "started": "2026-01-02T03:00:00Z",
+                "outcome": "Succeeded",
+                "finished": "2026-01-02T03:04:05Z",
+                "message": "Ready 2m after the power-on; powered off again",
+            },
         },
     }
 

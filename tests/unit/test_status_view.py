@@ -259,6 +259,31 @@ def test_group_counts_come_from_its_listed_machines() -> None:
     assert set(row.machines) == set(STATE_NAMES)
 
 
+def test_a_machine_being_exercised_is_no_target_and_says_so() -> None:
+    exercise = {"started": stamp(60), "outcome": "Running"}
+    machines = [node("a", state="Ready"), node("b", state="StartingUp", lastExercise=exercise)]
+    view = build_view([group()], machines, NOW)
+    assert (view.groups[0].target, view.groups[0].ready) == (1, 1)
+    assert [machine.activity for machine in view.machines] == ["", "exercise"]
+    booting = node("c", state="StartingUp", lastExercise=exercise, attempts=4, operation={
+        "kind": "startup", "attempt": 4, "jobName": "c-startup-4", "started": stamp(60)})
+    (row,) = build_view([group()], [booting], NOW).machines
+    assert operation_text(row) == "startup #4 job c-startup-4 (exercise)"
+
+
+def test_min_and_max_are_the_active_windows() -> None:
+    window = {"name": "quiet", "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00",
+              "end": "23:59", "maxSize": 1}
+    scheduled = Group.model_validate(
+        {"metadata": {"name": "rack", "namespace": "lab"}, "spec": {"maxSize": 4, "schedules": [window]}}
+    )
+    view = build_view([scheduled, group("other")], [], NOW.replace(hour=12))
+    assert [(row.name, row.min_size, row.max_size, row.schedule) for row in view.groups] == [
+        ("other", 0, 4, None), ("rack", 0, 1, "quiet"),
+    ]
+    assert render_text(view).splitlines()[0].split() == ["GROUP", "MIN", "MAX", "TARGET", "READY", "WINDOW"]
+
+
 def test_rows_are_sorted_by_group_then_machine_with_ungrouped_last() -> None:
     machines = [
         node("m2", group="b"),
@@ -393,6 +418,7 @@ def test_json_document_has_stable_keys_and_rfc3339_times() -> None:
         "name": "rack",
         "minSize": 0,
         "maxSize": 4,
+        "schedule": None,
         "targetSize": 1,
         "readyCount": 0,
         "machines": {state: {"StartingUp": 1, "Quarantined": 1}.get(state, 0) for state in STATE_NAMES},

@@ -245,6 +245,23 @@ GROUP_CASES = [
     ),
     pytest.param(at("metadata", "name", value="g" * 64), "metadata.name", "at most 63", id="long-group-name"),
     pytest.param(
+        at("spec", "exercise", value={"every": "30m"}), "spec.exercise.every", "must be at least 1h",
+        id="exercise-too-often",
+    ),
+    pytest.param(
+        at("spec", "exercise", value={"window": {"days": ["Sat"], "start": "02:00", "end": "06:00",
+                                                 "timeZone": "Europe/Atlantis"}}),
+        "spec.exercise.window.timeZone",
+        "is not an IANA time zone",
+        id="exercise-window-unknown-zone",
+    ),
+    pytest.param(
+        at("spec", "exercise", value={"window": {"days": ["Sat"], "start": "02:00", "end": "02:00"}}),
+        "spec.exercise.window.end",
+        "must differ from start",
+        id="exercise-window-without-length",
+    ),
+    pytest.param(
         at("spec", "schedules", 0, "timeZone", value="Europe/Atlantis"),
         "spec.schedules[0].timeZone",
         "not an IANA time zone",

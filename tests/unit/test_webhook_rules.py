@@ -339,6 +339,26 @@ def test_max_size_leaves_room_for_always_on_machines(
         assert "2 machines of this group with powerPolicy On (a, b)" in response["status"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("window_max", "warned"),
+    [
+        pytest.param(1, True, id="window-max-below-the-always-on-machines"),
+        pytest.param(2, False, id="window-max-room-for-them"),
+    ],
+)
+def test_a_window_whose_max_is_below_the_always_on_machines_is_a_warning(window_max: int, warned: bool) -> None:
+    window = {"name": "quiet", "days": ["Sun"], "start": "22:00", "end": "06:00", "maxSize": window_max}
+    machines = [machine("a", power_policy="On"), machine("b", power_policy="On")]
+    body = review_body("Group", "CREATE", group_object(maxSize=3, schedules=[window]))
+    response = answer(body, FakeLookup(machines=machines))
+    assert response["allowed"] is True
+    warnings = response.get("warnings", [])
+    assert bool(warnings) is warned
+    if warned:
+        assert warnings[0].startswith("schedule 'quiet': maxSize (1) is below the 2 machines of this group with "
+                                      "powerPolicy On (a, b)")
+
+
 def test_group_rules_from_the_schema_package_apply() -> None:
     response = answer(review_body("Group", "CREATE", group_object(minSize=4, maxSize=2)))
     assert denied_fields(response) == ["spec.minSize"]

@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -118,11 +119,11 @@ class AutoscaledHomelab:
 
     def add_machine(
         self, name: str, group: str, *, priority: int = 0, hourly_price: str | None = None,
-        failures: MachineFailures | None = None, boot_seconds: float = 1.0,
+        failures: MachineFailures | None = None, boot_seconds: float = 1.0, shutdown_seconds: float = 0.5,
     ) -> None:
         self.machines[name] = SimulatedMachine(
             name=name, namespace=NAMESPACE, group=group, kubernetes_node_name=name, boot_seconds=boot_seconds,
-            shutdown_seconds=0.5, capacity=dict(CAPACITY), labels={SIMULATED_LABEL: "true"},
+            shutdown_seconds=shutdown_seconds, capacity=dict(CAPACITY), labels={SIMULATED_LABEL: "true"},
             failures=failures or MachineFailures(),
         )
         job = {
@@ -143,6 +144,11 @@ class AutoscaledHomelab:
              "metadata": {"name": name, "namespace": NAMESPACE, "labels": {label_names.GROUP_LABEL: group}},
              "spec": spec},
         )
+
+    def record_off_since(self, machine: str, since: datetime) -> None:
+        """Write the machine's status as off since `since`, as an operator that saw it go off then would have."""
+        status = {"state": "Shutdown", "since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self.rest.patch(f"/apis/{GROUP_VERSION}/namespaces/{NAMESPACE}/nodes/{machine}/status", {"status": status})
 
     def start_simulator(self) -> MachineSimulator:
         self.simulator = MachineSimulator(

@@ -197,6 +197,7 @@ def test_cordon_then_uncordon(fake_api: FakeApiServer, namespace: str, writer: K
         pytest.param(effects.RemoveAutoscalerTaints(), id="remove-taints"),
         pytest.param(effects.SetProviderID("homelab://x/m1"), id="set-provider-id"),
         pytest.param(effects.ApplyManagedLabelsAndTaints(), id="apply-labels"),
+        pytest.param(effects.TaintForExercise(), id="taint-for-exercise"),
         pytest.param(effects.DeleteKubeNode(), id="delete-node"),
     ],
 )
@@ -222,6 +223,25 @@ def test_remove_autoscaler_taints_keeps_every_other_taint(
 
     _apply(writer, batch_for(node, effects.RemoveAutoscalerTaints()))
 
+    assert _kube_node(fake_api, name)["spec"]["taints"] == [  # type: ignore[index]
+        {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    ]
+
+
+def test_an_exercised_node_is_tainted_until_the_autoscaler_taints_are_removed(
+    fake_api: FakeApiServer, namespace: str, writer: KubeWriter
+) -> None:
+    node = create_machine(fake_api, namespace, "m1")
+    name = kube_node_name(namespace, "m1")
+    create_kube_node(fake_api, name, taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
+
+    _apply(writer, batch_for(node, effects.TaintForExercise()))
+    assert _kube_node(fake_api, name)["spec"]["taints"] == [  # type: ignore[index]
+        {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+        {"key": label_names.EXERCISE_TAINT, "effect": "NoSchedule"},
+    ]
+
+    _apply(writer, batch_for(node, effects.RemoveAutoscalerTaints()))
     assert _kube_node(fake_api, name)["spec"]["taints"] == [  # type: ignore[index]
         {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
     ]

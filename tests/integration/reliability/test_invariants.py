@@ -331,6 +331,13 @@ def test_each_broken_promise_is_reported_with_its_culprit(change: Break, expecte
     assert any(words in str(violation) for violation in violations), [str(v) for v in violations]
 
 
+def _m2_exercised(scene: Scene) -> None:
+    """m2 boots for an exercise: on, with a running Job, yet no part of the target CA or the status sees."""
+    scene.add_machine("m2", NodeState.STARTING_UP, job="m2-startup-1")
+    scene.machines["m2"]["status"]["lastExercise"] = {"started": "2030-01-01T00:00:00Z", "outcome": "Running"}
+    scene.add_job("m2-startup-1", "m2")
+
+
 FINE = [
     pytest.param(lambda scene: None, id="as-built"),
     pytest.param(_job("m2-startup-1", "m2", finished="Complete"), id="finished-job-of-an-idle-machine"),
@@ -341,6 +348,7 @@ FINE = [
     pytest.param(_adopted_beyond_max, id="machine-powered-on-by-hand-beyond-max"),
     pytest.param(_a_window_allows_more, id="a-schedule-window-allows-more-than-spec-max"),
     pytest.param(_unwritten_status, id="status-never-written-means-shutdown"),
+    pytest.param(_m2_exercised, id="a-machine-being-exercised-is-no-target"),
 ]
 
 
