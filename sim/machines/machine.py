@@ -120,6 +120,18 @@ class MachineHandle:
         """Power is cut: heartbeats stop at once, without any Job."""
         self._context.scheduler.call_soon(lambda: self.power_off(graceful=False))
 
+    def command_power_on(self, source: str) -> None:
+        """A native power-on (Wake-on-LAN, a BMC) reached the machine: it boots exactly as after a startup Job."""
+        self._context.scheduler.call_soon(lambda: self.on_power_on_command(source))
+
+    def command_shutdown(self, source: str) -> None:
+        """A native graceful power-off reached the machine: it shuts down exactly as after a shutdown Job."""
+        self._context.scheduler.call_soon(lambda: self.on_shutdown_command(source))
+
+    def command_power_cut(self) -> None:
+        """A BMC cut the power: heartbeats stop at once."""
+        self._context.scheduler.call_soon(lambda: self.power_off(graceful=False))
+
     def fail_next_boot(self) -> None:
         """The next startup Job this simulator completes fails (only when it plays the Job controller)."""
         with self._changed:
@@ -161,27 +173,25 @@ class MachineHandle:
 
     def on_startup_succeeded(self, job_name: str) -> None:
         """A startup Job for this machine succeeded: that is the power-on signal."""
-        if self._state is PowerState.OFF:
-            self.power_on(f"startup Job {job_name} succeeded")
-        else:
-            logger.info(
-                "machine %s: startup Job %s succeeded while %s; nothing to do",
-                self.name,
-                job_name,
-                self._state,
-            )
+        self.on_power_on_command(f"startup Job {job_name} succeeded")
 
     def on_shutdown_succeeded(self, job_name: str) -> None:
         """A shutdown Job for this machine succeeded: it powers off after shutdown_seconds."""
+        self.on_shutdown_command(f"shutdown Job {job_name} succeeded")
+
+    def on_power_on_command(self, cause: str) -> None:
+        """Something told the machine to power on (a startup Job, a magic packet, a BMC)."""
+        if self._state is PowerState.OFF:
+            self.power_on(cause)
+        else:
+            logger.info("machine %s: %s while %s; nothing to do", self.name, cause, self._state)
+
+    def on_shutdown_command(self, cause: str) -> None:
+        """Something told the machine to shut down (a shutdown Job, a BMC's soft off, an SSH command)."""
         if self._state in (PowerState.OFF, PowerState.SHUTTING_DOWN):
-            logger.info(
-                "machine %s: shutdown Job %s succeeded while %s; nothing to do",
-                self.name,
-                job_name,
-                self._state,
-            )
+            logger.info("machine %s: %s while %s; nothing to do", self.name, cause, self._state)
             return
-        logger.info("machine %s: shutting down (shutdown Job %s succeeded)", self.name, job_name)
+        logger.info("machine %s: shutting down (%s)", self.name, cause)
         epoch = self._epoch
         self._set_state(PowerState.SHUTTING_DOWN)
         self._context.scheduler.call_later(
