@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import bcrypt
 import requests
@@ -39,6 +39,7 @@ class RedfishEmulator:
     certificate: SelfSignedCertificate | None = None
     port: int = 0
     _process: subprocess.Popen[str] | None = None
+    _log: TextIO | None = None
 
     @property
     def endpoint(self) -> str:
@@ -65,10 +66,11 @@ class RedfishEmulator:
         }
         config_path = self.folder / "emulator.json"
         config_path.write_text(json.dumps(config))
+        self._log = (self.folder / "emulator.log").open("w")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.redfish_emulator_server", str(config_path)],
             stdout=subprocess.PIPE,
-            stderr=(self.folder / "emulator.log").open("w"),
+            stderr=self._log,
             text=True,
             cwd=Path(__file__).resolve().parents[2],
         )
@@ -93,6 +95,9 @@ class RedfishEmulator:
             if self._process.stdout is not None:
                 self._process.stdout.close()
             self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stats(self) -> dict[str, Any]:
         """The reset commands received and the most requests ever in flight at once."""

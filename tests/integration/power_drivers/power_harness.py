@@ -63,7 +63,11 @@ class Harness:
         self.secrets.secrets[(NAMESPACE, name)] = {"username": username.encode(), "password": password.encode()}
 
     def submit(
-        self, power: dict[str, Any], action: PowerAction, machine: str = "box-1", attempt: int = 1,
+        self,
+        power: dict[str, Any],
+        action: PowerAction,
+        machine: str = "box-1",
+        attempt: int = 1,
         deadline_seconds: float = 0.5,
     ) -> queue.Queue[PowerOutcome]:
         """Submits and returns the queue its outcome arrives on. The default deadline allows no retry (the first

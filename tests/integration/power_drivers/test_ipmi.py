@@ -56,9 +56,10 @@ def test_power_on_soft_off_hard_off_and_readback(harness: Harness, bmc: Emulated
     assert harness.run(power, PowerAction.READ_POWER_STATE, attempt=3).observed is PowerState.OFF
 
     assert bmc.commands == ["on", "soft", "off"]
-    assert harness.sample(
-        "homelab_autoscaler_power_operation_seconds_count", {"driver": "ipmi", "action": "power-on"}
-    ) == 1.0
+    assert (
+        harness.sample("homelab_autoscaler_power_operation_seconds_count", {"driver": "ipmi", "action": "power-on"})
+        == 1.0
+    )
 
 
 def test_a_bmc_that_says_on_but_stays_off_reads_back_off(harness: Harness, bmc: EmulatedBmc) -> None:

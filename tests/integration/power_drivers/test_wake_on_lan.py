@@ -36,10 +36,13 @@ def test_power_on_sends_one_valid_magic_packet_for_the_machines_mac(harness: Har
         wait_for(lambda: switch.woken == 1, timeout=5, what="the machine to be woken")
         assert listener.packets == ["52:54:00:ab:cd:01"]
         assert listener.rejected == 0
-    assert harness.sample(
-        "homelab_autoscaler_power_operations_total",
-        {"driver": "wakeOnLan", "action": "power-on", "outcome": "succeeded"},
-    ) == 1.0
+    assert (
+        harness.sample(
+            "homelab_autoscaler_power_operations_total",
+            {"driver": "wakeOnLan", "action": "power-on", "outcome": "succeeded"},
+        )
+        == 1.0
+    )
 
 
 def test_the_listener_refuses_what_is_not_a_magic_packet() -> None:
