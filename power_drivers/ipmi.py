@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -32,6 +33,14 @@ CREDENTIAL_ERRORS: Final = (
 )
 """pyghmi's messages (lower case) for a BMC that refused the user, its password or its privilege level."""
 NO_ANSWER_ERRORS: Final = ("timeout", "session failed to initialize", "no longer connected", "disconnected")
+
+
+SESSIONS_LOCK: Final = threading.Lock()
+"""One IPMI exchange at a time in the process. pyghmi keeps every session (and every emulated BMC) in module-level
+state that whichever thread is waiting pumps; with two threads in it at once, answers go to the wrong waiter and a
+try hangs until its timeout (seen with four threads on four BMCs: a quarter of the operations finished). A BMC
+exchange takes milliseconds, so serialising costs little; a BMC that does not answer holds the others back for
+pyghmi's own timeout."""
 
 
 class IpmiDriver:
@@ -66,6 +75,10 @@ class IpmiDriver:
         self._call(lambda session: session.set_power(state, wait=False))
 
     def _call(self, operation: Callable[[Any], object]) -> object:
+        with SESSIONS_LOCK:
+            return self._call_alone(operation)
+
+    def _call_alone(self, operation: Callable[[Any], object]) -> object:
         session = None
         try:
             session = ipmi_command.Command(

@@ -6,10 +6,13 @@ switch in tests) and count the commands they received, so a test can say "powere
 
 The BMC is pyghmi's server class. pyghmi runs every session of the process, client and server, on one module-level
 I/O loop; `IpmiServerLoop` is the one thread that pumps it for all BMCs of the process, started with the first BMC
-and stopped with the last. pyghmi's server also answers every RMCP+ open-session request with cipher suite 3
-(HMAC-SHA1) whatever the client asked for, while pyghmi's client first asks for suite 17 (SHA-256) and only falls
-back to SHA1 when refused; `_Sha1OnlySession` refuses the SHA-256 request as a real suite-3-only BMC would, and
-answers an unknown user name with a refusal instead of silence, as real BMCs do.
+and stopped with the last. A BMC must not share its process with the operator's IPMI client (pyghmi's shared
+state then misroutes answers): `sim.machines.bmc_host` runs BMCs in a child process for that reason.
+
+pyghmi's server also answers every RMCP+ open-session request with cipher suite 3 (HMAC-SHA1) whatever the client
+asked for, while pyghmi's client first asks for suite 17 (SHA-256) and only falls back to SHA1 when refused;
+`_Sha1OnlySession` refuses the SHA-256 request as a real suite-3-only BMC would, and answers an unknown user name
+with a refusal instead of silence, as real BMCs do.
 """
 
 from __future__ import annotations
@@ -26,14 +29,20 @@ from pyghmi.ipmi import bmc as pyghmi_bmc
 from pyghmi.ipmi.private import constants, serversession
 from pyghmi.ipmi.private import session as pyghmi_session
 
+from power_drivers.ipmi import SESSIONS_LOCK
+
 logger = logging.getLogger(__name__)
 
+LOOPBACK: Final = "127.0.0.1"
 RAKP_HMAC_SHA1: Final = 1
 NO_CIPHER_SUITE_MATCH: Final = 0x11
 UNAUTHORIZED_NAME: Final = 0x0D
 IPMI_PAYLOAD: Final = 6
 OPEN_SESSION_REQUEST: Final = 16
 LOOP_TICK: Final = 0.1
+PUMP_SLICE: Final = 0.01
+PUMP_PAUSE: Final = 0.0005
+"""Seconds the BMC loop holds pyghmi's loop, then leaves it to a waiting driver."""
 MAGIC_SYNC: Final = b"\xff" * 6
 MAGIC_LENGTH: Final = 102
 
@@ -98,11 +107,15 @@ class IpmiServerLoop:
 
     @staticmethod
     def _pump(stop: threading.Event) -> None:
+        # Only one thread may be inside pyghmi's loop at a time (see power_drivers.ipmi.SESSIONS_LOCK): while an
+        # IPMI driver in this process holds the lock, its own waiting pumps the BMCs' sockets too.
         while not stop.is_set():
-            try:
-                pyghmi_session.Session.wait_for_rsp(LOOP_TICK)
-            except Exception:  # one malformed packet must not stop every BMC
-                logger.exception("emulated BMC: pyghmi's loop raised")
+            with SESSIONS_LOCK:
+                try:
+                    pyghmi_session.Session.wait_for_rsp(PUMP_SLICE)
+                except Exception:  # one malformed packet must not stop every BMC
+                    logger.exception("emulated BMC: pyghmi's loop raised")
+            stop.wait(PUMP_PAUSE)
 
 
 class EmulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]

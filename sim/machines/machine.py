@@ -194,9 +194,7 @@ class MachineHandle:
         logger.info("machine %s: shutting down (%s)", self.name, cause)
         epoch = self._epoch
         self._set_state(PowerState.SHUTTING_DOWN)
-        self._context.scheduler.call_later(
-            self.machine.shutdown_seconds, lambda: self._finish_shutdown(epoch)
-        )
+        self._context.scheduler.call_later(self.machine.shutdown_seconds, lambda: self._finish_shutdown(epoch))
 
     def power_on(self, cause: str) -> None:
         """Applies power (an Off machine only): it boots, or hangs if a hang fault is armed."""
@@ -213,9 +211,7 @@ class MachineHandle:
             logger.info("machine %s: powered on (%s) and hung in boot", self.name, cause)
             self._set_state(PowerState.HUNG)
             return
-        logger.info(
-            "machine %s: powered on (%s), booting for %.2f s", self.name, cause, self.machine.boot_seconds
-        )
+        logger.info("machine %s: powered on (%s), booting for %.2f s", self.name, cause, self.machine.boot_seconds)
         self._set_state(PowerState.BOOTING)
         self._context.scheduler.call_later(self.machine.boot_seconds, lambda: self._finish_boot(epoch))
 
@@ -248,9 +244,7 @@ class MachineHandle:
         if self._register_node():
             self._schedule_heartbeat(epoch)
         else:
-            self._context.scheduler.call_later(
-                self._retry_seconds, lambda: self._register_then_heartbeat(epoch)
-            )
+            self._context.scheduler.call_later(self._retry_seconds, lambda: self._register_then_heartbeat(epoch))
 
     def _finish_shutdown(self, epoch: int) -> None:
         if epoch == self._epoch and self._state is PowerState.SHUTTING_DOWN:
@@ -286,9 +280,7 @@ class MachineHandle:
         self._schedule_heartbeat(epoch)
 
     def _schedule_heartbeat(self, epoch: int) -> None:
-        self._context.scheduler.call_later(
-            self._context.settings.heartbeat_seconds, lambda: self._heartbeat(epoch)
-        )
+        self._context.scheduler.call_later(self._context.settings.heartbeat_seconds, lambda: self._heartbeat(epoch))
 
     def _register_node(self) -> bool:
         """Creates (or adopts) the Node and posts its full status; False if the server refused."""
@@ -304,9 +296,7 @@ class MachineHandle:
                 if error.status != ALREADY_EXISTS:
                     raise
                 # A Node left from an earlier boot: the kubelet takes it over and refreshes its labels.
-                rest.patch(
-                    f"/api/v1/nodes/{name}", {"metadata": {"labels": manifests.node_labels(self.machine)}}
-                )
+                rest.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": manifests.node_labels(self.machine)}})
             # Servers that drop .status on create get it here; on the others this is a harmless repeat.
             rest.patch(f"/api/v1/nodes/{name}/status", {"status": manifest["status"]}, STRATEGIC_MERGE_PATCH)
         except KubeError as error:
@@ -315,9 +305,7 @@ class MachineHandle:
         with self._changed:
             self._registrations += 1
             self._changed.notify_all()
-        logger.info(
-            "machine %s: registered Node %s (providerID %r)", self.name, name, self.machine.provider_id
-        )
+        logger.info("machine %s: registered Node %s (providerID %r)", self.name, name, self.machine.provider_id)
         self._renew_lease()
         return True
 

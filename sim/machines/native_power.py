@@ -2,11 +2,11 @@
 
 A `NativePower` attaches to machines of a running `MachineSimulator` (their handles): one Wake-on-LAN listener
 shared by them (each answers its own MAC, as NICs on one segment do) and one emulated IPMI BMC per machine on its
-own UDP port. A magic packet or a BMC's power-on boots the machine through the same entry point a startup Job's
-success uses, so it registers its Kubernetes Node exactly like a Job-powered one; a BMC's soft off shuts it down
-like a shutdown Job, its hard off cuts the power, and its power status reads the machine. `spec_for` gives the
-`spec.power` block that points the operator at them, and `create_credentials_secret` puts the BMC credentials
-where that block says.
+own UDP port (the BMCs run in a child process, `bmc_host`). A magic packet or a BMC's power-on boots the machine
+through the same entry point a startup Job's success uses, so it registers its Kubernetes Node exactly like a
+Job-powered one; a BMC's soft off shuts it down like a shutdown Job, its hard off cuts the power, and its power status
+reads the machine. `spec_for` gives the `spec.power` block that points the operator at them, and
+`create_credentials_secret` puts the BMC credentials where that block says.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from actors.adapters.kube_client import KubeAlreadyExists, KubeApi
-from sim.machines.emulators import EmulatedBmc, WakeOnLanListener
+from sim.machines.bmc_host import BmcHost, RemoteBmc
+from sim.machines.emulators import WakeOnLanListener
 from sim.machines.machine import MachineHandle
 
 LOOPBACK: Final = "127.0.0.1"
@@ -41,19 +42,20 @@ class NativePower:
         self._handles = list(machines)
         self.password = password or secrets.token_urlsafe(18)
         self.wake_on_lan: WakeOnLanListener | None = None
-        self.bmcs: dict[tuple[str, str], EmulatedBmc] = {}
+        self.bmcs: dict[tuple[str, str], RemoteBmc] = {}
+        self._bmc_host = BmcHost()
 
     def start(self) -> NativePower:
         self.wake_on_lan = WakeOnLanListener(LOOPBACK).start()
+        self._bmc_host.start()
         for handle in self._handles:
             key = (handle.machine.namespace, handle.name)
             self.wake_on_lan.add(simulated_mac(*key), _waker(handle))
-            self.bmcs[key] = EmulatedBmc(handle, BMC_USER, self.password, LOOPBACK).start()
+            self.bmcs[key] = self._bmc_host.add(handle, BMC_USER, self.password)
         return self
 
     def stop(self) -> None:
-        for bmc in self.bmcs.values():
-            bmc.stop()
+        self._bmc_host.stop()
         self.bmcs.clear()
         if self.wake_on_lan is not None:
             self.wake_on_lan.stop()

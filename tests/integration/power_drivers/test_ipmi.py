@@ -11,7 +11,7 @@ from power_harness import CREDENTIALS_SECRET, NAMESPACE, PASSWORD, USERNAME, Har
 
 from actors.power_port import PowerAction, PowerFailure
 from schemas.power import DriverName, PowerState
-from sim.machines.emulators import EmulatedBmc
+from sim.machines.bmc_host import BmcHost, RemoteBmc
 
 
 class Switch:
@@ -30,17 +30,22 @@ class Switch:
         self.powered_on = False
 
 
+@pytest.fixture(scope="module")
+def bmc_host() -> Iterator[BmcHost]:
+    with BmcHost() as host:
+        yield host
+
+
 @pytest.fixture
-def bmc() -> Iterator[EmulatedBmc]:
-    with EmulatedBmc(Switch(), USERNAME, PASSWORD) as server:
-        yield server
+def bmc(bmc_host: BmcHost) -> RemoteBmc:
+    return bmc_host.add(Switch(), USERNAME, PASSWORD)
 
 
 def ipmi(port: int, secret: str = CREDENTIALS_SECRET) -> dict[str, Any]:
     return {"ipmi": {"host": "127.0.0.1", "port": port, "credentials": {"name": secret}}}
 
 
-def test_power_on_soft_off_hard_off_and_readback(harness: Harness, bmc: EmulatedBmc) -> None:
+def test_power_on_soft_off_hard_off_and_readback(harness: Harness, bmc: RemoteBmc) -> None:
     harness.credentials()
     harness.start()
     power = ipmi(bmc.port)
@@ -51,6 +56,7 @@ def test_power_on_soft_off_hard_off_and_readback(harness: Harness, bmc: Emulated
     assert harness.run(power, PowerAction.READ_POWER_STATE).observed is PowerState.ON
     assert harness.run(power, PowerAction.POWER_OFF, attempt=2).succeeded
     assert harness.run(power, PowerAction.READ_POWER_STATE, attempt=2).observed is PowerState.OFF
+    assert isinstance(bmc.target, Switch)
     bmc.target.powered_on = True
     assert harness.run(power, PowerAction.FORCE_OFF, attempt=3).succeeded
     assert harness.run(power, PowerAction.READ_POWER_STATE, attempt=3).observed is PowerState.OFF
@@ -62,10 +68,10 @@ def test_power_on_soft_off_hard_off_and_readback(harness: Harness, bmc: Emulated
     )
 
 
-def test_a_bmc_that_says_on_but_stays_off_reads_back_off(harness: Harness, bmc: EmulatedBmc) -> None:
+def test_a_bmc_that_says_on_but_stays_off_reads_back_off(harness: Harness, bmc: RemoteBmc) -> None:
     harness.credentials()
     harness.start()
-    bmc.ignore_power_on = True
+    bmc.set_faults(ignore_power_on=True)
     power = ipmi(bmc.port)
 
     assert harness.run(power, PowerAction.POWER_ON).succeeded
@@ -75,7 +81,7 @@ def test_a_bmc_that_says_on_but_stays_off_reads_back_off(harness: Harness, bmc: 
     assert bmc.commands == ["on"]
 
 
-def test_wrong_password_is_credentials_rejected_without_the_password(harness: Harness, bmc: EmulatedBmc) -> None:
+def test_wrong_password_is_credentials_rejected_without_the_password(harness: Harness, bmc: RemoteBmc) -> None:
     harness.credentials(password="not-the-password")
     harness.start()
 
@@ -88,7 +94,7 @@ def test_wrong_password_is_credentials_rejected_without_the_password(harness: Ha
     assert bmc.commands == []
 
 
-def test_wrong_user_is_credentials_rejected(harness: Harness, bmc: EmulatedBmc) -> None:
+def test_wrong_user_is_credentials_rejected(harness: Harness, bmc: RemoteBmc) -> None:
     harness.credentials(username="nobody")
     harness.start()
 
@@ -124,7 +130,7 @@ def test_a_bmc_that_never_answers_times_out(harness: Harness) -> None:
     ],
 )
 def test_a_missing_secret_or_key_fails_before_reaching_the_bmc(
-    harness: Harness, bmc: EmulatedBmc, stored: dict[str, bytes] | None, failure: PowerFailure, named: str
+    harness: Harness, bmc: RemoteBmc, stored: dict[str, bytes] | None, failure: PowerFailure, named: str
 ) -> None:
     if stored is not None:
         harness.secrets.secrets[(NAMESPACE, CREDENTIALS_SECRET)] = stored
@@ -137,7 +143,7 @@ def test_a_missing_secret_or_key_fails_before_reaching_the_bmc(
     assert bmc.commands == []
 
 
-def test_the_same_request_twice_commands_the_bmc_once_and_answers_both(harness: Harness, bmc: EmulatedBmc) -> None:
+def test_the_same_request_twice_commands_the_bmc_once_and_answers_both(harness: Harness, bmc: RemoteBmc) -> None:
     harness.credentials()
     harness.start()
     power = ipmi(bmc.port)
