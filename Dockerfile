@@ -21,6 +21,7 @@ COPY protos/ protos/
 COPY webhooks/ webhooks/
 COPY sim/ sim/
 COPY homelab_autoscaler/ homelab_autoscaler/
+COPY power_drivers/ power_drivers/
 # All our runtime dependencies publish manylinux wheels, so this needs no compiler.
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
