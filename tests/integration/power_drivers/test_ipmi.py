@@ -10,6 +10,7 @@ import pytest
 from power_harness import CREDENTIALS_SECRET, NAMESPACE, PASSWORD, USERNAME, Harness, answer_of, assert_no_secret
 
 from actors.power_port import PowerAction, PowerFailure
+from power_drivers.ipmi import SESSIONS_LOCK
 from schemas.power import DriverName, PowerState
 from sim.machines.bmc_host import BmcHost, RemoteBmc
 
@@ -115,6 +116,9 @@ def test_a_bmc_that_never_answers_times_out(harness: Harness) -> None:
     assert (outcome.succeeded, outcome.failure) == (False, PowerFailure.TIMED_OUT)
     assert "homelab/box-1" in outcome.message
     assert "no answer" in outcome.message
+    # The abandoned try still holds the process's IPMI lock until pyghmi gives up; the next test needs it free.
+    assert SESSIONS_LOCK.acquire(timeout=30)
+    SESSIONS_LOCK.release()
 
 
 @pytest.mark.parametrize(
