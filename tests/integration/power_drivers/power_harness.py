@@ -3,6 +3,8 @@ clock that backoffs advance instead of sleeping, and one-line builders for reque
 
 from __future__ import annotations
 
+import base64
+import logging
 import queue
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -100,3 +102,14 @@ def answer_of(answers: queue.Queue[PowerOutcome]) -> PowerOutcome:
 def assert_no_secret(outcome: PowerOutcome, *secrets: str) -> None:
     for secret in (PASSWORD, *secrets):
         assert secret not in outcome.message
+
+
+def assert_not_logged(records: list[logging.LogRecord], *secrets: str) -> None:
+    """No log record, of any library at any level, holds a secret, plainly or base64-encoded (HTTP Basic)."""
+    forms = set()
+    for secret in (PASSWORD, *secrets):
+        forms.add(secret)
+        forms.add(base64.b64encode(f"{USERNAME}:{secret}".encode()).decode())
+    for record in records:
+        text = record.getMessage() + repr(record.args)
+        assert not any(form in text for form in forms), f"{record.name} logged a secret"

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from power_harness import CREDENTIALS_SECRET, NAMESPACE, PASSWORD, USERNAME, Harness, answer_of, assert_no_secret
+from power_harness import (
+    CREDENTIALS_SECRET,
+    NAMESPACE,
+    PASSWORD,
+    USERNAME,
+    Harness,
+    answer_of,
+    assert_no_secret,
+    assert_not_logged,
+)
 
 from actors.power_port import PowerAction, PowerFailure
 from power_drivers.ipmi import SESSIONS_LOCK
@@ -159,3 +169,16 @@ def test_the_same_request_twice_commands_the_bmc_once_and_answers_both(harness: 
     assert [answer.succeeded for answer in answers] == [True, True]
     assert answers[0] == answers[1]
     assert bmc.commands == ["on"]
+
+
+def test_nothing_logs_the_password_even_at_debug(
+    harness: Harness, bmc: RemoteBmc, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    harness.credentials()
+    harness.start()
+    assert harness.run(ipmi(bmc.port), PowerAction.READ_POWER_STATE).succeeded
+    harness.credentials(password="wrong-Pa55word")
+    assert not harness.run(ipmi(bmc.port), PowerAction.READ_POWER_STATE, attempt=2).succeeded
+
+    assert_not_logged(caplog.records, "wrong-Pa55word")

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from power_harness import CREDENTIALS_SECRET, NAMESPACE, PASSWORD, USERNAME, Harness, answer_of, assert_no_secret
+from power_harness import (
+    CREDENTIALS_SECRET,
+    NAMESPACE,
+    PASSWORD,
+    USERNAME,
+    Harness,
+    answer_of,
+    assert_no_secret,
+    assert_not_logged,
+)
 
 from actors.power_port import PowerAction, PowerFailure
 from schemas.power import DriverName, PowerState
@@ -222,3 +232,15 @@ def test_an_unreachable_bmc_is_retried_with_backoff_until_the_deadline(harness: 
     assert (
         harness.sample("homelab_autoscaler_power_failures_total", {"driver": "redfish", "reason": "Unreachable"}) == 4
     )
+
+
+def test_nothing_logs_the_password_even_at_debug(
+    trusting: Harness, emulator: RedfishEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    trusting.start()
+    assert trusting.run(with_ca(emulator, system=1), PowerAction.READ_POWER_STATE).succeeded
+    trusting.credentials(password="wrong-Pa55word")
+    assert not trusting.run(with_ca(emulator, system=1), PowerAction.READ_POWER_STATE, attempt=2).succeeded
+
+    assert_not_logged(caplog.records, "wrong-Pa55word")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import asyncssh
 import pytest
-from power_harness import NAMESPACE, Harness, answer_of
+from power_harness import NAMESPACE, Harness, answer_of, assert_not_logged
 
 from actors.power_port import PowerAction, PowerFailure
 from schemas.power import DriverName
@@ -120,3 +121,16 @@ def test_ssh_cannot_force_off(keyed: Harness, server: SshTestServer) -> None:
     outcome = keyed.run(ssh(server), PowerAction.FORCE_OFF)
 
     assert (outcome.succeeded, outcome.failure, outcome.driver) == (False, PowerFailure.UNSUPPORTED, None)
+
+
+def test_nothing_logs_the_private_key_even_at_debug(
+    keyed: Harness, server: SshTestServer, client_key: asyncssh.SSHKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    keyed.start()
+
+    assert keyed.run(ssh(server), PowerAction.POWER_OFF).succeeded
+
+    private = client_key.export_private_key().decode()
+    body_lines = [line for line in private.splitlines() if line and not line.startswith("-----")]
+    assert_not_logged(caplog.records, *body_lines)
