@@ -22,6 +22,7 @@ COPY webhooks/ webhooks/
 COPY sim/ sim/
 COPY kubeapi/ kubeapi/
 COPY homelab_autoscaler/ homelab_autoscaler/
+COPY power_drivers/ power_drivers/
 # All our runtime dependencies publish manylinux wheels, so this needs no compiler.
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 

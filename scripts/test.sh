@@ -27,7 +27,7 @@ quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --
 quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/$venv/bin:$PATH"
 echo "== ruff";          ruff check .
-echo "== mypy --strict"; mypy schemas actors kubeapi grpc_gateway webhooks sim homelab_autoscaler
+echo "== mypy --strict"; mypy schemas actors kubeapi grpc_gateway webhooks sim homelab_autoscaler power_drivers
 echo "== import-linter"; quietly lint-imports; echo "contracts kept"
 echo "== pytest";        python -m pytest "$@"
 # The end-to-end scenarios, once against the fake API the suite starts itself, and once on a real control plane

@@ -176,7 +176,8 @@ def is_active_job(job: Mapping[str, Any]) -> bool:
         return False
     conditions = _status(job).get("conditions") or ()
     return not any(
-        isinstance(condition, Mapping) and condition.get("type") in ("Complete", "Failed")
+        isinstance(condition, Mapping)
+        and condition.get("type") in ("Complete", "Failed")
         and condition.get("status") == "True"
         for condition in conditions
     )
@@ -265,26 +266,30 @@ def _state_agrees(index: _Index, objects: ClusterObjects) -> Iterable[Violation]
         found = index.machine_snapshots.get(key)
         if found is None:
             yield Violation(
-                Invariant.STATE_AGREES, key,
+                Invariant.STATE_AGREES,
+                key,
                 f"machine {key} ({api_state} in the API) is missing from the operator's read model",
             )
         elif found[1].state.value != api_state:
             yield Violation(
-                Invariant.STATE_AGREES, key,
+                Invariant.STATE_AGREES,
+                key,
                 f"machine {key} is {api_state} in the API but {found[1].state.value} in the operator's read model",
             )
     for key, (snapshot, _machine) in sorted(index.machine_snapshots.items()):
         machine = index.machines.get(key)
         if machine is None:
             yield Violation(
-                Invariant.STATE_AGREES, key,
+                Invariant.STATE_AGREES,
+                key,
                 f"machine {key} is in the read model of {snapshot.id} but has no Node resource",
             )
             continue
         labelled = _group_label(machine) or "(no group)"
         if labelled != snapshot.name:
             yield Violation(
-                Invariant.STATE_AGREES, key,
+                Invariant.STATE_AGREES,
+                key,
                 f"machine {key} is in the read model of {snapshot.id} but its group label says {labelled}",
             )
 
@@ -313,7 +318,8 @@ def _target_agrees(index: _Index, objects: ClusterObjects) -> Iterable[Violation
         derived = _derived_target(index.members.get(key, ()))
         if not snapshot.target_size == recorded == derived:
             yield Violation(
-                Invariant.TARGET_AGREES, key,
+                Invariant.TARGET_AGREES,
+                key,
                 f"group {key}: the read model's target is {snapshot.target_size}, Group status.targetSize is "
                 f"{recorded}, its machines' states add up to {derived}",
             )
@@ -349,7 +355,8 @@ def _one_active_job(index: _Index, objects: ClusterObjects) -> Iterable[Violatio
     for key, names in sorted(_active_jobs_by_machine(objects).items()):
         if len(names) > 1:
             yield Violation(
-                Invariant.ONE_ACTIVE_JOB, key,
+                Invariant.ONE_ACTIVE_JOB,
+                key,
                 f"machine {key} has {len(names)} power Jobs running at once: {', '.join(sorted(names))}",
             )
 
@@ -366,7 +373,8 @@ def _target_within_max(index: _Index, objects: ClusterObjects) -> Iterable[Viola
             + [int(window.get(size) or 0) for window in spec.get("schedules") or () for size in ("minSize", "maxSize")]
         )
         adopted = sum(
-            1 for machine in members
+            1
+            for machine in members
             if machine_state(machine) == NodeState.READY.value
             and _status(machine).get("reason") == STARTED_OUTSIDE_REASON
         )
@@ -402,7 +410,8 @@ def _unique_provider_id(index: _Index, objects: ClusterObjects) -> Iterable[Viol
         for provider_id, keys in sorted(owners.items()):
             if len(keys) > 1:
                 yield Violation(
-                    Invariant.UNIQUE_PROVIDER_ID, provider_id,
+                    Invariant.UNIQUE_PROVIDER_ID,
+                    provider_id,
                     f"machines {', '.join(keys)} share the provider id {provider_id} in {where}",
                 )
 
@@ -418,7 +427,8 @@ def _ready_node_provider_id(index: _Index, objects: ClusterObjects) -> Iterable[
         instance = machine_snapshot.instance
         if instance is not None and instance.id != machine_snapshot.provider_id:
             yield Violation(
-                Invariant.READY_NODE_PROVIDER_ID, key,
+                Invariant.READY_NODE_PROVIDER_ID,
+                key,
                 f"machine {key} is listed to CA as {instance.id} but its provider id is {machine_snapshot.provider_id}",
             )
         if kube_node is None:
@@ -429,7 +439,8 @@ def _ready_node_provider_id(index: _Index, objects: ClusterObjects) -> Iterable[
         actual = str(_spec(kube_node).get("providerID") or "")
         if actual != machine_snapshot.provider_id:
             yield Violation(
-                Invariant.READY_NODE_PROVIDER_ID, key,
+                Invariant.READY_NODE_PROVIDER_ID,
+                key,
                 f"Ready machine {key}: Kubernetes Node {node_name} has providerID {actual or '(none)'} but CA is "
                 f"told {machine_snapshot.provider_id}",
             )
@@ -446,7 +457,8 @@ def _powered_off_node_gone(index: _Index, objects: ClusterObjects) -> Iterable[V
         kube_node = index.kube_nodes.get(node_name)
         if policy == PowerOffNodePolicy.DELETE.value and kube_node is not None and is_ready_node(kube_node):
             yield Violation(
-                Invariant.POWERED_OFF_NODE_GONE, key,
+                Invariant.POWERED_OFF_NODE_GONE,
+                key,
                 f"machine {key} is Shutdown (powerOffNodePolicy Delete) but its Kubernetes Node {node_name} is Ready",
             )
 

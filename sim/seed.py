@@ -145,8 +145,9 @@ def plan_homelab(
 
 ON_THE_CONTROL_PLANE: Final[dict[str, Any]] = {
     "node_selector": {CONTROL_PLANE_ROLE: ""},
-    "tolerations": (Toleration(key=CONTROL_PLANE_ROLE, operator=TolerationOperator.EXISTS,
-                               effect=TaintEffect.NO_SCHEDULE),),
+    "tolerations": (
+        Toleration(key=CONTROL_PLANE_ROLE, operator=TolerationOperator.EXISTS, effect=TaintEffect.NO_SCHEDULE),
+    ),
 }
 """Power Jobs run on a machine that stays on, as the examples pin them, never on one the operator powers off."""
 
@@ -185,9 +186,7 @@ def _node_spec(machine: SimulatedMachine, number: int) -> NodeSpec:
     return spec
 
 
-def _resource(
-    kind: str, name: str, namespace: str, labels: Mapping[str, str], spec: dict[str, Any]
-) -> dict[str, Any]:
+def _resource(kind: str, name: str, namespace: str, labels: Mapping[str, str], spec: dict[str, Any]) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if labels:
         metadata["labels"] = dict(labels)
@@ -216,8 +215,7 @@ def install_crds(api_client: kube_client.ApiClient, timeout: float = 10.0) -> No
     while True:
         try:
             served = {
-                resource.get("name")
-                for resource in rest.get(f"/apis/{API_GROUP}/{API_VERSION}").get("resources", ())
+                resource.get("name") for resource in rest.get(f"/apis/{API_GROUP}/{API_VERSION}").get("resources", ())
             }
         except KubeError as error:
             served = set()
@@ -291,9 +289,7 @@ def _connect(target: kube_client.ApiClient | FakeApiServer) -> tuple[kube_client
 def _write_over_http(rest: KubeApi, plan: HomelabPlan) -> None:
     _create(rest, "/api/v1/namespaces", plan.namespace)
     base = f"/apis/{GROUP_VERSION}/namespaces/{plan.namespace['metadata']['name']}"
-    jobs = [(f"{base}/groups", group) for group in plan.groups] + [
-        (f"{base}/nodes", node) for node in plan.nodes
-    ]
+    jobs = [(f"{base}/groups", group) for group in plan.groups] + [(f"{base}/nodes", node) for node in plan.nodes]
     with ThreadPoolExecutor(HTTP_WRITERS, thread_name_prefix="seed") as pool:
         for _done in pool.map(lambda item: _create(rest, *item), jobs):
             pass
@@ -317,9 +313,7 @@ def _write_to_store(store: Store, plan: HomelabPlan) -> None:
         _store_create(store, GROUP_VERSION, "nodes", node, namespace)
 
 
-def _store_create(
-    store: Store, api_version: str, plural: str, body: dict[str, Any], namespace: str | None
-) -> None:
+def _store_create(store: Store, api_version: str, plural: str, body: dict[str, Any], namespace: str | None) -> None:
     try:
         store.create(api_version, plural, body, namespace)
     except ApiError as error:

@@ -68,7 +68,8 @@ class OperatorProcess:
         self.process = ManagedProcess(
             "homelab-autoscaler",
             [
-                *command, "run",
+                *command,
+                "run",
                 f"--kubeconfig={kubeconfig}",
                 f"--namespace={namespace}",
                 f"--watch-namespace={namespace}",
@@ -127,8 +128,12 @@ class ClusterAutoscaler:
         self.process = ManagedProcess(
             "cluster-autoscaler",
             [
-                binary, *TEST_ARGS, f"--cloud-config={cloud_config}", f"--kubeconfig={kubeconfig}",
-                f"--address={LOOPBACK}:{status_port}", *args,
+                binary,
+                *TEST_ARGS,
+                f"--cloud-config={cloud_config}",
+                f"--kubeconfig={kubeconfig}",
+                f"--address={LOOPBACK}:{status_port}",
+                *args,
             ],
             self.log_path,
         )

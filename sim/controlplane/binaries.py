@@ -138,9 +138,7 @@ def check_elf(path: Path) -> None:
     machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")  # EI_DATA: 1 little-endian
     expected = ELF_MACHINES.get(platform.machine().lower())
     if expected is not None and machine != expected:
-        raise BadBinary(
-            f"{path}: built for ELF machine {machine}, this host ({platform.machine()}) needs {expected}"
-        )
+        raise BadBinary(f"{path}: built for ELF machine {machine}, this host ({platform.machine()}) needs {expected}")
 
 
 def _configured_folder(environ: Mapping[str, str]) -> Path:

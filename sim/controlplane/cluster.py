@@ -179,8 +179,7 @@ class ControlPlane:
     def log_tail(self, lines: int = 40) -> str:
         """The last `lines` lines of every started component's log, each headed by its name."""
         return "\n".join(
-            f"==== {name} ({process.log_path}) ====\n{process.tail(lines)}"
-            for name, process in self._processes.items()
+            f"==== {name} ({process.log_path}) ====\n{process.tail(lines)}" for name, process in self._processes.items()
         )
 
     def __enter__(self) -> ControlPlane:

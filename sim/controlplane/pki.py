@@ -172,9 +172,7 @@ def _leaf(
         .add_extension(_key_usage(certificate_signing=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
     )
     if names or addresses:
         alternatives: list[x509.GeneralName] = [x509.DNSName(dns_name) for dns_name in names]
@@ -209,9 +207,7 @@ def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.touch(mode=0o600)
     path.chmod(0o600)  # touch keeps an existing file's mode; a key must never be readable by others
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
 
 
@@ -222,8 +218,6 @@ def _service_account_keys(directory: Path) -> tuple[Path, Path]:
     private, public = directory / "sa.key", directory / "sa.pub"
     _write_private(private, key)
     public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return private, public

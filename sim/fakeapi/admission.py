@@ -49,8 +49,10 @@ def check_type_meta(resource: ResourceType, body: Any) -> dict[str, Any]:
     api_version = result.setdefault("apiVersion", resource.api_version)
     kind = result.setdefault("kind", resource.kind)
     if api_version != resource.api_version:
-        raise bad_request(f"the API version in the data ({api_version}) does not match the expected API "
-                          f"version ({resource.api_version})")
+        raise bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API "
+            f"version ({resource.api_version})"
+        )
     if kind != resource.kind:
         raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({resource.kind})")
     metadata = result.get("metadata")
@@ -68,9 +70,14 @@ def _name_causes(resource: ResourceType, name: str) -> list[FieldCause]:
     limit = 63 if pattern is _LABEL else 253
     if len(name) > limit or not pattern.match(name):
         what = "RFC 1123 label" if pattern is _LABEL else "RFC 1123 subdomain"
-        return [FieldCause("metadata.name", "FieldValueInvalid",
-                           f'"{name}": a lowercase {what} must consist of lower case alphanumeric characters, '
-                           "'-' or '.', and must start and end with an alphanumeric character")]
+        return [
+            FieldCause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'"{name}": a lowercase {what} must consist of lower case alphanumeric characters, '
+                "'-' or '.', and must start and end with an alphanumeric character",
+            )
+        ]
     return []
 
 
@@ -81,15 +88,29 @@ def _label_causes(metadata: dict[str, Any]) -> list[FieldCause]:
         return [FieldCause("metadata.labels", "FieldValueInvalid", "must be a map of strings")]
     for key, value in labels.items():
         prefix, _, key_name = str(key).rpartition("/")
-        valid_key = len(key_name) <= 63 and bool(_LABEL_KEY_NAME.match(key_name)) and (
-            not prefix or (len(prefix) <= 253 and bool(_SUBDOMAIN.match(prefix))))
+        valid_key = (
+            len(key_name) <= 63
+            and bool(_LABEL_KEY_NAME.match(key_name))
+            and (not prefix or (len(prefix) <= 253 and bool(_SUBDOMAIN.match(prefix))))
+        )
         if not valid_key:
-            causes.append(FieldCause("metadata.labels", "FieldValueInvalid", f'"{key}": name part must be a '
-                                     "valid label key (at most 63 characters, alphanumeric, '-', '_' or '.')"))
+            causes.append(
+                FieldCause(
+                    "metadata.labels",
+                    "FieldValueInvalid",
+                    f'"{key}": name part must be a '
+                    "valid label key (at most 63 characters, alphanumeric, '-', '_' or '.')",
+                )
+            )
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append(FieldCause("metadata.labels", "FieldValueInvalid",
-                                     f'"{value}": a valid label must be an empty string or consist of at most '
-                                     "63 alphanumeric characters, '-', '_' or '.'"))
+            causes.append(
+                FieldCause(
+                    "metadata.labels",
+                    "FieldValueInvalid",
+                    f'"{value}": a valid label must be an empty string or consist of at most '
+                    "63 alphanumeric characters, '-', '_' or '.'",
+                )
+            )
     return causes
 
 
@@ -101,16 +122,24 @@ def _raise_if(resource: ResourceType, name: str, causes: list[FieldCause]) -> No
 FieldValidation = str  # "Strict", "Warn" or "Ignore", as in the ``fieldValidation`` query parameter
 
 
-def _admit_custom(resource: ResourceType, name: str, obj: dict[str, Any], old: dict[str, Any] | None,
-                  field_validation: FieldValidation, warnings: list[str] | None) -> dict[str, Any]:
+def _admit_custom(
+    resource: ResourceType,
+    name: str,
+    obj: dict[str, Any],
+    old: dict[str, Any] | None,
+    field_validation: FieldValidation,
+    warnings: list[str] | None,
+) -> dict[str, Any]:
     """A custom resource through its CRD's structural schema and CEL rules (see ``structural``)."""
     if not resource.custom or not resource.schema:
         return obj
     outcome = structural.admit(obj, resource.schema, old)
     if outcome.unknown_fields and field_validation == "Strict":
         unknown = ", ".join(f'unknown field "{path}"' for path in outcome.unknown_fields)
-        raise bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
-                          f"strict decoding error: {unknown}")
+        raise bad_request(
+            f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+            f"strict decoding error: {unknown}"
+        )
     _raise_if(resource, name, outcome.causes)
     if field_validation == "Warn" and warnings is not None:
         warnings.extend(f'unknown field "{path}"' for path in outcome.unknown_fields)
@@ -118,8 +147,15 @@ def _admit_custom(resource: ResourceType, name: str, obj: dict[str, Any], old: d
 
 
 def prepare_create(
-    resource: ResourceType, body: dict[str, Any], *, namespace: str | None, name: str, uid: str, now: float,
-    field_validation: FieldValidation = "Ignore", warnings: list[str] | None = None,
+    resource: ResourceType,
+    body: dict[str, Any],
+    *,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    now: float,
+    field_validation: FieldValidation = "Ignore",
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The object as stored on create (``body`` already passed ``check_type_meta``; ``name`` is final).
 
@@ -184,14 +220,24 @@ def _default_job(job: dict[str, Any], uid: str) -> dict[str, Any]:
     """The defaults and controller labels the real server adds to a batch/v1 Job."""
     spec = job.setdefault("spec", {})
     name = job["metadata"]["name"]
-    for key, value in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6),
-                       ("completionMode", "NonIndexed"), ("suspend", False),
-                       ("podReplacementPolicy", "TerminatingOrFailed"), ("manualSelector", None)):
+    for key, value in (
+        ("parallelism", 1),
+        ("completions", 1),
+        ("backoffLimit", 6),
+        ("completionMode", "NonIndexed"),
+        ("suspend", False),
+        ("podReplacementPolicy", "TerminatingOrFailed"),
+        ("manualSelector", None),
+    ):
         if value is not None:
             spec.setdefault(key, value)
     if not spec.get("manualSelector"):
-        controller_labels = {"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
-                             "batch.kubernetes.io/job-name": name, "job-name": name}
+        controller_labels = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "job-name": name,
+        }
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         template_metadata = spec.setdefault("template", {}).setdefault("metadata", {})
         template_metadata["labels"] = {**(template_metadata.get("labels") or {}), **controller_labels}
@@ -210,11 +256,15 @@ def _pod_template_causes(obj: dict[str, Any], spec_path: str, *, needs_restart_p
     for index, container in enumerate(containers):
         for key in ("name", "image"):
             if not (isinstance(container, dict) and container.get(key)):
-                causes.append(FieldCause(f"{spec_path}.containers[{index}].{key}", "FieldValueRequired",
-                                         "Required value"))
+                causes.append(
+                    FieldCause(f"{spec_path}.containers[{index}].{key}", "FieldValueRequired", "Required value")
+                )
     if needs_restart_policy and pod_spec.get("restartPolicy") not in ("Never", "OnFailure"):
-        causes.append(FieldCause(f"{spec_path}.restartPolicy", "FieldValueRequired",
-                                 'Required value: valid values: "OnFailure", "Never"'))
+        causes.append(
+            FieldCause(
+                f"{spec_path}.restartPolicy", "FieldValueRequired", 'Required value: valid values: "OnFailure", "Never"'
+            )
+        )
     return causes
 
 
@@ -229,8 +279,14 @@ def spec_changed(resource: ResourceType, old: dict[str, Any], new: dict[str, Any
 
 
 def prepare_update(
-    resource: ResourceType, old: dict[str, Any], body: dict[str, Any], *, subresource: str | None, now: float,
-    field_validation: FieldValidation = "Ignore", warnings: list[str] | None = None,
+    resource: ResourceType,
+    old: dict[str, Any],
+    body: dict[str, Any],
+    *,
+    subresource: str | None,
+    now: float,
+    field_validation: FieldValidation = "Ignore",
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The object as stored after an update/patch of ``old`` to ``body`` (type meta already checked)."""
     del now  # kept for symmetry with prepare_create; no rule here depends on time yet
@@ -260,15 +316,24 @@ def prepare_update(
     if old_metadata.get("deletionTimestamp"):
         added = [f for f in metadata.get("finalizers") or [] if f not in (old_metadata.get("finalizers") or [])]
         if added:
-            causes.append(FieldCause("metadata.finalizers", "FieldValueForbidden",
-                                     "no new finalizers can be added if the object is being deleted, found new "
-                                     f"finalizers {added}"))
+            causes.append(
+                FieldCause(
+                    "metadata.finalizers",
+                    "FieldValueForbidden",
+                    f"no new finalizers can be added if the object is being deleted, found new finalizers {added}",
+                )
+            )
     if not resource.custom and resource.plural == "nodes":
         old_provider = (old.get("spec") or {}).get("providerID") or ""
         new_provider = (result.get("spec") or {}).get("providerID") or ""
         if old_provider and new_provider != old_provider:
-            causes.append(FieldCause("spec.providerID", "FieldValueForbidden",
-                                     'node updates may not change providerID except from "" to valid'))
+            causes.append(
+                FieldCause(
+                    "spec.providerID",
+                    "FieldValueForbidden",
+                    'node updates may not change providerID except from "" to valid',
+                )
+            )
     if not resource.custom and resource.group == crds.CRD_GROUP:
         causes.extend(crds.validate_crd(result))
         result = crds.default_crd(result)
@@ -284,4 +349,3 @@ def prepare_update(
     if spec_changed(resource, old, result):
         result["metadata"]["generation"] = int(old_metadata.get("generation", 1)) + 1
     return result
-

@@ -49,8 +49,9 @@ _OPERATORS: dict[str, LabelOperator] = {"In": "in", "NotIn": "notin", "Exists": 
 
 def _requirements(selector: Mapping[str, Any]) -> tuple[LabelRequirement, ...] | None:
     """The label requirements of a ``LabelSelector``; None when it cannot be understood (it then selects nothing)."""
-    requirements = [LabelRequirement(str(key), "=", (str(value),))
-                    for key, value in (selector.get("matchLabels") or {}).items()]
+    requirements = [
+        LabelRequirement(str(key), "=", (str(value),)) for key, value in (selector.get("matchLabels") or {}).items()
+    ]
     for expression in selector.get("matchExpressions") or []:
         operator = _OPERATORS.get(str((expression or {}).get("operator")))
         if operator is None:
@@ -99,7 +100,7 @@ def _bound_causes(value: Any, path: str) -> list[FieldCause]:
         return [] if value >= 0 else [FieldCause(path, "FieldValueInvalid", "must be greater than or equal to 0")]
     match = _PERCENT.match(value)
     if match is None:
-        return [FieldCause(path, "FieldValueInvalid", f'"{value}": must be an integer or percentage (e.g \'5%\')')]
+        return [FieldCause(path, "FieldValueInvalid", f"\"{value}\": must be an integer or percentage (e.g '5%')")]
     if int(match[1]) > 100:
         return [FieldCause(path, "FieldValueInvalid", f'"{value}": must not be greater than 100%')]
     return []
@@ -117,14 +118,23 @@ def _selector_causes(selector: Any, path: str) -> list[FieldCause]:
         operator = expression.get("operator")
         values = expression.get("values") or []
         if operator not in _OPERATORS:
-            causes.append(FieldCause(f"{where}.operator", "FieldValueInvalid",
-                                     f'"{operator}": not a valid selector operator'))
+            causes.append(
+                FieldCause(f"{where}.operator", "FieldValueInvalid", f'"{operator}": not a valid selector operator')
+            )
         elif operator in ("In", "NotIn") and not values:
-            causes.append(FieldCause(f"{where}.values", "FieldValueRequired",
-                                     "must be specified when `operator` is 'In' or 'NotIn'"))
+            causes.append(
+                FieldCause(
+                    f"{where}.values", "FieldValueRequired", "must be specified when `operator` is 'In' or 'NotIn'"
+                )
+            )
         elif operator in ("Exists", "DoesNotExist") and values:
-            causes.append(FieldCause(f"{where}.values", "FieldValueForbidden",
-                                     "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+            causes.append(
+                FieldCause(
+                    f"{where}.values",
+                    "FieldValueForbidden",
+                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                )
+            )
     return causes
 
 
@@ -139,8 +149,13 @@ def budget_causes(budget: Mapping[str, Any]) -> list[FieldCause]:
     causes += _selector_causes(spec.get("selector"), "spec.selector")
     policy = spec.get("unhealthyPodEvictionPolicy")
     if policy is not None and policy not in UNHEALTHY_POLICIES:
-        causes.append(FieldCause("spec.unhealthyPodEvictionPolicy", "FieldValueNotSupported",
-                                 f'"{policy}": supported values: "AlwaysAllow", "IfHealthyBudget"'))
+        causes.append(
+            FieldCause(
+                "spec.unhealthyPodEvictionPolicy",
+                "FieldValueNotSupported",
+                f'"{policy}": supported values: "AlwaysAllow", "IfHealthyBudget"',
+            )
+        )
     return causes
 
 
@@ -188,13 +203,20 @@ def _scaled(value: int | str, total: int) -> int:
     return math.ceil(int(match[1]) * total / 100) if match else 0
 
 
-def _allowed_condition(previous: Iterable[Mapping[str, Any]], allowed: int, generation: int,
-                       timestamp: str) -> dict[str, Any]:
+def _allowed_condition(
+    previous: Iterable[Mapping[str, Any]], allowed: int, generation: int, timestamp: str
+) -> dict[str, Any]:
     status, reason = ("True", "SufficientPods") if allowed > 0 else ("False", "InsufficientPods")
     earlier = next((c for c in previous if c.get("type") == DISRUPTION_ALLOWED), None)
     since = earlier.get("lastTransitionTime") if earlier and earlier.get("status") == status else None
-    return {"type": DISRUPTION_ALLOWED, "status": status, "observedGeneration": generation,
-            "lastTransitionTime": since or timestamp, "reason": reason, "message": ""}
+    return {
+        "type": DISRUPTION_ALLOWED,
+        "status": status,
+        "observedGeneration": generation,
+        "lastTransitionTime": since or timestamp,
+        "reason": reason,
+        "message": "",
+    }
 
 
 def budget_status(budget: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], timestamp: str) -> dict[str, Any]:
@@ -231,14 +253,16 @@ def deletion_options_of(body: Any, namespace: str, name: str) -> dict[str, Any]:
     api_version = body.get("apiVersion") or EVICTION_API_VERSIONS[0]
     kind = body.get("kind") or "Eviction"
     if api_version not in EVICTION_API_VERSIONS or kind != "Eviction":
-        raise errors.bad_request(f"the body of the request was of kind {api_version}, Kind={kind}; expected "
-                                 "policy/v1, Kind=Eviction")
+        raise errors.bad_request(
+            f"the body of the request was of kind {api_version}, Kind={kind}; expected policy/v1, Kind=Eviction"
+        )
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, Mapping) or metadata.get("name") != name:
         raise errors.bad_request("name in URL does not match name in Eviction object")
     if metadata.get("namespace") not in (None, "", namespace):
-        raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the "
-                                 "request")
+        raise errors.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
     options = body.get("deleteOptions") or {}
     if not isinstance(options, Mapping):
         raise errors.bad_request("deleteOptions must be an object")
@@ -275,8 +299,12 @@ def eviction_refusal(pod: Mapping[str, Any], budgets: Iterable[Mapping[str, Any]
 
 def with_disruption_target(pod: Mapping[str, Any], timestamp: str) -> dict[str, Any]:
     """The pod carrying the ``DisruptionTarget`` condition the Eviction API sets before deleting it."""
-    wanted = {"type": DISRUPTION_TARGET, "status": "True", "reason": "EvictionByEvictionAPI",
-              "message": "Eviction API: evicting"}
+    wanted = {
+        "type": DISRUPTION_TARGET,
+        "status": "True",
+        "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting",
+    }
     status = dict(pod.get("status") or {})
     conditions = [dict(c) for c in _conditions(pod)]
     for index, condition in enumerate(conditions):

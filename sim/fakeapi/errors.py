@@ -164,8 +164,11 @@ def unsupported_media_type(content_type: str, accepted: Sequence[str]) -> ApiErr
 
 def unknown_body_format(accepted: Sequence[str]) -> ApiError:
     """415 for a create/update body in a media type the server does not decode (e.g. protobuf here)."""
-    return ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
-                                                 "media types include: " + ", ".join(accepted))
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: " + ", ".join(accepted),
+    )
 
 
 def internal(message: str) -> ApiError:
@@ -198,13 +201,16 @@ EVICTION_REFUSED = "Cannot evict pod as it would violate the pod's disruption bu
 def disruption_budget_refused(budget: str, desired_healthy: int, current_healthy: int) -> ApiError:
     """429 from the Eviction API when the pod's budget allows no disruption now; no Retry-After, as on a real
     server (clients such as ``kubectl drain`` retry on their own schedule)."""
-    cause = {"reason": "DisruptionBudget",
-             "message": f"The disruption budget {budget} needs {desired_healthy} healthy pods and has "
-                        f"{current_healthy} currently"}
+    cause = {
+        "reason": "DisruptionBudget",
+        "message": f"The disruption budget {budget} needs {desired_healthy} healthy pods and has "
+        f"{current_healthy} currently",
+    }
     return ApiError(429, "TooManyRequests", EVICTION_REFUSED, {"causes": [cause]})
 
 
 def several_disruption_budgets() -> ApiError:
     """What the Eviction API answers when more than one budget selects the pod: a bare 500 Status, no reason."""
-    return ApiError(500, "", "This pod has more than one PodDisruptionBudget, which the eviction subresource "
-                             "does not support.")
+    return ApiError(
+        500, "", "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+    )

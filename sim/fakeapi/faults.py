@@ -41,8 +41,9 @@ class _Rule:
     name: str | None
 
     def matches(self, verb: str, resource: str, name: str | None) -> bool:
-        return (self.verb in ("*", verb) and self.resource in ("*", resource)
-                and (self.name is None or self.name == name))
+        return (
+            self.verb in ("*", verb) and self.resource in ("*", resource) and (self.name is None or self.name == name)
+        )
 
 
 @dataclass
@@ -77,8 +78,16 @@ class FaultInjector:
         self._delays: list[_DelayRule] = []
         self._counts: Counter[tuple[str, str]] = Counter()
 
-    def fail(self, verb: str = "*", resource: str = "*", *, name: str | None = None, count: int = 1,
-             code: int = 500, retry_after_seconds: int = 1) -> None:
+    def fail(
+        self,
+        verb: str = "*",
+        resource: str = "*",
+        *,
+        name: str | None = None,
+        count: int = 1,
+        code: int = 500,
+        retry_after_seconds: int = 1,
+    ) -> None:
         """Answer the next ``count`` matching requests with ``code`` (500, 429 or 503)."""
         if code not in FAILURE_CODES:
             raise ValueError(f"code must be one of {FAILURE_CODES}")
@@ -87,8 +96,16 @@ class FaultInjector:
         with self._lock:
             self._failures.append(_FailureRule(verb, resource, name, count, code, max(0, retry_after_seconds)))
 
-    def delay(self, verb: str = "*", resource: str = "*", *, seconds: float, name: str | None = None,
-              count: int | None = None, for_seconds: float | None = None) -> None:
+    def delay(
+        self,
+        verb: str = "*",
+        resource: str = "*",
+        *,
+        seconds: float,
+        name: str | None = None,
+        count: int | None = None,
+        for_seconds: float | None = None,
+    ) -> None:
         """Hold matching responses for ``seconds``: the next ``count`` of them, or all for ``for_seconds``."""
         if not 0 <= seconds <= MAX_DELAY_SECONDS:
             raise ValueError(f"seconds must be between 0 and {MAX_DELAY_SECONDS}")
@@ -150,15 +167,29 @@ class FaultInjector:
     def describe(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "failures": [{"verb": r.verb, "resource": r.resource, "name": r.name, "remaining": r.remaining,
-                              "code": r.code} for r in self._failures],
-                "delays": [{"verb": r.verb, "resource": r.resource, "name": r.name, "seconds": r.seconds,
-                            "remaining": r.remaining} for r in self._delays],
+                "failures": [
+                    {"verb": r.verb, "resource": r.resource, "name": r.name, "remaining": r.remaining, "code": r.code}
+                    for r in self._failures
+                ],
+                "delays": [
+                    {
+                        "verb": r.verb,
+                        "resource": r.resource,
+                        "name": r.name,
+                        "seconds": r.seconds,
+                        "remaining": r.remaining,
+                    }
+                    for r in self._delays
+                ],
             }
 
     def counters_document(self) -> dict[str, Any]:
-        return {"counters": [{"verb": verb, "resource": resource, "count": count}
-                             for (verb, resource), count in sorted(self.counts().items())]}
+        return {
+            "counters": [
+                {"verb": verb, "resource": resource, "count": count}
+                for (verb, resource), count in sorted(self.counts().items())
+            ]
+        }
 
     def apply_control(self, document: Any) -> dict[str, Any]:
         """Run one ``POST /_fake/faults`` document; raises 400 for anything malformed."""
@@ -167,17 +198,25 @@ class FaultInjector:
         action = document.get("action")
         try:
             if action == "fail":
-                self.fail(str(document.get("verb", "*")), str(document.get("resource", "*")),
-                          name=document.get("name"), count=int(document.get("count", 1)),
-                          code=int(document.get("code", 500)),
-                          retry_after_seconds=int(document.get("retryAfterSeconds", 1)))
+                self.fail(
+                    str(document.get("verb", "*")),
+                    str(document.get("resource", "*")),
+                    name=document.get("name"),
+                    count=int(document.get("count", 1)),
+                    code=int(document.get("code", 500)),
+                    retry_after_seconds=int(document.get("retryAfterSeconds", 1)),
+                )
             elif action == "delay":
                 for_seconds = document.get("forSeconds")
                 count = document.get("count")
-                self.delay(str(document.get("verb", "*")), str(document.get("resource", "*")),
-                           seconds=float(document["seconds"]), name=document.get("name"),
-                           count=None if count is None else int(count),
-                           for_seconds=None if for_seconds is None else float(for_seconds))
+                self.delay(
+                    str(document.get("verb", "*")),
+                    str(document.get("resource", "*")),
+                    seconds=float(document["seconds"]),
+                    name=document.get("name"),
+                    count=None if count is None else int(count),
+                    for_seconds=None if for_seconds is None else float(for_seconds),
+                )
             elif action == "dropWatches":
                 return {"dropped": self.drop_watches()}
             elif action == "compactHistory":

@@ -41,6 +41,7 @@ def _remove_finalizer(name: str) -> Any:
         obj["metadata"]["finalizers"] = [f for f in obj["metadata"].get("finalizers") or [] if f != name]
         if not obj["metadata"]["finalizers"]:
             del obj["metadata"]["finalizers"]
+
     return change
 
 
@@ -51,6 +52,7 @@ def _strip_owner_references(uids: set[str]) -> Any:
             obj["metadata"]["ownerReferences"] = kept
         else:
             obj["metadata"].pop("ownerReferences", None)
+
     return change
 
 
@@ -123,8 +125,11 @@ class GarbageCollector:
         for owner_uid in owner_uids:
             owner_key = self._store.key_of_uid(owner_uid)
             owner = None if owner_key is None else self._store.object_at(owner_key)
-            if owner_key is not None and owner is not None and FINALIZER_FOREGROUND in (
-                    owner["metadata"].get("finalizers") or []):
+            if (
+                owner_key is not None
+                and owner is not None
+                and FINALIZER_FOREGROUND in (owner["metadata"].get("finalizers") or [])
+            ):
                 self._foreground(owner_key)
         if namespace:
             namespace_obj = self._store.object_at((("", "namespaces"), "", namespace))
@@ -171,11 +176,13 @@ class GarbageCollector:
         for key in contents:
             self._store.system_delete(key, "Background")
         if not [key for key in self._store.keys_in_namespace(namespace) if key[0] != ("", "namespaces")]:
+
             def finalize(obj: dict[str, Any]) -> None:
                 spec = obj.setdefault("spec", {})
                 spec["finalizers"] = [f for f in spec.get("finalizers") or [] if f != NAMESPACE_FINALIZER]
                 if not spec["finalizers"]:
                     del spec["finalizers"]
+
             self._store.system_update((("", "namespaces"), "", namespace), finalize)
 
     def _clean_crd(self, crd_key: ObjectKey) -> None:

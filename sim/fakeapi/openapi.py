@@ -26,15 +26,22 @@ def _document(resources: list[ResourceType]) -> dict[str, Any]:
     for resource in resources:
         prefix = "/" + _group_version_path(resource.group, resource.version)
         scope = "/namespaces/{namespace}" if resource.namespaced else ""
-        paths[f"{prefix}{scope}/{resource.plural}/{{name}}"] = {"patch": {
-            "operationId": f"patch{resource.kind}",
-            "x-kubernetes-group-version-kind": {"group": resource.group, "version": resource.version,
-                                                "kind": resource.kind},
-            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-                           {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-                           {"name": "dryRun", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "OK"}},
-        }}
+        paths[f"{prefix}{scope}/{resource.plural}/{{name}}"] = {
+            "patch": {
+                "operationId": f"patch{resource.kind}",
+                "x-kubernetes-group-version-kind": {
+                    "group": resource.group,
+                    "version": resource.version,
+                    "kind": resource.kind,
+                },
+                "parameters": [
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "OK"}},
+            }
+        }
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes (fakeapi)", "version": "v1.32.0"}, "paths": paths}
 
 

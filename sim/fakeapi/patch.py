@@ -230,7 +230,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], strategies: Merg
         if key == _RETAIN_KEYS or key.startswith(_ELEMENT_ORDER_PREFIX):
             continue
         if key.startswith(_DELETE_FROM_PRIMITIVE_PREFIX):
-            field_name = key[len(_DELETE_FROM_PRIMITIVE_PREFIX):]
+            field_name = key[len(_DELETE_FROM_PRIMITIVE_PREFIX) :]
             if not isinstance(value, list):
                 raise PatchFormatError(f"{key} must be a list")
             if isinstance(result.get(field_name), list):
@@ -248,8 +248,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], strategies: Merg
                 result[key] = merged
         elif isinstance(value, list) and field_path in strategies:
             existing = result.get(key)
-            result[key] = _merge_list(existing if isinstance(existing, list) else [], value, strategies,
-                                      field_path)
+            result[key] = _merge_list(existing if isinstance(existing, list) else [], value, strategies, field_path)
         else:
             result[key] = _strip_directives(value)
     retained = patch.get(_RETAIN_KEYS)
@@ -267,14 +266,23 @@ def _merge_list(original: list[Any], patch: list[Any], strategies: MergeStrategi
                 merged.append(item)
         return merged
     if any(isinstance(item, dict) and item.get(_DIRECTIVE) == "replace" for item in patch):
-        return [_strip_directives(item) for item in patch
-                if not (isinstance(item, dict) and item.get(_DIRECTIVE) == "replace")]
+        return [
+            _strip_directives(item)
+            for item in patch
+            if not (isinstance(item, dict) and item.get(_DIRECTIVE) == "replace")
+        ]
     result = [copy.deepcopy(item) for item in original]
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
             raise PatchFormatError(f"list {path} merges by {merge_key!r}; every patch item needs that key")
-        position = next((i for i, existing in enumerate(result)
-                         if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]), None)
+        position = next(
+            (
+                i
+                for i, existing in enumerate(result)
+                if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]
+            ),
+            None,
+        )
         if item.get(_DIRECTIVE) == "delete":
             if position is not None:
                 del result[position]

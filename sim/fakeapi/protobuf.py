@@ -39,19 +39,33 @@ _CREATE_IGNORES_STATUS = Field("status", "ignored")
 
 
 def _owner_reference() -> Mapping[int, Field]:
-    return {1: Field("kind", "string"), 3: Field("name", "string"), 4: Field("uid", "string"),
-            5: Field("apiVersion", "string"), 6: Field("controller", "bool"),
-            7: Field("blockOwnerDeletion", "bool")}
+    return {
+        1: Field("kind", "string"),
+        3: Field("name", "string"),
+        4: Field("uid", "string"),
+        5: Field("apiVersion", "string"),
+        6: Field("controller", "bool"),
+        7: Field("blockOwnerDeletion", "bool"),
+    }
 
 
 def _object_meta() -> Mapping[int, Field]:
-    return {1: Field("name", "string"), 2: Field("generateName", "string"), 3: Field("namespace", "string"),
-            4: Field("selfLink", "string"), 5: Field("uid", "string"), 6: Field("resourceVersion", "string"),
-            7: Field("generation", "int"), 8: Field("creationTimestamp", "time"),
-            9: Field("deletionTimestamp", "time"), 10: Field("deletionGracePeriodSeconds", "int"),
-            11: Field("labels", "map"), 12: Field("annotations", "map"),
-            13: Field("ownerReferences", "message", True, _owner_reference),
-            14: Field("finalizers", "string", True)}
+    return {
+        1: Field("name", "string"),
+        2: Field("generateName", "string"),
+        3: Field("namespace", "string"),
+        4: Field("selfLink", "string"),
+        5: Field("uid", "string"),
+        6: Field("resourceVersion", "string"),
+        7: Field("generation", "int"),
+        8: Field("creationTimestamp", "time"),
+        9: Field("deletionTimestamp", "time"),
+        10: Field("deletionGracePeriodSeconds", "int"),
+        11: Field("labels", "map"),
+        12: Field("annotations", "map"),
+        13: Field("ownerReferences", "message", True, _owner_reference),
+        14: Field("finalizers", "string", True),
+    }
 
 
 def _label_requirement() -> Mapping[int, Field]:
@@ -63,39 +77,65 @@ def _label_selector() -> Mapping[int, Field]:
 
 
 def _namespace() -> Mapping[int, Field]:
-    return {1: Field("metadata", "message", message=_object_meta),
-            2: Field("spec", "message", message=lambda: {1: Field("finalizers", "string", True)}),
-            3: Field("status", "message", message=lambda: {1: Field("phase", "string")})}
+    return {
+        1: Field("metadata", "message", message=_object_meta),
+        2: Field("spec", "message", message=lambda: {1: Field("finalizers", "string", True)}),
+        3: Field("status", "message", message=lambda: {1: Field("phase", "string")}),
+    }
 
 
 def _config_map() -> Mapping[int, Field]:
-    return {1: Field("metadata", "message", message=_object_meta), 2: Field("data", "map"),
-            3: Field("binaryData", "map-bytes"), 4: Field("immutable", "bool")}
+    return {
+        1: Field("metadata", "message", message=_object_meta),
+        2: Field("data", "map"),
+        3: Field("binaryData", "map-bytes"),
+        4: Field("immutable", "bool"),
+    }
 
 
 def _secret() -> Mapping[int, Field]:
-    return {1: Field("metadata", "message", message=_object_meta), 2: Field("data", "map-bytes"),
-            3: Field("type", "string"), 4: Field("immutable", "bool"), 5: Field("stringData", "map")}
+    return {
+        1: Field("metadata", "message", message=_object_meta),
+        2: Field("data", "map-bytes"),
+        3: Field("type", "string"),
+        4: Field("immutable", "bool"),
+        5: Field("stringData", "map"),
+    }
 
 
 def _object_reference() -> Mapping[int, Field]:
-    return {1: Field("kind", "string"), 2: Field("namespace", "string"), 3: Field("name", "string"),
-            4: Field("uid", "string"), 5: Field("apiVersion", "string"), 6: Field("resourceVersion", "string"),
-            7: Field("fieldPath", "string")}
+    return {
+        1: Field("kind", "string"),
+        2: Field("namespace", "string"),
+        3: Field("name", "string"),
+        4: Field("uid", "string"),
+        5: Field("apiVersion", "string"),
+        6: Field("resourceVersion", "string"),
+        7: Field("fieldPath", "string"),
+    }
 
 
 def _service_account() -> Mapping[int, Field]:
-    return {1: Field("metadata", "message", message=_object_meta),
-            2: Field("secrets", "message", True, _object_reference),
-            3: Field("imagePullSecrets", "message", True, lambda: {1: Field("name", "string")}),
-            4: Field("automountServiceAccountToken", "bool")}
+    return {
+        1: Field("metadata", "message", message=_object_meta),
+        2: Field("secrets", "message", True, _object_reference),
+        3: Field("imagePullSecrets", "message", True, lambda: {1: Field("name", "string")}),
+        4: Field("automountServiceAccountToken", "bool"),
+    }
 
 
 def _budget() -> Mapping[int, Field]:
-    spec = {1: Field("minAvailable", "intorstring"), 2: Field("selector", "message", message=_label_selector),
-            3: Field("maxUnavailable", "intorstring"), 4: Field("unhealthyPodEvictionPolicy", "string")}
-    return {1: Field("metadata", "message", message=_object_meta), 2: Field("spec", "message", message=lambda: spec),
-            3: _CREATE_IGNORES_STATUS}
+    spec = {
+        1: Field("minAvailable", "intorstring"),
+        2: Field("selector", "message", message=_label_selector),
+        3: Field("maxUnavailable", "intorstring"),
+        4: Field("unhealthyPodEvictionPolicy", "string"),
+    }
+    return {
+        1: Field("metadata", "message", message=_object_meta),
+        2: Field("spec", "message", message=lambda: spec),
+        3: _CREATE_IGNORES_STATUS,
+    }
 
 
 def _resource_requirements() -> Mapping[int, Field]:
@@ -103,28 +143,48 @@ def _resource_requirements() -> Mapping[int, Field]:
 
 
 def _container() -> Mapping[int, Field]:
-    return {1: Field("name", "string"), 2: Field("image", "string"), 3: Field("command", "string", True),
-            4: Field("args", "string", True), 5: Field("workingDir", "string"),
-            7: Field("env", "message", True, lambda: {1: Field("name", "string"), 2: Field("value", "string")}),
-            8: Field("resources", "message", message=_resource_requirements),
-            13: Field("terminationMessagePath", "string"), 14: Field("imagePullPolicy", "string"),
-            20: Field("terminationMessagePolicy", "string")}
+    return {
+        1: Field("name", "string"),
+        2: Field("image", "string"),
+        3: Field("command", "string", True),
+        4: Field("args", "string", True),
+        5: Field("workingDir", "string"),
+        7: Field("env", "message", True, lambda: {1: Field("name", "string"), 2: Field("value", "string")}),
+        8: Field("resources", "message", message=_resource_requirements),
+        13: Field("terminationMessagePath", "string"),
+        14: Field("imagePullPolicy", "string"),
+        20: Field("terminationMessagePolicy", "string"),
+    }
 
 
 def _pod_spec() -> Mapping[int, Field]:
-    return {2: Field("containers", "message", True, _container), 3: Field("restartPolicy", "string"),
-            8: Field("serviceAccountName", "string"), 10: Field("nodeName", "string"),
-            20: Field("initContainers", "message", True, _container)}
+    return {
+        2: Field("containers", "message", True, _container),
+        3: Field("restartPolicy", "string"),
+        8: Field("serviceAccountName", "string"),
+        10: Field("nodeName", "string"),
+        20: Field("initContainers", "message", True, _container),
+    }
 
 
 def _job() -> Mapping[int, Field]:
     template = {1: Field("metadata", "message", message=_object_meta), 2: Field("spec", "message", message=_pod_spec)}
-    spec = {1: Field("parallelism", "int"), 2: Field("completions", "int"), 3: Field("activeDeadlineSeconds", "int"),
-            4: Field("selector", "message", message=_label_selector), 5: Field("manualSelector", "bool"),
-            6: Field("template", "message", message=lambda: template), 7: Field("backoffLimit", "int"),
-            8: Field("ttlSecondsAfterFinished", "int"), 10: Field("suspend", "bool")}
-    return {1: Field("metadata", "message", message=_object_meta), 2: Field("spec", "message", message=lambda: spec),
-            3: _CREATE_IGNORES_STATUS}
+    spec = {
+        1: Field("parallelism", "int"),
+        2: Field("completions", "int"),
+        3: Field("activeDeadlineSeconds", "int"),
+        4: Field("selector", "message", message=_label_selector),
+        5: Field("manualSelector", "bool"),
+        6: Field("template", "message", message=lambda: template),
+        7: Field("backoffLimit", "int"),
+        8: Field("ttlSecondsAfterFinished", "int"),
+        10: Field("suspend", "bool"),
+    }
+    return {
+        1: Field("metadata", "message", message=_object_meta),
+        2: Field("spec", "message", message=lambda: spec),
+        3: _CREATE_IGNORES_STATUS,
+    }
 
 
 _KINDS: dict[tuple[str, str], Callable[[], Mapping[int, Field]]] = {
@@ -136,9 +196,20 @@ _KINDS: dict[tuple[str, str], Callable[[], Mapping[int, Field]]] = {
     ("batch/v1", "Job"): _job,
 }
 # Fields whose presence means "set" even at their zero value (Go pointers), so `false`/0 must survive.
-_POINTER_FIELDS = {"immutable", "automountServiceAccountToken", "controller", "blockOwnerDeletion",
-                   "manualSelector", "suspend", "parallelism", "completions", "backoffLimit",
-                   "activeDeadlineSeconds", "ttlSecondsAfterFinished", "deletionGracePeriodSeconds"}
+_POINTER_FIELDS = {
+    "immutable",
+    "automountServiceAccountToken",
+    "controller",
+    "blockOwnerDeletion",
+    "manualSelector",
+    "suspend",
+    "parallelism",
+    "completions",
+    "backoffLimit",
+    "activeDeadlineSeconds",
+    "ttlSecondsAfterFinished",
+    "deletionGracePeriodSeconds",
+}
 
 
 class _UndecodableError(Exception):
@@ -172,10 +243,10 @@ def _fields(data: bytes) -> list[tuple[int, int, Any]]:
             length, position = _varint(data, position)
             if position + length > len(data):
                 raise ValueError("truncated field")
-            value, position = data[position:position + length], position + length
+            value, position = data[position : position + length], position + length
         elif wire_type in (1, 5):
             size = 8 if wire_type == 1 else 4
-            value, position = int.from_bytes(data[position:position + size], "little"), position + size
+            value, position = int.from_bytes(data[position : position + size], "little"), position + size
         else:
             raise ValueError(f"unsupported wire type {wire_type}")
         fields.append((number, wire_type, value))
@@ -201,8 +272,10 @@ def _quantity(data: bytes) -> str:
 
 
 def _value(field: Field, wire_type: int, raw: Any, path: str) -> Any:
-    if field.kind in ("string", "bytes", "message", "map", "map-bytes", "map-quantity", "intorstring", "time") \
-            and wire_type != 2:
+    if (
+        field.kind in ("string", "bytes", "message", "map", "map-bytes", "map-quantity", "intorstring", "time")
+        and wire_type != 2
+    ):
         raise _UndecodableError(f"{path}: unexpected wire type {wire_type}")
     if field.kind == "string":
         return raw.decode("utf-8")
@@ -237,33 +310,45 @@ def _message(data: bytes, schema: Mapping[int, Field], path: str) -> dict[str, A
             continue
         if field.kind in ("map", "map-bytes", "map-quantity"):
             key, value = _entry(raw)
-            decoded: Any = (base64.b64encode(value).decode("ascii") if field.kind == "map-bytes"
-                            else _quantity(value) if field.kind == "map-quantity" else value.decode("utf-8"))
+            decoded: Any = (
+                base64.b64encode(value).decode("ascii")
+                if field.kind == "map-bytes"
+                else _quantity(value)
+                if field.kind == "map-quantity"
+                else value.decode("utf-8")
+            )
             result.setdefault(field.name, {})[key] = decoded
         elif field.repeated:
             result.setdefault(field.name, []).append(_value(field, wire_type, raw, where))
         else:
             result[field.name] = _value(field, wire_type, raw, where)
-    return {key: value for key, value in result.items()
-            if key in _POINTER_FIELDS or value not in ("", 0, None, {}, False)}
+    return {
+        key: value for key, value in result.items() if key in _POINTER_FIELDS or value not in ("", 0, None, {}, False)
+    }
 
 
 def decode(body: bytes, accepted: tuple[str, ...]) -> dict[str, Any]:
     """The JSON form of a protobuf-encoded built-in object; 415 for kinds or fields not decoded here."""
+
     def refuse(why: str) -> ApiError:
-        return ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - {why}; "
-                        "accepted media types include: " + ", ".join(accepted))
+        return ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - {why}; "
+            "accepted media types include: " + ", ".join(accepted),
+        )
 
     if not body.startswith(_MAGIC):
         raise bad_request("the request body is not a Kubernetes protobuf message (no k8s\\x00 prefix)")
     try:
-        envelope = {number: raw for number, _, raw in _fields(body[len(_MAGIC):])}
+        envelope = {number: raw for number, _, raw in _fields(body[len(_MAGIC) :])}
         type_meta = {number: raw.decode("utf-8") for number, _, raw in _fields(envelope.get(1, b""))}
         api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
         schema = _KINDS.get((api_version, kind))
         if schema is None:
-            raise refuse(f"the fake API decodes protobuf only for {', '.join(k for _, k in _KINDS)}, not "
-                         f"{api_version} {kind}")
+            raise refuse(
+                f"the fake API decodes protobuf only for {', '.join(k for _, k in _KINDS)}, not {api_version} {kind}"
+            )
         if envelope.get(3):
             raise refuse("content encodings are not supported")
         return {"apiVersion": api_version, "kind": kind, **_message(envelope.get(2, b""), schema(), "")}

@@ -45,8 +45,12 @@ _PATCH_TYPES: dict[str, PatchType] = {
     "application/strategic-merge-patch+json": "strategic",
 }
 _WEBHOOK_OPERATIONS = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete": "DELETE"}
-_BUILTIN_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
-                        "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+_BUILTIN_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
 
 
 @dataclass
@@ -108,8 +112,9 @@ class _Router:
 
     # -- entry point
 
-    def route(self, method: str, path: str, query: dict[str, str], headers: dict[str, str],
-              body: bytes) -> Reply | WatchReply:
+    def route(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> Reply | WatchReply:
         segments = [unquote(s) for s in path.strip("/").split("/") if s]
         if path in ("/healthz", "/readyz", "/livez"):
             return Reply(200, b"ok", content_type="text/plain")
@@ -173,8 +178,9 @@ class _Router:
             raise errors.resource_not_served()
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
-        if subresource is not None and not ((subresource == "status" and resource.has_status)
-                                            or resource.action(subresource) is not None):
+        if subresource is not None and not (
+            (subresource == "status" and resource.has_status) or resource.action(subresource) is not None
+        ):
             raise errors.resource_not_served()
         return _Target(resource, namespace, name, subresource)
 
@@ -194,14 +200,25 @@ class _Router:
             if method != "POST" or (resource.namespaced and target.namespace is None):
                 raise errors.method_not_allowed()
             return "create"
-        if (not verb or verb not in resource.verbs
-                or (target.subresource == "status" and verb not in ("get", "update", "patch"))
-                or (resource.namespaced and target.namespace is None and verb not in ("list", "watch"))):
+        if (
+            not verb
+            or verb not in resource.verbs
+            or (target.subresource == "status" and verb not in ("get", "update", "patch"))
+            or (resource.namespaced and target.namespace is None and verb not in ("list", "watch"))
+        ):
             raise errors.method_not_allowed()
         return verb
 
-    def _resource(self, method: str, group: str, version: str, rest: list[str], query: dict[str, str],
-                  headers: dict[str, str], body: bytes) -> Reply | WatchReply:
+    def _resource(
+        self,
+        method: str,
+        group: str,
+        version: str,
+        rest: list[str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Reply | WatchReply:
         target = self._target(group, version, rest)
         verb = self._verb(method, target, query)
         resource = target.resource
@@ -230,53 +247,89 @@ class _Router:
             # real server; their warnings lead the ones the write itself produces.
             warnings += self._admit_through_webhooks(verb, target, headers, body, dry_run, field_validation)
         if verb == "create":
-            created = self.store.create_object(resource, target.namespace, _decode_object(resource, headers, body),
-                                               dry_run=dry_run, field_validation=field_validation,
-                                               warnings=warnings)
+            created = self.store.create_object(
+                resource,
+                target.namespace,
+                _decode_object(resource, headers, body),
+                dry_run=dry_run,
+                field_validation=field_validation,
+                warnings=warnings,
+            )
             return Reply(201, created, _warning_headers(warnings))
         if verb == "update":
-            updated = self.store.replace_object(resource, target.namespace, name,
-                                                _decode_object(resource, headers, body),
-                                                subresource=target.subresource, dry_run=dry_run,
-                                                field_validation=field_validation, warnings=warnings)
+            updated = self.store.replace_object(
+                resource,
+                target.namespace,
+                name,
+                _decode_object(resource, headers, body),
+                subresource=target.subresource,
+                dry_run=dry_run,
+                field_validation=field_validation,
+                warnings=warnings,
+            )
             return Reply(200, updated, _warning_headers(warnings))
         if verb == "patch":
             patched = self._patch(target, headers, body, dry_run, field_validation, warnings)
             return Reply(200, patched, _warning_headers(warnings))
-        options, warning = self._delete_options(resource, query,
-                                                _decode_body(headers, body) if body.strip() else {})
+        options, warning = self._delete_options(resource, query, _decode_body(headers, body) if body.strip() else {})
         reply_headers = _warning_headers(warnings + ([warning] if warning else []))
         if verb == "delete":
             deleted = self.store.delete_object(resource, target.namespace, name, options, dry_run=dry_run)
             return Reply(200, deleted, reply_headers)
         removed = self.store.delete_collection(
-            resource, target.namespace,
-            ListQuery(query.get("labelSelector", ""), query.get("fieldSelector", "")), options, dry_run=dry_run)
-        return Reply(200, {"kind": resource.list_kind, "apiVersion": resource.api_version,
-                           "metadata": {"resourceVersion": str(self.store.resource_version)},
-                           "items": removed}, reply_headers)
+            resource,
+            target.namespace,
+            ListQuery(query.get("labelSelector", ""), query.get("fieldSelector", "")),
+            options,
+            dry_run=dry_run,
+        )
+        return Reply(
+            200,
+            {
+                "kind": resource.list_kind,
+                "apiVersion": resource.api_version,
+                "metadata": {"resourceVersion": str(self.store.resource_version)},
+                "items": removed,
+            },
+            reply_headers,
+        )
 
-    def _admit_through_webhooks(self, verb: str, target: _Target, headers: dict[str, str], body: bytes,
-                                dry_run: bool, field_validation: str) -> list[str]:
+    def _admit_through_webhooks(
+        self, verb: str, target: _Target, headers: dict[str, str], body: bytes, dry_run: bool, field_validation: str
+    ) -> list[str]:
         """Call the validating webhooks that match this write (see ``webhooks``); their warnings, or raise."""
         configuration_type = self.registry.lookup(webhooks.ADMISSION_GROUP, "v1", webhooks.CONFIGURATIONS[1])
         if configuration_type is None or target.resource.group == webhooks.ADMISSION_GROUP:
             return []
         configurations = self.store.list_objects(configuration_type, None, ListQuery()).items
-        if not self.api.webhooks.may_match(configurations, _WEBHOOK_OPERATIONS[verb], target.resource,
-                                           target.subresource):
+        if not self.api.webhooks.may_match(
+            configurations, _WEBHOOK_OPERATIONS[verb], target.resource, target.subresource
+        ):
             return []  # most writes (leases, jobs, events) concern no webhook: no dry run for them
         resource, namespace, name = target.resource, target.namespace, target.name or ""
         old = None if verb == "create" else self.store.get_object(resource, namespace, name)
         obj: dict[str, Any] | None = None
         if verb == "create":
-            obj = self.store.create_object(resource, namespace, _decode_object(resource, headers, body), dry_run=True,
-                                           field_validation=field_validation, warnings=[])
+            obj = self.store.create_object(
+                resource,
+                namespace,
+                _decode_object(resource, headers, body),
+                dry_run=True,
+                field_validation=field_validation,
+                warnings=[],
+            )
             name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
         elif verb == "update":
-            obj = self.store.replace_object(resource, namespace, name, _decode_object(resource, headers, body),
-                                            subresource=target.subresource, dry_run=True,
-                                            field_validation=field_validation, warnings=[])
+            obj = self.store.replace_object(
+                resource,
+                namespace,
+                name,
+                _decode_object(resource, headers, body),
+                subresource=target.subresource,
+                dry_run=True,
+                field_validation=field_validation,
+                warnings=[],
+            )
         elif verb == "patch":
             obj = self._patch(target, headers, body, True, field_validation, [])
         namespace_labels: dict[str, str] = {}
@@ -285,9 +338,20 @@ class _Router:
             assert namespace_type is not None
             namespace_obj = self.store.get_object(namespace_type, None, namespace)
             namespace_labels = namespace_obj["metadata"].get("labels") or {}
-        return self.api.webhooks.admit(configurations, webhooks.AdmissionCall(
-            operation=_WEBHOOK_OPERATIONS[verb], resource=resource, subresource=target.subresource,
-            namespace=namespace, name=name, obj=obj, old=old, dry_run=dry_run, namespace_labels=namespace_labels))
+        return self.api.webhooks.admit(
+            configurations,
+            webhooks.AdmissionCall(
+                operation=_WEBHOOK_OPERATIONS[verb],
+                resource=resource,
+                subresource=target.subresource,
+                namespace=namespace,
+                name=name,
+                obj=obj,
+                old=old,
+                dry_run=dry_run,
+                namespace_labels=namespace_labels,
+            ),
+        )
 
     def _evict(self, target: _Target, query: dict[str, str], body: Any) -> Reply:
         namespace, name = target.namespace or "", target.name or ""
@@ -296,11 +360,21 @@ class _Router:
         dry_run = "All" in query.get("dryRun", "") or "All" in (document.get("dryRun") or [])
         return Reply(201, self.store.evict_pod(namespace, name, options, dry_run=dry_run))
 
-    def _object_reply(self, code: int, resource: ResourceType, obj: dict[str, Any], accept: str,
-                      query: dict[str, str]) -> Reply:
+    def _object_reply(
+        self, code: int, resource: ResourceType, obj: dict[str, Any], accept: str, query: dict[str, str]
+    ) -> Reply:
         if _table_requested(accept):
-            return Reply(code, tables.table(resource, [obj], include_object=_include_object(query),
-                                            now=self.api.clock(), metadata={}, row_object=lambda o: o))
+            return Reply(
+                code,
+                tables.table(
+                    resource,
+                    [obj],
+                    include_object=_include_object(query),
+                    now=self.api.clock(),
+                    metadata={},
+                    row_object=lambda o: o,
+                ),
+            )
         return Reply(code, obj)
 
     def _list(self, target: _Target, query: dict[str, str], accept: str) -> Reply:
@@ -309,19 +383,42 @@ class _Router:
             limit = int(query.get("limit") or 0)
         except ValueError as error:
             raise errors.bad_request(f"invalid limit {query.get('limit')!r}") from error
-        result = self.store.list_objects(resource, target.namespace, ListQuery(
-            label_selector=query.get("labelSelector", ""), field_selector=query.get("fieldSelector", ""),
-            limit=limit, continue_token=query.get("continue", ""),
-            resource_version=query.get("resourceVersion", "")))
+        result = self.store.list_objects(
+            resource,
+            target.namespace,
+            ListQuery(
+                label_selector=query.get("labelSelector", ""),
+                field_selector=query.get("fieldSelector", ""),
+                limit=limit,
+                continue_token=query.get("continue", ""),
+                resource_version=query.get("resourceVersion", ""),
+            ),
+        )
         metadata: dict[str, Any] = {"resourceVersion": str(result.resource_version)}
         if result.continue_token:
             metadata["continue"] = result.continue_token
             metadata["remainingItemCount"] = result.remaining
         if _table_requested(accept):
-            return Reply(200, tables.table(resource, result.items, include_object=_include_object(query),
-                                           now=self.api.clock(), metadata=metadata, row_object=lambda o: o))
-        return Reply(200, {"kind": resource.list_kind, "apiVersion": resource.api_version, "metadata": metadata,
-                           "items": [_strip_type_meta(resource, item) for item in result.items]})
+            return Reply(
+                200,
+                tables.table(
+                    resource,
+                    result.items,
+                    include_object=_include_object(query),
+                    now=self.api.clock(),
+                    metadata=metadata,
+                    row_object=lambda o: o,
+                ),
+            )
+        return Reply(
+            200,
+            {
+                "kind": resource.list_kind,
+                "apiVersion": resource.api_version,
+                "metadata": metadata,
+                "items": [_strip_type_meta(resource, item) for item in result.items],
+            },
+        )
 
     def _watch(self, target: _Target, query: dict[str, str], accept: str) -> WatchReply:
         resource = target.resource
@@ -332,27 +429,51 @@ class _Router:
         bookmarks = _truthy(query.get("allowWatchBookmarks"))
         as_table = _table_requested(accept)
         try:
-            watcher = self.store.open_watch(resource, target.namespace, ListQuery(
-                label_selector=query.get("labelSelector", ""), field_selector=query.get("fieldSelector", ""),
-                resource_version=query.get("resourceVersion", "")))
+            watcher = self.store.open_watch(
+                resource,
+                target.namespace,
+                ListQuery(
+                    label_selector=query.get("labelSelector", ""),
+                    field_selector=query.get("fieldSelector", ""),
+                    resource_version=query.get("resourceVersion", ""),
+                ),
+            )
         except ApiError as error:
             if error.code != 410:
                 raise
             return WatchReply(resource, None, timeout, bookmarks, as_table, error)
         return WatchReply(resource, watcher, timeout, bookmarks, as_table)
 
-    def _patch(self, target: _Target, headers: dict[str, str], body: bytes, dry_run: bool,
-               field_validation: str, warnings: list[str]) -> dict[str, Any]:
+    def _patch(
+        self,
+        target: _Target,
+        headers: dict[str, str],
+        body: bytes,
+        dry_run: bool,
+        field_validation: str,
+        warnings: list[str],
+    ) -> dict[str, Any]:
         resource = target.resource
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         patch_type = _PATCH_TYPES.get(content_type)
-        accepted = (_BUILTIN_PATCH_TYPES if resource.merge_strategies is not None
-                    else tuple(t for t in _BUILTIN_PATCH_TYPES if "strategic" not in t))
+        accepted = (
+            _BUILTIN_PATCH_TYPES
+            if resource.merge_strategies is not None
+            else tuple(t for t in _BUILTIN_PATCH_TYPES if "strategic" not in t)
+        )
         if patch_type is None or (patch_type == "strategic" and resource.merge_strategies is None):
             raise errors.unsupported_media_type(content_type, accepted)
-        return self.store.patch_object(resource, target.namespace, target.name or "", patch_type,
-                                       _decode_json(body), subresource=target.subresource, dry_run=dry_run,
-                                       field_validation=field_validation, warnings=warnings)
+        return self.store.patch_object(
+            resource,
+            target.namespace,
+            target.name or "",
+            patch_type,
+            _decode_json(body),
+            subresource=target.subresource,
+            dry_run=dry_run,
+            field_validation=field_validation,
+            warnings=warnings,
+        )
 
     @staticmethod
     def _delete_options(resource: ResourceType, query: dict[str, str], document: Any) -> tuple[DeleteOptions, str]:
@@ -366,13 +487,16 @@ class _Router:
         if policy is None and orphan is not None:
             policy = "Orphan" if orphan else "Background"
         if policy not in (None, "Orphan", "Background", "Foreground"):
-            raise errors.bad_request(f'Unsupported value: "{policy}": supported values: "Foreground", '
-                                     '"Background", "Orphan"')
+            raise errors.bad_request(
+                f'Unsupported value: "{policy}": supported values: "Foreground", "Background", "Orphan"'
+            )
         preconditions = document.get("preconditions") or {}
         warning = ""
         if policy is None and resource.default_propagation == "Orphan":
-            warning = ("child pods are preserved by default when jobs are deleted; set propagationPolicy=Background "
-                       "to remove them or set propagationPolicy=Orphan to suppress this warning")
+            warning = (
+                "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background "
+                "to remove them or set propagationPolicy=Orphan to suppress this warning"
+            )
         typed_policy = cast(Propagation | None, policy)
         return DeleteOptions(typed_policy, preconditions.get("uid"), preconditions.get("resourceVersion")), warning
 
@@ -402,8 +526,9 @@ def _field_validation(query: dict[str, str]) -> str:
     """The ``fieldValidation`` of a write: Strict refuses unknown fields, Warn (the default) prunes and warns."""
     value = query.get("fieldValidation") or "Warn"
     if value not in ("Strict", "Warn", "Ignore"):
-        raise errors.bad_request(f'fieldValidation parameter {value!r} is invalid: valid values are "Ignore", '
-                                 '"Warn", or "Strict"')
+        raise errors.bad_request(
+            f'fieldValidation parameter {value!r} is invalid: valid values are "Ignore", "Warn", or "Strict"'
+        )
     return value
 
 
@@ -424,8 +549,10 @@ def _decode_object(resource: ResourceType, headers: dict[str, str], body: bytes)
         why = error.message.removeprefix("the request body is not valid JSON: ")
         text = body.decode("utf-8", "replace")
         excerpt = text if len(text) <= 30 else text[:30] + " ..."
-        raise errors.bad_request(f"the object provided is unrecognized (must be of type {resource.kind}): couldn't "
-                                 f"get version/kind; json parse error: {why} ({excerpt})") from error
+        raise errors.bad_request(
+            f"the object provided is unrecognized (must be of type {resource.kind}): couldn't "
+            f"get version/kind; json parse error: {why} ({excerpt})"
+        ) from error
 
 
 def _decode_json(body: bytes) -> Any:
@@ -529,8 +656,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         def render(event_type: str, obj: dict[str, Any]) -> bytes:
             if reply.as_table and event_type not in ("BOOKMARK", "ERROR"):
-                obj = tables.table(resource, [obj], include_object="Object", now=api.clock(), metadata={},
-                                   row_object=lambda o: o)
+                obj = tables.table(
+                    resource, [obj], include_object="Object", now=api.clock(), metadata={}, row_object=lambda o: o
+                )
             return watch.encode_event(event_type, obj)
 
         self.send_response(200)
@@ -544,9 +672,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_chunk(render("ERROR", error.status_body()))
                 self.wfile.write(b"0\r\n\r\n")
                 return
-            reason = watch.stream(reply.watcher, self._write_chunk, render, api.store.bookmark_version,
-                                  timeout_seconds=reply.timeout_seconds, bookmarks=reply.bookmarks,
-                                  bookmark_interval=api.bookmark_interval, client_gone=self._client_gone)
+            reason = watch.stream(
+                reply.watcher,
+                self._write_chunk,
+                render,
+                api.store.bookmark_version,
+                timeout_seconds=reply.timeout_seconds,
+                bookmarks=reply.bookmarks,
+                bookmark_interval=api.bookmark_interval,
+                client_gone=self._client_gone,
+            )
             if reason in ("timeout", "resource-removed", "overflow"):
                 self.wfile.write(b"0\r\n\r\n")
             else:
@@ -574,8 +709,12 @@ class _HttpServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
-                                  name=f"fakeapi-connection-{client_address[1]}", daemon=True)
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(request, client_address),
+            name=f"fakeapi-connection-{client_address[1]}",
+            daemon=True,
+        )
         with self.connection_lock:
             self.connections.add(request)
             self.threads.add(thread)
@@ -616,16 +755,23 @@ class FakeApiServer:
     a server that does not serve ``pods/eviction`` (404 on POST, absent from discovery).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, history_limit: int = 5000, *,
-                 watch_queue_limit: int = 10_000, bookmark_interval: float = 2.0,
-                 clock: Callable[[], float] = time.time, eviction_api: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        history_limit: int = 5000,
+        *,
+        watch_queue_limit: int = 10_000,
+        bookmark_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        eviction_api: bool = True,
+    ) -> None:
         self.host = host
         self.port = port
         self.clock = clock
         self.bookmark_interval = bookmark_interval
         self.registry = ResourceRegistry(builtin_resources(eviction_api=eviction_api))
-        self.store = Store(self.registry, history_limit=history_limit, watch_queue_limit=watch_queue_limit,
-                           clock=clock)
+        self.store = Store(self.registry, history_limit=history_limit, watch_queue_limit=watch_queue_limit, clock=clock)
         self.garbage = GarbageCollector(self.store)
         self.faults = FaultInjector(self.store)
         self.webhooks = webhooks.WebhookCaller()
@@ -652,8 +798,9 @@ class FakeApiServer:
         self._http = _HttpServer((self.host, self.port), self)
         self.port = int(self._http.server_address[1])
         self.garbage.start()
-        self._serve_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
-                                              name="fakeapi-listener", daemon=True)
+        self._serve_thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="fakeapi-listener", daemon=True
+        )
         self._serve_thread.start()
         return self
 
@@ -685,6 +832,7 @@ class FakeApiServer:
     def __enter__(self) -> FakeApiServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop()

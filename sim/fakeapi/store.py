@@ -108,8 +108,9 @@ class _Indexes:
 def _owner_uids(obj: dict[str, Any] | None) -> set[str]:
     if obj is None:
         return set()
-    return {ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
-            if isinstance(ref, dict)}
+    return {
+        ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or [] if isinstance(ref, dict)
+    }
 
 
 def _finalizers(obj: dict[str, Any]) -> list[str]:
@@ -123,8 +124,9 @@ def _ready_to_remove(obj: dict[str, Any]) -> bool:
     return not (obj.get("spec") or {}).get("finalizers") if obj.get("kind") == "Namespace" else True
 
 
-def _selectors(resource: ResourceType, query: ListQuery) -> tuple[tuple[LabelRequirement, ...],
-                                                                  tuple[FieldRequirement, ...]]:
+def _selectors(
+    resource: ResourceType, query: ListQuery
+) -> tuple[tuple[LabelRequirement, ...], tuple[FieldRequirement, ...]]:
     try:
         labels = parse_label_selector(query.label_selector)
         fields = parse_field_selector(query.field_selector)
@@ -132,7 +134,7 @@ def _selectors(resource: ResourceType, query: ListQuery) -> tuple[tuple[LabelReq
         raise errors.bad_request(str(error)) from error
     for requirement in fields:
         if not resource.supports_field(requirement.field):
-            raise errors.bad_request(f'field label not supported: {requirement.field}')
+            raise errors.bad_request(f"field label not supported: {requirement.field}")
     return labels, fields
 
 
@@ -232,13 +234,24 @@ class Store:
 
     def keys_in_namespace(self, namespace: str) -> list[ObjectKey]:
         with self._lock:
-            return [(storage, ns, name) for storage, objects in self._objects.items()
-                    for (ns, name) in objects if ns == namespace]
+            return [
+                (storage, ns, name)
+                for storage, objects in self._objects.items()
+                for (ns, name) in objects
+                if ns == namespace
+            ]
 
     # ----------------------------------------------------------------------------------------- committing
 
-    def _commit(self, key: ObjectKey, new: dict[str, Any] | None, previous: dict[str, Any] | None,
-                event_type: EventType, *, removed_form: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _commit(
+        self,
+        key: ObjectKey,
+        new: dict[str, Any] | None,
+        previous: dict[str, Any] | None,
+        event_type: EventType,
+        *,
+        removed_form: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Store ``new`` under a fresh resourceVersion and tell every watcher.
 
         ``new`` None removes the object; the DELETED event then carries ``removed_form`` (the last version,
@@ -278,8 +291,9 @@ class Store:
         for uid in _owner_uids(new):
             self._indexes.dependents.setdefault(uid, set()).add(key)
 
-    def _dispatch(self, storage: StorageKey, event_type: EventType, obj: dict[str, Any],
-                  previous: dict[str, Any] | None) -> None:
+    def _dispatch(
+        self, storage: StorageKey, event_type: EventType, obj: dict[str, Any], previous: dict[str, Any] | None
+    ) -> None:
         overflowed: list[Watcher] = []
         for watcher in self._watchers.get(storage, ()):
             delivered = _event_for(watcher, event_type, obj, previous)
@@ -288,16 +302,21 @@ class Store:
         for watcher in overflowed:
             self._watchers[storage].discard(watcher)
 
-    def _after_commit(self, key: ObjectKey, obj: dict[str, Any], previous: dict[str, Any] | None, *,
-                      removed: bool) -> None:
+    def _after_commit(
+        self, key: ObjectKey, obj: dict[str, Any], previous: dict[str, Any] | None, *, removed: bool
+    ) -> None:
         """Hand follow-up work to the garbage collector and keep CRD-served resources and budgets in step."""
         storage, namespace, _ = key
         metadata = obj["metadata"]
         if storage == (crds.CRD_GROUP, "customresourcedefinitions"):
             self._sync_crd(obj, removed=removed)
         if storage == _POD_STORAGE:
-            self._refresh_budgets(namespace, lambda budget: disruption.selects(budget, obj) or (
-                previous is not None and disruption.selects(budget, previous)))
+            self._refresh_budgets(
+                namespace,
+                lambda budget: (
+                    disruption.selects(budget, obj) or (previous is not None and disruption.selects(budget, previous))
+                ),
+            )
         elif storage == _BUDGET_STORAGE and not removed:
             self._refresh_budgets(namespace, lambda budget: budget["metadata"]["name"] == metadata["name"])
         if removed:
@@ -314,8 +333,11 @@ class Store:
             if storage == _NAMESPACE_STORAGE:
                 self.on_garbage(("namespace", metadata["name"]))
         owners = _owner_uids(obj)
-        if owners and (previous is None or owners != _owner_uids(previous)) and not all(
-                uid in self._indexes.by_uid for uid in owners):
+        if (
+            owners
+            and (previous is None or owners != _owner_uids(previous))
+            and not all(uid in self._indexes.by_uid for uid in owners)
+        ):
             self.on_garbage(("check", key))
 
     def _sync_crd(self, crd: dict[str, Any], *, removed: bool) -> None:
@@ -334,12 +356,16 @@ class Store:
         Done at once, under the lock, rather than by a background controller: an eviction then always reads a
         current budget, so the fake never needs the real server's "still being processed" answer.
         """
-        budgets = [(name, budget) for (budget_namespace, name), budget in self._objects.get(_BUDGET_STORAGE, {}).items()
-                   if budget_namespace == namespace and affected(budget)]
+        budgets = [
+            (name, budget)
+            for (budget_namespace, name), budget in self._objects.get(_BUDGET_STORAGE, {}).items()
+            if budget_namespace == namespace and affected(budget)
+        ]
         if not budgets:
             return
-        pods = [pod for (pod_namespace, _), pod in self._objects.get(_POD_STORAGE, {}).items()
-                if pod_namespace == namespace]
+        pods = [
+            pod for (pod_namespace, _), pod in self._objects.get(_POD_STORAGE, {}).items() if pod_namespace == namespace
+        ]
         timestamp = admission.format_timestamp(self._clock())
         for name, budget in budgets:
             status = disruption.budget_status(budget, pods, timestamp)
@@ -348,9 +374,16 @@ class Store:
 
     # ------------------------------------------------------------------------------------------- create
 
-    def create_object(self, resource: ResourceType, namespace: str | None, body: Any, *,
-                      dry_run: bool = False, field_validation: admission.FieldValidation = "Ignore",
-                      warnings: list[str] | None = None) -> dict[str, Any]:
+    def create_object(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: admission.FieldValidation = "Ignore",
+        warnings: list[str] | None = None,
+    ) -> dict[str, Any]:
         candidate = admission.check_type_meta(resource, body)
         metadata = candidate["metadata"]
         if resource.namespaced:
@@ -358,15 +391,24 @@ class Store:
             if namespace is None:
                 namespace = body_namespace or "default"
             elif body_namespace and body_namespace != namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace "
-                                         "sent on the request")
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
         with self._lock:
             name = metadata.get("name") or ""
             if resource.custom:
                 self._refuse_if_crd_terminating(resource)
             if not name and not metadata.get("generateName"):
-                raise errors.invalid(resource.kind, resource.group, "", [errors.FieldCause(
-                    "metadata.name", "FieldValueRequired", "Required value: name or generateName is required")])
+                raise errors.invalid(
+                    resource.kind,
+                    resource.group,
+                    "",
+                    [
+                        errors.FieldCause(
+                            "metadata.name", "FieldValueRequired", "Required value: name or generateName is required"
+                        )
+                    ],
+                )
             if resource.namespaced:
                 assert namespace is not None
                 self._require_live_namespace(resource, namespace, name or metadata.get("generateName", ""))
@@ -375,9 +417,16 @@ class Store:
                 name = self._generated_name(objects, resource, namespace, metadata["generateName"])
             elif self._key(resource, namespace, name) in objects:
                 raise errors.already_exists(resource.group_resource, name)
-            stored = admission.prepare_create(resource, candidate, namespace=namespace, name=name,
-                                              uid=str(uuid.uuid4()), now=self._clock(),
-                                              field_validation=field_validation, warnings=warnings)
+            stored = admission.prepare_create(
+                resource,
+                candidate,
+                namespace=namespace,
+                name=name,
+                uid=str(uuid.uuid4()),
+                now=self._clock(),
+                field_validation=field_validation,
+                warnings=warnings,
+            )
             if not resource.custom and resource.group == crds.CRD_GROUP:
                 stored["metadata"]["finalizers"] = sorted({*_finalizers(stored), FINALIZER_CRD_CLEANUP})
             if dry_run:
@@ -385,8 +434,9 @@ class Store:
             key: ObjectKey = (resource.storage_key, *self._key(resource, namespace, name))
             return self.view(resource, self._commit(key, stored, None, "ADDED"))
 
-    def _generated_name(self, objects: dict[tuple[str, str], Any], resource: ResourceType,
-                        namespace: str | None, prefix: str) -> str:
+    def _generated_name(
+        self, objects: dict[tuple[str, str], Any], resource: ResourceType, namespace: str | None, prefix: str
+    ) -> str:
         # The real server retries a few times on a collision before giving up with AlreadyExists.
         for _ in range(8):
             name = prefix + "".join(self._random.choice(_GENERATE_ALPHABET) for _ in range(5))
@@ -399,15 +449,20 @@ class Store:
         if namespace_obj is None:
             raise errors.not_found(_NAMESPACES, namespace)
         if namespace_obj["metadata"].get("deletionTimestamp"):
-            raise errors.forbidden(resource.group_resource, name, f"unable to create new content in namespace "
-                                   f"{namespace} because it is being terminated")
+            raise errors.forbidden(
+                resource.group_resource,
+                name,
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+            )
 
     def _refuse_if_crd_terminating(self, resource: ResourceType) -> None:
         crd = self._objects.get((crds.CRD_GROUP, "customresourcedefinitions"), {}).get(
-            ("", f"{resource.plural}.{resource.group}"))
+            ("", f"{resource.plural}.{resource.group}")
+        )
         if crd is not None and crd["metadata"].get("deletionTimestamp"):
-            raise ApiError(405, "MethodNotAllowed",
-                           'create not allowed while custom resource definition is terminating')
+            raise ApiError(
+                405, "MethodNotAllowed", "create not allowed while custom resource definition is terminating"
+            )
 
     # ------------------------------------------------------------------------------------------- reading
 
@@ -424,8 +479,10 @@ class Store:
             if query.continue_token:
                 list_version, start_after = _decode_continue(query.continue_token)
                 if list_version < self._compacted_through:
-                    raise errors.gone("The provided continue parameter is too old to display a consistent list "
-                                      "result. You can start a new list without the continue parameter.")
+                    raise errors.gone(
+                        "The provided continue parameter is too old to display a consistent list "
+                        "result. You can start a new list without the continue parameter."
+                    )
             elif query.resource_version not in ("", "0"):
                 self._check_not_compacted(self._parse_version(query.resource_version))
             objects = self._objects.get(resource.storage_key, {})
@@ -433,14 +490,16 @@ class Store:
             if keys is None:
                 keys = sorted(objects)
                 self._indexes.sorted_keys[resource.storage_key] = keys
-            matching = [objects[key] for key in keys
-                        if (start_after is None or key > start_after) and watch_filter.matches(objects[key])]
+            matching = [
+                objects[key]
+                for key in keys
+                if (start_after is None or key > start_after) and watch_filter.matches(objects[key])
+            ]
         if query.limit > 0 and len(matching) > query.limit:
-            page = matching[:query.limit]
+            page = matching[: query.limit]
             last = page[-1]["metadata"]
             token = _encode_continue(list_version, (last.get("namespace", ""), last["name"]))
-            return ListResult([self.view(resource, o) for o in page], list_version, token,
-                              len(matching) - query.limit)
+            return ListResult([self.view(resource, o) for o in page], list_version, token, len(matching) - query.limit)
         return ListResult([self.view(resource, o) for o in matching], list_version)
 
     def _parse_version(self, text: str) -> int:
@@ -458,27 +517,53 @@ class Store:
 
     # ------------------------------------------------------------------------------------------- writing
 
-    def replace_object(self, resource: ResourceType, namespace: str | None, name: str, body: Any, *,
-                       subresource: str | None = None, dry_run: bool = False,
-                       field_validation: admission.FieldValidation = "Ignore",
-                       warnings: list[str] | None = None) -> dict[str, Any]:
+    def replace_object(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: admission.FieldValidation = "Ignore",
+        warnings: list[str] | None = None,
+    ) -> dict[str, Any]:
         candidate = admission.check_type_meta(resource, body)
         metadata = candidate["metadata"]
         if metadata.get("name") != name:
-            raise errors.bad_request(f'the name of the object ({metadata.get("name")}) does not match the name '
-                                     f"on the URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({metadata.get('name')}) does not match the name on the URL ({name})"
+            )
         if resource.namespaced and metadata.get("namespace") not in (None, "", namespace):
-            raise errors.bad_request("the namespace of the provided object does not match the namespace sent "
-                                     "on the request")
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         with self._lock:
             old = self._require(resource, namespace, name)
-            return self._update(resource, old, candidate, subresource=subresource, dry_run=dry_run,
-                                field_validation=field_validation, warnings=warnings)
+            return self._update(
+                resource,
+                old,
+                candidate,
+                subresource=subresource,
+                dry_run=dry_run,
+                field_validation=field_validation,
+                warnings=warnings,
+            )
 
-    def patch_object(self, resource: ResourceType, namespace: str | None, name: str, patch_type: PatchType,
-                     document: Any, *, subresource: str | None = None, dry_run: bool = False,
-                     field_validation: admission.FieldValidation = "Ignore",
-                     warnings: list[str] | None = None) -> dict[str, Any]:
+    def patch_object(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        patch_type: PatchType,
+        document: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: admission.FieldValidation = "Ignore",
+        warnings: list[str] | None = None,
+    ) -> dict[str, Any]:
         with self._lock:
             old = self._require(resource, namespace, name)
             seen = self.view(resource, old)
@@ -489,9 +574,14 @@ class Store:
                     patched = merge_patch(seen, document)
                 else:
                     if resource.merge_strategies is None:
-                        raise errors.unsupported_media_type("application/strategic-merge-patch+json", (
-                            "application/json-patch+json", "application/merge-patch+json",
-                            "application/apply-patch+yaml"))
+                        raise errors.unsupported_media_type(
+                            "application/strategic-merge-patch+json",
+                            (
+                                "application/json-patch+json",
+                                "application/merge-patch+json",
+                                "application/apply-patch+yaml",
+                            ),
+                        )
                     patched = strategic_merge_patch(seen, document, resource.merge_strategies)
             except PatchFormatError as error:
                 raise errors.bad_request(str(error)) from error
@@ -499,21 +589,47 @@ class Store:
                 raise errors.unprocessable(str(error)) from error
             candidate = admission.check_type_meta(resource, patched)
             if candidate["metadata"].get("name") != name:
-                raise errors.invalid(resource.kind, resource.group, name, [errors.FieldCause(
-                    "metadata.name", "FieldValueInvalid", "field is immutable")])
-            return self._update(resource, old, candidate, subresource=subresource, dry_run=dry_run,
-                                field_validation=field_validation, warnings=warnings)
+                raise errors.invalid(
+                    resource.kind,
+                    resource.group,
+                    name,
+                    [errors.FieldCause("metadata.name", "FieldValueInvalid", "field is immutable")],
+                )
+            return self._update(
+                resource,
+                old,
+                candidate,
+                subresource=subresource,
+                dry_run=dry_run,
+                field_validation=field_validation,
+                warnings=warnings,
+            )
 
-    def _update(self, resource: ResourceType, old: dict[str, Any], candidate: dict[str, Any], *,
-                subresource: str | None, dry_run: bool, field_validation: admission.FieldValidation = "Ignore",
-                warnings: list[str] | None = None) -> dict[str, Any]:
+    def _update(
+        self,
+        resource: ResourceType,
+        old: dict[str, Any],
+        candidate: dict[str, Any],
+        *,
+        subresource: str | None,
+        dry_run: bool,
+        field_validation: admission.FieldValidation = "Ignore",
+        warnings: list[str] | None = None,
+    ) -> dict[str, Any]:
         name = old["metadata"]["name"]
         wanted_version = candidate["metadata"].get("resourceVersion")
         if wanted_version and wanted_version != old["metadata"]["resourceVersion"]:
             raise errors.conflict(resource.group_resource, name, errors.STALE_OBJECT)
         seen = self.view(resource, old)
-        stored = admission.prepare_update(resource, seen, candidate, subresource=subresource, now=self._clock(),
-                                          field_validation=field_validation, warnings=warnings)
+        stored = admission.prepare_update(
+            resource,
+            seen,
+            candidate,
+            subresource=subresource,
+            now=self._clock(),
+            field_validation=field_validation,
+            warnings=warnings,
+        )
         stored["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if stored == seen:
             return seen  # a no-op write keeps its resourceVersion and emits no event, as on a real server
@@ -526,8 +642,15 @@ class Store:
 
     # ------------------------------------------------------------------------------------------- deleting
 
-    def delete_object(self, resource: ResourceType, namespace: str | None, name: str,
-                      options: DeleteOptions | None = None, *, dry_run: bool = False) -> dict[str, Any]:
+    def delete_object(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: DeleteOptions | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         options = options or DeleteOptions()
         with self._lock:
             obj = self._require(resource, namespace, name)
@@ -536,8 +659,9 @@ class Store:
             key: ObjectKey = (resource.storage_key, obj["metadata"].get("namespace", ""), name)
             return self.view(resource, self._delete_locked(key, obj, policy, dry_run=dry_run))
 
-    def evict_pod(self, namespace: str, name: str, options: DeleteOptions | None = None, *,
-                  dry_run: bool = False) -> dict[str, Any]:
+    def evict_pod(
+        self, namespace: str, name: str, options: DeleteOptions | None = None, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         """The Eviction API: delete the pod unless a disruption budget forbids it now (see ``disruption``).
 
         Returns the success Status; raises 404 for a missing pod, 409 for a failed precondition, 429 when the
@@ -549,8 +673,11 @@ class Store:
         with self._lock:
             pod = self._require(pods, namespace, name)
             _check_preconditions(pods, pod, options)
-            budgets = [budget for (budget_namespace, _), budget in self._objects.get(_BUDGET_STORAGE, {}).items()
-                       if budget_namespace == namespace]
+            budgets = [
+                budget
+                for (budget_namespace, _), budget in self._objects.get(_BUDGET_STORAGE, {}).items()
+                if budget_namespace == namespace
+            ]
             refusal = disruption.eviction_refusal(pod, budgets)
             if refusal is not None:
                 raise refusal
@@ -563,8 +690,9 @@ class Store:
             self._delete_locked(key, pod, options.propagation_policy or pods.default_propagation)
             return dict(EVICTED)
 
-    def _delete_locked(self, key: ObjectKey, obj: dict[str, Any], policy: Propagation, *,
-                       dry_run: bool = False) -> dict[str, Any]:
+    def _delete_locked(
+        self, key: ObjectKey, obj: dict[str, Any], policy: Propagation, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         metadata = obj["metadata"]
         if metadata.get("deletionTimestamp"):
             return obj  # already being deleted: a repeated DELETE changes nothing
@@ -584,14 +712,27 @@ class Store:
             marked.setdefault("status", {})["phase"] = "Terminating"
         return marked if dry_run else self._commit(key, marked, obj, "MODIFIED")
 
-    def delete_collection(self, resource: ResourceType, namespace: str | None, query: ListQuery,
-                          options: DeleteOptions | None = None, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    def delete_collection(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        query: ListQuery,
+        options: DeleteOptions | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> list[dict[str, Any]]:
         with self._lock:
             listed = self.list_objects(resource, namespace, ListQuery(query.label_selector, query.field_selector))
-            return [self.delete_object(resource, item["metadata"].get("namespace"), item["metadata"]["name"],
-                                       DeleteOptions(options.propagation_policy if options else None),
-                                       dry_run=dry_run)
-                    for item in listed.items]
+            return [
+                self.delete_object(
+                    resource,
+                    item["metadata"].get("namespace"),
+                    item["metadata"]["name"],
+                    DeleteOptions(options.propagation_policy if options else None),
+                    dry_run=dry_run,
+                )
+                for item in listed.items
+            ]
 
     # ---------------------------------------------------------------- system writes (garbage collector)
 
@@ -621,14 +762,18 @@ class Store:
     def open_watch(self, resource: ResourceType, namespace: str | None, query: ListQuery) -> Watcher:
         """Register a watcher and queue its first events (raises 410 if the version left the history)."""
         labels, fields = _selectors(resource, query)
-        watcher = Watcher(resource, WatchFilter(namespace if resource.namespaced else None, labels, fields),
-                          self._watch_queue_limit)
+        watcher = Watcher(
+            resource, WatchFilter(namespace if resource.namespaced else None, labels, fields), self._watch_queue_limit
+        )
         with self._lock:
             initial: list[tuple[EventType, dict[str, Any]]] = []
             if query.resource_version in ("", "0"):
                 objects = self._objects.get(resource.storage_key, {})
-                initial = [("ADDED", self.view(resource, objects[key])) for key in sorted(objects)
-                           if watcher.filter.matches(objects[key])]
+                initial = [
+                    ("ADDED", self.view(resource, objects[key]))
+                    for key in sorted(objects)
+                    if watcher.filter.matches(objects[key])
+                ]
             else:
                 since = self._parse_version(query.resource_version)
                 self._check_not_compacted(since)
@@ -667,36 +812,78 @@ class Store:
 
     # ----------------------------------------------------------------- convenience API (tests, simulators)
 
-    def create(self, api_version: str, plural: str, body: dict[str, Any], namespace: str | None = None, *,
-               dry_run: bool = False) -> dict[str, Any]:
+    def create(
+        self,
+        api_version: str,
+        plural: str,
+        body: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         resource = self.resource(api_version, plural)
         return copy.deepcopy(self.create_object(resource, namespace, copy.deepcopy(body), dry_run=dry_run))
 
     def get(self, api_version: str, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         return copy.deepcopy(self.get_object(self.resource(api_version, plural), namespace, name))
 
-    def list(self, api_version: str, plural: str, namespace: str | None = None, *, label_selector: str = "",
-             field_selector: str = "") -> list[dict[str, Any]]:
-        result = self.list_objects(self.resource(api_version, plural), namespace,
-                                   ListQuery(label_selector=label_selector, field_selector=field_selector))
+    def list(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> list[dict[str, Any]]:
+        result = self.list_objects(
+            self.resource(api_version, plural),
+            namespace,
+            ListQuery(label_selector=label_selector, field_selector=field_selector),
+        )
         return copy.deepcopy(result.items)
 
-    def update(self, api_version: str, plural: str, body: dict[str, Any], namespace: str | None = None, *,
-               subresource: str | None = None) -> dict[str, Any]:
+    def update(
+        self,
+        api_version: str,
+        plural: str,
+        body: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         resource = self.resource(api_version, plural)
         name = (body.get("metadata") or {}).get("name", "")
         namespace = namespace or (body.get("metadata") or {}).get("namespace")
-        return copy.deepcopy(self.replace_object(resource, namespace, name, copy.deepcopy(body),
-                                                 subresource=subresource))
+        return copy.deepcopy(
+            self.replace_object(resource, namespace, name, copy.deepcopy(body), subresource=subresource)
+        )
 
-    def patch(self, api_version: str, plural: str, name: str, document: Any, namespace: str | None = None, *,
-              patch_type: PatchType = "merge", subresource: str | None = None) -> dict[str, Any]:
+    def patch(
+        self,
+        api_version: str,
+        plural: str,
+        name: str,
+        document: Any,
+        namespace: str | None = None,
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         resource = self.resource(api_version, plural)
-        return copy.deepcopy(self.patch_object(resource, namespace, name, patch_type, copy.deepcopy(document),
-                                               subresource=subresource))
+        return copy.deepcopy(
+            self.patch_object(resource, namespace, name, patch_type, copy.deepcopy(document), subresource=subresource)
+        )
 
-    def delete(self, api_version: str, plural: str, name: str, namespace: str | None = None, *,
-               propagation_policy: Propagation | None = None) -> dict[str, Any]:
+    def delete(
+        self,
+        api_version: str,
+        plural: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation_policy: Propagation | None = None,
+    ) -> dict[str, Any]:
         resource = self.resource(api_version, plural)
         return copy.deepcopy(self.delete_object(resource, namespace, name, DeleteOptions(propagation_policy)))
 
@@ -710,19 +897,27 @@ def _check_preconditions(resource: ResourceType, obj: dict[str, Any], options: D
     metadata = obj["metadata"]
     name = metadata["name"]
     if options.precondition_uid and options.precondition_uid != metadata.get("uid"):
-        raise errors.conflict(resource.group_resource, name,
-                              f"Precondition failed: UID in precondition: {options.precondition_uid}, "
-                              f"UID in object meta: {metadata.get('uid')}")
+        raise errors.conflict(
+            resource.group_resource,
+            name,
+            f"Precondition failed: UID in precondition: {options.precondition_uid}, "
+            f"UID in object meta: {metadata.get('uid')}",
+        )
     if options.precondition_resource_version and options.precondition_resource_version != metadata.get(
-            "resourceVersion"):
-        raise errors.conflict(resource.group_resource, name,
-                              "Precondition failed: ResourceVersion in precondition: "
-                              f"{options.precondition_resource_version}, ResourceVersion in object meta: "
-                              f"{metadata.get('resourceVersion')}")
+        "resourceVersion"
+    ):
+        raise errors.conflict(
+            resource.group_resource,
+            name,
+            "Precondition failed: ResourceVersion in precondition: "
+            f"{options.precondition_resource_version}, ResourceVersion in object meta: "
+            f"{metadata.get('resourceVersion')}",
+        )
 
 
-def _event_for(watcher: Watcher, event_type: EventType, obj: dict[str, Any],
-               previous: dict[str, Any] | None) -> EventType | None:
+def _event_for(
+    watcher: Watcher, event_type: EventType, obj: dict[str, Any], previous: dict[str, Any] | None
+) -> EventType | None:
     """The event this watcher sees, given its filter: a change that moves an object in or out of the
     selection arrives as ADDED or DELETED, like the real watch cache does it."""
     if event_type == "DELETED":
@@ -736,4 +931,3 @@ def _event_for(watcher: Watcher, event_type: EventType, obj: dict[str, Any],
     if before_matches:
         return "DELETED"
     return None
-

@@ -36,16 +36,36 @@ Schema = Mapping[str, Any]
 _ROOT_FIELDS = ("apiVersion", "kind", "metadata")
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 # The fields of ObjectMeta: a custom resource's metadata is decoded as ObjectMeta whatever its schema says.
-_OBJECT_META_FIELDS = frozenset({
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
-    "managedFields"})
+_OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    }
+)
 # Schema problems after which the real server does not run the CEL rules (its ``hasBlockingErr``): the rules
 # could not read the object. A bad pattern or an out-of-range number does not block them.
-_BLOCKING = frozenset({"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany",
-                       "FieldValueTypeInvalid"})
-_NOT_CHECKED = FieldCause("<nil>", "FieldValueInvalid", "null: some validation rules were not checked because the "
-                          "object was invalid; correct the existing errors to complete validation")
+_BLOCKING = frozenset(
+    {"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong", "FieldValueTooMany", "FieldValueTypeInvalid"}
+)
+_NOT_CHECKED = FieldCause(
+    "<nil>",
+    "FieldValueInvalid",
+    "null: some validation rules were not checked because the "
+    "object was invalid; correct the existing errors to complete validation",
+)
 
 
 @dataclass
@@ -96,8 +116,9 @@ def _preserves(schema: Schema) -> bool:
 def prune(value: Any, schema: Schema, path: str, unknown: list[str]) -> Any:
     """``value`` without the fields the schema does not declare (unless it preserves unknown fields) and
     without nulls of non-nullable fields; every pruned field's path is appended to ``unknown``."""
-    if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema
-                                    or "additionalProperties" in schema):
+    if isinstance(value, dict) and (
+        schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema
+    ):
         properties: Mapping[str, Schema] = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
         result: dict[str, Any] = {}
@@ -155,12 +176,16 @@ def _type_causes(value: Any, schema: Schema, path: str) -> list[FieldCause]:
         return []
     if wanted == "integer" and actual == "number" and float(value).is_integer():
         return []
-    causes = [FieldCause(path, "FieldValueTypeInvalid",
-                         f'"{actual}": {path} in body must be of type {wanted}: "{actual}"')]
+    causes = [
+        FieldCause(path, "FieldValueTypeInvalid", f'"{actual}": {path} in body must be of type {wanted}: "{actual}"')
+    ]
     if wanted == "integer" and actual == "number":
         # The real server adds this second cause for a fractional number where an integer belongs.
-        causes.append(FieldCause("<nil>", "FieldValueInvalid",
-                                 f'"": Checked value must be of type integer (default format) in {path}'))
+        causes.append(
+            FieldCause(
+                "<nil>", "FieldValueInvalid", f'"": Checked value must be of type integer (default format) in {path}'
+            )
+        )
     return causes
 
 
@@ -173,37 +198,63 @@ def _value_causes(value: Any, schema: Schema, path: str) -> list[FieldCause]:
     if isinstance(value, str):
         pattern = schema.get("pattern")
         if pattern is not None and re.search(pattern, value) is None:
-            causes.append(FieldCause(path, "FieldValueInvalid",
-                                     f"{_shown(value)}: {path} in body should match '{pattern}'"))
+            causes.append(
+                FieldCause(path, "FieldValueInvalid", f"{_shown(value)}: {path} in body should match '{pattern}'")
+            )
         if "minLength" in schema and len(value) < schema["minLength"]:
-            causes.append(FieldCause(path, "FieldValueInvalid", f"{_shown(value)}: {path} in body should be at "
-                                     f"least {schema['minLength']} chars long"))
+            causes.append(
+                FieldCause(
+                    path,
+                    "FieldValueInvalid",
+                    f"{_shown(value)}: {path} in body should be at least {schema['minLength']} chars long",
+                )
+            )
         if "maxLength" in schema and len(value.encode()) > schema["maxLength"]:
-            causes.append(FieldCause(path, "FieldValueTooLong",
-                                     f"may not be more than {schema['maxLength']} bytes"))
+            causes.append(FieldCause(path, "FieldValueTooLong", f"may not be more than {schema['maxLength']} bytes"))
         if schema.get("format") == "date-time" and not _DATE_TIME.match(value):
-            causes.append(FieldCause(path, "FieldValueInvalid",
-                                     f'{_shown(value)}: {path} in body must be of type date-time: {_shown(value)}'))
+            causes.append(
+                FieldCause(
+                    path,
+                    "FieldValueInvalid",
+                    f"{_shown(value)}: {path} in body must be of type date-time: {_shown(value)}",
+                )
+            )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema:
             exclusive = bool(schema.get("exclusiveMinimum"))
             if value < schema["minimum"] or (exclusive and value == schema["minimum"]):
                 relation = "greater than" if exclusive else "greater than or equal to"
-                causes.append(FieldCause(path, "FieldValueInvalid", f"{_shown(value)}: {path} in body should be "
-                                         f"{relation} {_shown(schema['minimum'])}"))
+                causes.append(
+                    FieldCause(
+                        path,
+                        "FieldValueInvalid",
+                        f"{_shown(value)}: {path} in body should be {relation} {_shown(schema['minimum'])}",
+                    )
+                )
         if "maximum" in schema:
             exclusive = bool(schema.get("exclusiveMaximum"))
             if value > schema["maximum"] or (exclusive and value == schema["maximum"]):
                 relation = "less than" if exclusive else "less than or equal to"
-                causes.append(FieldCause(path, "FieldValueInvalid", f"{_shown(value)}: {path} in body should be "
-                                         f"{relation} {_shown(schema['maximum'])}"))
+                causes.append(
+                    FieldCause(
+                        path,
+                        "FieldValueInvalid",
+                        f"{_shown(value)}: {path} in body should be {relation} {_shown(schema['maximum'])}",
+                    )
+                )
     if isinstance(value, list):
         if "maxItems" in schema and len(value) > schema["maxItems"]:
-            causes.append(FieldCause(path, "FieldValueTooMany",
-                                     f"{len(value)}: must have at most {schema['maxItems']} items"))
+            causes.append(
+                FieldCause(path, "FieldValueTooMany", f"{len(value)}: must have at most {schema['maxItems']} items")
+            )
         if "minItems" in schema and len(value) < schema["minItems"]:
-            causes.append(FieldCause(path, "FieldValueInvalid", f"{len(value)}: {path} in body should have at "
-                                     f"least {schema['minItems']} items"))
+            causes.append(
+                FieldCause(
+                    path,
+                    "FieldValueInvalid",
+                    f"{len(value)}: {path} in body should have at least {schema['minItems']} items",
+                )
+            )
         causes.extend(_list_map_causes(value, schema, path))
     return causes
 
@@ -217,7 +268,7 @@ def _list_map_causes(value: list[Any], schema: Schema, path: str) -> list[FieldC
     seen: list[Any] = []
     causes: list[FieldCause] = []
     for index, item in enumerate(value):
-        identity = ({key: item.get(key) for key in keys} if list_type == "map" and isinstance(item, dict) else item)
+        identity = {key: item.get(key) for key in keys} if list_type == "map" and isinstance(item, dict) else item
         if identity in seen:
             shown = json.dumps(identity, sort_keys=True) if isinstance(identity, dict) else _shown(identity)
             causes.append(FieldCause(f"{path}[{index}]", "FieldValueDuplicate", shown))
@@ -301,8 +352,11 @@ def cel_causes(value: Any, schema: Schema, path: str, old: Any = None) -> list[F
             passed = False
         if not passed:
             message = rule.get("message") or f"failed rule: {text}"
-            causes.append(FieldCause(_rule_field(path, rule.get("fieldPath", "")),
-                                     rule.get("reason") or "FieldValueInvalid", message))
+            causes.append(
+                FieldCause(
+                    _rule_field(path, rule.get("fieldPath", "")), rule.get("reason") or "FieldValueInvalid", message
+                )
+            )
     properties: Mapping[str, Schema] = schema.get("properties") or {}
     additional = schema.get("additionalProperties")
     if isinstance(value, dict):
@@ -320,11 +374,21 @@ def cel_causes(value: Any, schema: Schema, path: str, old: Any = None) -> list[F
 def _correlated(item: Any, old: Any, schema: Schema) -> Any:
     """The old version of a list item, found as the real server finds it: by key in a list-map, else none."""
     keys = schema.get("x-kubernetes-list-map-keys") or []
-    if schema.get("x-kubernetes-list-type") != "map" or not keys or not isinstance(old, list) \
-            or not isinstance(item, dict):
+    if (
+        schema.get("x-kubernetes-list-type") != "map"
+        or not keys
+        or not isinstance(old, list)
+        or not isinstance(item, dict)
+    ):
         return None
-    return next((candidate for candidate in old if isinstance(candidate, dict)
-                 and all(candidate.get(key) == item.get(key) for key in keys)), None)
+    return next(
+        (
+            candidate
+            for candidate in old
+            if isinstance(candidate, dict) and all(candidate.get(key) == item.get(key) for key in keys)
+        ),
+        None,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- entry
@@ -349,8 +413,7 @@ def admit(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None = None
     """Prune, default and validate a custom resource against its version's ``openAPIV3Schema``."""
     unknown: list[str] = []
     body = {key: value for key, value in obj.items() if key not in _ROOT_FIELDS}
-    root_properties = {key: value for key, value in (schema.get("properties") or {}).items()
-                       if key not in _ROOT_FIELDS}
+    root_properties = {key: value for key, value in (schema.get("properties") or {}).items() if key not in _ROOT_FIELDS}
     body_schema = {**schema, "properties": root_properties}
     pruned = apply_defaults(prune(body, body_schema, "", unknown), body_schema)
     result = {**{key: obj[key] for key in _ROOT_FIELDS if key in obj}, **pruned}
@@ -360,10 +423,12 @@ def admit(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None = None
         result["metadata"] = {key: value for key, value in metadata.items() if key in _OBJECT_META_FIELDS}
     unknown.sort()  # the real server lists them sorted
     metadata_schema = (schema.get("properties") or {}).get("metadata") or {}
-    causes = [cause for key in ("name", "generateName")
-              if key in (metadata_schema.get("properties") or {}) and key in result.get("metadata", {})
-              for cause in _value_causes(result["metadata"][key], metadata_schema["properties"][key],
-                                         f"metadata.{key}")]
+    causes = [
+        cause
+        for key in ("name", "generateName")
+        if key in (metadata_schema.get("properties") or {}) and key in result.get("metadata", {})
+        for cause in _value_causes(result["metadata"][key], metadata_schema["properties"][key], f"metadata.{key}")
+    ]
     causes = _ratchet(causes + validate(pruned, body_schema, ""), result, old)
     if any(cause.reason in _BLOCKING for cause in causes):
         return Outcome(result, causes + ([_NOT_CHECKED] if _has_rules(schema) else []), unknown)
@@ -375,6 +440,7 @@ def _ratchet(causes: list[FieldCause], new: dict[str, Any], old: dict[str, Any] 
     """On update, drop problems at fields the update left as they were (the real server's ratcheting)."""
     if old is None:
         return causes
+
     def unchanged(path: str) -> bool:
         # A path this walk cannot follow (a map key with dots in it) counts as changed: better a true report
         # than a problem let through.

@@ -28,7 +28,9 @@ _BUILTIN_COLUMNS: dict[tuple[str, str], tuple[PrinterColumn, ...]] = {
     ("policy", "poddisruptionbudgets"): (
         PrinterColumn("Min Available", "string", ".spec.minAvailable", absent="N/A"),
         PrinterColumn("Max Unavailable", "string", ".spec.maxUnavailable", absent="N/A"),
-        PrinterColumn("Allowed Disruptions", "integer", ".status.disruptionsAllowed"), _AGE),
+        PrinterColumn("Allowed Disruptions", "integer", ".status.disruptionsAllowed"),
+        _AGE,
+    ),
 }
 # A field may contain escaped dots, as in `.metadata.labels.infra\.homecluster\.dev/group`.
 _TOKEN = re.compile(r'\.((?:\\\.|[^.\[\\])+)|\[(\d+)\]|\[\?\(@\.([^=]+)==["\']([^"\']*)["\']\)\]')
@@ -55,8 +57,18 @@ def evaluate(obj: Any, path: str) -> Any:
         elif index is not None:
             current = current[int(index)] if isinstance(current, list) and int(index) < len(current) else None
         else:
-            current = next((item for item in current or [] if isinstance(item, dict)
-                            and str(item.get(filter_key)) == filter_value), None) if isinstance(current, list) else None
+            current = (
+                next(
+                    (
+                        item
+                        for item in current or []
+                        if isinstance(item, dict) and str(item.get(filter_key)) == filter_value
+                    ),
+                    None,
+                )
+                if isinstance(current, list)
+                else None
+            )
         position = match.end()
     return current
 
@@ -122,8 +134,9 @@ def _cell(column: PrinterColumn, obj: dict[str, Any], now: float) -> Any:
 _NAME_DESCRIPTION = "Name must be unique within a namespace."
 
 
-def _definition(name: str, description: str, *, priority: int = 0, type_: str = "string",
-                format_: str = "") -> dict[str, Any]:
+def _definition(
+    name: str, description: str, *, priority: int = 0, type_: str = "string", format_: str = ""
+) -> dict[str, Any]:
     return {"name": name, "type": type_, "format": format_, "priority": priority, "description": description}
 
 
@@ -137,8 +150,9 @@ _NODE_DEFINITIONS = [
     _definition("External-IP", "List of addresses reachable to the node.", priority=1),
     _definition("OS-Image", "OS Image reported by the node from /etc/os-release.", priority=1),
     _definition("Kernel-Version", "Kernel Version reported by the node from 'uname -r'.", priority=1),
-    _definition("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.",
-                priority=1),
+    _definition(
+        "Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.", priority=1
+    ),
 ]
 _ROLE_PREFIX = "node-role.kubernetes.io/"
 
@@ -146,35 +160,55 @@ _ROLE_PREFIX = "node-role.kubernetes.io/"
 def _node_cells(node: dict[str, Any], now: float) -> list[Any]:
     """``printNode``: the Ready condition as Ready/NotReady (Unknown without one), then SchedulingDisabled."""
     status = node.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"),
-                 None)
+    ready = next((c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"), None)
     states = ["Unknown" if ready is None else "Ready" if ready.get("status") == "True" else "NotReady"]
     if (node.get("spec") or {}).get("unschedulable"):
         states.append("SchedulingDisabled")
     labels = (node.get("metadata") or {}).get("labels") or {}
-    roles = {key[len(_ROLE_PREFIX):] for key in labels if key.startswith(_ROLE_PREFIX) and key != _ROLE_PREFIX}
+    roles = {key[len(_ROLE_PREFIX) :] for key in labels if key.startswith(_ROLE_PREFIX) and key != _ROLE_PREFIX}
     if labels.get("kubernetes.io/role"):
         roles.add(labels["kubernetes.io/role"])
     info = status.get("nodeInfo") or {}
 
     def address(kind: str) -> str:
-        return next((a.get("address", "") for a in status.get("addresses") or []
-                     if isinstance(a, dict) and a.get("type") == kind), "<none>")
+        return next(
+            (
+                a.get("address", "")
+                for a in status.get("addresses") or []
+                if isinstance(a, dict) and a.get("type") == kind
+            ),
+            "<none>",
+        )
 
-    return [node["metadata"]["name"], ",".join(states), ",".join(sorted(roles)) or "<none>",
-            human_age(node["metadata"].get("creationTimestamp"), now), info.get("kubeletVersion", ""),
-            address("InternalIP"), address("ExternalIP"), info.get("osImage") or "<unknown>",
-            info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+    return [
+        node["metadata"]["name"],
+        ",".join(states),
+        ",".join(sorted(roles)) or "<none>",
+        human_age(node["metadata"].get("creationTimestamp"), now),
+        info.get("kubeletVersion", ""),
+        address("InternalIP"),
+        address("ExternalIP"),
+        info.get("osImage") or "<unknown>",
+        info.get("kernelVersion") or "<unknown>",
+        info.get("containerRuntimeVersion") or "<unknown>",
+    ]
 
 
 _EVENT_DEFINITIONS = [
     _definition("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
     _definition("Type", "Type of this event (Normal, Warning), new types could be added in the future."),
-    _definition("Reason", "This should be a short, machine understandable string that gives the reason for the "
-                          "transition into the object's current status."),
+    _definition(
+        "Reason",
+        "This should be a short, machine understandable string that gives the reason for the "
+        "transition into the object's current status.",
+    ),
     _definition("Object", "The object that this event is about."),
-    _definition("Subobject", "If referring to a piece of an object instead of an entire object, this string "
-                             "should contain a valid JSON/Go field access statement.", priority=1),
+    _definition(
+        "Subobject",
+        "If referring to a piece of an object instead of an entire object, this string "
+        "should contain a valid JSON/Go field access statement.",
+        priority=1,
+    ),
     _definition("Source", "The component reporting this event.", priority=1),
     _definition("Message", "A human-readable description of the status of this operation."),
     _definition("First Seen", "The time at which the event was first recorded.", priority=1),
@@ -187,13 +221,21 @@ def _as_core_event(event: dict[str, Any]) -> dict[str, Any]:
     """An events.k8s.io/v1 Event in core/v1 field names, as the real server converts it before printing."""
     if "regarding" not in event and "note" not in event and "deprecatedSource" not in event:
         return event
-    return {"metadata": event.get("metadata") or {}, "involvedObject": event.get("regarding") or {},
-            "reason": event.get("reason"), "message": event.get("note"), "type": event.get("type"),
-            "source": event.get("deprecatedSource") or {}, "firstTimestamp": event.get("deprecatedFirstTimestamp"),
-            "lastTimestamp": event.get("deprecatedLastTimestamp"), "count": event.get("deprecatedCount"),
-            "series": event.get("series"), "eventTime": event.get("eventTime"),
-            "reportingComponent": event.get("reportingController"),
-            "reportingInstance": event.get("reportingInstance")}
+    return {
+        "metadata": event.get("metadata") or {},
+        "involvedObject": event.get("regarding") or {},
+        "reason": event.get("reason"),
+        "message": event.get("note"),
+        "type": event.get("type"),
+        "source": event.get("deprecatedSource") or {},
+        "firstTimestamp": event.get("deprecatedFirstTimestamp"),
+        "lastTimestamp": event.get("deprecatedLastTimestamp"),
+        "count": event.get("deprecatedCount"),
+        "series": event.get("series"),
+        "eventTime": event.get("eventTime"),
+        "reportingComponent": event.get("reportingController"),
+        "reportingInstance": event.get("reportingInstance"),
+    }
 
 
 def _event_cells(raw: dict[str, Any], now: float) -> list[Any]:
@@ -213,24 +255,38 @@ def _event_cells(raw: dict[str, Any], now: float) -> list[Any]:
     component = source.get("component") or event.get("reportingComponent") or ""
     instance = source.get("host") or event.get("reportingInstance") or ""
     source_text = ", ".join(part for part in (component, instance) if part) if component else ""
-    return [last, event.get("type") or "", event.get("reason") or "", target, involved.get("fieldPath") or "",
-            source_text, str(event.get("message") or "").strip(), first, int(count),
-            event["metadata"].get("name", "")]
+    return [
+        last,
+        event.get("type") or "",
+        event.get("reason") or "",
+        target,
+        involved.get("fieldPath") or "",
+        source_text,
+        str(event.get("message") or "").strip(),
+        first,
+        int(count),
+        event["metadata"].get("name", ""),
+    ]
 
 
 _POD_DEFINITIONS = [
     _definition("Name", _NAME_DESCRIPTION, format_="name"),
     _definition("Ready", "The aggregate readiness state of this pod for accepting traffic."),
     _definition("Status", "The aggregate status of the containers in this pod."),
-    _definition("Restarts", "The number of times the containers in this pod have been restarted and when the last "
-                            "container in this pod has restarted."),
+    _definition(
+        "Restarts",
+        "The number of times the containers in this pod have been restarted and when the last "
+        "container in this pod has restarted.",
+    ),
     _definition("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
     _definition("IP", "IP address allocated to the pod. Routable at least within the cluster.", priority=1),
     _definition("Node", "NodeName is a request to schedule this pod onto a specific node.", priority=1),
-    _definition("Nominated Node", "nominatedNodeName is set only when this pod preempts other pods on the node.",
-                priority=1),
-    _definition("Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness.",
-                priority=1),
+    _definition(
+        "Nominated Node", "nominatedNodeName is set only when this pod preempts other pods on the node.", priority=1
+    ),
+    _definition(
+        "Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness.", priority=1
+    ),
 ]
 
 
@@ -273,10 +329,17 @@ def _pod_cells(pod: dict[str, Any], now: float) -> list[Any]:
     if gates:
         true_types = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
         gate_text = f"{sum(1 for g in gates if g.get('conditionType') in true_types)}/{len(gates)}"
-    return [pod["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", reason, restarts_text,
-            human_age(pod["metadata"].get("creationTimestamp"), now),
-            (pod_ips[0].get("ip") if pod_ips else "") or "<none>", spec.get("nodeName") or "<none>",
-            status.get("nominatedNodeName") or "<none>", gate_text]
+    return [
+        pod["metadata"]["name"],
+        f"{ready}/{len(spec.get('containers') or [])}",
+        reason,
+        restarts_text,
+        human_age(pod["metadata"].get("creationTimestamp"), now),
+        (pod_ips[0].get("ip") if pod_ips else "") or "<none>",
+        spec.get("nodeName") or "<none>",
+        status.get("nominatedNodeName") or "<none>",
+        gate_text,
+    ]
 
 
 _JOB_DEFINITIONS = [
@@ -289,8 +352,13 @@ _JOB_DEFINITIONS = [
     _definition("Images", "Images referenced by each container in the template.", priority=1),
     _definition("Selector", "A label query over pods that should match the pod count.", priority=1),
 ]
-_JOB_CONDITION_STATUS = (("Complete", "Complete"), ("Failed", "Failed"), ("Suspended", "Suspended"),
-                         ("FailureTarget", "FailureTarget"), ("SuccessCriteriaMet", "SuccessCriteriaMet"))
+_JOB_CONDITION_STATUS = (
+    ("Complete", "Complete"),
+    ("Failed", "Failed"),
+    ("Suspended", "Suspended"),
+    ("FailureTarget", "FailureTarget"),
+    ("SuccessCriteriaMet", "SuccessCriteriaMet"),
+)
 
 
 def format_label_selector(selector: Any) -> str:
@@ -301,8 +369,14 @@ def format_label_selector(selector: Any) -> str:
     for expression in selector.get("matchExpressions") or []:
         operator, key = str(expression.get("operator", "")), expression.get("key", "")
         values = ",".join(sorted(str(v) for v in expression.get("values") or []))
-        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": str(key),
-                      "DoesNotExist": f"!{key}"}.get(operator, f"{key} {operator} ({values})"))
+        parts.append(
+            {
+                "In": f"{key} in ({values})",
+                "NotIn": f"{key} notin ({values})",
+                "Exists": str(key),
+                "DoesNotExist": f"!{key}",
+            }.get(operator, f"{key} {operator} ({values})")
+        )
     return ",".join(parts) or "<none>"
 
 
@@ -325,10 +399,16 @@ def _job_cells(job: dict[str, Any], now: float) -> list[Any]:
     if state is None:
         state = next((shown for condition, shown in _JOB_CONDITION_STATUS[2:] if condition in true_types), "Running")
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    return [job["metadata"]["name"], state, completions, duration,
-            human_age(job["metadata"].get("creationTimestamp"), now),
-            ",".join(str(c.get("name", "")) for c in containers), ",".join(str(c.get("image", "")) for c in containers),
-            format_label_selector(spec.get("selector"))]
+    return [
+        job["metadata"]["name"],
+        state,
+        completions,
+        duration,
+        human_age(job["metadata"].get("creationTimestamp"), now),
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+        format_label_selector(spec.get("selector")),
+    ]
 
 
 _PRINTERS: dict[tuple[str, str], tuple[list[dict[str, Any]], Callable[[dict[str, Any], float], list[Any]]]] = {
@@ -340,14 +420,19 @@ _PRINTERS: dict[tuple[str, str], tuple[list[dict[str, Any]], Callable[[dict[str,
 }
 
 
-def _definitions_and_cells(resource: ResourceType) -> tuple[list[dict[str, Any]],
-                                                            Callable[[dict[str, Any], float], list[Any]]]:
+def _definitions_and_cells(
+    resource: ResourceType,
+) -> tuple[list[dict[str, Any]], Callable[[dict[str, Any], float], list[Any]]]:
     if not resource.custom and (resource.group, resource.plural) in _PRINTERS:
         return _PRINTERS[(resource.group, resource.plural)]
     columns = columns_for(resource)
     definitions = [_definition("Name", _NAME_DESCRIPTION, format_="name")]
-    definitions += [_definition(c.name, c.description, priority=c.priority, format_=c.format,
-                                type_="string" if c.type == "date" else c.type) for c in columns]
+    definitions += [
+        _definition(
+            c.name, c.description, priority=c.priority, format_=c.format, type_="string" if c.type == "date" else c.type
+        )
+        for c in columns
+    ]
 
     def cells(obj: dict[str, Any], now: float) -> list[Any]:
         return [obj["metadata"]["name"], *(_cell(c, obj, now) for c in columns)]
@@ -355,8 +440,15 @@ def _definitions_and_cells(resource: ResourceType) -> tuple[list[dict[str, Any]]
     return definitions, cells
 
 
-def table(resource: ResourceType, objects: list[dict[str, Any]], *, include_object: str, now: float,
-          metadata: dict[str, Any], row_object: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+def table(
+    resource: ResourceType,
+    objects: list[dict[str, Any]],
+    *,
+    include_object: str,
+    now: float,
+    metadata: dict[str, Any],
+    row_object: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
     definitions, cells = _definitions_and_cells(resource)
     rows = []
     for obj in objects:
@@ -364,8 +456,16 @@ def table(resource: ResourceType, objects: list[dict[str, Any]], *, include_obje
         if include_object == "Object":
             row["object"] = row_object(obj)
         elif include_object == "Metadata":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj["metadata"]}
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj["metadata"],
+            }
         rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata,
-            "columnDefinitions": definitions, "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": definitions,
+        "rows": rows,
+    }

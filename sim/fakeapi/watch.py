@@ -105,8 +105,11 @@ def encode_event(event_type: str, obj: dict[str, Any]) -> bytes:
 
 
 def bookmark_object(resource: ResourceType, resource_version: int) -> dict[str, Any]:
-    return {"kind": resource.kind, "apiVersion": resource.api_version,
-            "metadata": {"resourceVersion": str(resource_version)}}
+    return {
+        "kind": resource.kind,
+        "apiVersion": resource.api_version,
+        "metadata": {"resourceVersion": str(resource_version)},
+    }
 
 
 def stream(

@@ -88,14 +88,18 @@ class WebhookCaller:
         return warnings
 
     @staticmethod
-    def may_match(configurations: list[dict[str, Any]], operation: str, resource: ResourceType,
-                  subresource: str | None) -> bool:
+    def may_match(
+        configurations: list[dict[str, Any]], operation: str, resource: ResourceType, subresource: str | None
+    ) -> bool:
         """Whether any webhook's rules name this write, before the object is built to test its selectors."""
         probe = AdmissionCall(operation, resource, subresource, None, "", None, None, False, {})
         return resource.group != ADMISSION_GROUP and any(
-            _rule_matches(rule, probe) for configuration in configurations
-            for webhook in configuration.get("webhooks") or [] if isinstance(webhook, dict)
-            for rule in webhook.get("rules") or [])
+            _rule_matches(rule, probe)
+            for configuration in configurations
+            for webhook in configuration.get("webhooks") or []
+            if isinstance(webhook, dict)
+            for rule in webhook.get("rules") or []
+        )
 
     # -- one call
 
@@ -103,16 +107,22 @@ class WebhookCaller:
         name = str(webhook.get("name", ""))
         timeout = int(webhook.get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
         request_uid = str(uuid.uuid4())
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                  "request": _request(call, request_uid)}
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": _request(call, request_uid),
+        }
         try:
             shown_url, answer = self._post(webhook.get("clientConfig") or {}, timeout, json.dumps(review).encode())
         except _CallFailedError as error:
             return self._failed(webhook, name, f'failed to call webhook: Post "{error.url}": {error.why}')
         response = answer.get("response") if isinstance(answer, dict) else None
         if not isinstance(response, dict) or answer.get("kind") != "AdmissionReview":
-            return self._failed(webhook, name, f'received invalid webhook response from "{shown_url}": expected '
-                                               "an AdmissionReview with a response")
+            return self._failed(
+                webhook,
+                name,
+                f'received invalid webhook response from "{shown_url}": expected an AdmissionReview with a response',
+            )
         if response.get("uid") != request_uid:
             return self._failed(webhook, name, f"expected response.uid={request_uid}, got {response.get('uid')}")
         warnings = [str(text) for text in response.get("warnings") or []]
@@ -151,13 +161,19 @@ class WebhookCaller:
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            connection.request("POST", f"{path}?timeout={timeout}s", body=body,
-                               headers={"Content-Type": "application/json", "Accept": "application/json, */*"})
+            connection.request(
+                "POST",
+                f"{path}?timeout={timeout}s",
+                body=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json, */*"},
+            )
             answer = connection.getresponse()
             data = answer.read()
             if answer.status != 200:
-                raise _CallFailedError(shown, f"the server responded with the status code {answer.status} but did "
-                                              "not return more information")
+                raise _CallFailedError(
+                    shown,
+                    f"the server responded with the status code {answer.status} but did not return more information",
+                )
             return shown, json.loads(data)
         except ssl.SSLCertVerificationError as error:
             raise _CallFailedError(shown, f"tls: failed to verify certificate: {error.verify_message}") from error
@@ -216,8 +232,13 @@ def default_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
     for webhook in result.get("webhooks") or []:
         if not isinstance(webhook, dict):
             continue
-        for key, value in (("failurePolicy", "Fail"), ("matchPolicy", "Equivalent"), ("namespaceSelector", {}),
-                           ("objectSelector", {}), ("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS)):
+        for key, value in (
+            ("failurePolicy", "Fail"),
+            ("matchPolicy", "Equivalent"),
+            ("namespaceSelector", {}),
+            ("objectSelector", {}),
+            ("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS),
+        ):
             webhook.setdefault(key, value)
         for rule in webhook.get("rules") or []:
             if isinstance(rule, dict):
@@ -238,35 +259,62 @@ def configuration_causes(configuration: dict[str, Any]) -> list[FieldCause]:
         if not name:
             causes.append(FieldCause(f"{path}.name", "FieldValueRequired", ""))
         elif name.count(".") < 2 or not _DOMAIN.match(name):
-            causes.append(FieldCause(f"{path}.name", "FieldValueInvalid",
-                                     f'"{name}": should be a domain with at least three segments separated by dots'))
+            causes.append(
+                FieldCause(
+                    f"{path}.name",
+                    "FieldValueInvalid",
+                    f'"{name}": should be a domain with at least three segments separated by dots',
+                )
+            )
         elif name in seen:
             causes.append(FieldCause(f"{path}.name", "FieldValueDuplicate", f'"{name}"'))
         seen.add(name)
         side_effects = webhook.get("sideEffects")
         if not side_effects:
-            causes.append(FieldCause(f"{path}.sideEffects", "FieldValueRequired",
-                                     "must specify one of None, NoneOnDryRun"))
+            causes.append(
+                FieldCause(f"{path}.sideEffects", "FieldValueRequired", "must specify one of None, NoneOnDryRun")
+            )
         elif side_effects not in ("None", "NoneOnDryRun"):
-            causes.append(FieldCause(f"{path}.sideEffects", "FieldValueNotSupported",
-                                     f'"{side_effects}": supported values: {_quoted(("None", "NoneOnDryRun"))}'))
+            causes.append(
+                FieldCause(
+                    f"{path}.sideEffects",
+                    "FieldValueNotSupported",
+                    f'"{side_effects}": supported values: {_quoted(("None", "NoneOnDryRun"))}',
+                )
+            )
         if not any(v in ("v1", "v1beta1") for v in webhook.get("admissionReviewVersions") or []):
-            causes.append(FieldCause(f"{path}.admissionReviewVersions", "FieldValueRequired",
-                                     "must specify one of v1, v1beta1"))
+            causes.append(
+                FieldCause(f"{path}.admissionReviewVersions", "FieldValueRequired", "must specify one of v1, v1beta1")
+            )
         for key, supported in (("failurePolicy", ("Fail", "Ignore")), ("matchPolicy", ("Exact", "Equivalent"))):
             if key in webhook and webhook[key] not in supported:
-                causes.append(FieldCause(f"{path}.{key}", "FieldValueNotSupported",
-                                         f'"{webhook[key]}": supported values: {_quoted(supported)}'))
+                causes.append(
+                    FieldCause(
+                        f"{path}.{key}",
+                        "FieldValueNotSupported",
+                        f'"{webhook[key]}": supported values: {_quoted(supported)}',
+                    )
+                )
         timeout = webhook.get("timeoutSeconds")
         if timeout is not None and not (isinstance(timeout, int) and 1 <= timeout <= 30):
-            causes.append(FieldCause(f"{path}.timeoutSeconds", "FieldValueInvalid",
-                                     f"{timeout}: the timeout value must be between 1 and 30 seconds"))
+            causes.append(
+                FieldCause(
+                    f"{path}.timeoutSeconds",
+                    "FieldValueInvalid",
+                    f"{timeout}: the timeout value must be between 1 and 30 seconds",
+                )
+            )
         causes.extend(_client_config_causes(webhook.get("clientConfig") or {}, f"{path}.clientConfig"))
         for rule_index, rule in enumerate(webhook.get("rules") or []):
             scope = (rule or {}).get("scope", "*") if isinstance(rule, dict) else "*"
             if scope not in ("*", "Cluster", "Namespaced"):
-                causes.append(FieldCause(f"{path}.rules[{rule_index}].scope", "FieldValueNotSupported",
-                                         f'"{scope}": supported values: {_quoted(("*", "Cluster", "Namespaced"))}'))
+                causes.append(
+                    FieldCause(
+                        f"{path}.rules[{rule_index}].scope",
+                        "FieldValueNotSupported",
+                        f'"{scope}": supported values: {_quoted(("*", "Cluster", "Namespaced"))}',
+                    )
+                )
     return causes
 
 
@@ -276,12 +324,20 @@ def _client_config_causes(client_config: Any, path: str) -> list[FieldCause]:
     if client_config.get("url"):
         scheme = urlsplit(str(client_config["url"])).scheme
         if scheme != "https":
-            return [FieldCause(f"{path}.url", "FieldValueInvalid", f'"{scheme}": \'https\' is the only allowed URL '
-                                                                    "scheme; desired format: https://host[/path]")]
+            return [
+                FieldCause(
+                    f"{path}.url",
+                    "FieldValueInvalid",
+                    f"\"{scheme}\": 'https' is the only allowed URL scheme; desired format: https://host[/path]",
+                )
+            ]
         return []
     service = client_config["service"]
-    return [FieldCause(f"{path}.service.{key}", "FieldValueRequired", "")
-            for key in ("namespace", "name") if not (isinstance(service, dict) and service.get(key))]
+    return [
+        FieldCause(f"{path}.service.{key}", "FieldValueRequired", "")
+        for key in ("namespace", "name")
+        if not (isinstance(service, dict) and service.get(key))
+    ]
 
 
 def _denial(name: str, status: Any, warnings: list[str]) -> ApiError:
@@ -307,9 +363,17 @@ def _request(call: AdmissionCall, request_uid: str) -> dict[str, Any]:
     resource = call.resource
     kind = {"group": resource.group, "version": resource.version, "kind": resource.kind}
     request: dict[str, Any] = {
-        "uid": request_uid, "kind": kind, "resource": _gvr(resource), "requestKind": kind,
-        "requestResource": _gvr(resource), "name": call.name, "operation": call.operation,
-        "userInfo": USER_INFO, "object": call.obj, "oldObject": call.old, "dryRun": call.dry_run,
+        "uid": request_uid,
+        "kind": kind,
+        "resource": _gvr(resource),
+        "requestKind": kind,
+        "requestResource": _gvr(resource),
+        "name": call.name,
+        "operation": call.operation,
+        "userInfo": USER_INFO,
+        "object": call.obj,
+        "oldObject": call.old,
+        "dryRun": call.dry_run,
         "options": {"kind": _OPTIONS_KINDS[call.operation], "apiVersion": "meta.k8s.io/v1"},
     }
     if call.subresource:
@@ -337,9 +401,13 @@ def _rule_matches(rule: Any, call: AdmissionCall) -> bool:
     resource = call.resource
     scope = rule.get("scope") or "*"
     in_scope = scope == "*" or (scope == "Namespaced") == resource.namespaced
-    return (in_scope and _listed(rule.get("operations"), call.operation)
-            and _listed(rule.get("apiGroups"), resource.group) and _listed(rule.get("apiVersions"), resource.version)
-            and _resource_listed(rule.get("resources"), resource.plural, call.subresource))
+    return (
+        in_scope
+        and _listed(rule.get("operations"), call.operation)
+        and _listed(rule.get("apiGroups"), resource.group)
+        and _listed(rule.get("apiVersions"), resource.version)
+        and _resource_listed(rule.get("resources"), resource.plural, call.subresource)
+    )
 
 
 def _labels(obj: dict[str, Any] | None) -> Mapping[str, str]:
@@ -353,9 +421,12 @@ def _matches(webhook: dict[str, Any], call: AdmissionCall) -> bool:
     if call.resource.namespaced and not selector_matches(namespace_selector, call.namespace_labels):
         return False
     is_namespace = call.resource.plural == "namespaces" and not call.resource.group
-    if is_namespace and not (selector_matches(namespace_selector, _labels(call.obj))
-                             or selector_matches(namespace_selector, _labels(call.old))):
+    if is_namespace and not (
+        selector_matches(namespace_selector, _labels(call.obj))
+        or selector_matches(namespace_selector, _labels(call.old))
+    ):
         return False
     object_selector = webhook.get("objectSelector") or {}
     return selector_matches(object_selector, _labels(call.obj)) or (
-        call.old is not None and selector_matches(object_selector, _labels(call.old)))
+        call.old is not None and selector_matches(object_selector, _labels(call.old))
+    )

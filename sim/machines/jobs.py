@@ -77,9 +77,7 @@ def job_progress(status: dict[str, Any]) -> JobProgress:
     The terminal conditions decide; the counters are a fallback for servers (or older controllers)
     that count pods without writing conditions.
     """
-    conditions = {
-        condition.get("type"): condition.get("status") for condition in status.get("conditions") or ()
-    }
+    conditions = {condition.get("type"): condition.get("status") for condition in status.get("conditions") or ()}
     if conditions.get("Failed") == "True":
         return JobProgress.FAILED
     if conditions.get("Complete") == "True":

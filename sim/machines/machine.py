@@ -120,6 +120,18 @@ class MachineHandle:
         """Power is cut: heartbeats stop at once, without any Job."""
         self._context.scheduler.call_soon(lambda: self.power_off(graceful=False))
 
+    def command_power_on(self, source: str) -> None:
+        """A native power-on (Wake-on-LAN, a BMC) reached the machine: it boots exactly as after a startup Job."""
+        self._context.scheduler.call_soon(lambda: self.on_power_on_command(source))
+
+    def command_shutdown(self, source: str) -> None:
+        """A native graceful power-off reached the machine: it shuts down exactly as after a shutdown Job."""
+        self._context.scheduler.call_soon(lambda: self.on_shutdown_command(source))
+
+    def command_power_cut(self) -> None:
+        """A BMC cut the power: heartbeats stop at once."""
+        self._context.scheduler.call_soon(lambda: self.power_off(graceful=False))
+
     def fail_next_boot(self) -> None:
         """The next startup Job this simulator completes fails (only when it plays the Job controller)."""
         with self._changed:
@@ -161,32 +173,28 @@ class MachineHandle:
 
     def on_startup_succeeded(self, job_name: str) -> None:
         """A startup Job for this machine succeeded: that is the power-on signal."""
-        if self._state is PowerState.OFF:
-            self.power_on(f"startup Job {job_name} succeeded")
-        else:
-            logger.info(
-                "machine %s: startup Job %s succeeded while %s; nothing to do",
-                self.name,
-                job_name,
-                self._state,
-            )
+        self.on_power_on_command(f"startup Job {job_name} succeeded")
 
     def on_shutdown_succeeded(self, job_name: str) -> None:
         """A shutdown Job for this machine succeeded: it powers off after shutdown_seconds."""
+        self.on_shutdown_command(f"shutdown Job {job_name} succeeded")
+
+    def on_power_on_command(self, cause: str) -> None:
+        """Something told the machine to power on (a startup Job, a magic packet, a BMC)."""
+        if self._state is PowerState.OFF:
+            self.power_on(cause)
+        else:
+            logger.info("machine %s: %s while %s; nothing to do", self.name, cause, self._state)
+
+    def on_shutdown_command(self, cause: str) -> None:
+        """Something told the machine to shut down (a shutdown Job, a BMC's soft off, an SSH command)."""
         if self._state in (PowerState.OFF, PowerState.SHUTTING_DOWN):
-            logger.info(
-                "machine %s: shutdown Job %s succeeded while %s; nothing to do",
-                self.name,
-                job_name,
-                self._state,
-            )
+            logger.info("machine %s: %s while %s; nothing to do", self.name, cause, self._state)
             return
-        logger.info("machine %s: shutting down (shutdown Job %s succeeded)", self.name, job_name)
+        logger.info("machine %s: shutting down (%s)", self.name, cause)
         epoch = self._epoch
         self._set_state(PowerState.SHUTTING_DOWN)
-        self._context.scheduler.call_later(
-            self.machine.shutdown_seconds, lambda: self._finish_shutdown(epoch)
-        )
+        self._context.scheduler.call_later(self.machine.shutdown_seconds, lambda: self._finish_shutdown(epoch))
 
     def power_on(self, cause: str) -> None:
         """Applies power (an Off machine only): it boots, or hangs if a hang fault is armed."""
@@ -203,9 +211,7 @@ class MachineHandle:
             logger.info("machine %s: powered on (%s) and hung in boot", self.name, cause)
             self._set_state(PowerState.HUNG)
             return
-        logger.info(
-            "machine %s: powered on (%s), booting for %.2f s", self.name, cause, self.machine.boot_seconds
-        )
+        logger.info("machine %s: powered on (%s), booting for %.2f s", self.name, cause, self.machine.boot_seconds)
         self._set_state(PowerState.BOOTING)
         self._context.scheduler.call_later(self.machine.boot_seconds, lambda: self._finish_boot(epoch))
 
@@ -238,9 +244,7 @@ class MachineHandle:
         if self._register_node():
             self._schedule_heartbeat(epoch)
         else:
-            self._context.scheduler.call_later(
-                self._retry_seconds, lambda: self._register_then_heartbeat(epoch)
-            )
+            self._context.scheduler.call_later(self._retry_seconds, lambda: self._register_then_heartbeat(epoch))
 
     def _finish_shutdown(self, epoch: int) -> None:
         if epoch == self._epoch and self._state is PowerState.SHUTTING_DOWN:
@@ -276,9 +280,7 @@ class MachineHandle:
         self._schedule_heartbeat(epoch)
 
     def _schedule_heartbeat(self, epoch: int) -> None:
-        self._context.scheduler.call_later(
-            self._context.settings.heartbeat_seconds, lambda: self._heartbeat(epoch)
-        )
+        self._context.scheduler.call_later(self._context.settings.heartbeat_seconds, lambda: self._heartbeat(epoch))
 
     def _register_node(self) -> bool:
         """Creates (or adopts) the Node and posts its full status; False if the server refused."""
@@ -294,9 +296,7 @@ class MachineHandle:
                 if error.status != ALREADY_EXISTS:
                     raise
                 # A Node left from an earlier boot: the kubelet takes it over and refreshes its labels.
-                rest.patch(
-                    f"/api/v1/nodes/{name}", {"metadata": {"labels": manifests.node_labels(self.machine)}}
-                )
+                rest.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": manifests.node_labels(self.machine)}})
             # Servers that drop .status on create get it here; on the others this is a harmless repeat.
             rest.patch(f"/api/v1/nodes/{name}/status", {"status": manifest["status"]}, STRATEGIC_MERGE_PATCH)
         except KubeError as error:
@@ -305,9 +305,7 @@ class MachineHandle:
         with self._changed:
             self._registrations += 1
             self._changed.notify_all()
-        logger.info(
-            "machine %s: registered Node %s (providerID %r)", self.name, name, self.machine.provider_id
-        )
+        logger.info("machine %s: registered Node %s (providerID %r)", self.name, name, self.machine.provider_id)
         self._renew_lease()
         return True
 

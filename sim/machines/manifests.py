@@ -84,9 +84,7 @@ def node_conditions_ready(ready_since: datetime, now: datetime) -> list[dict[str
     ]
 
 
-def node_status(
-    machine: SimulatedMachine, boot_number: int, ready_since: datetime, now: datetime
-) -> dict[str, Any]:
+def node_status(machine: SimulatedMachine, boot_number: int, ready_since: datetime, now: datetime) -> dict[str, Any]:
     """The full `.status` a kubelet posts when it registers. Pure."""
     machine_id = uuid.uuid5(_ID_NAMESPACE, f"{machine.namespace}/{machine.name}").hex
     return {
@@ -113,9 +111,7 @@ def node_status(
     }
 
 
-def node_manifest(
-    machine: SimulatedMachine, boot_number: int, ready_since: datetime, now: datetime
-) -> dict[str, Any]:
+def node_manifest(machine: SimulatedMachine, boot_number: int, ready_since: datetime, now: datetime) -> dict[str, Any]:
     """The core/v1 Node the kubelet creates on registration (status included). Pure."""
     spec: dict[str, Any] = {}
     if machine.provider_id:
@@ -182,9 +178,7 @@ def lease_manifest(node_name: str, node_uid: str, now: datetime) -> dict[str, An
     """The coordination.k8s.io/v1 Lease a kubelet keeps in kube-node-lease, owned by its Node. Pure."""
     metadata: dict[str, Any] = {"name": node_name, "namespace": LEASE_NAMESPACE}
     if node_uid:
-        metadata["ownerReferences"] = [
-            {"apiVersion": "v1", "kind": "Node", "name": node_name, "uid": node_uid}
-        ]
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node_name, "uid": node_uid}]
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",

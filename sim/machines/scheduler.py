@@ -46,9 +46,7 @@ class Scheduler:
         with self._wakeup:
             if self._stopping:
                 return
-            heapq.heappush(
-                self._heap, (self._clock.monotonic() + max(delay, 0.0), next(self._sequence), action)
-            )
+            heapq.heappush(self._heap, (self._clock.monotonic() + max(delay, 0.0), next(self._sequence), action))
             self._wakeup.notify()
 
     def call_soon(self, action: Action) -> None:

@@ -144,9 +144,7 @@ class MachineSimulator:
             self._pods.start()
         self._watcher.start()
         if not self._watcher.wait_synced(sync_timeout):
-            logger.warning(
-                "machine simulator: no Job list within %.1f s; continuing in the background", sync_timeout
-            )
+            logger.warning("machine simulator: no Job list within %.1f s; continuing in the background", sync_timeout)
 
     def stop(self) -> None:
         """Stops watching, drops pending actions and joins both threads. Machines are left as they are."""
@@ -248,9 +246,7 @@ class MachineSimulator:
             if history:
                 return  # finished before the simulator started: old news, not a power signal
             self._apply_outcome(handle, power_job)
-        elif (
-            self._complete_jobs and not record.started and not power_job.suspended and not power_job.deleting
-        ):
+        elif self._complete_jobs and not record.started and not power_job.suspended and not power_job.deleting:
             record.started = True
             self._start_job(record, job)
 
@@ -279,9 +275,7 @@ class MachineSimulator:
         except KubeError as error:
             if error.status == NOT_FOUND:
                 return
-            logger.warning(
-                "starting Job %s/%s failed: %s; retrying", power_job.namespace, power_job.name, error
-            )
+            logger.warning("starting Job %s/%s failed: %s; retrying", power_job.namespace, power_job.name, error)
             self._scheduler.call_later(RETRY_SECONDS, lambda: self._start_job(record, job))
             return
         self._run_pod(job, started)
@@ -296,9 +290,7 @@ class MachineSimulator:
             except KubeError as error:
                 if error.status != ALREADY_EXISTS:
                     raise
-            self._rest.patch(
-                f"{pods}/{pod['metadata']['name']}/status", manifests.pod_running_status(started)
-            )
+            self._rest.patch(f"{pods}/{pod['metadata']['name']}/status", manifests.pod_running_status(started))
         except KubeError as error:
             # The pod is bookkeeping for people looking at the cluster; the Job's status is what matters.
             logger.warning("creating pod for Job %s failed: %s", job["metadata"]["name"], error)
@@ -335,9 +327,7 @@ class MachineSimulator:
         except KubeError as error:
             if error.status == NOT_FOUND:
                 return
-            logger.warning(
-                "finishing Job %s/%s failed: %s; retrying", power_job.namespace, power_job.name, error
-            )
+            logger.warning("finishing Job %s/%s failed: %s; retrying", power_job.namespace, power_job.name, error)
             self._scheduler.call_later(RETRY_SECONDS, lambda: self._finish_job(record, job, started))
             return
         logger.info(
