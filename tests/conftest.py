@@ -28,6 +28,15 @@ THREAD_EXIT_BACKSTOP: Final = 5.0
 after reporting the stop. Only reached when a thread really was left behind."""
 
 
+PROCESS_WIDE_LIBRARY_THREADS: Final = ("pyghmi.",)
+"""Modules whose threads live as long as the process by design: pyghmi starts one I/O worker for every IPMI
+session of the process on first use and never stops it (its `join` is not even the standard one)."""
+
+
+def _is_process_wide_library_thread(thread: threading.Thread) -> bool:
+    return type(thread).__module__.startswith(PROCESS_WIDE_LIBRARY_THREADS)
+
+
 @pytest.fixture
 def long_lived_thread_prefixes() -> tuple[str, ...]:
     """Name prefixes of threads that may outlive a test: those of servers the folder shares between tests."""
@@ -40,7 +49,7 @@ def no_thread_left_behind(long_lived_thread_prefixes: tuple[str, ...]) -> Iterat
     yield
     started = [
         thread for thread in set(threading.enumerate()) - before
-        if not thread.name.startswith(long_lived_thread_prefixes)
+        if not thread.name.startswith(long_lived_thread_prefixes) and not _is_process_wide_library_thread(thread)
     ]
     for thread in started:
         thread.join(THREAD_EXIT_BACKSTOP)

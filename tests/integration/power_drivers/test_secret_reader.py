@@ -17,6 +17,12 @@ from sim.fakeapi import FakeApiServer
 NAMESPACE = "homelab"
 
 
+@pytest.fixture
+def long_lived_thread_prefixes() -> tuple[str, ...]:
+    """The module's fake API serves every test: tests/conftest.py's thread check leaves its threads be."""
+    return ("fakeapi-",)
+
+
 @pytest.fixture(scope="module")
 def reader() -> Iterator[KubeSecretReader]:
     server = FakeApiServer(host="127.0.0.1", port=0)
