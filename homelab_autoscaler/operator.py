@@ -164,7 +164,8 @@ PowerReport = Callable[[Any, object], None]
 """Tells an actor (its address) a message through the term's runtime; dropped quietly once the term has ended."""
 PowerPortFactory = Callable[[ApiClient, PowerReport], PowerPort]
 """Builds one term's power port: it reads the Secrets spec.power names through the client and tells each
-`PowerOutcome` with the report function. A port with a `stop(timeout)` method is stopped when the term ends."""
+`PowerOutcome` with the report function. A port with a `close(timeout)` (or `stop(timeout)`) method is closed when
+the term ends."""
 
 
 @dataclass
@@ -252,9 +253,10 @@ class _Term:
 
 
 def _stop_power(power: PowerPort | None) -> None:
-    stop = getattr(power, "stop", None)
-    if callable(stop):
-        stop(STOP_TIMEOUT_SECONDS)
+    # The drivers' executor closes (answering what is still queued); any other port may offer `stop`.
+    close = getattr(power, "close", None) or getattr(power, "stop", None)
+    if callable(close):
+        close(STOP_TIMEOUT_SECONDS)
 
 
 # --- the operator ------------------------------------------------------------------------------------------------

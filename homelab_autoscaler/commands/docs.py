@@ -85,8 +85,11 @@ def registered_metrics(
     shows none, and prometheus_client keeps a metric's label names to itself). Only the public `collect()` is used.
     """
     from actors import metrics, power_metrics
+    from homelab_autoscaler import native_power
 
-    assert power_metrics.READBACK_AGES is not None  # imported for its collector, registered on import
+    # Imported for the collectors they register on import: the readback ages and the drivers' metrics.
+    assert power_metrics.READBACK_AGES is not None
+    assert native_power.POWER_METRICS is not None
 
     if registry is None:
         registry, label_names = metrics.REGISTRY, metrics.LABEL_NAMES

@@ -66,10 +66,11 @@ def _serve(settings: settings_module.Settings, stop_requested: threading.Event) 
     from kubernetes.config import ConfigException
 
     from actors.errors import OperatorError
+    from homelab_autoscaler.native_power import native_power_port
     from homelab_autoscaler.operator import Operator
 
     try:
-        operator = Operator(settings)
+        operator = Operator(settings, power=native_power_port)
         operator.start()
     except (OSError, ConfigException, OperatorError, ValueError) as error:
         LOGGER.error("homelab-autoscaler run: cannot start: %s", error)

@@ -23,6 +23,7 @@ from typing import Any, Final
 from kubernetes import client as kube_client
 
 from homelab_autoscaler.demo.homelab import OPERATOR_NAMESPACE, DemoHomelab
+from homelab_autoscaler.native_power import native_power_port
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import LogLevel, Settings, WebhookCertSource
 from kubeapi.webhook_certs import CertificateMaterial, write_files
@@ -154,7 +155,9 @@ class DemoSession:
         self._api_client = kube_client.ApiClient(configuration)
         self._seed(self._fake, self._api_client)
 
-        self._operator = Operator(self._settings(self._kubeconfig, self._directory / "webhook"))
+        self._operator = Operator(
+            self._settings(self._kubeconfig, self._directory / "webhook"), power=native_power_port
+        )
         self._operator.start()
         if not self._operator.wait_acting(ACTING_TIMEOUT_SECONDS):
             raise TimeoutError(f"the operator did not begin acting within {ACTING_TIMEOUT_SECONDS:.0f} s")
