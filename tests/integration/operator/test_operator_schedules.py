@@ -1,8 +1,9 @@
-"""A schedule window opening on a running operator: the machines come on and CA is told the raised minimum.
+"""Schedule windows opening and closing on a running operator: what CA is told, and what the operator powers.
 
-The operator's wall clock runs at real speed from a few seconds before the window, so the window opens through
+The operator's wall clock runs at real speed from a few seconds before the change, so the window opens (closes) through
 the operator's own timer (or, on a slow start, at its first look): either way what CA and `kubectl` see is the
-same. Closing a window and a lowered maxSize are covered by the group actor's tests with a hand-moved clock.
+same. A closing window gives CA the group's own minimum back and powers nothing off; a lowered maxSize is covered
+by the group actor's tests with a hand-moved clock.
 """
 
 from __future__ import annotations
@@ -59,3 +60,29 @@ def test_an_office_hours_window_powers_machines_on_and_ca_sees_the_raised_minimu
     status = wait_for(lambda: _group_status(homelab).get("activeSchedule") and _group_status(homelab), what="status")
     assert (status["activeSchedule"], status["nextScheduleChange"]) == ("office", "2026-03-02T18:00:00Z")
     assert {"ScheduleStarted", "ScheduleScaleUp"} <= homelab.event_reasons(GROUP)
+
+
+def test_a_closing_window_gives_ca_the_minimum_back_and_powers_nothing_off(homelab: Homelab) -> None:
+    homelab.add_group(max_size=3, schedules=[OFFICE])
+    for name in ("m1", "m2", "m3"):
+        homelab.add_machine(name)
+    homelab.simulate(simulated("m1"), simulated("m2"), simulated("m3"))
+    window_end = WINDOW_START.replace(hour=18)
+
+    ca = homelab.start_operator(clock=RunningClock(window_end - timedelta(seconds=8)))
+
+    def group_reported(min_size: int) -> externalgrpc.NodeGroup | None:
+        groups = ca.stub.NodeGroups(externalgrpc.NodeGroupsRequest()).nodeGroups
+        found = next(group for group in groups if group.id == GROUP_ID)
+        return found if found.minSize == min_size else None
+
+    wait_for(lambda: group_reported(2), what="CA told the office window's minSize while it is open")
+    wait_for(lambda: group_reported(0), what="CA told the group's own minSize once the window closed")
+    status = wait_for(
+        lambda: "activeSchedule" not in _group_status(homelab) and _group_status(homelab), what="status"
+    )
+    assert status["nextScheduleChange"] == "2026-03-09T08:00:00Z"  # next Monday's opening
+    assert "ScheduleEnded" in homelab.event_reasons(GROUP)
+    # Removing what is no longer needed is CA's decision, in its own time: the operator powers nothing off.
+    assert ca.target_size() == 2
+    assert not any(homelab.job_names(name, "shutdown") for name in ("m1", "m2", "m3"))
