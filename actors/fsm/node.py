@@ -261,8 +261,22 @@ def _readback_timer(machine: Machine) -> tuple[PendingTimer, ...]:
         config.readback_transition_seconds,
         config.readback_steady_seconds,
     )
+    if _released_boot_may_come_up(machine, basis):
+        # Read as often as a machine being switched: a released boot that powers on is powered off at once.
+        due = basis + timedelta(seconds=config.readback_transition_seconds)
     kind = TimerKind.READBACK_POLL
     return (PendingTimer(kind, timer_token(f"{config.name}:{basis.isoformat()}", kind), due),)
+
+
+def _released_boot_may_come_up(machine: Machine, moment: datetime) -> bool:
+    """Whether, at `moment`, a boot CA let go of could still power the machine on (see `released_boot_came_up`)."""
+    status = machine.status
+    return (
+        status.state is NodeState.SHUTDOWN
+        and status.reason in RELEASED_BOOT_REASONS
+        and status.since is not None
+        and moment <= status.since + timedelta(seconds=machine.config.boot_timeout_seconds)
+    )
 
 
 def _state_timers(machine: Machine) -> tuple[PendingTimer, ...]:
@@ -859,13 +873,8 @@ def released_boot_came_up(machine: Machine, now: datetime) -> bool:
     was told the instance is gone, so adopting the machine would leave it on past what CA asked for (and past
     maxSize when CA refilled the slot). Later than `bootTimeout` after the release, it was powered on by someone.
     """
-    status = machine.status
-    return (
-        status.state is NodeState.SHUTDOWN
-        and status.reason in RELEASED_BOOT_REASONS
-        and machine.config.power_policy in (PowerPolicy.AUTO, PowerPolicy.OFF)
-        and status.since is not None
-        and now <= status.since + timedelta(seconds=machine.config.boot_timeout_seconds)
+    return machine.config.power_policy in (PowerPolicy.AUTO, PowerPolicy.OFF) and _released_boot_may_come_up(
+        machine, now
     )
 
 
@@ -1144,15 +1153,11 @@ def _power_state_observed(machine: Machine, event: PowerStateObserved, now: date
         return _readback_while_booting(observed, event, now)
     if state is NodeState.SHUTTING_DOWN:
         return _readback_while_shutting_down(observed, event, now)
+    if event.state is PowerState.ON and released_boot_came_up(machine, now):
+        return _power_off_released_boot(observed, event, now)
     was_on = previous is not None and previous.state is PowerState.ON
     if event.state is PowerState.ON and not was_on and state in _BELIEVED_OFF:
         # The adoption rules act when its Kubernetes Node becomes Ready (NodeReady), exactly as without a BMC.
-        if released_boot_came_up(machine, now):
-            message = (
-                f"{event.driver.value} reads the machine On after its boot was let go of ({machine.status.reason}): "
-                "it is powered off again once its Kubernetes Node registers"
-            )
-            return Transition(observed, (fx.RecordEvent(fx.EventType.NORMAL, "ReleasedBootPoweredOn", message),))
         message = (
             f"{event.driver.value} reads the machine On while it is {state.value}: powered on outside the autoscaler; "
             "it is adopted when its Kubernetes Node becomes Ready"
@@ -1162,6 +1167,26 @@ def _power_state_observed(machine: Machine, event: PowerStateObserved, now: date
 
 
 _BELIEVED_OFF: Final = frozenset({NodeState.SHUTDOWN, NodeState.BOOT_FAILED, NodeState.QUARANTINED})
+
+
+def _power_off_released_boot(machine: Machine, event: PowerStateObserved, now: datetime) -> Transition:
+    """A boot CA let go of reads On: power it off now, whether it is still booting or hung before registering.
+
+    Without a BMC only a registering Node shows such a machine (`_up_after_release`); with one, a machine that
+    hangs in firmware or never starts its kubelet would otherwise stay on, drawing power, with CA believing it gone.
+    A Ready Node is left to that rule, which drains it first.
+    """
+    if machine.kube_node is KubeNodePresence.READY:
+        return Transition(machine)
+    cause = (
+        f"{event.driver.value} reads it On after its boot was let go of ({machine.status.reason}) and its "
+        "Kubernetes Node is not Ready; Cluster Autoscaler asked for it gone"
+    )
+    powering_off = _start_shutdown_job(_without_operation(machine), now, tries=1, cause=cause)
+    # One Event naming why, in place of the generic PoweringOff one.
+    command = tuple(effect for effect in powering_off.effects if not isinstance(effect, fx.RecordEvent))
+    notice = fx.RecordEvent(fx.EventType.NORMAL, "ReleasedBootPoweredOn", f"powering it off: {cause}")
+    return Transition(powering_off.machine, (*command, notice))
 
 
 def _clear_readback_failing(machine: Machine, now: datetime, event: PowerStateObserved) -> Machine:

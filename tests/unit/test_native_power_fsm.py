@@ -25,8 +25,10 @@ from actors.fsm.node import (
     MachineConfig,
     Transition,
     exercise_read_back_on,
+    job_name,
     pending_timers,
     step,
+    timer_token,
 )
 from actors.power_port import PowerAction
 from schemas.common import ConditionStatus
@@ -341,7 +343,7 @@ def test_a_machine_read_on_while_believed_off_is_adopted_by_the_node_ready_rules
     assert adopted.status.reason == "StartedOutsideAutoscaler"
 
 
-def test_a_cancelled_native_boot_that_comes_up_anyway_is_powered_off_by_the_released_boot_rule() -> None:
+def test_a_cancelled_native_boot_read_on_is_powered_off_at_once() -> None:
     cancelled, _ = drive(
         shut_down(),
         (ev.PowerOnRequested(), at(0)),
@@ -350,10 +352,72 @@ def test_a_cancelled_native_boot_that_comes_up_anyway_is_powered_off_by_the_rele
     )
     assert cancelled.status.state is NodeState.SHUTDOWN
     read_on, effects = drive(cancelled, (ON, at(10)))
+    assert read_on.status.state is NodeState.SHUTTING_DOWN
+    assert commands(effects) == [(PowerAction.POWER_OFF, 4)]
     assert reasons(effects) == ["ReleasedBootPoweredOn"]
-    powering_off, effects = drive(read_on, (READY, at(40)))
+    off, _ = drive(
+        read_on, (ev.PowerCommandSucceeded(PowerAction.POWER_OFF, 4, DriverName.IPMI), at(11)), (OFF, at(16))
+    )
+    assert off.status.state is NodeState.SHUTDOWN
+
+
+def test_a_cancelled_native_boot_whose_node_is_ready_first_is_drained_by_the_released_boot_rule() -> None:
+    cancelled, _ = drive(
+        shut_down(),
+        (ev.PowerOnRequested(), at(0)),
+        (ev.CancelBoot(), at(5)),
+        (ev.PowerCommandSucceeded(PowerAction.POWER_ON, 3, DriverName.IPMI), at(6)),
+    )
+    powering_off, effects = drive(cancelled, (READY, at(8)))
     assert powering_off.status.state is NodeState.SHUTTING_DOWN
     assert "ReleasedBootCameUp" in reasons(effects)
+
+
+BOOT_TIMEOUT_TOKEN = timer_token(job_name("m1", OperationKind.STARTUP, 3), ev.TimerKind.BOOT_TIMEOUT)
+
+
+def test_a_hung_boot_given_up_by_ca_is_powered_off_and_forced_off_when_it_ignores_the_soft_off() -> None:
+    # Read On, but its Kubernetes Node never registers (stuck in firmware): the boot times out, CA lets it go.
+    failed, _ = drive(
+        shut_down(),
+        (ev.PowerOnRequested(), at(0)),
+        (ev.PowerCommandSucceeded(PowerAction.POWER_ON, 3, DriverName.IPMI), at(1)),
+        (ON, at(6)),
+        (ev.TimerFired(ev.TimerKind.BOOT_TIMEOUT, BOOT_TIMEOUT_TOKEN), at(600)),
+    )
+    assert failed.status.state is NodeState.BOOT_FAILED
+    released, _ = drive(failed, (ev.PowerOffRequested(), at(620)))
+    assert released.status.state is NodeState.SHUTDOWN
+    poll = [timer for timer in pending_timers(released) if timer.kind is ev.TimerKind.READBACK_POLL]
+    assert [timer.deadline for timer in poll] == [at(625)], "read back at the fast interval while it may come up"
+
+    powering_off, effects = drive(released, (ON, at(625)))
+    assert powering_off.status.state is NodeState.SHUTTING_DOWN
+    assert commands(effects) == [(PowerAction.POWER_OFF, 4)]
+    assert reasons(effects) == ["ReleasedBootPoweredOn"]
+    forced, effects = drive(
+        powering_off,
+        (ev.PowerCommandSucceeded(PowerAction.POWER_OFF, 4, DriverName.IPMI), at(626)),
+        (ON, at(750)),  # the soft off was ignored past forceOffAfter (2m)
+    )
+    assert commands(effects) == [(PowerAction.FORCE_OFF, 4)]
+    off, _ = drive(
+        forced, (ev.PowerCommandSucceeded(PowerAction.FORCE_OFF, 4, DriverName.IPMI), at(751)), (OFF, at(755))
+    )
+    assert off.status.state is NodeState.SHUTDOWN
+    assert off.status.cooldown_until is not None, "still cooling down after its failed boot"
+
+
+def test_a_released_boot_read_on_after_boot_timeout_is_left_to_the_adoption_rules() -> None:
+    cancelled, _ = drive(
+        shut_down(),
+        (ev.PowerOnRequested(), at(0)),
+        (ev.CancelBoot(), at(5)),
+        (ev.PowerCommandSucceeded(PowerAction.POWER_ON, 3, DriverName.IPMI), at(6)),
+    )
+    later, effects = drive(cancelled, (ON, at(5 + 601)))  # someone else powered it on: not ours to switch off
+    assert later.status.state is NodeState.SHUTDOWN
+    assert reasons(effects) == ["PoweredOnOutsideAutoscaler"]
 
 
 def test_a_machine_in_maintenance_is_not_polled() -> None:
