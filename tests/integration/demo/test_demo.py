@@ -629,6 +629,43 @@ def test_the_live_view_shows_how_a_native_machine_is_switched_and_its_last_readb
     assert _machine_table(lines)["nuc-2"]["OPERATION"] == "shutdown #2 power-off by ipmi"
 
 
+def _native_row(state: str, readback: str | None, driver: str | None = None, age: int = 0) -> MachineRow:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    operation = (
+        OperationRow("startup" if state == "StartingUp" else "shutdown", 1, "nuc-2-op", now, 1, driver=driver)
+        if driver else None
+    )
+    return MachineRow(NAMESPACE, "nuc-2", "minis", state, since=now, age_seconds=age, operation=operation,
+                      readback_state=readback, readback_driver="ipmi" if readback else None,
+                      readback_age_seconds=age if readback else None)
+
+
+def test_a_readback_that_changes_is_told_once_and_the_summary_says_how_the_machine_was_switched() -> None:
+    rows = [
+        _native_row("Shutdown", "Off"),
+        _native_row("StartingUp", "Off", driver="wakeOnLan"),
+        _native_row("StartingUp", "On", driver="wakeOnLan"),
+        _native_row("Ready", "On", age=3),  # read again: no news
+        _native_row("ShuttingDown", "On", driver="ipmi"),
+        _native_row("ShuttingDown", "Off", driver="ipmi"),
+        _native_row("Shutdown", "Off", age=1),
+    ]
+    history = History()
+    base = _observation(0.0, "Shutdown")
+    told = []
+    for number, row in enumerate(rows):
+        observation = replace(base, elapsed=float(number), view=StatusView(machines=(row,)))
+        told += [change.text for change in history.record(observation) if change.kind is ChangeKind.READBACK]
+
+    assert told == ["power read back On by ipmi", "power read back Off by ipmi"]
+    assert history.drivers == {"nuc-2": {"startup": "wakeOnLan", "shutdown": "ipmi"}}
+    assert history.readbacks == {"nuc-2": ["Off", "On", "Off"]}
+    summary = summarize(history, {"nuc-2": 25}, reached=True, outcome="done")
+    assert "    nuc-2: on by wakeOnLan, off by ipmi; read back Off → On → Off (last: Off 1s ago (ipmi))" in (
+        render_summary(summary).splitlines()
+    )
+
+
 def test_a_pipe_gets_one_line_per_change() -> None:
     log = io.StringIO()
     changes = [
