@@ -1,14 +1,16 @@
 """Every Kubernetes API call the operator makes, as data: the one table the docs and the RBAC manifest answer to.
 
 The calls themselves are spelled out in the adapters (`writer`, `watch`, `leader`, `webhook_certs`,
-`admission_lookup`) and, for the leader label on its own pod, in the composition root. Three things must agree
-with them and used to be kept in step by hand: the table in docs/architecture/kubernetes.md, the ClusterRole and
-Role in manifests/21-rbac.yaml, and the list of what the operator never does. This module is that list written
-once, so that:
+`admission_lookup`, `secret_reader`) and, for the leader label on its own pod, in the composition root. Three
+things must agree with them and used to be kept in step by hand: the table in docs/architecture/kubernetes.md, the
+ClusterRole and Role in manifests/21-rbac.yaml, and the list of what the operator never does. This module is that
+list written once, so that:
 
 - the documentation table is generated from it (`render_api_calls_table`, written by `homelab-autoscaler docs`);
 - the RBAC rules it requires are derived from it (`required_grants`), and
-  tests/integration/manifests/test_manifests.py compares them with the rendered manifests;
+  tests/integration/manifests/test_manifests.py compares them with the rendered manifests; a call only some
+  installations need (reading the Secrets of `spec.power`) is marked with the component of manifests/components/
+  that grants it, and is left out of the base RBAC;
 - tests/integration/security/ drives every adapter against the fake API server, records each request and
   fails when a request is missing from here, when an entry here was never exercised, or when RBAC grants more
   or less than the recorded requests need.
@@ -60,6 +62,15 @@ class RoleKind(StrEnum):
     CLUSTER_ROLE = "ClusterRole"
     ROLE = "Role"
     """A Role in the operator's own namespace."""
+    WATCHED_NAMESPACE_ROLE = "Role in the watched namespace"
+    """A Role bound in the namespace of the Group and Node resources (a component's, e.g. `native-power`)."""
+
+
+class Component(StrEnum):
+    """A component of manifests/components/ that grants calls the base RBAC (manifests/21-rbac.yaml) does not."""
+
+    NATIVE_POWER = "native-power"
+    """`get` on the Secrets (and Redfish CA bundle ConfigMaps) that the Nodes' `spec.power` names, listed by name."""
 
 
 class NamedBy(StrEnum):
@@ -89,10 +100,15 @@ class ApiCall:
     """Set when the call is only ever about the object this setting names (RBAC then limits it by name)."""
     detail: str = ""
     """What narrows the request further (a selector), shown in the documentation."""
+    granted_by: Component | None = None
+    """The component that grants it, for a call only installations using that feature make; None: the base RBAC."""
 
     @property
     def role(self) -> RoleKind:
-        """The role that must grant it: a Role in the operator's namespace when it suffices, else the ClusterRole."""
+        """The role that must grant it: a component's Role in the watched namespace for a component's call, a Role in
+        the operator's namespace when it suffices, else the ClusterRole."""
+        if self.granted_by is not None:
+            return RoleKind.WATCHED_NAMESPACE_ROLE
         return RoleKind.ROLE if self.scope is Scope.OPERATOR_NAMESPACE else RoleKind.CLUSTER_ROLE
 
 
@@ -102,6 +118,7 @@ LEADER: Final = "kubeapi.leader"
 WEBHOOK_CERTS: Final = "kubeapi.webhook_certs"
 ADMISSION_LOOKUP: Final = "kubeapi.admission_lookup"
 OPERATOR: Final = "homelab_autoscaler.operator"
+SECRET_READER: Final = "kubeapi.secret_reader"
 
 CORE: Final = ""
 BATCH: Final = "batch"
@@ -156,13 +173,22 @@ API_CALLS: Final[tuple[ApiCall, ...]] = (
             "make the Lease on the very first start"),
     # --- the webhook's certificate ----------------------------------------------------------------------------
     ApiCall(("get", "update"), CORE, "secrets", Scope.OPERATOR_NAMESPACE, WEBHOOK_CERTS, "`WebhookCertificateStore`",
-            "load the webhook's certificate; store a rotated one (the only Secret the operator reads)",
+            "load the webhook's certificate; store a rotated one (the only Secret the base RBAC lets it read)",
             named_by=NamedBy.WEBHOOK_SECRET),
     ApiCall(("create",), CORE, "secrets", Scope.OPERATOR_NAMESPACE, WEBHOOK_CERTS, "`WebhookCertificateStore`",
             "store the first certificate"),
     ApiCall(("get", "patch"), ADMISSION_REGISTRATION, "validatingwebhookconfigurations", Scope.CLUSTER,
             WEBHOOK_CERTS, "`WebhookCertificateStore`", "keep the `caBundle` equal to our CA",
             named_by=NamedBy.WEBHOOK_CONFIGURATION),
+    # --- the native power drivers' credentials (only with the native-power component) --------------------------
+    ApiCall(("get",), CORE, "secrets", Scope.WATCHED_NAMESPACES, SECRET_READER, "`KubeSecretReader.read`",
+            "a BMC's credentials or an SSH private key, when a power operation needs them; never cached",
+            detail="the names `spec.power` gives, listed in the component's Role",
+            granted_by=Component.NATIVE_POWER),
+    ApiCall(("get",), CORE, "configmaps", Scope.WATCHED_NAMESPACES, SECRET_READER,
+            "`KubeSecretReader.read_config_map`", "a Redfish BMC's CA bundle (`caBundle.configMapKeyRef`)",
+            detail="the names `spec.power` gives, listed in the component's Role",
+            granted_by=Component.NATIVE_POWER),
     # --- the webhook's caches (every replica) -----------------------------------------------------------------
     ApiCall(("list", "watch"), API_GROUP, "groups", Scope.WATCHED_NAMESPACES, ADMISSION_LOOKUP,
             "`CachedAdmissionLookup`", "a Node's Group must exist"),
@@ -201,12 +227,15 @@ class Grant:
 def required_grants(
     object_names: Mapping[NamedBy, str], calls: Iterable[ApiCall] = API_CALLS
 ) -> frozenset[Grant]:
-    """The least RBAC that allows `calls`, with configured objects limited by name where RBAC can. Pure.
+    """The least base RBAC that allows `calls`, with configured objects limited by name where RBAC can. Pure.
 
-    `object_names` gives the name each setting has in the installation (e.g. the Lease's name).
+    `object_names` gives the name each setting has in the installation (e.g. the Lease's name). Calls a component
+    grants are left out: their objects are the ones a user lists in that component.
     """
     grants = set()
     for call in calls:
+        if call.granted_by is not None:
+            continue
         for verb in call.verbs:
             names: tuple[str, ...] = ()
             if call.named_by is not None and verb not in UNNAMEABLE_VERBS:
@@ -223,6 +252,8 @@ def _where(call: ApiCall) -> str:
     where = call.scope.value
     if call.named_by is not None:
         where += f", only the one named by `{call.named_by.value}`"
+    if call.granted_by is not None:
+        where += f", granted by the `{call.granted_by.value}` component"
     return where
 
 

@@ -161,7 +161,10 @@ def _display(session: DemoSession, quiet: bool) -> Display:
     isatty = getattr(sys.stdout, "isatty", None)
     if isatty is not None and isatty():
         return LiveDisplay(
-            sys.stdout, session.homelab.expected_boot_seconds(), colour=use_colour(sys.stdout)
+            sys.stdout,
+            session.homelab.expected_boot_seconds(),
+            colour=use_colour(sys.stdout),
+            native=session.homelab.native_power_texts(),
         )
     return LineDisplay(sys.stdout)
 

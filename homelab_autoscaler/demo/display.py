@@ -11,6 +11,10 @@ every frame: it needs about 160 columns whole, and a line cut at the edge would 
 columns a step can be about. So columns are given up by priority instead: the step's own columns (`Step.columns`)
 keep their whole length while any other column can go, the rest go in reverse `COLUMN_PRIORITY` order, and the
 free-text ones are shortened with an ellipsis.
+
+Below the table, the machines the operator switches natively get a line each: how they are switched (no Job shows
+it) and the power state their BMC last read back, with its age; the full-width `READBACK` column of `status -o wide`
+would not fit beside the others.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from homelab_autoscaler.demo.observation import Change, ChangeKind, GroupSeen, O
 from homelab_autoscaler.status_view import (
     MachineColumn,
     MachineRow,
+    readback_text,
     render_machine_table,
     seconds_between,
     warning_lines,
@@ -115,6 +120,19 @@ def boot_progress_lines(observation: Observation, expected_boot: Mapping[str, fl
     return lines
 
 
+def native_power_lines(observation: Observation, native: Mapping[str, str]) -> list[str]:
+    """Per natively powered machine: how it is switched and its last readback (`native` gives the first). Pure."""
+    if not native:
+        return []
+    width = max(len(name) for name in native)
+    lines = []
+    for name, how in native.items():
+        machine = observation.machine(name)
+        readback = readback_text(machine) if machine is not None else ""
+        lines.append(f"  {name.ljust(width)}   {how} · read back: {readback or 'not yet'}")
+    return lines
+
+
 def render_frame(
     observation: Observation,
     step: StepStatus | None,
@@ -123,6 +141,7 @@ def render_frame(
     *,
     width: int,
     colour: bool = True,
+    native: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The whole live view as lines for a terminal `width` columns wide, before `fit` cuts what still overflows.
 
@@ -138,6 +157,9 @@ def render_frame(
         lines.append(f"  {dim}{step.explanation}{reset}")
     lines += ["", f"{bold}Cluster Autoscaler sees{reset}", *ca_lines(observation.groups), ""]
     lines += machine_lines(observation.view.machines, step, width=width, colour=colour)
+    switched = native_power_lines(observation, native or {})
+    if switched:
+        lines += ["", f"{bold}Powered natively, no power Jobs{reset}", *switched]
     progress = boot_progress_lines(observation, expected_boot)
     if progress:
         lines += ["", f"{bold}Booting{reset}", *progress]
@@ -221,8 +243,11 @@ class LiveDisplay:
         *,
         colour: bool = True,
         terminal: Callable[[], terminal_size] = shutil.get_terminal_size,
+        native: Mapping[str, str] | None = None,
     ) -> None:
+        """`native`: how each natively powered machine is switched, by name (e.g. "Wake-on-LAN on, IPMI off")."""
         self._stream = stream
+        self._native = dict(native or {})
         self._expected_boot = expected_boot
         self._colour = colour
         self._terminal = terminal
@@ -234,7 +259,13 @@ class LiveDisplay:
         size = self._terminal()  # every frame: the terminal may have been resized since the last one
         lines = fit(
             render_frame(
-                observation, step, list(self._tail), self._expected_boot, width=size.columns, colour=self._colour
+                observation,
+                step,
+                list(self._tail),
+                self._expected_boot,
+                width=size.columns,
+                colour=self._colour,
+                native=self._native,
             ),
             size.columns,
             size.lines,

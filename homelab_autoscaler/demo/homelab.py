@@ -8,7 +8,10 @@ CA's scale-up will choose) from it instead of repeating names.
 Two groups, six machines: four small `minis` and two `gpu` boxes. Boot times are real boot times shortened to a few
 seconds; kubelets mix k3s-style provider ids (`k3s://<node>`, stated in the Node resource as a k3s user would) and
 empty ones (a plain kubelet; the operator stamps `homelab://<namespace>/<name>`). One mini has a dead power path:
-every startup Job for it fails. Priorities make CA's first scale-up of three minis choose it.
+every startup Job for it fails. Priorities make CA's first scale-up of three minis choose it. One mini has no power
+Jobs at all: the operator switches it itself (`spec.power`: Wake-on-LAN on, its IPMI BMC off and read back), through
+simulated NIC and BMC whose loopback ports are only known once they run, so its `spec.power` is given to
+`node_manifests` by the session.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any, Final
 
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
-from schemas.group import FailurePolicy, GroupSpec, NodeTemplate
+from schemas.group import FailurePolicy, GroupSpec, NodeTemplate, PowerReadbackPolicy
 from schemas.node import NodeSpec, Pricing, default_provider_id
+from schemas.power import PowerSpec
 from sim.machines import MachineFailures, ProviderIdMode, SimulatedMachine
 from sim.seed import placeholder_power_jobs
 
@@ -44,6 +48,14 @@ MINIMUM_TIMEOUT_SECONDS: Final = 10.0
 simulated world and the operator's own reaction time does not shrink with `--speed`."""
 DEADLINE_MARGIN_SECONDS: Final = 10.0
 """Added to every scaled step deadline for the same reason."""
+READBACK_SECONDS: Final = 0.5
+"""How often a natively powered machine's BMC is read back while it is switched (the Group's transitionInterval)."""
+STEADY_READBACK_SECONDS: Final = 5.0
+"""And while it is on or off, so the readback's age in the live view keeps being renewed."""
+MINIMUM_READBACK_SECONDS: Final = 0.2
+NATIVE_POWER_TEXT: Final = "Wake-on-LAN on, IPMI off"
+"""What `sim.machines.native_power` gives a native machine: a NIC that wakes it and a BMC that powers it off and
+reads it back."""
 COOLDOWN_BASE: Final = "2m"
 """Long enough that the machine whose boot failed is still cooling down when the scenario ends, at any speed."""
 
@@ -69,6 +81,8 @@ class DemoMachine:
     power_watts: int
     provider_id_mode: ProviderIdMode
     fails_to_boot: bool = False
+    native: bool = False
+    """Switched by the operator's own drivers (Wake-on-LAN on, IPMI off, readback) instead of power Jobs."""
 
     @property
     def stated_provider_id(self) -> str | None:
@@ -100,7 +114,10 @@ DEMO_MACHINES: Final = (
         "elitedesk-1", "minis", priority=25, boot_seconds=3.0, power_watts=35, provider_id_mode=ProviderIdMode.EMPTY,
         fails_to_boot=True,
     ),
-    DemoMachine("nuc-2", "minis", priority=20, boot_seconds=3.0, power_watts=25, provider_id_mode=ProviderIdMode.EMPTY),
+    DemoMachine(
+        "nuc-2", "minis", priority=20, boot_seconds=3.0, power_watts=25, provider_id_mode=ProviderIdMode.EMPTY,
+        native=True,
+    ),
     DemoMachine("nuc-3", "minis", priority=10, boot_seconds=2.0, power_watts=25, provider_id_mode=ProviderIdMode.K3S),
     DemoMachine("gpu-1", "gpu", priority=20, boot_seconds=4.0, power_watts=180, provider_id_mode=ProviderIdMode.K3S),
     DemoMachine("gpu-2", "gpu", priority=10, boot_seconds=3.5, power_watts=220, provider_id_mode=ProviderIdMode.EMPTY),
@@ -141,6 +158,14 @@ class Timing:
         return self.scaled(PAUSE_SECONDS)
 
     @property
+    def readback_seconds(self) -> float:
+        return max(MINIMUM_READBACK_SECONDS, self.scaled(READBACK_SECONDS))
+
+    @property
+    def steady_readback_seconds(self) -> float:
+        return max(MINIMUM_READBACK_SECONDS, self.scaled(STEADY_READBACK_SECONDS))
+
+    @property
     def timeout_seconds(self) -> float:
         """The Groups' boot and shutdown timeouts."""
         return max(MINIMUM_TIMEOUT_SECONDS, self.scaled(BOOT_TIMEOUT_SECONDS))
@@ -173,13 +198,23 @@ class DemoHomelab:
         """The group's machines, in the order the operator powers them on (highest priority first)."""
         return tuple(sorted((m for m in self.machines if m.group == group), key=lambda m: (-m.priority, m.name)))
 
+    def native_machines(self) -> tuple[DemoMachine, ...]:
+        """The machines the operator switches itself (`spec.power`), in the order of `machines`."""
+        return tuple(machine for machine in self.machines if machine.native)
+
+    def native_power_texts(self) -> dict[str, str]:
+        """How each native machine is switched, by name, for a person (the simulator gives every one the same)."""
+        return {machine.name: NATIVE_POWER_TEXT for machine in self.native_machines()}
+
     def power_watts(self) -> dict[str, int]:
         return {machine.name: machine.power_watts for machine in self.machines}
 
     def expected_boot_seconds(self) -> dict[str, float]:
-        """Per machine, how long a boot takes from the startup Job's creation to a Ready Node (for progress bars)."""
+        """Per machine, how long a boot takes from the power-on (a startup Job's creation, or the magic packet of a
+        native machine, which takes no time) to a Ready Node (for progress bars)."""
         return {
-            machine.name: self.timing.job_seconds + self.timing.scaled(machine.boot_seconds)
+            machine.name: (0.0 if machine.native else self.timing.job_seconds)
+            + self.timing.scaled(machine.boot_seconds)
             for machine in self.machines
         }
 
@@ -195,6 +230,11 @@ class DemoHomelab:
         timeout = _duration(self.timing.timeout_seconds)
         manifests = []
         for group in self.groups:
+            native = any(machine.native for machine in self.members(group.name))
+            readback = PowerReadbackPolicy(
+                transition_interval=_duration(self.timing.readback_seconds),
+                steady_interval=_duration(self.timing.steady_readback_seconds),
+            )
             spec = GroupSpec(
                 min_size=0,
                 max_size=len(self.members(group.name)),
@@ -208,6 +248,8 @@ class DemoHomelab:
                 ),
                 node_labels={"homelab.example/pool": group.name},
             )
+            if native:
+                spec = spec.model_copy(update={"power_readback": readback})
             manifests.append(
                 {
                     "apiVersion": GROUP_VERSION,
@@ -222,16 +264,20 @@ class DemoHomelab:
             )
         return manifests
 
-    def node_manifests(self) -> list[dict[str, Any]]:
+    def node_manifests(self, power: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The Node resources; `power` gives each native machine's `spec.power` block (camelCase) by name."""
+        power = power or {}
+        missing = [machine.name for machine in self.native_machines() if machine.name not in power]
+        if missing:
+            raise ValueError(f"no spec.power given for the natively powered {', '.join(missing)}")
         manifests = []
         for number, machine in enumerate(self.machines, start=1):
-            startup, shutdown = placeholder_power_jobs(machine.name, machine.name, f"02:00:00:00:00:{number:02x}")
-            spec = NodeSpec(
-                priority=machine.priority,
-                pricing=Pricing(power_watts=machine.power_watts),
-                startup_job=startup,
-                shutdown_job=shutdown,
-            )
+            spec = NodeSpec(priority=machine.priority, pricing=Pricing(power_watts=machine.power_watts))
+            if machine.native:
+                spec = spec.model_copy(update={"power": PowerSpec.model_validate(power[machine.name])})
+            else:
+                startup, shutdown = placeholder_power_jobs(machine.name, machine.name, f"02:00:00:00:00:{number:02x}")
+                spec = spec.model_copy(update={"startup_job": startup, "shutdown_job": shutdown})
             if machine.stated_provider_id is not None:
                 spec = spec.model_copy(update={"provider_id": machine.stated_provider_id})
             manifests.append(

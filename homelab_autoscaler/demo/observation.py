@@ -46,6 +46,8 @@ class ChangeKind(StrEnum):
     """A power Job was created or finished."""
     NODE = "node"
     """A Kubernetes Node registered, got its providerID, was cordoned or was deleted."""
+    READBACK = "readback"
+    """A natively powered machine's BMC read a different power state back."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,8 @@ def job_seen(raw: Mapping[str, Any]) -> JobSeen | None:
 def changes_between(previous: Observation | None, current: Observation) -> list[Change]:
     """What a person watching would want to be told about, from one observation to the next. Pure.
 
-    Within one round the changes come in causal order: CA's target; power Jobs that finished; the Kubernetes Node
+    Within one round the changes come in causal order: CA's target; power Jobs that finished; power states read
+    back (a machine read On registers later, one read Off has its Node deleted because of it); the Kubernetes Node
     (registered, cordoned, deleted); the machine's state; power Jobs that were created; last, what CA now reads of
     the instance. Against no previous observation only the starting point is described (each node group).
     """
@@ -221,6 +224,7 @@ def changes_between(previous: Observation | None, current: Observation) -> list[
     return [
         *targets,
         *finished,
+        *_readback_changes(previous, current),
         *_node_changes(previous, current),
         *_state_changes(previous, current),
         *created,
@@ -274,6 +278,19 @@ def _state_changes(previous: Observation, current: Observation) -> list[Change]:
     return changes
 
 
+def _readback_changes(previous: Observation, current: Observation) -> list[Change]:
+    """A line when a BMC reads another power state than it did (the same state read again is no news)."""
+    changes = []
+    before = {machine.name: machine for machine in previous.view.machines}
+    for machine in current.view.machines:
+        earlier = before.get(machine.name)
+        if machine.readback_state is None or earlier is None or earlier.readback_state == machine.readback_state:
+            continue
+        text = f"power read back {machine.readback_state} by {machine.readback_driver}"
+        changes.append(Change(current.elapsed, ChangeKind.READBACK, machine.name, text))
+    return changes
+
+
 def _state_change(before: MachineRow, after: MachineRow) -> str:
     if before.state == after.state and before.since == after.since:
         return ""
@@ -286,6 +303,8 @@ def _state_change(before: MachineRow, after: MachineRow) -> str:
             text += f" (booted in {boot:.1f} s)"
     elif after.state == NodeState.STARTING_UP.value and after.operation is not None:
         text += f" ({operation_text(after)})"
+    elif after.state == NodeState.SHUTTING_DOWN.value and after.operation is not None and after.operation.driver:
+        text += f" ({operation_text(after)})"  # no Job line follows to say how it is switched off
     elif after.state in (NodeState.BOOT_FAILED.value, NodeState.QUARANTINED.value) and after.last_error:
         text += f" ({after.last_error})"
     if after.cooldown_seconds:
@@ -349,6 +368,10 @@ class History:
     """Kubernetes Nodes seen registered and later seen gone."""
     errors: dict[str, str] = field(default_factory=dict)
     """Per machine, the last error its status showed."""
+    drivers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per natively powered machine, the driver seen sending each kind of operation (`startup`, `shutdown`)."""
+    readbacks: dict[str, list[str]] = field(default_factory=dict)
+    """Per machine with a BMC, the power states read back, in order, a repeat of the same state not kept."""
     first: Observation | None = None
     last: Observation | None = None
 
@@ -362,6 +385,12 @@ class History:
                 timeline.append(StateEntry(machine.state, machine.since, observation.elapsed))
             if machine.last_error:
                 self.errors[machine.name] = machine.last_error
+            if machine.operation is not None and machine.operation.driver is not None:
+                self.drivers.setdefault(machine.name, {})[machine.operation.kind] = machine.operation.driver
+            if machine.readback_state is not None:
+                states = self.readbacks.setdefault(machine.name, [])
+                if not states or states[-1] != machine.readback_state:
+                    states.append(machine.readback_state)
         for job in observation.jobs:
             self.jobs[job.name] = job
         for name, node in observation.kube_nodes.items():

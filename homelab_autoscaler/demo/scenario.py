@@ -10,7 +10,9 @@ Two parts (the readers that do the I/O are in `readers`):
 
 Scenario: CA connects (all off) → scales `minis` up by 3 (two boot and register, one fails and is reported as a
 failed creation) → deletes the failed stand-in (it cools down) → scales `gpu` up by 1 → scales a running mini down
-(cordon, shutdown Job, Node deleted, Shutdown) → the outcome holds.
+(cordon, shutdown Job, Node deleted, Shutdown) → the outcome holds. The mini scaled down is the one the operator
+switches natively: Wake-on-LAN boots it and its IPMI BMC reads it back On, then powers it off and reads it back Off
+(which, not the Node going away, confirms the power-off); no power Job ever runs for it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from homelab_autoscaler.demo.readers import (
 )
 from homelab_autoscaler.status_view import MachineColumn
 from schemas.node import NodeState
+from schemas.power import DriverName, PowerState
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,6 +94,11 @@ class Cast:
         """Machines no step powers on."""
         used = {*self.chosen, self.second_machine}
         return tuple(machine.name for machine in self.homelab.machines if machine.name not in used)
+
+    @property
+    def native(self) -> tuple[str, ...]:
+        """Machines the operator switches itself (Wake-on-LAN on, IPMI off and readback)."""
+        return tuple(machine.name for machine in self.homelab.native_machines())
 
     def provider_id(self, machine: str) -> str:
         return self.homelab.machine(machine).expected_provider_id(self.homelab.namespace)
@@ -165,6 +173,7 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
         return (
             _target(seen, first_id, SCALE_UP_DELTA),
             *(_running(seen, cast, name) for name in cast.booting),
+            *(_switched_on_natively(history, name) for name in cast.booting if name in cast.native),
             Check(
                 f"{cast.failing}'s failed boot reaches CA: {failing_id} creating + error",
                 _failed_creation(seen, first_id, failing_id) is not None,
@@ -208,10 +217,15 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
         name = cast.scaled_down
         group = seen.group(first_id)
         machine = seen.machine(name)
+        switched_off = (
+            _switched_off_natively(history, name)
+            if name in cast.native
+            else Check(f"{name}'s shutdown Job created", bool(history.jobs_of(name, "shutdown")))
+        )
         return (
             _target(seen, first_id, SCALE_UP_DELTA - 2),
             Check(f"{name} cordoned", name in history.cordoned),
-            Check(f"{name}'s shutdown Job created", bool(history.jobs_of(name, "shutdown"))),
+            switched_off,
             Check(f"Kubernetes Node {name} deleted", name in history.deleted and seen.kube_node(name) is None),
             Check(f"{name} is Shutdown", machine is not None and machine.state == NodeState.SHUTDOWN.value),
             Check(
@@ -231,8 +245,8 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
         Step(
             f"Scale up {cast.scale_up_group} by {SCALE_UP_DELTA}",
             f"Pods are pending, so CA asks for {SCALE_UP_DELTA} more {cast.scale_up_group}. The operator picks "
-            f"{', '.join(cast.chosen)} by priority and runs their startup Jobs; {cast.failing}'s power path is "
-            "broken.",
+            f"{', '.join(cast.chosen)} by priority and switches them on: {_power_on_text(cast)}; {cast.failing}'s "
+            "power path is broken.",
             scaled_up,
             world_seconds=15.0,
             act=scale_up,
@@ -257,8 +271,11 @@ def scenario_steps(cast: Cast) -> tuple[Step, ...]:
         ),
         Step(
             f"Scale down {cast.scaled_down}",
-            f"{cast.scaled_down} has been idle: CA deletes it. The operator cordons and drains it, runs its shutdown "
-            "Job, deletes the Kubernetes Node once the machine is off, and lowers the target.",
+            f"{cast.scaled_down} has been idle: CA deletes it. The operator cordons and drains it, "
+            + ("powers it off through its IPMI BMC, deletes the Kubernetes Node once the BMC reads it Off"
+               if cast.scaled_down in cast.native else
+               "runs its shutdown Job, deletes the Kubernetes Node once the machine is off")
+            + ", and lowers the target.",
             scaled_down,
             world_seconds=15.0,
             act=scale_down,
@@ -300,7 +317,48 @@ def outcome_checks(cast: Cast, seen: Observation, history: History) -> tuple[Che
                 for name in cast.untouched),
         ),
     ]
+    if cast.scaled_down in cast.native:
+        checks.append(_switched_natively(history, cast.scaled_down))
     return tuple(checks)
+
+
+def _switched_on_natively(history: History, name: str) -> Check:
+    """Booted by a magic packet, no startup Job, and the BMC read it back On."""
+    done = (
+        history.drivers.get(name, {}).get("startup") == DriverName.WAKE_ON_LAN.value
+        and not history.jobs_of(name, "startup")
+        and PowerState.ON.value in history.readbacks.get(name, ())
+    )
+    return Check(f"{name} switched on by Wake-on-LAN (no Job), its BMC reads it back On", done)
+
+
+def _switched_off_natively(history: History, name: str) -> Check:
+    """Powered off through the BMC, no shutdown Job, and the BMC read it back Off after On."""
+    readbacks = history.readbacks.get(name, [])
+    done = (
+        history.drivers.get(name, {}).get("shutdown") == DriverName.IPMI.value
+        and not history.jobs_of(name, "shutdown")
+        and _in_order(readbacks, [PowerState.ON, PowerState.OFF])
+        and readbacks[-1] == PowerState.OFF.value
+    )
+    return Check(f"{name} powered off by IPMI (no Job), its BMC reads it back Off", done)
+
+
+def _switched_natively(history: History, name: str) -> Check:
+    drivers = history.drivers.get(name, {})
+    done = (
+        drivers == {"startup": DriverName.WAKE_ON_LAN.value, "shutdown": DriverName.IPMI.value}
+        and not history.jobs_of(name)
+        and _in_order(history.readbacks.get(name, []), [PowerState.ON, PowerState.OFF])
+    )
+    return Check(f"{name} switched natively: Wake-on-LAN on, IPMI off, read back On then Off, no power Job", done)
+
+
+def _power_on_text(cast: Cast) -> str:
+    native = [name for name in cast.chosen if name in cast.native]
+    if not native:
+        return "startup Jobs"
+    return f"startup Jobs, and Wake-on-LAN for {', '.join(native)}, whose BMC reads the power back"
 
 
 def _target(seen: Observation, group_id: str, target: int) -> Check:
@@ -335,7 +393,7 @@ def _failed_creation(seen: Observation, group_id: str, instance_id: str) -> Inst
     return None
 
 
-def _in_order(states: Sequence[str], wanted: Sequence[NodeState]) -> bool:
+def _in_order(states: Sequence[str], wanted: Sequence[NodeState | PowerState]) -> bool:
     """Whether `wanted` appears in `states` in order (other states may come between). Pure."""
     position = 0
     for state in states:

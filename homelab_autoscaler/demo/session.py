@@ -1,9 +1,15 @@
-"""The demo's running parts, started in order and stopped in reverse: fake API, homelab, operator, simulated machines.
+"""The demo's running parts, started in order and stopped in reverse: fake API, the natively powered machines' NIC and
+BMCs, homelab, operator, simulated machines.
+
+The simulated machines are made before the homelab is written, though started last: the native machine's
+Wake-on-LAN listener and IPMI BMC (`sim.machines.native_power`, the BMCs in a child process) need its handle, and
+its Node resource needs their ports.
 
 Kept apart from the scenario so the same running homelab serves the scripted run, `--serve` (a person with kubectl
 or a real Cluster Autoscaler) and the tests (which inspect the fake API's objects while everything still runs).
-Nothing here decides anything about the story; it only owns lifetimes: every thread it starts is stopped by
-`stop()`, and the temporary directory (kubeconfig, webhook certificate) is removed, whatever failed half-way.
+Nothing here decides anything about the story; it only owns lifetimes: every thread and process it starts (the BMCs'
+child process too) is stopped by `stop()`, and the temporary directory (kubeconfig, webhook certificate) is removed,
+whatever failed half-way.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from homelab_autoscaler.demo.homelab import OPERATOR_NAMESPACE, DemoHomelab
 from homelab_autoscaler.native_power import native_power_port
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import LogLevel, Settings, WebhookCertSource
+from kubeapi.kube_client import KubeApi
 from kubeapi.webhook_certs import CertificateMaterial, write_files
 from schemas import API_GROUP, API_VERSION
 from sim.fakeapi import FakeApiServer
 from sim.machines import MachineSimulator
+from sim.machines.native_power import NativePower
 from sim.seed import install_crds
 from webhooks.certs import create_certificate_authority, create_serving_certificate
 from webhooks.server import VALIDATE_PATH
@@ -70,6 +78,7 @@ class DemoSession:
         self._api_client: kube_client.ApiClient | None = None
         self._operator: Operator | None = None
         self._simulator: MachineSimulator | None = None
+        self._native_power: NativePower | None = None
         self._kubeconfig: Path | None = None
         self._webhook_ca_pem: bytes | None = None
 
@@ -92,6 +101,13 @@ class DemoSession:
         if self._simulator is None:
             raise RuntimeError("the demo is not running")
         return self._simulator
+
+    @property
+    def native_power(self) -> NativePower:
+        """The native machines' Wake-on-LAN listener and BMCs (what each received, e.g. `bmcs[...].commands`)."""
+        if self._native_power is None:
+            raise RuntimeError("the demo is not running")
+        return self._native_power
 
     @property
     def api_client(self) -> kube_client.ApiClient:
@@ -153,18 +169,8 @@ class DemoSession:
         configuration = kube_client.Configuration()
         configuration.host = self._fake.url
         self._api_client = kube_client.ApiClient(configuration)
-        self._seed(self._fake, self._api_client)
-
-        self._operator = Operator(
-            self._settings(self._kubeconfig, self._directory / "webhook"), power=native_power_port
-        )
-        self._operator.start()
-        if not self._operator.wait_acting(ACTING_TIMEOUT_SECONDS):
-            raise TimeoutError(f"the operator did not begin acting within {ACTING_TIMEOUT_SECONDS:.0f} s")
-        self._register_webhook(self._fake)
-
         timing = self.homelab.timing
-        self._simulator = MachineSimulator(
+        simulator = MachineSimulator(
             self._api_client,
             self.homelab.simulated_machines(),
             namespaces=[self.homelab.namespace],
@@ -173,16 +179,35 @@ class DemoSession:
             heartbeat_seconds=timing.heartbeat_seconds,
             job_seconds=timing.job_seconds,
         )
+        native = [simulator.machine(machine.name, self.homelab.namespace) for machine in self.homelab.native_machines()]
+        self._native_power = NativePower(native)
+        self._native_power.start()
+        self._seed(self._fake, self._api_client, self._native_power)
+
+        self._operator = Operator(
+            self._settings(self._kubeconfig, self._directory / "webhook"), power=native_power_port
+        )
+        self._operator.start()
+        if not self._operator.wait_acting(ACTING_TIMEOUT_SECONDS):
+            raise TimeoutError(f"the operator did not begin acting within {ACTING_TIMEOUT_SECONDS:.0f} s")
+        self._register_webhook(self._fake)
+        self._simulator = simulator
         self._simulator.start()
 
-    def _seed(self, fake: FakeApiServer, api_client: kube_client.ApiClient) -> None:
+    def _seed(self, fake: FakeApiServer, api_client: kube_client.ApiClient, native: NativePower) -> None:
         install_crds(api_client)  # over HTTP: serving a new resource is the API server's reaction to that request
         store = fake.store
-        for namespace in self.homelab.namespace_manifests():
-            store.create("v1", "namespaces", namespace)
-        for plural, manifests in (("groups", self.homelab.group_manifests()), ("nodes", self.homelab.node_manifests())):
+        for manifest in self.homelab.namespace_manifests():
+            store.create("v1", "namespaces", manifest)
+        namespace = self.homelab.namespace
+        power = {machine.name: native.spec_for(machine.name, namespace) for machine in self.homelab.native_machines()}
+        for plural, manifests in (
+            ("groups", self.homelab.group_manifests()),
+            ("nodes", self.homelab.node_manifests(power)),
+        ):
             for manifest in manifests:
-                store.create(manifest["apiVersion"], plural, manifest, self.homelab.namespace)
+                store.create(manifest["apiVersion"], plural, manifest, namespace)
+        native.create_credentials_secret(KubeApi(api_client), namespace)
 
     def _register_webhook(self, fake: FakeApiServer) -> None:
         """Register the operator's webhook with the fake API, as manifests/50-webhook.yaml does on a cluster.
@@ -225,6 +250,9 @@ class DemoSession:
         if self._operator is not None:
             self._operator.stop()
             self._operator = None
+        if self._native_power is not None:  # after the operator, whose last commands may still reach a BMC
+            self._native_power.stop()
+            self._native_power = None
         if self._api_client is not None:
             self._api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
             self._api_client = None

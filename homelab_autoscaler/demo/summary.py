@@ -1,4 +1,5 @@
-"""The demo's closing summary: what each machine went through, how long boots took, what failed, what was saved.
+"""The demo's closing summary: what each machine went through, how long boots took, what failed, how the natively
+powered machines were switched and read back, what was saved.
 
 Pure: everything is computed from the run's `History` (the states each machine was seen in, with the operator's own
 timestamps), each machine's power draw and the operator's energy counters as read from its `/metrics` at the end
@@ -12,13 +13,13 @@ The run lasts seconds, so the saving is also extrapolated: a day spent the way t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from homelab_autoscaler.demo.observation import History, boot_durations
-from homelab_autoscaler.status_view import human_age
+from homelab_autoscaler.status_view import human_age, readback_text
 from schemas.node import NodeState
 
 HOURS_PER_DAY: Final = 24
@@ -37,6 +38,12 @@ class MachineSummary:
     failed_boots: int
     power_watts: int
     final_state: str
+    drivers: Mapping[str, str] = field(default_factory=dict)
+    """Natively powered: the driver seen switching it, per operation (`startup`, `shutdown`); empty: Jobs."""
+    readbacks: tuple[str, ...] = ()
+    """The power states its BMC read back, in order (repeats dropped)."""
+    last_readback: str = ""
+    """The last readback as `status -o wide` shows it (`Off 1s ago (ipmi)`); "" when never read back."""
 
     @property
     def transitions(self) -> int:
@@ -133,6 +140,9 @@ def summarize(
                 failed_boots=sum(entry.state == NodeState.BOOT_FAILED.value for entry in timeline),
                 power_watts=power_watts.get(name, 0),
                 final_state=timeline[-1].state if timeline else "",
+                drivers=dict(history.drivers.get(name, {})),
+                readbacks=tuple(history.readbacks.get(name, ())),
+                last_readback=readback_text(row) if row is not None else "",
             )
         )
     boots = [seconds for machine in machines for seconds in machine.boot_seconds]
@@ -178,6 +188,23 @@ def _failures(history: History, machines: Sequence[MachineSummary]) -> list[str]
 # --- text ------------------------------------------------------------------------------------------------------
 
 
+def _native_lines(machines: Sequence[MachineSummary]) -> list[str]:
+    """How each machine switched by the operator's own drivers was switched and read back; none: no line."""
+    lines = []
+    for machine in machines:
+        if not machine.drivers and not machine.readbacks:
+            continue
+        switched = ", ".join(
+            f"{'on' if operation == 'startup' else 'off'} by {driver}" for operation, driver in machine.drivers.items()
+        )
+        read = " → ".join(machine.readbacks) or "never"
+        text = f"{machine.name}: {switched or 'not switched'}; read back {read}"
+        if machine.last_readback:
+            text += f" (last: {machine.last_readback})"
+        lines.append(f"    {text}")
+    return ["  Native power (no power Jobs):", *lines] if lines else []
+
+
 def render_summary(summary: DemoSummary) -> str:
     """The summary as text for the terminal. Pure."""
     verdict = "reached" if summary.reached else "NOT REACHED"
@@ -201,7 +228,7 @@ def render_summary(summary: DemoSummary) -> str:
     if times is not None:
         lines.append(
             f"  Boot times: {times.count} boot{'s' if times.count != 1 else ''}, min {times.minimum:.1f} s, "
-            f"avg {times.average:.1f} s, max {times.maximum:.1f} s (startup Job created → Node Ready)"
+            f"avg {times.average:.1f} s, max {times.maximum:.1f} s (power-on sent → Node Ready)"
         )
     else:
         lines.append("  Boot times: no machine finished booting")
@@ -210,6 +237,7 @@ def render_summary(summary: DemoSummary) -> str:
         lines += [f"    {failure}" for failure in summary.failures]
     else:
         lines.append("  Failures: none")
+    lines += _native_lines(summary.machines)
     energy = summary.energy
     if energy is None:
         lines.append("  Energy: the operator's counters could not be read from its /metrics")

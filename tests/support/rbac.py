@@ -15,6 +15,7 @@ Shared by the security integration tests (tests/integration/security) and tests/
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -111,6 +112,18 @@ def kustomize(directory: Path = MANIFESTS) -> list[Document]:
     return [document for document in yaml.safe_load_all(result.stdout) if document]
 
 
+def kustomize_with_components(directory: Path, *components: str) -> list[Document]:
+    """The objects of the base with `components` of manifests/components/, as a user's overlay in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    base = os.path.relpath(MANIFESTS, directory)
+    listed = "".join(f"  - {base}/components/{name}\n" for name in components)
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {base}\ncomponents:\n{listed}"
+    )
+    return kustomize(directory)
+
+
 def _one(documents: Iterable[Document], kind: str, name: str) -> Document:
     found = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
@@ -158,7 +171,8 @@ def operator_grants(documents: list[Document], setup: Installation) -> set[Grant
     """What the bindings naming the operator's ServiceAccount grant it.
 
     A ClusterRoleBinding grants everywhere (`RoleKind.CLUSTER_ROLE`); a RoleBinding grants in its own namespace
-    only, which must be the operator's (`RoleKind.ROLE`), whichever kind of role it refers to.
+    only, which must be the operator's (`RoleKind.ROLE`) or, for a component's (native-power), the watched one
+    (`RoleKind.WATCHED_NAMESPACE_ROLE`), whichever kind of role it refers to.
     """
     subject = {"kind": "ServiceAccount", "name": setup.service_account, "namespace": setup.operator_namespace}
     grants: set[Grant] = set()
@@ -169,17 +183,22 @@ def operator_grants(documents: list[Document], setup: Installation) -> set[Grant
         role = _one(documents, reference["kind"], reference["name"])
         if binding["kind"] == "ClusterRoleBinding":
             grants |= rule_grants(RoleKind.CLUSTER_ROLE, role["rules"])
-        else:
-            assert binding["metadata"]["namespace"] == setup.operator_namespace, (
-                f"RoleBinding {binding['metadata']['name']} binds the operator outside its own namespace"
-            )
+        elif binding["metadata"]["namespace"] == setup.operator_namespace:
             grants |= rule_grants(RoleKind.ROLE, role["rules"])
+        else:
+            assert binding["metadata"]["namespace"] == setup.watch_namespace, (
+                f"RoleBinding {binding['metadata']['name']} binds the operator outside its own and the watched "
+                "namespace"
+            )
+            grants |= rule_grants(RoleKind.WATCHED_NAMESPACE_ROLE, role["rules"])
     return grants
 
 
-def allows(grant: Grant, request: ApiRequest, operator_namespace: str) -> bool:
+def allows(grant: Grant, request: ApiRequest, operator_namespace: str, watch_namespace: str = "") -> bool:
     """Whether `grant` admits `request`, as the RBAC authorizer decides (no wildcards: we never write them)."""
     if grant.role is RoleKind.ROLE and request.namespace != operator_namespace:
+        return False
+    if grant.role is RoleKind.WATCHED_NAMESPACE_ROLE and request.namespace != watch_namespace:
         return False
     if (grant.group, grant.resource, grant.verb) != (request.group, request.resource, request.verb):
         return False

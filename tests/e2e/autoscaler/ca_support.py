@@ -35,6 +35,7 @@ from schemas.node import OperationKind, default_provider_id
 from sim.controlplane import ControlPlane, free_ports
 from sim.controlplane.autoscaler import ClusterAutoscaler, OperatorProcess
 from sim.machines import MachineFailures, MachineSimulator, SimulatedMachine
+from sim.machines.native_power import NativePower
 from sim.seed import install_crds
 from tests.support.polling import wait_for
 
@@ -75,6 +76,10 @@ class AutoscaledHomelab:
     simulator: MachineSimulator | None = None
     operator: OperatorProcess | None = None
     autoscaler: ClusterAutoscaler | None = None
+    native_machines: dict[str, int] = field(default_factory=dict)
+    """Machines powered natively (`add_native_machine`), with their priorities; their Node resources are written
+    by `start_native_power`, once their BMCs' ports are known."""
+    native_power: NativePower | None = None
 
     def __post_init__(self) -> None:
         self.api_client = new_api_client(self.control_plane.kubeconfig)
@@ -138,6 +143,30 @@ class AutoscaledHomelab:
         spec: dict[str, Any] = {"priority": priority, "startupJob": job, "shutdownJob": job}
         if hourly_price is not None:
             spec["pricing"] = {"hourlyPrice": hourly_price}
+        self._post_node(name, group, spec)
+
+    def add_native_machine(self, name: str, group: str, *, priority: int = 0, boot_seconds: float = 1.0) -> None:
+        """A machine switched by the operator's own drivers: Wake-on-LAN on, its IPMI BMC off and read back (both
+        on loopback, `start_native_power`), instead of power Jobs."""
+        self.machines[name] = SimulatedMachine(
+            name=name, namespace=NAMESPACE, group=group, kubernetes_node_name=name, boot_seconds=boot_seconds,
+            shutdown_seconds=0.5, capacity=dict(CAPACITY), labels={SIMULATED_LABEL: "true"},
+        )
+        self.native_machines[name] = priority
+
+    def start_native_power(self) -> NativePower:
+        """After `start_simulator`: the native machines' Wake-on-LAN listener and BMCs, the BMC credentials Secret
+        on the API server, and their Node resources pointing at both."""
+        assert self.simulator is not None, "start_simulator() first"
+        self.native_power = NativePower([self.simulator.machine(name, NAMESPACE) for name in self.native_machines])
+        self.native_power.start()
+        self.native_power.create_credentials_secret(self.rest, NAMESPACE)
+        for name, priority in self.native_machines.items():
+            power = self.native_power.spec_for(name, NAMESPACE)
+            self._post_node(name, self.machines[name].group, {"priority": priority, "power": power})
+        return self.native_power
+
+    def _post_node(self, name: str, group: str, spec: dict[str, Any]) -> None:
         self.rest.post(
             f"/apis/{GROUP_VERSION}/namespaces/{NAMESPACE}/nodes",
             {"apiVersion": GROUP_VERSION, "kind": "Node",
@@ -299,6 +328,7 @@ class AutoscaledHomelab:
             self._sampler.stop,
             lambda: self.operator and self.operator.stop(),
             lambda: self.simulator and self.simulator.stop(),
+            lambda: self.native_power and self.native_power.stop(),
             lambda: self.recorder and self.recorder.stop(),
             self.api_client.close,
         ):

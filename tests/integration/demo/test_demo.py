@@ -1,9 +1,10 @@
 """`homelab-autoscaler demo`: the scenario reaches its outcome, as the API objects, the summary and the exit status
 show.
 
-The demo runs shortened (`--speed`) three ways: in-process, where the test reads the fake API's objects before the
-homelab is stopped; as the command in a subprocess, the way a newcomer runs it; and with `--serve`, where kubectl
-and a gRPC client reach the running homelab until SIGINT. Smaller cases check what a person reads when a step
+The demo runs shortened (`--speed`) three ways: in-process, where the test reads the fake API's objects (and what the
+natively powered machine's simulated NIC and BMC received) before the homelab is stopped; as the command in a
+subprocess, the way a newcomer runs it; and with `--serve`, where kubectl and a gRPC client reach the running
+homelab until SIGINT. Smaller cases check what a person reads when a step
 misses its deadline, how the live view redraws, and the energy estimate's arithmetic.
 """
 
@@ -20,6 +21,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from os import terminal_size
 from pathlib import Path
@@ -66,6 +68,7 @@ ANSI: Final = re.compile(r"\x1b\[")
 def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
     homelab = demo_homelab(SPEED)
     log = io.StringIO()
+    children_before = _child_processes()
     with DemoSession(homelab) as session:
         result = scenario.play(homelab, session.grpc_target, session.api_client, LineDisplay(log))
         store = session.fake.store
@@ -77,6 +80,14 @@ def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
         }
         directory = session.temporary_directory
         exposition = session.metrics_text()
+        native = session.native_power
+        bmc_commands = list(native.bmcs[(NAMESPACE, "nuc-2")].commands)
+        native_machine = session.simulator.machine("nuc-2")
+        native_switches = (native_machine.boots, native_machine.shutdowns)
+        secret = store.get("v1", "secrets", "simulated-bmc-credentials", NAMESPACE)
+        events = [(event["involvedObject"]["name"], event["reason"], event["message"])
+                  for event in store.list("v1", "events", NAMESPACE)]
+        children_running = _child_processes() - children_before
     assert exposition is not None
     counted = energy_from_metrics(exposition)
     summary = summarize(
@@ -106,11 +117,32 @@ def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
     assert ("elitedesk-1", "BootJobFailed") in event_reasons
     assert summary.machine("elitedesk-1").states == ("Shutdown", "StartingUp", "BootFailed", "Shutdown")
     assert _job_outcome(jobs["elitedesk-1-startup-1"]) == "Failed"
-    # The scale-down: cordoned, powered off by its shutdown Job, Kubernetes Node deleted.
-    assert _job_outcome(jobs["nuc-2-shutdown-2"]) == "Complete"
-    assert {("nuc-2", "PoweringOff"), ("nuc-2", "PoweredOff")} <= event_reasons
-    assert summary.machine("nuc-2").states == ("Shutdown", "StartingUp", "Ready", "ShuttingDown", "Shutdown")
-    assert "nuc-2: cordoned" in log.getvalue()
+    # The machine switched natively, scaled down: booted by Wake-on-LAN and read back On by its BMC, cordoned,
+    # powered off through IPMI (once, gracefully) and read back Off, then its Kubernetes Node deleted. No Job ran.
+    assert not [name for name in jobs if name.startswith("nuc-2")]
+    assert native_switches == (1, 1)
+    assert bmc_commands == ["soft"]
+    assert secret is not None, "the BMC credentials Secret its spec.power names"
+    assert machines["nuc-2"]["spec"]["power"]["wakeOnLan"]["broadcastAddress"] == "127.0.0.1"
+    assert "startupJob" not in machines["nuc-2"]["spec"]
+    assert machines["nuc-2"]["status"]["powerReadback"]["state"] == "Off"
+    assert machines["nuc-2"]["status"]["powerReadback"]["driver"] == "ipmi"
+    assert machines["nuc-2"]["status"]["reason"] == "PoweredOff"
+    assert any(name == "nuc-2" and reason == "PoweringOn" and "wakeOnLan" in message
+               for name, reason, message in events)
+    assert any(name == "nuc-2" and reason == "PoweredOff" and "ipmi" in message for name, reason, message in events)
+    native_summary = summary.machine("nuc-2")
+    assert native_summary.states == ("Shutdown", "StartingUp", "Ready", "ShuttingDown", "Shutdown")
+    assert native_summary.drivers == {"startup": "wakeOnLan", "shutdown": "ipmi"}
+    assert native_summary.readbacks[-2:] == ("On", "Off")
+    assert native_summary.last_readback.startswith("Off ")
+    output = log.getvalue()
+    assert "nuc-2: Shutdown → StartingUp (startup #1 power-on by wakeOnLan)" in output
+    assert "nuc-2: power read back On by ipmi" in output
+    assert "nuc-2: Ready → ShuttingDown (shutdown #2 power-off by ipmi)" in output
+    assert output.index("nuc-2: power read back Off by ipmi") < output.index("nuc-2: ShuttingDown → Shutdown")
+    assert "nuc-2: cordoned" in output
+    assert "nuc-2: on by wakeOnLan, off by ipmi; read back" in render_summary(summary)
     assert not [name for name in jobs if name.startswith(("nuc-3", "gpu-2"))]
     # The summary a person reads.
     assert summary.reached
@@ -123,9 +155,24 @@ def test_the_scenario_reaches_its_outcome_and_the_api_objects_show_it() -> None:
     assert 0.4 < summary.energy.saved_fraction < 0.95
     assert 0 < summary.energy.saved_kwh_per_day < summary.energy.always_on_kwh_per_day
     assert "Energy (the operator's counters)" in render_summary(summary)
-    # Everything was stopped and cleaned up when the session ended.
+    # Everything was stopped and cleaned up when the session ended, the BMCs' child process too.
     assert directory is not None
     assert not directory.exists()
+    assert len(children_running) == 1, "the simulated BMCs ran in one child process"
+    assert _child_processes() & children_running == set(), "the BMCs' child process ended with the demo"
+
+
+def _child_processes() -> set[int]:
+    """This process's live child processes (Linux: read from /proc)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            children.add(int(stat.parent.name))
+    return children
 
 
 def _job_outcome(job: dict[str, Any]) -> str:
@@ -153,6 +200,8 @@ def test_the_command_in_a_subprocess_exits_0_and_prints_the_story_and_the_summar
     assert "CA → NodeGroupIncreaseSize id=homelab/minis delta=3" in output
     assert "CA sees homelab://homelab/elitedesk-1: creating → creating + error BootFailed" in output
     assert "nuc-2: Kubernetes Node deleted" in output
+    assert "nuc-2: power read back Off by ipmi" in output
+    assert "Native power (no power Jobs):" in output
     assert not ANSI.search(output), "a pipe gets plain lines, never cursor movement"
     assert "Traceback" not in finished.stderr
 
@@ -556,6 +605,65 @@ def test_the_live_view_reads_the_width_from_columns(monkeypatch: pytest.MonkeyPa
 
     assert all(len(_visible(line)) < 80 for line in lines)
     assert _machine_table(lines)["elitedesk-1"]["COOLDOWN"] == "1m56s"
+
+
+def test_the_live_view_shows_how_a_native_machine_is_switched_and_its_last_readback() -> None:
+    base = _cooldown_observation()
+    rows = tuple(
+        replace(row, operation=OperationRow("shutdown", 2, "nuc-2-shutdown-2", base.now, 1, driver="ipmi"),
+                readback_state="On", readback_driver="ipmi", readback_age_seconds=2)
+        if row.name == "nuc-2" else row
+        for row in base.view.machines
+    )
+    observation = replace(base, view=StatusView(machines=rows))
+    screen = io.StringIO()
+    display = LiveDisplay(screen, {}, colour=False, terminal=lambda: terminal_size((80, 40)),
+                          native={"nuc-2": "Wake-on-LAN on, IPMI off"})
+
+    display.show(observation, [], _scenario_step(5))
+    display.close()
+
+    lines = [_visible(line) for line in screen.getvalue().split("\n")]
+    assert all(len(line) < 80 for line in lines), "no line reaches the terminal's edge"
+    assert "  nuc-2   Wake-on-LAN on, IPMI off · read back: On 2s ago (ipmi)" in lines
+    assert _machine_table(lines)["nuc-2"]["OPERATION"] == "shutdown #2 power-off by ipmi"
+
+
+def _native_row(state: str, readback: str | None, driver: str | None = None, age: int = 0) -> MachineRow:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    operation = (
+        OperationRow("startup" if state == "StartingUp" else "shutdown", 1, "nuc-2-op", now, 1, driver=driver)
+        if driver else None
+    )
+    return MachineRow(NAMESPACE, "nuc-2", "minis", state, since=now, age_seconds=age, operation=operation,
+                      readback_state=readback, readback_driver="ipmi" if readback else None,
+                      readback_age_seconds=age if readback else None)
+
+
+def test_a_readback_that_changes_is_told_once_and_the_summary_says_how_the_machine_was_switched() -> None:
+    rows = [
+        _native_row("Shutdown", "Off"),
+        _native_row("StartingUp", "Off", driver="wakeOnLan"),
+        _native_row("StartingUp", "On", driver="wakeOnLan"),
+        _native_row("Ready", "On", age=3),  # read again: no news
+        _native_row("ShuttingDown", "On", driver="ipmi"),
+        _native_row("ShuttingDown", "Off", driver="ipmi"),
+        _native_row("Shutdown", "Off", age=1),
+    ]
+    history = History()
+    base = _observation(0.0, "Shutdown")
+    told = []
+    for number, row in enumerate(rows):
+        observation = replace(base, elapsed=float(number), view=StatusView(machines=(row,)))
+        told += [change.text for change in history.record(observation) if change.kind is ChangeKind.READBACK]
+
+    assert told == ["power read back On by ipmi", "power read back Off by ipmi"]
+    assert history.drivers == {"nuc-2": {"startup": "wakeOnLan", "shutdown": "ipmi"}}
+    assert history.readbacks == {"nuc-2": ["Off", "On", "Off"]}
+    summary = summarize(history, {"nuc-2": 25}, reached=True, outcome="done")
+    assert "    nuc-2: on by wakeOnLan, off by ipmi; read back Off → On → Off (last: Off 1s ago (ipmi))" in (
+        render_summary(summary).splitlines()
+    )
 
 
 def test_a_pipe_gets_one_line_per_change() -> None:

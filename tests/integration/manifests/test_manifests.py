@@ -568,14 +568,19 @@ def custom_resources() -> _CustomResources:
 
 
 def _example_files() -> list[Path]:
-    return sorted(EXAMPLES.glob("*.yaml"))
+    """Every example, those of a topic's folder (examples/native-power/) too."""
+    return sorted(EXAMPLES.rglob("*.yaml"))
+
+
+def _example_id(path: Path) -> str:
+    return str(path.relative_to(EXAMPLES))
 
 
 def _load(path: Path) -> list[Document]:
     return [document for document in yaml.safe_load_all(path.read_text()) if document]
 
 
-@pytest.mark.parametrize("path", _example_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", _example_files(), ids=_example_id)
 def test_examples_validate_against_the_crds_and_the_rules(path: Path, custom_resources: _CustomResources) -> None:
     documents = _load(path)
     resources = [d for d in documents if d["apiVersion"].startswith("infra.homecluster.dev/")]
@@ -633,7 +638,7 @@ class _ExampleCluster:
         return answer
 
 
-@pytest.mark.parametrize("path", _example_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", _example_files(), ids=_example_id)
 def test_examples_pass_the_webhook_when_applied_in_file_order(path: Path) -> None:
     cluster = _ExampleCluster()
     for resource in _load(path):
@@ -646,6 +651,31 @@ def test_seeded_homelab_resources_validate(custom_resources: _CustomResources) -
     plan = plan_homelab(groups=3, machines=7)
     for resource in plan.groups + plan.nodes:
         assert custom_resources.problems(resource) == [], f"{resource['kind']} {resource['metadata']['name']}"
+
+
+def test_the_examples_checked_include_the_native_power_ones() -> None:
+    assert {"native-power/ipmi.yaml", "native-power/redfish.yaml", "native-power/wake-on-lan-ssh.yaml"} <= {
+        _example_id(path) for path in _example_files()
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        pytest.param(
+            {"startupJob": {"image": "wol"}, "shutdownJob": {"image": "ssh"}}, "not both", id="jobs-and-power"
+        ),
+        pytest.param({"power": {"wakeOnLan": {"macAddress": "aa:bb:cc:dd:ee:zz"}}}, "macAddress", id="bad-mac"),
+        pytest.param({"power": {"ipmi": {"host": "10.0.0.21"}}}, "credentials", id="ipmi-without-credentials"),
+    ],
+)
+def test_the_validators_catch_a_broken_native_power_example(
+    custom_resources: _CustomResources, change: dict[str, Any], complaint: str
+) -> None:
+    node = next(d for d in _load(EXAMPLES / "native-power" / "ipmi.yaml") if d["kind"] == "Node")
+    broken = {**node, "spec": {**node["spec"], **change}}
+    problems = custom_resources.problems(broken)
+    assert any(complaint in problem for problem in problems), problems
 
 
 def test_the_validators_catch_a_broken_example(custom_resources: _CustomResources) -> None:
@@ -689,7 +719,7 @@ def test_the_dockerfile_builds_every_package_and_runs_unprivileged() -> None:
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 65532
 
 
-@pytest.mark.parametrize("path", _example_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", _example_files(), ids=_example_id)
 def test_example_instructions_create_the_namespace_before_a_secret_in_it(path: Path) -> None:
     header = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
     steps = [line for line in header if "kubectl create namespace homelab" in line or "create secret" in line]

@@ -4,13 +4,14 @@ One module-wide run drives every adapter against the fake API server, one module
 hook records each request as the API server's authorizer would see it: every watch's list and watch, every
 writer effect (drain and Events included), leader election's acquire, renew and release, the webhook
 certificate keeper creating and rotating its Secret and filling the caBundle, the admission caches and their
-live read, the leader label on the operator's pod; then the whole `Operator` with leader election and the
-webhook, scaling a group up. The tests then hold the recorded requests to two things:
+live read, the leader label on the operator's pod, the native power drivers' Secret reader fetching each Secret
+and ConfigMap the `native-power` component lists; then the whole `Operator` with leader election and the webhook,
+scaling a group up. The tests then hold the recorded requests to two things:
 
 - `kubeapi/api_calls.py` (nothing unlisted is sent; nothing listed is dead);
-- the RBAC rendered by `kubectl kustomize manifests/` for the operator's
+- the RBAC rendered by `kubectl kustomize` of manifests/ with the `native-power` component, for the operator's
   ServiceAccount (every request is allowed; every grant is needed, in the narrowest role and by name where RBAC
-  can limit it).
+  can limit it; the Secrets of the machines only by the component's Role).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from homelab_autoscaler.certificates import WebhookCertificateIssuer
 from homelab_autoscaler.operator import PodLabel, check_api_server
 from kubeapi import api_calls, watch
 from kubeapi.admission_lookup import CachedAdmissionLookup
-from kubeapi.api_calls import API_CALLS, ApiCall, Grant, NamedBy, RoleKind, Scope
+from kubeapi.api_calls import API_CALLS, ApiCall, Component, Grant, NamedBy, RoleKind, Scope
+from kubeapi.kube_client import KubeApi
 from kubeapi.leader import LeaderElector
+from kubeapi.secret_reader import KubeSecretReader
 from kubeapi.webhook_certs import WebhookCertificates, WebhookCertificateStore
 from kubeapi.writer import KubeWriter
 from protos import externalgrpc_pb2 as externalgrpc
@@ -52,10 +55,11 @@ from tests.support.polling import wait_for
 from tests.support.rbac import (
     KUBECTL,
     ApiRequest,
+    Document,
     Installation,
     allows,
     installation,
-    kustomize,
+    kustomize_with_components,
     matches,
     operator_grants,
 )
@@ -65,6 +69,8 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (for `kubectl k
 MACHINE: Final = "m1"
 OTHER_APPS: Final = "apps"
 OPERATOR_POD: Final = "homelab-autoscaler-0"
+POWER_SECRETS_ROLE: Final = "homelab-autoscaler-power-secrets"
+"""The native-power component's Role: `get` on the Secrets and ConfigMaps it lists by name."""
 WEBHOOK_SERVICE: Final = "homelab-autoscaler-webhook"
 
 
@@ -76,6 +82,8 @@ class Exercise:
     unclassified: tuple[str, ...]
     setup: Installation
     grants: frozenset[Grant]
+    component_objects: tuple[tuple[str, str], ...]
+    """(resource, name) of what the native-power component lets the operator read, in the watched namespace."""
 
 
 # --- driving each module ---------------------------------------------------------------------------------------
@@ -191,6 +199,29 @@ def drive_admission_lookup(cluster: Cluster, setup: Installation) -> None:
         lookup.stop()
 
 
+def component_objects(documents: list[Document], setup: Installation) -> list[tuple[str, str]]:
+    """(resource, name) of every object the native-power component's Role lets the operator read."""
+    (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == POWER_SECRETS_ROLE]
+    assert role["metadata"]["namespace"] == setup.watch_namespace
+    return [(resource, name) for rule in role["rules"] for resource in rule["resources"]
+            for name in rule["resourceNames"]]
+
+
+def drive_secret_reader(cluster: Cluster, setup: Installation, objects: list[tuple[str, str]]) -> None:
+    """Read one key of each Secret and ConfigMap the component lists, as the drivers do before an operation."""
+    reader = KubeSecretReader(KubeApi(cluster.api_client))
+    for resource, name in objects:
+        body: dict[str, object] = {"metadata": {"name": name}}
+        if resource == "secrets":
+            body["data"] = {"password": "c2VjcmV0"}
+            cluster.fake.store.create("v1", "secrets", body, setup.watch_namespace)
+            assert reader.read(setup.watch_namespace, name, "password") == b"secret"
+        else:
+            body["data"] = {"ca.crt": "-----BEGIN CERTIFICATE-----"}
+            cluster.fake.store.create("v1", "configmaps", body, setup.watch_namespace)
+            assert reader.read_config_map(setup.watch_namespace, name, "ca.crt").startswith(b"-----BEGIN")
+
+
 def drive_composition_root(cluster: Cluster, setup: Installation) -> None:
     check_api_server(cluster.api_client, setup.watch_namespace)
     label = PodLabel(cluster.api_client, setup.operator_namespace, OPERATOR_POD)
@@ -222,7 +253,7 @@ def drive_operator(cluster: Cluster, setup: Installation, directory: Path) -> No
 @pytest.fixture(scope="module")
 def exercise(tmp_path_factory: pytest.TempPathFactory) -> Exercise:
     """Drive each module in turn, then the whole operator; every thread and the fake are stopped on return."""
-    documents = kustomize()
+    documents = kustomize_with_components(tmp_path_factory.mktemp("overlay"), Component.NATIVE_POWER.value)
     setup = installation(documents)
     assert (setup.operator_namespace, setup.watch_namespace) == (OPERATOR_NAMESPACE, WATCH_NAMESPACE)
     directory = tmp_path_factory.mktemp("rbac")
@@ -244,10 +275,13 @@ def exercise(tmp_path_factory: pytest.TempPathFactory) -> Exercise:
             drive_admission_lookup(cluster, setup)
         with recorder.driving(api_calls.OPERATOR):
             drive_composition_root(cluster, setup)
+        power_objects = component_objects(documents, setup)
+        with recorder.driving(api_calls.SECRET_READER):
+            drive_secret_reader(cluster, setup, power_objects)
         with recorder.driving(None):
             drive_operator(cluster, setup, directory / "operator")
         records, unclassified = tuple(recorder.records), tuple(recorder.unclassified)
-    return Exercise(records, unclassified, setup, frozenset(operator_grants(documents, setup)))
+    return Exercise(records, unclassified, setup, frozenset(operator_grants(documents, setup)), tuple(power_objects))
 
 
 def _entry_matches(call: ApiCall, record: RecordedRequest, setup: Installation) -> bool:
@@ -299,7 +333,7 @@ def test_rbac_allows_every_request(exercise: Exercise) -> None:
     denied = sorted({
         record.request.describe()
         for record in exercise.records
-        if not any(allows(grant, record.request, exercise.setup.operator_namespace) for grant in exercise.grants)
+        if not any(_allows(exercise, grant, record.request) for grant in exercise.grants)
     })  # fmt: skip
     assert denied == [], "requests the rendered RBAC would refuse with 403:\n" + "\n".join(denied)
 
@@ -307,8 +341,12 @@ def test_rbac_allows_every_request(exercise: Exercise) -> None:
 def _requests_allowed_by(exercise: Exercise, grant: Grant) -> list[ApiRequest]:
     return [
         record.request for record in exercise.records
-        if allows(grant, record.request, exercise.setup.operator_namespace)
+        if _allows(exercise, grant, record.request)
     ]  # fmt: skip
+
+
+def _allows(exercise: Exercise, grant: Grant, request: ApiRequest) -> bool:
+    return allows(grant, request, exercise.setup.operator_namespace, exercise.setup.watch_namespace)
 
 
 def test_rbac_grants_nothing_that_no_request_needs(exercise: Exercise) -> None:
@@ -347,17 +385,26 @@ def test_each_scope_is_granted_by_the_role_the_table_says(exercise: Exercise, sc
         for record in exercise.records
         for call in API_CALLS
         if call.scope is scope and _entry_matches(call, record, exercise.setup)
-        and (allowing := [g for g in exercise.grants if allows(g, record.request, exercise.setup.operator_namespace)])
+        and (allowing := [g for g in exercise.grants if _allows(exercise, g, record.request)])
         and all(grant.role is not call.role for grant in allowing)
     })  # fmt: skip
     assert wrong == [], "\n".join(wrong)
 
 
-def test_secrets_read_are_only_the_webhook_certificate(exercise: Exercise) -> None:
+def test_secrets_read_are_only_the_webhook_certificate_and_those_the_native_power_component_lists(
+    exercise: Exercise,
+) -> None:
     secret = exercise.setup.object_names[NamedBy.WEBHOOK_SECRET]
     reads = {
         (record.request.namespace, record.request.name)
         for record in exercise.records
         if record.request.resource == "secrets" and record.request.verb in ("get", "list", "watch")
     }
-    assert reads == {(exercise.setup.operator_namespace, secret)}
+    listed = {(exercise.setup.watch_namespace, name) for resource, name in exercise.component_objects
+              if resource == "secrets"}
+    assert listed, "the component lists example Secrets"
+    assert reads == {(exercise.setup.operator_namespace, secret), *listed}
+    machine_secret_grants = [grant for grant in exercise.grants if grant.resource in ("secrets", "configmaps")
+                             and grant.role is RoleKind.WATCHED_NAMESPACE_ROLE]
+    assert machine_secret_grants, "the component's Role grants them"
+    assert all(grant.verb == "get" and grant.resource_names for grant in machine_secret_grants)
