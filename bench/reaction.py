@@ -301,7 +301,7 @@ def post_ready_node(api_client: kube_client.ApiClient, machine: str) -> None:
     api_client.call_api(*api_client.param_serialize(
         method="POST", resource_path="/api/v1/nodes", body=ready_node(machine),
         header_params={"Content-Type": "application/json", "Accept": "application/json"},
-    )).read()
+    )).read()  # type: ignore[no-untyped-call]  # the response's read() is unannotated
 
 
 def kubelet_client(url: str) -> kube_client.ApiClient:
@@ -460,10 +460,7 @@ def bench_size(size: int) -> None:
         with bmc:
             native = native_seed(groups, wake_machines, redfish_machines, listener, bmc)
             for machine in wake_machines:
-                listener.add(
-                    simulated_mac(NAMESPACE, machine),
-                    lambda machine=machine: events.put(("power", machine, "wakeOnLan", time.monotonic())),
-                )
+                listener.add(simulated_mac(NAMESPACE, machine), packet_arrival(events, machine))
             fake = context.Process(target=serve_fake_api, args=(size, directory, events, child_end, native),
                                    daemon=True)
             fake.start()
@@ -479,6 +476,15 @@ def bench_size(size: int) -> None:
             finally:
                 parent_end.send("stop")
                 fake.join(30)
+
+
+def packet_arrival(events: Any, machine: str) -> Any:
+    """What the UDP listener calls when `machine`'s magic packet arrives: report the moment."""
+
+    def arrived() -> None:
+        events.put(("power", machine, "wakeOnLan", time.monotonic()))
+
+    return arrived
 
 
 def native_seed(groups: Layout, wake_machines: list[str], redfish_machines: list[str], listener: WakeOnLanListener,
