@@ -1,23 +1,34 @@
 """Benchmark of the operator's reaction times against a fake API over HTTP; prints figures, asserts nothing.
 
 For 1000 and 5000 machines (groups of 50), the whole operator (`homelab_autoscaler.operator.Operator`: watches,
-watcher, Supervisor, node and group actors, writer, gRPC gateway) runs in this process against our fake API server
-in a child process, so the RSS printed is the operator's own (plus this script's gRPC client). It prints:
+watcher, Supervisor, node and group actors, writer, gRPC gateway, and the native power drivers' executor as its
+power port) runs in a child process against our fake API server in another, so the RSS printed is the operator's
+own (plus this script's gRPC client). Odd groups are powered by Jobs; even groups natively (`spec.power`): two of
+them by Redfish alone (power-on and readback, one fake system per machine on one sushy-tools BMC,
+`bench.redfish_bmc`), the others by Wake-on-LAN with SSH for power-off, whose magic packets reach a loopback UDP
+listener here. Only BMC machines are read back, so the readback load is what 100 BMC machines put on one BMC (at
+the Group's default steady interval); 5000 BMC machines behind one emulator would be a load test of sushy-tools.
+It prints:
 
 - cold start: from `Operator.start()` to gRPC health SERVING (list everything over HTTP, derive every machine,
   ready to serve). Measured on a restart, as after a crash or a leadership change: a first operator run writes
   every machine's status, stops, and a second one is timed (a first start ever also writes 1 status per machine;
   its time to drain those writes is printed too);
 - IncreaseSize → startup Job POST: from just before the gRPC call to the moment the fake API receives the POST
-  of the Job (its `on_request` hook timestamps it); sequential calls, one machine each, groups in turn (the
-  seeded groups without a concurrent-boot limit);
+  of the Job (its `on_request` hook timestamps it); sequential calls, one machine each, Job groups in turn;
 - IncreaseSize answered: the same calls' gRPC round trip, what CA waits for (the group answers once the machine's
   Job is created and its StartingUp status is stored);
 - Node Ready → Node resource status Ready: from just before this script POSTs the machine's Ready core Node (it
   plays the kubelet) to the moment the fake API receives the status PATCH that records Ready;
+- IncreaseSize → power command sent, per native driver: from just before the gRPC call to the arrival of the
+  machine's magic packet at the UDP listener (Wake-on-LAN) or of its reset POST at the BMC (Redfish; the driver's
+  discovery GETs come first); sequential calls, and each machine then "boots" (this script registers its Ready
+  Node), so no machine is left being read back at the transition interval;
+- the power metrics of /metrics after those calls: operations, failures and try latency per driver, and the
+  readback age of each BMC machine (summarised);
 - RSS (VmRSS) after the cold start and at the end.
 
-Timestamps of both processes are `time.monotonic()`, which on Linux is one system-wide clock. The budgets
+Timestamps of all processes are `time.monotonic()`, which on Linux is one system-wide clock. The budgets
 (docs/architecture/overview.md, "Performance budget"): p99 ≤ 50 ms for IncreaseSize → Job POST with 5000 node
 actors, cold start ≤ 10 s, RSS ≤ 150 MiB.
 
@@ -35,26 +46,34 @@ if not __package__:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
+import base64
 import json
 import logging
 import multiprocessing
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+import asyncssh
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client as kube_client
 
 from bench.figures import percentile, rss_mib
+from bench.redfish_bmc import TimestampingRedfish
+from homelab_autoscaler.native_power import native_power_port
 from homelab_autoscaler.operator import Operator
 from homelab_autoscaler.settings import Settings
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION
 from schemas import labels as label_names
+from sim.machines.emulators import WakeOnLanListener
+from sim.machines.native_power import simulated_mac
+from sim.seed import plan_homelab
 
 NAMESPACE = "homelab"
 GROUP_SIZE = 50
@@ -62,12 +81,63 @@ SAMPLES = 200
 WAIT_SECONDS = 30.0
 QUIET_SECONDS = 2.0
 """The first run's status writes count as drained after this long without one."""
+REDFISH_GROUPS: Final = 2
+READBACK_WAIT_SECONDS: Final = 3.0
+LOOPBACK: Final = "127.0.0.1"
+BMC_USER: Final = "bench"
+BMC_PASSWORD: Final = "bench-bmc-password"
+BMC_SECRET: Final = "bench-bmc-credentials"
+BMC_CA_SECRET: Final = "bench-bmc-ca"
+SSH_SECRET: Final = "bench-ssh-key"
+POWER_METRIC_PREFIXES: Final = ("homelab_autoscaler_power_operations_total", "homelab_autoscaler_power_failures_total",
+                                "homelab_autoscaler_power_operation_seconds_count",
+                                "homelab_autoscaler_power_operation_seconds_sum")
+READBACK_AGE_METRIC: Final = "homelab_autoscaler_machine_power_readback_age_seconds"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which groups are powered how: odd ones by Jobs, even ones natively (the last two of those by Redfish)."""
+
+    jobs: list[str]
+    wake_on_lan: list[str]
+    redfish: list[str]
+
+
+def group_count(size: int) -> int:
+    return max(1, size // GROUP_SIZE)
+
+
+def layout(groups: int) -> Layout:
+    odd = [f"group-{number}" for number in range(1, groups + 1, 2)]
+    even = [f"group-{number}" for number in range(2, groups + 1, 2)]
+    split = len(even) - min(REDFISH_GROUPS, len(even) // 2)
+    return Layout(odd, even[:split], even[split:])
+
+
+@dataclass(frozen=True)
+class NativeSeed:
+    """What the fake API adds to the seeded homelab: each native machine's spec.power and the Secrets they name."""
+
+    groups: list[str]
+    powers: dict[str, dict[str, Any]]
+    secrets: list[dict[str, Any]]
+
+
+def secret(name: str, data: dict[str, bytes]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
 
 
 # --- the child process: the fake API server -------------------------------------------------------------------
 
 
-def serve_fake_api(size: int, directory: str, events: Any, commands: Any) -> None:
+def serve_fake_api(size: int, directory: str, events: Any, commands: Any, native: NativeSeed) -> None:
     """Runs in the child: a seeded fake API whose hook reports Job POSTs and status PATCHes to `events`."""
     from sim.fakeapi import FakeApiServer
     from sim.seed import seed_homelab
@@ -87,8 +157,21 @@ def serve_fake_api(size: int, directory: str, events: Any, commands: Any) -> Non
             events.put(("status", machine, str(value.get("state", "")), now))
 
     with FakeApiServer(history_limit=100_000, watch_queue_limit=100_000, bookmark_interval=5.0) as fake:
-        seed_homelab(fake, NAMESPACE, groups=size // GROUP_SIZE, machines=size)
+        seed_homelab(fake, NAMESPACE, groups=group_count(size), machines=size)
         fake.store.create("v1", "namespaces", {"metadata": {"name": "homelab-autoscaler"}})
+        for body in native.secrets:
+            fake.store.create("v1", "secrets", body, NAMESPACE)
+        for group in native.groups:
+            # Like the Job groups measured, no concurrent-boot limit: it would queue the sequential calls.
+            resource = fake.store.get(GROUP_VERSION, "groups", group, NAMESPACE)
+            resource["spec"].pop("maxConcurrentBoots", None)
+            fake.store.update(GROUP_VERSION, "groups", resource, NAMESPACE)
+        for machine, power in native.powers.items():
+            resource = fake.store.get(GROUP_VERSION, "nodes", machine, NAMESPACE)
+            resource["spec"].pop("startupJob", None)
+            resource["spec"].pop("shutdownJob", None)
+            resource["spec"]["power"] = power
+            fake.store.update(GROUP_VERSION, "nodes", resource, NAMESPACE)
         kubeconfig = Path(directory) / "kubeconfig"
         fake.write_kubeconfig(kubeconfig)
         fake.on_request.append(hook)
@@ -101,30 +184,31 @@ def serve_fake_api(size: int, directory: str, events: Any, commands: Any) -> Non
 
 @dataclass
 class Arrivals:
-    """What the fake API received, consumed from the child's queue on a thread of its own."""
+    """What the fake API and the power receivers received, consumed from the queue on a thread of its own."""
 
     events: Any
     jobs: list[tuple[str, str, float]] = field(default_factory=list)
     statuses: list[tuple[str, str, float]] = field(default_factory=list)
+    powers: list[tuple[str, str, float]] = field(default_factory=list)
+    """(machine, driver, moment) of each magic packet or Redfish reset command received."""
+    reads: list[tuple[str, str, float]] = field(default_factory=list)
+    """(machine, driver, moment) of each Redfish GET of a system answered."""
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def run(self) -> None:
         while (item := self.events.get()) is not None:
             kind, machine, detail, moment = item
             with self.changed:
-                (self.jobs if kind == "job" else self.statuses).append((machine, detail, moment))
+                received = {"job": self.jobs, "status": self.statuses, "power": self.powers, "read": self.reads}[kind]
+                received.append((machine, detail, moment))
                 self.changed.notify_all()
 
     def wait(self, predicate: Any, timeout: float = WAIT_SECONDS) -> Any:
         with self.changed:
             found = self.changed.wait_for(predicate, timeout)
         if not found:
-            raise TimeoutError("the expected request did not reach the fake API in time")
+            raise TimeoutError("the expected request did not arrive in time")
         return found
-
-
-
-
 
 
 def start_operator(kubeconfig: str) -> tuple[Operator, float]:
@@ -135,7 +219,7 @@ def start_operator(kubeconfig: str) -> tuple[Operator, float]:
         metrics_address="127.0.0.1:0",
         webhook_address="",
     )
-    operator = Operator(settings)
+    operator = Operator(settings, power=native_power_port)
     started = time.monotonic()
     operator.start()
     if not operator.wait_acting(WAIT_SECONDS * 4):
@@ -163,23 +247,40 @@ def wait_quiet(arrivals: Arrivals, expected: int) -> float:
     raise TimeoutError("status writes did not drain")
 
 
-def measure_increase(stub: Any, arrivals: Arrivals, groups: list[str]) -> tuple[list[float], list[float], list[str]]:
-    """(IncreaseSize → Job POST, IncreaseSize answered, machines started), one sequential call per sample."""
-    to_post: list[float] = []
+def measure_increase(
+    stub: Any, arrivals: Arrivals, groups: list[str], received: list[tuple[str, str, float]], samples: int,
+    booted: Any = None,
+) -> tuple[list[float], list[float], list[str]]:
+    """(IncreaseSize → arrival in `received`, IncreaseSize answered, machines started), one sequential call per
+    sample; `booted(machine, arrived)`, when given, is called after each arrival (outside the timing)."""
+    to_arrival: list[float] = []
     answered: list[float] = []
     machines: list[str] = []
-    for index in range(SAMPLES):
+    for index in range(samples):
         group = groups[index % len(groups)]
         with arrivals.changed:
-            seen = len(arrivals.jobs)
+            seen = len(received)
         asked = time.monotonic()
         stub.NodeGroupIncreaseSize(externalgrpc.NodeGroupIncreaseSizeRequest(id=f"{NAMESPACE}/{group}", delta=1))
         answered.append(time.monotonic() - asked)
-        arrivals.wait(lambda seen=seen: len(arrivals.jobs) > seen)
-        machine, _group, posted = arrivals.jobs[seen]
-        to_post.append(posted - asked)
+        arrivals.wait(lambda seen=seen: len(received) > seen)
+        machine, _detail, moment = received[seen]
+        to_arrival.append(moment - asked)
         machines.append(machine)
-    return to_post, answered, machines
+        if booted is not None:
+            booted(machine, moment)
+    return to_arrival, answered, machines
+
+
+def wait_read_back(arrivals: Arrivals, machine: str, since: float) -> None:
+    """Until a Redfish readback of `machine` answered after `since` (none for a Wake-on-LAN machine: no wait)."""
+    if not any(name == machine for name, _driver, _moment in arrivals.reads):
+        return
+    try:
+        arrivals.wait(lambda: any(name == machine and moment > since for name, _driver, moment in arrivals.reads),
+                      READBACK_WAIT_SECONDS)
+    except TimeoutError:
+        print(f"note: no readback of {machine} within {READBACK_WAIT_SECONDS:.0f} s of its power-on", flush=True)
 
 
 def ready_node(name: str) -> dict[str, Any]:
@@ -195,25 +296,66 @@ def ready_node(name: str) -> dict[str, Any]:
     }
 
 
-def measure_ready(url: str, arrivals: Arrivals, machines: list[str]) -> list[float]:
+def post_ready_node(api_client: kube_client.ApiClient, machine: str) -> None:
+    """Play the kubelet of `machine`: register its Ready core Node."""
+    api_client.call_api(*api_client.param_serialize(
+        method="POST", resource_path="/api/v1/nodes", body=ready_node(machine),
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+    )).read()  # type: ignore[no-untyped-call]  # the response's read() is unannotated
+
+
+def kubelet_client(url: str) -> kube_client.ApiClient:
     configuration = kube_client.Configuration()
     configuration.host = url
+    return kube_client.ApiClient(configuration)
+
+
+def wait_ready(arrivals: Arrivals, machine: str, registered: float) -> float:
+    """The moment the fake API received the status PATCH recording `machine` Ready, after `registered`."""
+    arrivals.wait(lambda: any(
+        name == machine and state == "Ready" and moment >= registered for name, state, moment in arrivals.statuses
+    ))
+    return next(moment for name, state, moment in arrivals.statuses
+                if name == machine and state == "Ready" and moment >= registered)
+
+
+def measure_ready(url: str, arrivals: Arrivals, machines: list[str]) -> list[float]:
     latencies: list[float] = []
-    with kube_client.ApiClient(configuration) as api_client:
+    with kubelet_client(url) as api_client:
         for machine in machines:
             registered = time.monotonic()
-            api_client.call_api(*api_client.param_serialize(
-                method="POST", resource_path="/api/v1/nodes", body=ready_node(machine),
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            )).read()
-            arrivals.wait(lambda machine=machine, registered=registered: any(
-                name == machine and state == "Ready" and moment >= registered
-                for name, state, moment in arrivals.statuses
-            ))
-            recorded = next(moment for name, state, moment in arrivals.statuses
-                            if name == machine and state == "Ready" and moment >= registered)
-            latencies.append(recorded - registered)
+            post_ready_node(api_client, machine)
+            latencies.append(wait_ready(arrivals, machine, registered) - registered)
     return latencies
+
+
+def print_latencies(label: str, seconds: list[float], budget: str = "") -> None:
+    print(f"{label} ({len(seconds)} calls): p50 {percentile(seconds, 0.5) * 1e3:.1f} ms"
+          f"  p99 {percentile(seconds, 0.99) * 1e3:.1f} ms  max {max(seconds) * 1e3:.1f} ms{budget}", flush=True)
+
+
+def print_power_metrics(metrics_port: int) -> None:
+    """The power drivers' counters and try latency, and the readback ages summarised, as /metrics shows them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    print("/metrics, power drivers:", flush=True)
+    totals: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith(POWER_METRIC_PREFIXES):
+            print(f"  {line}")
+            series, value = line.rsplit(" ", 1)
+            name, labels = series.split("{", 1)
+            totals[(name.rsplit("_", 1)[1], labels)] = float(value)
+    for (kind, labels), count in totals.items():
+        if kind == "count" and count:
+            print(f"  mean try {{{labels}: {totals.get(('sum', labels), 0.0) / count * 1e3:.1f} ms")
+    ages = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(READBACK_AGE_METRIC + "{")]
+    if ages:
+        example = next(line for line in text.splitlines() if line.startswith(READBACK_AGE_METRIC + "{"))
+        print(f"  {READBACK_AGE_METRIC}: {len(ages)} machines, age min {min(ages):.0f} s  median "
+              f"{percentile(ages, 0.5):.0f} s  max {max(ages):.0f} s (e.g. {example})", flush=True)
+    else:
+        print(f"  {READBACK_AGE_METRIC}: no series", flush=True)
 
 
 def first_run(kubeconfig: str, size: int, events: Any) -> None:
@@ -243,45 +385,132 @@ def measured_run(kubeconfig: str, url: str, size: int, events: Any) -> None:
           f"RSS {rss_mib():.1f} MiB ({rss_before:.1f} MiB with everything imported, before the operator "
           f"started; budget 150 MiB)", flush=True)
     wait_quiet(arrivals, 0)
+    groups = layout(group_count(size))
     with grpc.insecure_channel(f"127.0.0.1:{operator.grpc_port}") as channel:
         stub = externalgrpc_grpc.CloudProviderStub(channel)
-        # Odd groups: the seeded even ones allow only 2 concurrent boots, which would queue the rest.
-        groups = [f"group-{number}" for number in range(1, size // GROUP_SIZE + 1, 2)]
-        increase, answered, machines = measure_increase(stub, arrivals, groups)
-    print(f"IncreaseSize -> startup Job POST ({len(increase)} calls): p50 {percentile(increase, 0.5) * 1e3:.1f} ms"
-          f"  p99 {percentile(increase, 0.99) * 1e3:.1f} ms  max {max(increase) * 1e3:.1f} ms (budget p99 50 ms)",
-          flush=True)
-    print(f"IncreaseSize answered (status stored): p50 {percentile(answered, 0.5) * 1e3:.1f} ms"
-          f"  p99 {percentile(answered, 0.99) * 1e3:.1f} ms  max {max(answered) * 1e3:.1f} ms", flush=True)
-    ready = measure_ready(url, arrivals, machines)
-    print(f"Node Ready -> status Ready ({len(ready)} machines): p50 {percentile(ready, 0.5) * 1e3:.1f} ms"
-          f"  p99 {percentile(ready, 0.99) * 1e3:.1f} ms  max {max(ready) * 1e3:.1f} ms", flush=True)
+        # Job groups are odd: the seeded even ones allow only 2 concurrent boots, which would queue the rest.
+        samples = min(SAMPLES, len(groups.jobs) * GROUP_SIZE)
+        increase, answered, machines = measure_increase(stub, arrivals, groups.jobs, arrivals.jobs, samples)
+        print_latencies("IncreaseSize -> startup Job POST", increase, " (budget p99 50 ms)")
+        print_latencies("IncreaseSize answered (status stored)", answered)
+        ready = measure_ready(url, arrivals, machines)
+        print_latencies("Node Ready -> status Ready", ready)
+        with kubelet_client(url) as api_client:
+
+            def booted(machine: str, arrived: float) -> None:
+                # Each call starts from a quiet operator, as the Job calls do: the machine's own readback (due at
+                # once when it starts up; all Redfish machines share one emulated BMC, on which the executor runs
+                # one operation at a time, unlike real hardware with a BMC per machine) and its boot are over.
+                wait_read_back(arrivals, machine, arrived)
+                registered = time.monotonic()
+                post_ready_node(api_client, machine)
+                wait_ready(arrivals, machine, registered)
+
+            for driver, native_groups in (("Wake-on-LAN", groups.wake_on_lan), ("Redfish", groups.redfish)):
+                if not native_groups:
+                    continue
+                samples = min(SAMPLES, len(native_groups) * GROUP_SIZE)
+                sent, answered, _machines = measure_increase(
+                    stub, arrivals, native_groups, arrivals.powers, samples, booted=booted
+                )
+                print_latencies(f"IncreaseSize -> {driver} power command received", sent)
+                print_latencies(f"IncreaseSize answered ({driver}, status stored)", answered)
+    print_power_metrics(operator.metrics_port)
     print(f"RSS at the end: {rss_mib():.1f} MiB", flush=True)
     operator.stop()
     events.put(None)
     reader.join(10)
 
 
+def machines_by_group(size: int) -> dict[str, list[str]]:
+    members: dict[str, list[str]] = {}
+    for machine in plan_homelab(NAMESPACE, group_count(size), size).machines:
+        members.setdefault(machine.group, []).append(machine.name)
+    return members
+
+
+def ssh_key() -> tuple[bytes, str]:
+    """A private key for the SSH power-off Secret and a known_hosts line (never used: nothing is powered off)."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    algorithm, public_key = key.export_public_key().decode().split()[:2]
+    return key.export_private_key(), f"{LOOPBACK} {algorithm} {public_key}"
+
+
 def bench_size(size: int) -> None:
-    print(f"\n== {size} machines in {size // GROUP_SIZE} groups of {GROUP_SIZE} ==", flush=True)
+    groups = layout(group_count(size))
+    members = machines_by_group(size)
+    wake_machines = [machine for group in groups.wake_on_lan for machine in members[group]]
+    redfish_machines = [machine for group in groups.redfish for machine in members[group]]
+    print(f"\n== {size} machines in {group_count(size)} groups of up to {GROUP_SIZE}: {len(groups.jobs)} groups "
+          f"powered by Jobs, {len(groups.wake_on_lan)} by Wake-on-LAN + SSH ({len(wake_machines)} machines), "
+          f"{len(groups.redfish)} by Redfish ({len(redfish_machines)} machines, one BMC) ==", flush=True)
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     parent_end, child_end = context.Pipe()
-    with tempfile.TemporaryDirectory(prefix="bench-reaction-") as directory:
-        fake = context.Process(target=serve_fake_api, args=(size, directory, events, child_end), daemon=True)
-        fake.start()
-        try:
-            kubeconfig, url = parent_end.recv()
-            for target, arguments in ((first_run, (kubeconfig, size, events)),
-                                      (measured_run, (kubeconfig, url, size, events))):
-                run = context.Process(target=target, args=arguments)
-                run.start()
-                run.join()
-                if run.exitcode != 0:
-                    raise RuntimeError(f"{target.__name__} failed with exit status {run.exitcode}")
-        finally:
-            parent_end.send("stop")
-            fake.join(30)
+    by_system: dict[str, str] = {}
+
+    def redfish_request(kind: str, system: str, moment: float) -> None:
+        if (machine := by_system.get(system)) is not None:
+            events.put(("power" if kind == "RESET" else "read", machine, "redfish", moment))
+
+    with tempfile.TemporaryDirectory(prefix="bench-reaction-") as directory, WakeOnLanListener(LOOPBACK) as listener:
+        bmc = TimestampingRedfish(Path(directory) / "redfish", len(redfish_machines), BMC_USER, BMC_PASSWORD,
+                                  redfish_request)
+        by_system.update(zip(bmc.system_ids, redfish_machines, strict=True))
+        with bmc:
+            native = native_seed(groups, wake_machines, redfish_machines, listener, bmc)
+            for machine in wake_machines:
+                listener.add(simulated_mac(NAMESPACE, machine), packet_arrival(events, machine))
+            fake = context.Process(target=serve_fake_api, args=(size, directory, events, child_end, native),
+                                   daemon=True)
+            fake.start()
+            try:
+                kubeconfig, url = parent_end.recv()
+                for target, arguments in ((first_run, (kubeconfig, size, events)),
+                                          (measured_run, (kubeconfig, url, size, events))):
+                    run = context.Process(target=target, args=arguments)
+                    run.start()
+                    run.join()
+                    if run.exitcode != 0:
+                        raise RuntimeError(f"{target.__name__} failed with exit status {run.exitcode}")
+            finally:
+                parent_end.send("stop")
+                fake.join(30)
+
+
+def packet_arrival(events: Any, machine: str) -> Any:
+    """What the UDP listener calls when `machine`'s magic packet arrives: report the moment."""
+
+    def arrived() -> None:
+        events.put(("power", machine, "wakeOnLan", time.monotonic()))
+
+    return arrived
+
+
+def native_seed(groups: Layout, wake_machines: list[str], redfish_machines: list[str], listener: WakeOnLanListener,
+                bmc: TimestampingRedfish) -> NativeSeed:
+    """spec.power of every native machine, pointed at the loopback receivers, and the Secrets they name."""
+    assert bmc.certificate is not None
+    private_key, known_hosts = ssh_key()
+    powers: dict[str, dict[str, Any]] = {}
+    for machine in wake_machines:
+        powers[machine] = {
+            "wakeOnLan": {"macAddress": simulated_mac(NAMESPACE, machine), "broadcastAddress": LOOPBACK,
+                          "port": listener.port},
+            "ssh": {"host": LOOPBACK, "user": "power", "privateKey": {"name": SSH_SECRET, "key": "key"},
+                    "knownHosts": known_hosts},
+        }
+    for system_id, machine in zip(bmc.system_ids, redfish_machines, strict=True):
+        powers[machine] = {
+            "redfish": {"endpoint": bmc.endpoint, "systemId": system_id, "credentials": {"name": BMC_SECRET},
+                        "caBundle": {"secretKeyRef": {"name": BMC_CA_SECRET, "key": "ca.crt"}}},
+        }
+    secrets = [
+        secret(BMC_SECRET, {"username": BMC_USER.encode(), "password": BMC_PASSWORD.encode()}),
+        secret(BMC_CA_SECRET, {"ca.crt": bmc.certificate.pem}),
+        secret(SSH_SECRET, {"key": private_key}),
+    ]
+    return NativeSeed(groups.wake_on_lan + groups.redfish, powers, secrets)
 
 
 def main() -> None:
