@@ -9,10 +9,7 @@ from urllib.parse import urlsplit
 from actors.power_port import PowerFailure, PowerRequest
 from power_drivers.driver import PowerDriver
 from power_drivers.errors import PowerDriverError
-from power_drivers.ipmi import IpmiDriver
-from power_drivers.redfish import RedfishDriver
 from power_drivers.secrets import SecretKeyMissingError, SecretReader
-from power_drivers.ssh import SshDriver
 from power_drivers.wake_on_lan import WakeOnLanDriver
 from schemas.power import CredentialsSecret, DriverName
 
@@ -35,7 +32,11 @@ def endpoint_key(request: PowerRequest) -> str:
 
 def build_driver(request: PowerRequest, secrets: SecretReader, timeout_seconds: float) -> PowerDriver:
     """The driver for this request's action, with its credentials; raises `PowerDriverError` (a missing Secret,
-    or no driver for the action)."""
+    or no driver for the action).
+
+    The protocol libraries (pyghmi, sushy, asyncssh: ~11 MiB together) are imported on a driver's first use, so an
+    operator whose machines use Jobs or Wake-on-LAN alone does not carry them.
+    """
     power = request.power
     machine = request.machine_key
     namespace = request.namespace
@@ -43,9 +44,13 @@ def build_driver(request: PowerRequest, secrets: SecretReader, timeout_seconds: 
         case DriverName.WAKE_ON_LAN if power.wake_on_lan is not None:
             return WakeOnLanDriver(machine, power.wake_on_lan, timeout_seconds)
         case DriverName.IPMI if power.ipmi is not None:
+            from power_drivers.ipmi import IpmiDriver
+
             username, password = _credentials(secrets, namespace, power.ipmi.credentials)
             return IpmiDriver(machine, power.ipmi, username, password)
         case DriverName.REDFISH if power.redfish is not None:
+            from power_drivers.redfish import RedfishDriver
+
             redfish = power.redfish
             username, password = _credentials(secrets, namespace, redfish.credentials)
             bundle = None
@@ -58,6 +63,8 @@ def build_driver(request: PowerRequest, secrets: SecretReader, timeout_seconds: 
                     bundle = secrets.read_config_map(namespace, reference.name, reference.key)
             return RedfishDriver(machine, redfish, username, password, timeout_seconds, bundle)
         case DriverName.SSH if power.ssh is not None:
+            from power_drivers.ssh import SshDriver
+
             key = secrets.read(namespace, power.ssh.private_key.name, power.ssh.private_key.key)
             return SshDriver(machine, power.ssh, key, timeout_seconds)
     raise PowerDriverError(PowerFailure.UNSUPPORTED, f"{machine}: spec.power has no driver that can {request.action}")
