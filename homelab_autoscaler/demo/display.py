@@ -142,11 +142,13 @@ def render_frame(
     width: int,
     colour: bool = True,
     native: Mapping[str, str] | None = None,
+    height: int | None = None,
 ) -> list[str]:
     """The whole live view as lines for a terminal `width` columns wide, before `fit` cuts what still overflows.
 
     Only the machine table is laid out for the width; the other lines are short, or free text that `fit` cuts.
-    Pure.
+    Given the terminal's `height`, the Recent section keeps the newest changes that fit below the rest (`fit` cuts
+    from the bottom, which would otherwise drop the newest first). Pure.
     """
     bold, dim, reset = (BOLD, DIM, RESET) if colour else ("", "", "")
     heading = f"homelab-autoscaler demo · {observation.elapsed:.1f} s"
@@ -169,7 +171,12 @@ def render_frame(
             mark = f"{GREEN}✓{reset}" if check.done and colour else ("✓" if check.done else "·")
             lines.append(f"  {mark} {check.text}")
     if tail:
-        lines += ["", f"{bold}Recent{reset}", *(f"  {format_change(change)}" for change in tail)]
+        shown = list(tail)
+        if height is not None:
+            room = (height - 1) - len(lines) - 2  # `fit` keeps height - 1 lines; a blank and the heading first
+            shown = shown[-room:] if room > 0 else []
+        if shown:
+            lines += ["", f"{bold}Recent{reset}", *(f"  {format_change(change)}" for change in shown)]
     return lines
 
 
@@ -266,6 +273,7 @@ class LiveDisplay:
                 width=size.columns,
                 colour=self._colour,
                 native=self._native,
+                height=size.lines,
             ),
             size.columns,
             size.lines,

@@ -724,3 +724,21 @@ def test_without_counters_the_summary_says_so_instead_of_guessing() -> None:
     assert summary.energy is None
     assert "counters could not be read" in render_summary(summary)
 
+
+
+@pytest.mark.parametrize("height", [24, 30, 40])
+def test_the_live_view_fits_the_terminal_height_keeping_the_newest_changes(height: int) -> None:
+    changes = [Change(float(second), ChangeKind.STATE, f"m{second}", "Shutdown → StartingUp") for second in range(8)]
+    screen = io.StringIO()
+    display = LiveDisplay(screen, {}, colour=False, terminal=lambda: terminal_size((80, height)))
+
+    display.show(_cooldown_observation(), changes, _scenario_step(3))
+    display.close()
+
+    lines = [_visible(line) for line in _visible(screen.getvalue()).rstrip("\n").split("\n")]
+    assert len(lines) < height, "the frame never scrolls, or redrawing it would break"
+    recent = lines[lines.index("Recent") + 1:]
+    assert recent, "some recent changes are shown"
+    assert "m7" in recent[-1], "the newest change is kept"
+    shown = [int(re.search(r"m(\d)", line).group(1)) for line in recent]  # type: ignore[union-attr]
+    assert shown == list(range(8 - len(shown), 8)), "the newest ones, oldest first"
