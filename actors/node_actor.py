@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -65,7 +65,7 @@ from actors.messages import (
     MachineStateChanged,
     MachineStatusWritten,
 )
-from actors.power_port import PowerAction, PowerOutcome, PowerRequest
+from actors.power_port import PowerAction, PowerFailure, PowerOutcome, PowerRequest
 from actors.read_model import MachineSnapshot
 from actors.ticker_actor import CancelTimer, StartTimer, TimerDue, ticker_address
 from schemas import labels
@@ -106,16 +106,12 @@ def state_report(machine: Machine, node: Node, commands_handled: int) -> Machine
     return MachineStateChanged(view, snapshot, machine.status.last_ready, commands_handled)
 
 
-DRIVERS_UNAVAILABLE: Final = "DriversUnavailable"
-"""The failure of a power request no port could take (no native power drivers in this operator)."""
-
-
 def power_event(outcome: PowerOutcome) -> Event:
     """The state-machine event an outcome of the power port stands for. Pure.
 
-    An outcome without a failure reason is one this shell made up because no power port is wired.
+    A failed outcome without a reason (a port that gave none) counts as `DriversUnavailable`.
     """
-    failure = outcome.failure.value if outcome.failure is not None else DRIVERS_UNAVAILABLE
+    failure = (outcome.failure or PowerFailure.DRIVERS_UNAVAILABLE).value
     if outcome.action is PowerAction.READ_POWER_STATE:
         if outcome.succeeded and outcome.observed is not None and outcome.driver is not None:
             return PowerStateObserved(outcome.observed, outcome.driver)
@@ -305,8 +301,9 @@ class NodeActor(ShellActor):
             if isinstance(effect, fx.SendPowerCommand):
                 LOGGER.warning("node=%s group=%s %s #%d not sent: %s", self.actor_name, self._group_id, action.value,
                                effect.attempt, why)
+            failure = PowerFailure.DRIVERS_UNAVAILABLE if port is None else PowerFailure.UNSUPPORTED
             self.send(self.myAddress, PowerOutcome(self._machine_key(), action, effect.attempt, None, False,
-                                                   message=why))
+                                                   failure=failure, message=why))
             return
         config = self._machine.config if self._machine is not None else self._config()
         deadline = readback.command_deadline_seconds(

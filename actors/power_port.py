@@ -50,11 +50,21 @@ class PowerFailure(StrEnum):
     """The device answered something we cannot use (unexpected status, malformed reply, no such system)."""
     UNSUPPORTED = "Unsupported"
     """The machine's drivers cannot do this action (e.g. a readback with only Wake-on-LAN and SSH)."""
+    SECRET_UNREADABLE = "SecretUnreadable"
+    """The API server could not be asked for a Secret the driver needs (unreachable, overloaded)."""
+    DRIVERS_UNAVAILABLE = "DriversUnavailable"
+    """Nothing ran the request: no power drivers are wired in, or they stopped (the operator is stopping or lost
+    its leadership) before its turn came."""
 
     @property
     def retryable(self) -> bool:
         """Worth trying again within the request's deadline: a transient network or device condition."""
-        return self in (PowerFailure.UNREACHABLE, PowerFailure.TIMED_OUT, PowerFailure.PROTOCOL_ERROR)
+        return self in (
+            PowerFailure.UNREACHABLE,
+            PowerFailure.TIMED_OUT,
+            PowerFailure.PROTOCOL_ERROR,
+            PowerFailure.SECRET_UNREADABLE,
+        )
 
 
 @dataclass(frozen=True)

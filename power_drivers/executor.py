@@ -304,6 +304,6 @@ def _stopped_result(request: PowerRequest, tries: int) -> _Result:
     return _Result(
         False,
         tries,
-        failure=PowerFailure.TIMED_OUT,
+        failure=PowerFailure.DRIVERS_UNAVAILABLE,
         message=f"{request.machine_key}: {request.action} not run: the power executor stopped",
     )

@@ -32,7 +32,7 @@ class SecretUnreadableError(PowerDriverError):
     """The API server could not be asked (unreachable, overloaded): worth trying again."""
 
     def __init__(self, kind: str, namespace: str, name: str, why: str) -> None:
-        super().__init__(PowerFailure.UNREACHABLE, f"cannot read {kind} {namespace}/{name}: {why}")
+        super().__init__(PowerFailure.SECRET_UNREADABLE, f"cannot read {kind} {namespace}/{name}: {why}")
 
 
 class SecretReader(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -77,3 +78,20 @@ def test_absence_is_the_drivers_own_error(
 
     assert raised.value.failure is failure
     assert message in raised.value.message
+
+
+def test_an_api_server_that_does_not_answer_is_a_failure_worth_retrying() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        configuration = kube_client.Configuration()
+        configuration.host = f"http://127.0.0.1:{port}"
+        with kube_client.ApiClient(configuration) as api_client:
+            reader = KubeSecretReader(KubeApi(api_client, timeout=(1.0, 1.0)))
+
+            with pytest.raises(PowerDriverError) as raised:
+                reader.read(NAMESPACE, "bmc", "password")
+
+    assert raised.value.failure is PowerFailure.SECRET_UNREADABLE
+    assert raised.value.failure.retryable
+    assert "cannot read Secret homelab/bmc" in raised.value.message
