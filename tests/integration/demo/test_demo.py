@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import io
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -52,6 +50,7 @@ from homelab_autoscaler.status_view import MachineRow, OperationRow, StatusView
 from protos import externalgrpc_pb2 as externalgrpc
 from protos import externalgrpc_pb2_grpc as externalgrpc_grpc
 from schemas import GROUP_VERSION
+from tests.support.cli_process import CliProcess
 
 ROOT: Final = Path(__file__).resolve().parents[3]
 SPEED: Final = 10.0
@@ -241,57 +240,17 @@ def test_bad_flags_are_refused_with_exit_status_2(
     assert complaint in capsys.readouterr().err
 
 
-class DemoProcess:
-    """`demo --serve` in a subprocess, its stdout read line by line on a helper thread."""
+class DemoProcess(CliProcess):
+    """`demo ARGUMENTS` in a subprocess (see tests/support/cli_process.py)."""
 
     def __init__(self, *arguments: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "homelab_autoscaler.cli", "demo", *arguments],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[str] = []
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, name="demo-stdout-reader")
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
+        super().__init__("demo", *arguments, cwd=ROOT)
 
     def value_after(self, prefix: str, timeout: float = RUN_TIMEOUT) -> str:
-        """The rest of the first stdout line (from here on) starting with `prefix`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.process.poll() is not None and self._lines.empty()):
-                pytest.fail(f"no {prefix!r} line from the demo (exit status {self.process.poll()}):\n"
-                            + "\n".join(self.lines))
-            try:
-                line = self._lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            self.lines.append(line)
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
+        return super().value_after(prefix, timeout)
 
     def interrupt(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            _stdout, stderr = self.process.communicate(timeout=EXIT_TIMEOUT)
-        finally:
-            self.kill()
-        return self.process.returncode, stderr
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
-        self._reader.join(EXIT_TIMEOUT)
+        return self.stop(signal.SIGINT, EXIT_TIMEOUT)
 
 
 @pytest.fixture

@@ -3,13 +3,9 @@ come up, and SIGTERM or SIGINT stops it cleanly with exit status 0."""
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +15,7 @@ from homelab_autoscaler.commands.sim import PROVIDER_ID_MODES
 from sim.fakeapi import FakeApiServer
 from sim.machines import ProviderIdMode
 from sim.seed import seed_homelab
+from tests.support.cli_process import CliProcess
 from tests.support.polling import wait_for
 
 KUBECTL = "/usr/bin/kubectl"
@@ -27,55 +24,14 @@ EXIT_TIMEOUT = 15.0
 FAST_MACHINES = ["--boot-seconds", "0.1", "--shutdown-seconds", "0.1", "--heartbeat-seconds", "0.2"]
 
 
-class SimProcess:
-    """The CLI in a subprocess, its stdout read line by line on a helper thread."""
+class SimProcess(CliProcess):
+    """`sim ARGUMENTS` in a subprocess (see tests/support/cli_process.py)."""
 
     def __init__(self, *arguments: str) -> None:
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "homelab_autoscaler.cli", "sim", *arguments],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
+        super().__init__("sim", *arguments)
 
     def value_after(self, prefix: str, timeout: float = STARTUP_TIMEOUT) -> str:
-        """The rest of the first stdout line starting with `prefix`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.process.poll() is not None and self._lines.empty()):
-                pytest.fail(f"no {prefix!r} line from the sim command (exit status {self.process.poll()})")
-            try:
-                line = self._lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-
-    def stop(self, signal_number: int) -> tuple[int, str]:
-        self.process.send_signal(signal_number)
-        try:
-            _stdout, stderr = self.process.communicate(timeout=EXIT_TIMEOUT)
-        finally:
-            self.kill()
-        self._reader.join(EXIT_TIMEOUT)
-        assert not self._reader.is_alive(), "the simulator's output was still being read after it exited"
-        return self.process.returncode, stderr
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
+        return super().value_after(prefix, timeout)
 
 
 @pytest.fixture
@@ -136,9 +92,9 @@ def test_an_unknown_machine_in_a_fault_flag_is_refused(sim_processes: list[SimPr
     sim = SimProcess("--machines", "2", "--fail-boot", "machine-9999")
     sim_processes.append(sim)
 
-    _stdout, stderr = sim.process.communicate(timeout=EXIT_TIMEOUT)
+    exit_status, stderr = sim.wait(EXIT_TIMEOUT)
 
-    assert sim.process.returncode == 2
+    assert exit_status == 2
     assert "machine-9999" in stderr
 
 
