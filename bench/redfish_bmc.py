@@ -14,7 +14,6 @@ Run by `TimestampingRedfish`: python -m bench.redfish_bmc CONFIG.json  (prints "
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
 import threading
@@ -25,9 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TextIO
 
-import bcrypt
-
-from tests.support.tls import SelfSignedCertificate, self_signed_certificate
+from tests.support.redfish_emulator import launch, stop
+from tests.support.tls import SelfSignedCertificate
 
 RESET_SUFFIX: Final = "/Actions/ComputerSystem.Reset"
 SYSTEMS_PREFIX: Final = "/redfish/v1/Systems/"
@@ -61,31 +59,10 @@ class ResetTimestamps:
 
 
 def serve(config_path: str) -> None:
-    """The subprocess: sushy-tools with the tests' immediate fake driver, behind `ResetTimestamps`."""
-    from sushy_tools.emulator import main as emulator
-    from sushy_tools.emulator.resources.systems import fakedriver
-    from werkzeug.serving import make_server
+    """The subprocess: the tests' emulator (sushy-tools, immediate fake driver) behind `ResetTimestamps`."""
+    from tests.support.redfish_emulator_server import serve as serve_emulator
 
-    from tests.support.redfish_emulator_server import ImmediateFakeDriver
-
-    config = json.loads(Path(config_path).read_text())
-    fakedriver.FakeDriver = ImmediateFakeDriver
-    app = emulator.app
-    app.configure(
-        extra_config={
-            "SUSHY_EMULATOR_FAKE_DRIVER": True,
-            "SUSHY_EMULATOR_FAKE_SYSTEMS": config["systems"],
-            "SUSHY_EMULATOR_STATE_DIR": config["state_dir"],
-            "SUSHY_EMULATOR_AUTH_FILE": config["auth_file"],
-        }
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(config["cert"], config["key"])
-    server = make_server(
-        "127.0.0.1", 0, ResetTimestamps(app.wsgi_app, sys.stdout), threaded=True, ssl_context=context
-    )
-    print(f"PORT {server.port}", flush=True)
-    server.serve_forever()
+    serve_emulator(json.loads(Path(config_path).read_text()), lambda app: ResetTimestamps(app, sys.stdout))
 
 
 class TimestampingRedfish:
@@ -119,37 +96,9 @@ class TimestampingRedfish:
         return f"https://127.0.0.1:{self.port}"
 
     def __enter__(self) -> TimestampingRedfish:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.certificate = self_signed_certificate(self.folder)
-        auth_file = self.folder / "htpasswd"
-        digest = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
-        auth_file.write_text(f"{self.username}:{digest}\n")
-        config = {
-            "systems": [
-                {"uuid": system_id, "name": f"system-{index}", "power_state": "Off", "external_notifier": False}
-                for index, system_id in enumerate(self.system_ids)
-            ],
-            "state_dir": str(self.folder / "state"),
-            "auth_file": str(auth_file),
-            "cert": str(self.certificate.certificate_path),
-            "key": str(self.certificate.key_path),
-        }
-        config_path = self.folder / "bmc.json"
-        config_path.write_text(json.dumps(config))
-        self._log = (self.folder / "bmc.log").open("w")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.redfish_bmc", str(config_path)],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-        )
+        launched = launch(self.folder, "bench.redfish_bmc", self.system_ids, self.username, self.password, {})
+        self._process, self._log, self.certificate, self.port = launched
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line.startswith("PORT "):
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"the Redfish BMC did not start: {(self.folder / 'bmc.log').read_text()}")
-        self.port = int(line.split()[1])
         self._reader = threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True,
                                         name="redfish-arrivals")
         self._reader.start()
@@ -165,20 +114,11 @@ class TimestampingRedfish:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            self._process.terminate()  # its stdout ends, so the reader does, before the pipe is closed
             if self._reader is not None:
                 self._reader.join(STOP_TIMEOUT)
-            if self._process.stdout is not None:
-                self._process.stdout.close()
-            self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        stop(self._process, self._log)
+        self._process, self._log = None, None
 
 
 if __name__ == "__main__":

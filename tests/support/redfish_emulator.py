@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +21,68 @@ import requests
 
 from tests.support.tls import SelfSignedCertificate, self_signed_certificate
 
-START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 10.0
+REPOSITORY: Final = Path(__file__).resolve().parents[2]
+
+
+Launched = tuple[subprocess.Popen[str], TextIO, SelfSignedCertificate, int]
+"""The emulator process (its stdout open for reading), its log file, its certificate and its port."""
+
+
+def launch(
+    folder: Path, module: str, system_ids: Sequence[str], username: str, password: str, extra: Mapping[str, Any]
+) -> Launched:
+    """Start `python -m MODULE CONFIG.json` (a server built on `redfish_emulator_server.serve`) with one fake system
+    per id, all Off, behind HTTP Basic `username`/`password` and a fresh self-signed certificate; `extra` goes into
+    its config as it is. Returns once it listens. Stop it with `stop`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    certificate = self_signed_certificate(folder)
+    auth_file = folder / "htpasswd"
+    digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    auth_file.write_text(f"{username}:{digest}\n")
+    config = {
+        "systems": [
+            {"uuid": system_id, "name": f"system-{index}", "power_state": "Off", "external_notifier": False}
+            for index, system_id in enumerate(system_ids)
+        ],
+        "state_dir": str(folder / "state"),
+        "auth_file": str(auth_file),
+        "cert": str(certificate.certificate_path),
+        "key": str(certificate.key_path),
+        **extra,
+    }
+    config_path = folder / "emulator.json"
+    config_path.write_text(json.dumps(config))
+    log_path = folder / "emulator.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=REPOSITORY,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("PORT "):
+        stop(process, log)
+        raise RuntimeError(f"the Redfish emulator did not start: {log_path.read_text()}")
+    return process, log, certificate, int(line.split()[1])
+
+
+def stop(process: subprocess.Popen[str] | None, log: TextIO | None) -> None:
+    """Stop an emulator `launch` started (killed if it does not end in time) and close its pipe and log."""
+    if process is not None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    if log is not None:
+        log.close()
 
 
 @dataclass
@@ -46,58 +107,19 @@ class RedfishEmulator:
         return f"https://127.0.0.1:{self.port}"
 
     def __enter__(self) -> RedfishEmulator:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.certificate = self_signed_certificate(self.folder)
         self.system_ids = [str(uuid.uuid4()) for _ in range(self.systems)]
-        auth_file = self.folder / "htpasswd"
-        digest = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
-        auth_file.write_text(f"{self.username}:{digest}\n")
-        config = {
-            "systems": [
-                {"uuid": system_id, "name": f"system-{index}", "power_state": "Off", "external_notifier": False}
-                for index, system_id in enumerate(self.system_ids)
-            ],
-            "stuck": [self.system_ids[index] for index in self.stuck],
-            "hold": self.hold_seconds,
-            "state_dir": str(self.folder / "state"),
-            "auth_file": str(auth_file),
-            "cert": str(self.certificate.certificate_path),
-            "key": str(self.certificate.key_path),
-        }
-        config_path = self.folder / "emulator.json"
-        config_path.write_text(json.dumps(config))
-        self._log = (self.folder / "emulator.log").open("w")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.redfish_emulator_server", str(config_path)],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            cwd=Path(__file__).resolve().parents[2],
+        stuck = {"stuck": [self.system_ids[index] for index in self.stuck], "hold": self.hold_seconds}
+        launched = launch(
+            self.folder, "tests.support.redfish_emulator_server", self.system_ids, self.username, self.password, stuck
         )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line.startswith("PORT "):
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"the Redfish emulator did not start: {(self.folder / 'emulator.log').read_text()}")
-        self.port = int(line.split()[1])
+        self._process, self._log, self.certificate, self.port = launched
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            if self._process.stdout is not None:
-                self._process.stdout.close()
-            self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        stop(self._process, self._log)
+        self._process, self._log = None, None
 
     def stats(self) -> dict[str, Any]:
         """The reset commands received and the most requests ever in flight at once."""

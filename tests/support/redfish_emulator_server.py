@@ -73,9 +73,12 @@ class Instrumented:
                 self._in_flight -= 1
 
 
-def main() -> None:
-    with open(sys.argv[1]) as source:
-        config = json.load(source)
+WsgiApp = Callable[..., Iterable[bytes]]
+
+
+def serve(config: dict[str, Any], wrap: Callable[[WsgiApp], WsgiApp]) -> None:
+    """sushy-tools with `ImmediateFakeDriver`, its WSGI app wrapped by `wrap`, over HTTPS on a free loopback port;
+    prints "PORT <n>" once it listens, then serves until the process is stopped."""
     ImmediateFakeDriver.stuck = frozenset(config.get("stuck", ()))
     fakedriver.FakeDriver = ImmediateFakeDriver
     app = emulator.app
@@ -89,10 +92,15 @@ def main() -> None:
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(config["cert"], config["key"])
-    server = make_server("127.0.0.1", 0, Instrumented(app.wsgi_app, config.get("hold", 0.0)), threaded=True,
-                         ssl_context=context)
+    server = make_server("127.0.0.1", 0, wrap(app.wsgi_app), threaded=True, ssl_context=context)
     print(f"PORT {server.port}", flush=True)
     server.serve_forever()
+
+
+def main() -> None:
+    with open(sys.argv[1]) as source:
+        config = json.load(source)
+    serve(config, lambda app: Instrumented(app, config.get("hold", 0.0)))
 
 
 if __name__ == "__main__":
