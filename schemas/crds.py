@@ -94,6 +94,11 @@ def _exactly_one(first: str, second: str, what: str) -> CelRule:
     )
 
 
+WINDOW_HAS_A_LENGTH: Final = CelRule(
+    "self.start != self.end", "end must differ from start (a window needs a length)", ".end"
+)
+"""Every weekly window's (a schedule's, an exercise window's) one rule of its own."""
+
 # PowerSpec.problems()' messages without their path (kubectl prints the path itself); a test holds them equal.
 POWER_ONE_BMC_MESSAGE: Final = "name at most one BMC (ipmi or redfish), not both"
 POWER_NO_ON_DRIVER_MESSAGE: Final = "nothing can power the machine on: add wakeOnLan, ipmi or redfish"
@@ -121,7 +126,7 @@ MODEL_RULES: Final[Mapping[type[BaseModel], tuple[CelRule, ...]]] = {
         ),
     ),
     Schedule: (
-        CelRule("self.start != self.end", "end must differ from start (a window needs a length)", ".end"),
+        WINDOW_HAS_A_LENGTH,
         CelRule("has(self.minSize) || has(self.maxSize)", "a schedule must set minSize, maxSize or both"),
     ),
     Exercise: (
@@ -131,9 +136,7 @@ MODEL_RULES: Final[Mapping[type[BaseModel], tuple[CelRule, ...]]] = {
             ".every",
         ),
     ),
-    ExerciseWindow: (
-        CelRule("self.start != self.end", "end must differ from start (a window needs a length)", ".end"),
-    ),
+    ExerciseWindow: (WINDOW_HAS_A_LENGTH,),
     FailurePolicy: (
         CelRule(
             "!has(self.cooldownBase) || !has(self.cooldownCap) || "

@@ -121,14 +121,9 @@ CLOCK_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 """A wall-clock time of day, `HH:MM` on the 24-hour clock."""
 
 
-class Schedule(Model):
-    """A weekly window from `start` on each of `days` to the next `end`, overriding minSize and/or maxSize."""
+class WeeklyWindow(Model):
+    """A weekly window: from `start` on each of `days` to the next `end`, by the clock of `timeZone`."""
 
-    name: str = Field(
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=63,
-        description="Names the window in the group's status, Events and refusals (lowercase letters, digits, -).",
-    )
     days: tuple[Weekday, ...] = Field(
         min_length=1, max_length=7, description="Days of the week the window starts on, e.g. [Mon, Tue, Wed]."
     )
@@ -140,6 +135,16 @@ class Schedule(Model):
     time_zone: str = Field(
         default="UTC", max_length=64, description="IANA time zone of start and end, e.g. Europe/Berlin."
     )
+
+
+class Schedule(WeeklyWindow):
+    """A weekly window from `start` on each of `days` to the next `end`, overriding minSize and/or maxSize."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Names the window in the group's status, Events and refusals (lowercase letters, digits, -).",
+    )
     min_size: int | None = Field(
         default=None, ge=0, description="The group's minSize while the window is active; the operator powers on "
         "machines up to it; unset: spec.minSize."
@@ -150,20 +155,8 @@ class Schedule(Model):
     )
 
 
-class ExerciseWindow(Model):
-    """When exercise boots may start: weekly, from `start` on each of `days` to the next `end` (a schedule's shape)."""
-
-    days: tuple[Weekday, ...] = Field(
-        min_length=1, max_length=7, description="Days of the week the window starts on, e.g. [Sat, Sun]."
-    )
-    start: str = Field(pattern=CLOCK_TIME_PATTERN, description="When the window starts, HH:MM by the zone's clock.")
-    end: str = Field(
-        pattern=CLOCK_TIME_PATTERN,
-        description="When the window ends, HH:MM by the zone's clock; earlier than start: the next day.",
-    )
-    time_zone: str = Field(
-        default="UTC", max_length=64, description="IANA time zone of start and end, e.g. Europe/Berlin."
-    )
+class ExerciseWindow(WeeklyWindow):
+    """When exercise boots may start: weekly, from `start` on each of `days` to the next `end`."""
 
 
 MIN_EXERCISE_INTERVAL_SECONDS: Final = 3600

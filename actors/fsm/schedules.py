@@ -18,23 +18,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Final, Protocol
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from schemas.group import GroupSpec, Schedule, Weekday
-
-
-class WeeklyWindow(Protocol):
-    """The calendar part of a window: a schedule's, or the exercise window's (`spec.exercise.window`)."""
-
-    @property
-    def days(self) -> tuple[Weekday, ...]: ...
-    @property
-    def start(self) -> str: ...
-    @property
-    def end(self) -> str: ...
-    @property
-    def time_zone(self) -> str: ...
+from schemas.group import GroupSpec, Schedule, Weekday, WeeklyWindow
 
 _WEEKDAYS: Final = tuple(Weekday)
 """Weekday members in `date.weekday()` order (Monday is 0)."""
